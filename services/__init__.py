@@ -1,0 +1,1 @@
+"""mailstream: an event-sourced mail transfer agent on Apache Kafka."""

@@ -1,0 +1,174 @@
+"""The configuration file's shape. Every section refuses keys it does not know."""
+
+from __future__ import annotations
+
+import os
+import socket
+from datetime import timedelta
+from ipaddress import IPv4Address, IPv6Address
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+import yaml
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, SecretStr, ValidationError, model_validator
+
+from mailstream.core.duration import parse_duration
+
+Duration = Annotated[timedelta, BeforeValidator(parse_duration)]
+Port = Annotated[int, Field(ge=1, le=65535)]
+
+
+class Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class ConfigError(ValueError):
+    """The configuration file is unreadable or invalid; the message names each bad key."""
+
+
+class KafkaConfig(Section):
+    bootstrap_servers: str = "127.0.0.1:19092"
+    replication_factor: Annotated[int, Field(ge=1)] = 1
+
+
+class ApiKey(Section):
+    key: SecretStr = Field(min_length=16)
+    tenant: str | None = None
+    admin: bool = False
+
+    @model_validator(mode="after")
+    def _tenant_or_admin(self) -> ApiKey:
+        if self.admin == (self.tenant is not None):
+            raise ValueError("an API key has either a tenant or admin: true, not both or neither")
+        return self
+
+
+class IngestConfig(Section):
+    host: str = "127.0.0.1"
+    port: Port = 8025
+    request_body_limit: Annotated[int, Field(ge=1024)] = 2 * 1024 * 1024
+    message_id_domain: str = Field(default_factory=socket.getfqdn)
+    status_db: Path = Path(".run/ingest/status.sqlite3")
+    api_keys: list[ApiKey] = []
+
+
+class SchedulerConfig(Section):
+    app_id: str = "mailstream-scheduler"
+    data_dir: Path = Path(".run/scheduler")
+    web_port: Port = 6066
+    store: str = "memory://"
+
+
+class DeliveryConfig(Section):
+    smarthost: str | None = None
+    ehlo_domain: str = Field(default_factory=socket.getfqdn)
+    concurrency: Annotated[int, Field(ge=1, le=10_000)] = 64
+    connect_timeout: Duration = timedelta(seconds=30)
+    command_timeout: Duration = timedelta(minutes=5)
+    starttls: Literal["opportunistic", "required", "disabled"] = "opportunistic"
+    metrics_port: Port = 9102
+
+    @model_validator(mode="after")
+    def _smarthost_has_port(self) -> DeliveryConfig:
+        if self.smarthost is not None:
+            host, sep, port = self.smarthost.rpartition(":")
+            if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
+                raise ValueError(f"smarthost {self.smarthost!r} must be host:port")
+        return self
+
+
+class EgressSource(Section):
+    name: str
+    source_address: IPv4Address | IPv6Address | None = None
+    ehlo_domain: str | None = None
+
+
+class PoolEntry(Section):
+    name: str
+    weight: Annotated[int, Field(ge=0)] = 1
+
+
+class EgressPool(Section):
+    name: str
+    entries: list[PoolEntry] = Field(min_length=1)
+
+
+UNSPECIFIED = "unspecified"
+
+
+class EgressConfig(Section):
+    sources: list[EgressSource] = [EgressSource(name=UNSPECIFIED)]
+    pools: list[EgressPool] = [EgressPool(name=UNSPECIFIED, entries=[PoolEntry(name=UNSPECIFIED)])]
+
+    @model_validator(mode="after")
+    def _pools_name_known_sources(self) -> EgressConfig:
+        names = [s.name for s in self.sources]
+        if len(set(names)) != len(names):
+            raise ValueError("egress source names must be unique")
+        for pool in self.pools:
+            for entry in pool.entries:
+                if entry.name not in names:
+                    raise ValueError(f"pool {pool.name!r} names unknown egress source {entry.name!r}")
+        return self
+
+    def source(self, name: str) -> EgressSource:
+        return next(s for s in self.sources if s.name == name)
+
+    def pool(self, name: str) -> EgressPool:
+        return next(p for p in self.pools if p.name == name)
+
+
+class QueueDefaults(Section):
+    egress_pool: str = UNSPECIFIED
+    retry_interval: Duration = timedelta(minutes=20)
+    max_retry_interval: Duration | None = None
+    max_age: Duration = timedelta(days=7)
+
+
+class Config(Section):
+    kafka: KafkaConfig = KafkaConfig()
+    ingest: IngestConfig = IngestConfig()
+    scheduler: SchedulerConfig = SchedulerConfig()
+    delivery: DeliveryConfig = DeliveryConfig()
+    egress: EgressConfig = EgressConfig()
+    queues: QueueDefaults = QueueDefaults()
+
+    @model_validator(mode="after")
+    def _queue_pool_exists(self) -> Config:
+        if self.queues.egress_pool not in {p.name for p in self.egress.pools}:
+            raise ValueError(f"queues.egress_pool names unknown pool {self.queues.egress_pool!r}")
+        return self
+
+
+def _describe(exc: ValidationError) -> str:
+    lines = []
+    for err in exc.errors():
+        where = ".".join(str(part) for part in err["loc"]) or "(top level)"
+        lines.append(f"  {where}: {err['msg']}")
+    return "invalid configuration:\n" + "\n".join(lines)
+
+
+def parse_config(data: dict[str, Any], env: dict[str, str] | None = None) -> Config:
+    """Validate a parsed file; KAFKA_BOOTSTRAP_SERVERS in `env` overrides kafka.bootstrap_servers."""
+    env = os.environ if env is None else env  # type: ignore[assignment]
+    try:
+        config = Config.model_validate(data)
+    except ValidationError as exc:
+        raise ConfigError(_describe(exc)) from None
+    override = env.get("KAFKA_BOOTSTRAP_SERVERS") if env else None
+    if override:
+        config = config.model_copy(update={"kafka": config.kafka.model_copy(
+            update={"bootstrap_servers": override})})
+    return config
+
+
+def load_config(path: str | Path | None, env: dict[str, str] | None = None) -> Config:
+    if path is None:
+        return parse_config({}, env)
+    try:
+        data = yaml.safe_load(Path(path).read_text()) or {}
+    except (OSError, yaml.YAMLError) as exc:
+        raise ConfigError(f"cannot read configuration {path}: {exc}") from None
+    if not isinstance(data, dict):
+        raise ConfigError(f"configuration {path} must be a mapping at the top level")
+    return parse_config(data, env)

@@ -1,0 +1,76 @@
+"""Example records of every type, for tests and documentation; deterministic, no I/O."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+
+from mailstream.events.records import (
+    AcceptedMessage,
+    AttemptRecord,
+    BodyRef,
+    DeliveryResponse,
+    DeliveryTask,
+    LogRecord,
+    MessageBody,
+    QueuedMessage,
+    Record,
+    SmtpResponse,
+    TransactionStatus,
+)
+
+T0 = datetime(2026, 11, 22, 8, 0, 0, 123000, tzinfo=UTC)
+BODY = BodyRef(topic="mail.bodies", partition=3, offset=42, sha256="ab" * 32, size=2048)
+OK_250 = SmtpResponse(code=250, enhanced_code="2.0.0", content="OK queued as 1234", command="DATA")
+
+
+def accepted() -> AcceptedMessage:
+    return AcceptedMessage(
+        id="tx-1", submission_id="sub-1", queue="spring:acme@example.com", tenant="acme",
+        campaign="spring", sender="bounce@acme.test", recipient="ann@example.com",
+        domain="example.com", message_id="m1@acme.test", body=BODY,
+        headers={"Subject": "Hello", "From": "news@acme.test"}, metadata={"job": "42"},
+        priority=7, send_at=T0, reception_protocol="HTTP", received_at=T0)
+
+
+def task() -> DeliveryTask:
+    return DeliveryTask(
+        id="tx-1", attempt=1, attempt_id="tx-1/1", queue="spring:acme@example.com",
+        egress_pool="unspecified", egress_source="unspecified", egress_path="unspecified->mx.example.com",
+        sender="bounce@acme.test", recipient="ann@example.com", domain="example.com", tenant="acme",
+        campaign="spring", body=BODY, created_at=T0, issued_at=T0)
+
+
+def response() -> DeliveryResponse:
+    return DeliveryResponse(
+        id="tx-1", attempt=1, attempt_id="tx-1/1", queue="spring:acme@example.com", outcome="DELIVERED",
+        response=OK_250, egress_source="unspecified", egress_path="unspecified->mx.example.com",
+        peer_address="127.0.0.1:2525", tls="TLSv1.3", started_at=T0, completed_at=T0)
+
+
+def status() -> TransactionStatus:
+    attempt = AttemptRecord(attempt=1, outcome="DELIVERED", response=OK_250, egress_source="unspecified",
+                            egress_path="unspecified->mx.example.com", started_at=T0, completed_at=T0)
+    return TransactionStatus(
+        id="tx-1", version=2, status="delivered", queue="spring:acme@example.com", tenant="acme",
+        campaign="spring", sender="bounce@acme.test", recipient="ann@example.com", message_id="m1@acme.test",
+        created_at=T0, updated_at=T0, num_attempts=1, egress_pool="unspecified", attempts=(attempt,),
+        final_reason="delivered")
+
+
+def queued() -> QueuedMessage:
+    return QueuedMessage(accepted_partition=3, body=BODY, domain="example.com", priority=7,
+                         transaction=status())
+
+
+def log_record() -> LogRecord:
+    return LogRecord(type="Delivery", id="tx-1", sender="bounce@acme.test", recipient="ann@example.com",
+                     queue="spring:acme@example.com", site="unspecified->mx.example.com", size=2048,
+                     response=OK_250, timestamp=T0, created=T0, num_attempts=1, tenant="acme")
+
+
+def body() -> MessageBody:
+    return MessageBody(sha256="ab" * 32, data=b"Subject: hi\r\n\r\nhello\r\n")
+
+
+ALL: tuple[Record, ...] = (
+    accepted(), task(), response(), status(), queued(), log_record(), body(), OK_250, BODY)

@@ -1,0 +1,213 @@
+"""The one seam to Kafka: confluent-kafka is imported here and nowhere else in the services.
+
+Producers are idempotent (acks=all) and place keys with murmur2 like the Java client and
+aiokafka/Faust do; consumers never auto-commit, so an offset is committed only after the
+effects of its record are durable.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+from collections.abc import Iterable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from typing import Any
+
+from confluent_kafka import Consumer, KafkaError, KafkaException, Message, Producer, TopicPartition
+from confluent_kafka.admin import AdminClient, NewTopic
+
+from mailstream.events.records import Record
+from mailstream.events.serde import encode
+from mailstream.events.topics import TopicSpec
+
+
+class KafkaUnavailable(RuntimeError):
+    """The cluster could not be reached or refused an operation."""
+
+
+@dataclass(frozen=True, slots=True)
+class Delivered:
+    topic: str
+    partition: int
+    offset: int
+
+
+def producer_config(bootstrap: str, **extra: Any) -> dict[str, Any]:
+    return {
+        "bootstrap.servers": bootstrap,
+        "enable.idempotence": True,
+        "acks": "all",
+        "partitioner": "murmur2_random",
+        "linger.ms": 2,
+        "compression.type": "lz4",
+        "message.max.bytes": 64 * 1024 * 1024 + 4096,
+        **extra,
+    }
+
+
+class EventProducer:
+    """Async facade over the librdkafka producer; a daemon thread serves delivery reports."""
+
+    def __init__(self, bootstrap: str, **extra: Any) -> None:
+        self._producer = Producer(producer_config(bootstrap, **extra))
+        self._closing = threading.Event()
+        self._poller = threading.Thread(target=self._poll, name="kafka-producer-poll", daemon=True)
+        self._poller.start()
+
+    def _poll(self) -> None:
+        while not self._closing.is_set():
+            self._producer.poll(0.05)
+
+    async def send(self, topic: TopicSpec, key: str, record: Record) -> Delivered:
+        return await self.send_raw(topic.name, key.encode(), encode(record))
+
+    async def send_raw(self, topic: str, key: bytes | None, value: bytes) -> Delivered:
+        loop = asyncio.get_running_loop()
+        future: asyncio.Future[Delivered] = loop.create_future()
+
+        def on_delivery(err: KafkaError | None, msg: Message) -> None:
+            if err is not None:
+                result: Delivered | KafkaUnavailable = KafkaUnavailable(str(err))
+            else:
+                result = Delivered(msg.topic() or topic, msg.partition() or 0, msg.offset() or 0)
+            loop.call_soon_threadsafe(_settle, future, result)
+
+        try:
+            self._producer.produce(topic, value=value, key=key, on_delivery=on_delivery)
+        except BufferError:
+            await asyncio.to_thread(self._producer.flush, 1.0)
+            self._producer.produce(topic, value=value, key=key, on_delivery=on_delivery)
+        except KafkaException as exc:
+            raise KafkaUnavailable(str(exc)) from exc
+        return await future
+
+    async def flush(self, timeout: float = 30.0) -> None:
+        remaining = await asyncio.to_thread(self._producer.flush, timeout)
+        if remaining:
+            raise KafkaUnavailable(f"{remaining} records not acknowledged within {timeout}s")
+
+    async def close(self) -> None:
+        await self.flush()
+        self._closing.set()
+        await asyncio.to_thread(self._poller.join)
+
+
+def _settle(future: asyncio.Future[Delivered], result: Delivered | KafkaUnavailable) -> None:
+    if future.done():
+        return
+    if isinstance(result, KafkaUnavailable):
+        future.set_exception(result)
+    else:
+        future.set_result(result)
+
+
+class EventConsumer:
+    """A consumer-group member whose blocking calls run on one private thread."""
+
+    def __init__(self, bootstrap: str, group_id: str, topics: Sequence[str], **extra: Any) -> None:
+        self._consumer = Consumer({
+            "bootstrap.servers": bootstrap,
+            "group.id": group_id,
+            "enable.auto.commit": False,
+            "auto.offset.reset": "earliest",
+            "partition.assignment.strategy": "cooperative-sticky",
+            "fetch.message.max.bytes": 64 * 1024 * 1024 + 4096,
+            **extra,
+        })
+        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"consumer-{group_id}")
+        self._consumer.subscribe(list(topics))
+
+    async def poll_batch(self, max_records: int = 500, timeout: float = 0.5) -> list[Message]:
+        loop = asyncio.get_running_loop()
+        msgs = await loop.run_in_executor(self._executor, self._consumer.consume, max_records, timeout)
+        good: list[Message] = []
+        for msg in msgs:
+            err = msg.error()
+            if err is None:
+                good.append(msg)
+            elif err.code() != KafkaError._PARTITION_EOF and err.fatal():
+                raise KafkaUnavailable(str(err))
+        return good
+
+    async def commit(self, messages: Iterable[Message]) -> None:
+        """Commit the offset after the highest of `messages` in each partition."""
+        highest: dict[tuple[str, int], int] = {}
+        for msg in messages:
+            tp = (msg.topic() or "", msg.partition() or 0)
+            highest[tp] = max(highest.get(tp, -1), msg.offset() or 0)
+        if not highest:
+            return
+        offsets = [TopicPartition(t, p, o + 1) for (t, p), o in highest.items()]
+        loop = asyncio.get_running_loop()
+        try:
+            await loop.run_in_executor(
+                self._executor, lambda: self._consumer.commit(offsets=offsets, asynchronous=False))
+        except KafkaException as exc:
+            raise KafkaUnavailable(str(exc)) from exc
+
+    async def close(self) -> None:
+        loop = asyncio.get_running_loop()
+        await loop.run_in_executor(self._executor, self._consumer.close)
+        self._executor.shutdown(wait=False)
+
+
+class PartitionReader:
+    """Random access by (partition, offset) into one topic, for bodies and tests."""
+
+    def __init__(self, bootstrap: str, topic: str, **extra: Any) -> None:
+        self._topic = topic
+        self._consumer = Consumer({
+            "bootstrap.servers": bootstrap,
+            "group.id": f"mailstream-reader-{topic}",
+            "enable.auto.commit": False,
+            "fetch.message.max.bytes": 64 * 1024 * 1024 + 4096,
+            **extra,
+        })
+        self._lock = threading.Lock()
+
+    def read(self, partition: int, offset: int, timeout: float = 10.0) -> bytes:
+        with self._lock:
+            self._consumer.assign([TopicPartition(self._topic, partition, offset)])
+            deadline_polls = max(1, int(timeout / 0.25))
+            for _ in range(deadline_polls):
+                msg = self._consumer.poll(0.25)
+                if msg is None:
+                    continue
+                if msg.error() is not None:
+                    if msg.error().code() == KafkaError._PARTITION_EOF:
+                        continue
+                    raise KafkaUnavailable(str(msg.error()))
+                if msg.offset() == offset:
+                    return msg.value() or b""
+            raise KafkaUnavailable(f"{self._topic}[{partition}]@{offset} not readable within {timeout}s")
+
+    def close(self) -> None:
+        self._consumer.close()
+
+
+def ensure_topics(bootstrap: str, specs: Iterable[TopicSpec], timeout: float = 30.0) -> None:
+    """Create missing topics; refuse to run against a topic whose partition count differs."""
+    admin = AdminClient({"bootstrap.servers": bootstrap})
+    try:
+        existing = admin.list_topics(timeout=timeout).topics
+    except KafkaException as exc:
+        raise KafkaUnavailable(f"cannot reach Kafka at {bootstrap}: {exc}") from exc
+    wanted = list(specs)
+    missing = [s for s in wanted if s.name not in existing]
+    if missing:
+        futures = admin.create_topics(
+            [NewTopic(s.name, s.partitions, 1, config=s.config()) for s in missing],
+            operation_timeout=timeout)
+        for name, fut in futures.items():
+            try:
+                fut.result()
+            except KafkaException as exc:
+                if exc.args[0].code() != KafkaError.TOPIC_ALREADY_EXISTS:
+                    raise KafkaUnavailable(f"creating {name}: {exc}") from exc
+        existing = admin.list_topics(timeout=timeout).topics
+    for spec in wanted:
+        have = len(existing[spec.name].partitions)
+        if have != spec.partitions:
+            raise KafkaUnavailable(
+                f"topic {spec.name} has {have} partitions, mailstream needs {spec.partitions}")

@@ -1,0 +1,204 @@
+"""Record types of every topic; each mirrors one Avro schema in `schemas/` field for field."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any, ClassVar, Literal, Self
+
+from pydantic import BaseModel, ConfigDict
+
+MessageStatus = Literal[
+    "scheduled", "ready", "in_delivery", "suspended", "deferred",
+    "bounced", "delivered", "expired", "cancelled",
+]
+FINAL_STATUSES: frozenset[str] = frozenset({"bounced", "delivered", "expired", "cancelled"})
+AttemptOutcome = Literal["DELIVERED", "TRANSIENT", "PERMANENT"]
+BounceType = Literal["hard", "soft", "block", "complaint", "unknown"]
+LogRecordType = Literal[
+    "Reception", "Delivery", "TransientFailure", "Bounce", "Expiration", "AdminBounce", "Rejection",
+]
+
+
+class Record(BaseModel):
+    """Base of all wire records: immutable, unknown fields refused."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+    schema_name: ClassVar[str]
+
+    def to_avro(self) -> dict[str, Any]:
+        return self.model_dump()
+
+    @classmethod
+    def from_avro(cls, datum: dict[str, Any]) -> Self:
+        return cls.model_validate(datum)
+
+
+class SmtpResponse(Record):
+    schema_name = "mailstream.SmtpResponse"
+    code: int
+    enhanced_code: str | None = None
+    content: str
+    command: str | None = None
+
+    def __str__(self) -> str:
+        parts = [str(self.code)]
+        if self.enhanced_code:
+            parts.append(self.enhanced_code)
+        parts.append(self.content)
+        return " ".join(parts)
+
+    @property
+    def is_success(self) -> bool:
+        return 200 <= self.code < 300
+
+    @property
+    def is_transient(self) -> bool:
+        return 400 <= self.code < 500
+
+
+class BodyRef(Record):
+    schema_name = "mailstream.BodyRef"
+    topic: str
+    partition: int
+    offset: int
+    sha256: str
+    size: int
+
+
+class MessageBody(Record):
+    schema_name = "mailstream.MessageBody"
+    sha256: str
+    data: bytes
+
+
+class AcceptedMessage(Record):
+    schema_name = "mailstream.AcceptedMessage"
+    id: str
+    submission_id: str
+    queue: str
+    tenant: str | None = None
+    campaign: str | None = None
+    routing_domain: str | None = None
+    sender: str
+    recipient: str
+    domain: str
+    message_id: str
+    body: BodyRef
+    headers: dict[str, str] = {}
+    metadata: dict[str, str] = {}
+    priority: int = 5
+    send_at: datetime | None = None
+    expires_at: datetime | None = None
+    reception_protocol: Literal["HTTP", "ESMTP"]
+    received_at: datetime
+
+
+class DeliveryTask(Record):
+    schema_name = "mailstream.DeliveryTask"
+    id: str
+    attempt: int
+    attempt_id: str
+    queue: str
+    egress_pool: str
+    egress_source: str
+    egress_path: str
+    sender: str
+    recipient: str
+    domain: str
+    routing_domain: str | None = None
+    tenant: str | None = None
+    campaign: str | None = None
+    body: BodyRef
+    created_at: datetime
+    issued_at: datetime
+
+
+class DeliveryResponse(Record):
+    schema_name = "mailstream.DeliveryResponse"
+    id: str
+    attempt: int
+    attempt_id: str
+    queue: str
+    outcome: AttemptOutcome
+    response: SmtpResponse
+    egress_source: str
+    egress_path: str
+    peer_address: str | None = None
+    tls: str | None = None
+    started_at: datetime
+    completed_at: datetime
+
+
+class AttemptRecord(Record):
+    schema_name = "mailstream.AttemptRecord"
+    attempt: int
+    outcome: AttemptOutcome
+    response: SmtpResponse
+    egress_source: str
+    egress_path: str
+    peer_address: str | None = None
+    started_at: datetime
+    completed_at: datetime
+
+
+class TransactionStatus(Record):
+    schema_name = "mailstream.TransactionStatus"
+    id: str
+    version: int
+    status: MessageStatus
+    queue: str
+    tenant: str | None = None
+    campaign: str | None = None
+    sender: str
+    recipient: str
+    message_id: str
+    created_at: datetime
+    updated_at: datetime
+    num_attempts: int = 0
+    next_attempt_at: datetime | None = None
+    egress_pool: str | None = None
+    attempts: tuple[AttemptRecord, ...] = ()
+    bounce_classification: str | None = None
+    bounce_type: BounceType | None = None
+    final_reason: str | None = None
+
+    @property
+    def is_final(self) -> bool:
+        return self.status in FINAL_STATUSES
+
+
+class QueuedMessage(Record):
+    schema_name = "mailstream.QueuedMessage"
+    accepted_partition: int
+    body: BodyRef
+    routing_domain: str | None = None
+    domain: str
+    priority: int = 5
+    send_at: datetime | None = None
+    expires_at: datetime | None = None
+    transaction: TransactionStatus
+
+
+class LogRecord(Record):
+    schema_name = "mailstream.LogRecord"
+    type: LogRecordType
+    id: str
+    sender: str
+    recipient: str
+    queue: str
+    site: str = ""
+    size: int = 0
+    response: SmtpResponse
+    peer_address: str | None = None
+    timestamp: datetime
+    created: datetime
+    num_attempts: int = 0
+    bounce_classification: str | None = None
+    egress_pool: str | None = None
+    egress_source: str | None = None
+    reception_protocol: str | None = None
+    delivery_protocol: str | None = None
+    tenant: str | None = None
+    campaign: str | None = None
+    message_id: str | None = None
+    meta: dict[str, str] = {}
