@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from confluent_kafka import Consumer, KafkaError, KafkaException, Message, Producer, TopicPartition
-from confluent_kafka.admin import AdminClient, NewTopic
+from confluent_kafka.admin import AdminClient, NewTopic  # type: ignore[attr-defined]
 
 from mailstream.events.records import Record
 from mailstream.events.serde import encode
@@ -174,10 +174,11 @@ class PartitionReader:
                 msg = self._consumer.poll(0.25)
                 if msg is None:
                     continue
-                if msg.error() is not None:
-                    if msg.error().code() == KafkaError._PARTITION_EOF:
+                err = msg.error()
+                if err is not None:
+                    if err.code() == KafkaError._PARTITION_EOF:
                         continue
-                    raise KafkaUnavailable(str(msg.error()))
+                    raise KafkaUnavailable(str(err))
                 if msg.offset() == offset:
                     return msg.value() or b""
             raise KafkaUnavailable(f"{self._topic}[{partition}]@{offset} not readable within {timeout}s")
@@ -186,7 +187,8 @@ class PartitionReader:
         self._consumer.close()
 
 
-def ensure_topics(bootstrap: str, specs: Iterable[TopicSpec], timeout: float = 30.0) -> None:
+def ensure_topics(bootstrap: str, specs: Iterable[TopicSpec], *, replication_factor: int = 1,
+                  timeout: float = 30.0) -> None:
     """Create missing topics; refuse to run against a topic whose partition count differs."""
     admin = AdminClient({"bootstrap.servers": bootstrap})
     try:
@@ -197,7 +199,7 @@ def ensure_topics(bootstrap: str, specs: Iterable[TopicSpec], timeout: float = 3
     missing = [s for s in wanted if s.name not in existing]
     if missing:
         futures = admin.create_topics(
-            [NewTopic(s.name, s.partitions, 1, config=s.config()) for s in missing],
+            [NewTopic(s.name, s.partitions, replication_factor, config=s.config()) for s in missing],
             operation_timeout=timeout)
         for name, fut in futures.items():
             try:
@@ -211,3 +213,33 @@ def ensure_topics(bootstrap: str, specs: Iterable[TopicSpec], timeout: float = 3
         if have != spec.partitions:
             raise KafkaUnavailable(
                 f"topic {spec.name} has {have} partitions, mailstream needs {spec.partitions}")
+
+
+class TopicTailer:
+    """Reads every partition of a topic from given offsets, outside any consumer group.
+
+    Read models (the transaction-status view) use it: each replica must see every record,
+    and keeps its own offsets next to the state they produced.
+    """
+
+    def __init__(self, bootstrap: str, topic: str, partitions: int, start: dict[int, int], **extra: Any) -> None:
+        self._consumer = Consumer({
+            "bootstrap.servers": bootstrap,
+            "group.id": f"mailstream-tail-{topic}",
+            "enable.auto.commit": False,
+            "auto.offset.reset": "earliest",
+            **extra,
+        })
+        self._consumer.assign([
+            TopicPartition(topic, p, start.get(p, -2)) for p in range(partitions)])  # -2: beginning
+        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"tail-{topic}")
+
+    async def poll_batch(self, max_records: int = 1000, timeout: float = 0.5) -> list[Message]:
+        loop = asyncio.get_running_loop()
+        msgs = await loop.run_in_executor(self._executor, self._consumer.consume, max_records, timeout)
+        return [m for m in msgs if m.error() is None]
+
+    async def close(self) -> None:
+        loop = asyncio.get_running_loop()
+        await loop.run_in_executor(self._executor, self._consumer.close)
+        self._executor.shutdown(wait=False)

@@ -202,3 +202,9 @@ class LogRecord(Record):
     campaign: str | None = None
     message_id: str | None = None
     meta: dict[str, str] = {}
+
+
+class DueMessage(Record):
+    schema_name = "mailstream.DueMessage"
+    id: str
+    due_at: datetime

@@ -13,6 +13,7 @@ from mailstream.events.records import (
     AcceptedMessage,
     DeliveryResponse,
     DeliveryTask,
+    DueMessage,
     LogRecord,
     MessageBody,
     Record,
@@ -51,4 +52,6 @@ EVENTS = TopicSpec("mail.events", "transaction id", LogRecord, retention_ms=30 *
 STATUS = TopicSpec("mail.status", "transaction id", TransactionStatus,
                    cleanup_policy="compact", retention_ms=-1)
 
-ALL_TOPICS: tuple[TopicSpec, ...] = (BODIES, ACCEPTED, DELIVERY, RESPONSES, EVENTS, STATUS)
+DUE = TopicSpec("mail.scheduler.due", "scheduled queue name", DueMessage, retention_ms=DAY_MS)
+
+ALL_TOPICS: tuple[TopicSpec, ...] = (BODIES, ACCEPTED, DELIVERY, RESPONSES, EVENTS, STATUS, DUE)

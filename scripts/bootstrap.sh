@@ -1,0 +1,96 @@
+#!/usr/bin/env bash
+# Idempotent setup of a fresh Debian machine for tests and the local stack.
+#
+#   scripts/bootstrap.sh [venv|postfix|java|kafka]...   (default: all, in that order)
+#
+#   venv     .venv with python3 >= 3.11; `pip install -e '.[dev,bench]'` only when
+#            pyproject.toml changed since the last successful install
+#   postfix  Postfix's smtp-sink/smtp-source (load generator and fake MX), daemon not running
+#   java     a JRE (17) and Maven, to fetch and run the Kafka broker
+#   kafka    deploy/kafka/broker.sh fetch (broker jars from Maven Central)
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+CACHE=${MAILSTREAM_CACHE:-$HOME/.cache/mailstream}
+say() { echo "bootstrap: $*" >&2; }
+die() { say "ERROR: $*"; exit 1; }
+
+is_root() { [[ $(id -u) == 0 ]]; }
+
+APT_UPDATED=
+apt_install() {
+  is_root || die "need root to apt-get install $* (install them, or re-run as root)"
+  if [[ -z $APT_UPDATED ]]; then say "apt-get update"; apt-get update -qq; APT_UPDATED=1; fi
+  say "apt-get install $*"
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "$@" >/dev/null
+}
+
+step_venv() {
+  if [[ ! -x .venv/bin/python ]]; then
+    python3 -c 'import sys; sys.exit(sys.version_info < (3, 11))' ||
+      die "python3 >= 3.11 required, found $(python3 --version 2>&1)"
+    python3 -c 'import ensurepip' 2>/dev/null || apt_install python3-venv
+    say "creating .venv with $(python3 --version)"
+    python3 -m venv .venv
+  fi
+  local stamp=.venv/.pyproject.sha256 want
+  want=$(sha256sum pyproject.toml | cut -d' ' -f1)
+  if [[ -f $stamp && $(<"$stamp") == "$want" ]]; then
+    say "venv up to date with pyproject.toml"
+    return
+  fi
+  say "pip install -e '.[dev,bench]' (pyproject.toml changed; log in .venv/pip-install.log)"
+  # The build backend is chatty even with -q: keep its output for failures only.
+  { .venv/bin/python -m pip install -q --upgrade pip &&
+    .venv/bin/python -m pip install -q -e '.[dev,bench]'; } >.venv/pip-install.log 2>&1 ||
+    { tail -n 30 .venv/pip-install.log >&2; die "pip install failed"; }
+  echo "$want" >"$stamp" # written last: a failed install is retried next time
+}
+
+# Without root: unpack the .deb (no postinst, so no MTA configured) and wrap the
+# binaries, which find their libpostfix-*.so through LD_LIBRARY_PATH.
+postfix_unpacked() {
+  local dir=$CACHE/postfix tmp
+  tmp=$(mktemp -d)
+  say "no root: unpacking the postfix .deb into $dir"
+  (cd "$tmp" && apt-get download -qq postfix) || die "apt-get download postfix failed"
+  rm -rf "$dir" && mkdir -p "$dir/bin"
+  dpkg-deb -x "$tmp"/postfix_*.deb "$dir/root"
+  rm -rf "$tmp"
+  for tool in smtp-sink smtp-source; do
+    printf '#!/bin/sh\nLD_LIBRARY_PATH="%s/root/usr/lib/postfix" exec "%s/root/usr/sbin/%s" "$@"\n' \
+      "$dir" "$dir" "$tool" >"$dir/bin/$tool"
+    chmod +x "$dir/bin/$tool"
+  done
+  say "smtp-sink/smtp-source wrappers in $dir/bin"
+}
+
+step_postfix() {
+  if [[ -x /usr/sbin/smtp-sink || -x $CACHE/postfix/bin/smtp-sink ]]; then
+    say "smtp-sink present"
+    return
+  fi
+  if ! is_root; then postfix_unpacked; return; fi
+  # "No configuration": install the package without setting up a live MTA.
+  echo "postfix postfix/main_mailer_type select No configuration" | debconf-set-selections
+  apt_install postfix
+  # We only want the test programs; never leave an MTA listening on :25.
+  if postfix status >/dev/null 2>&1; then say "stopping the postfix daemon"; postfix stop >/dev/null 2>&1 || true; fi
+  say "installed /usr/sbin/smtp-sink and /usr/sbin/smtp-source"
+}
+
+step_java() {
+  local missing=()
+  if ! java -version 2>&1 | grep -qE 'version "(1[7-9]|[2-9][0-9])'; then missing+=(openjdk-17-jre-headless); fi
+  command -v mvn >/dev/null || missing+=(maven)
+  if ((${#missing[@]})); then apt_install "${missing[@]}"; else say "java and maven present"; fi
+}
+
+step_kafka() { bash deploy/kafka/broker.sh fetch; }
+
+steps=("$@")
+((${#steps[@]})) || steps=(venv postfix java kafka)
+for step in "${steps[@]}"; do
+  declare -F "step_$step" >/dev/null || die "unknown step '$step' (venv|postfix|java|kafka)"
+  "step_$step"
+done

@@ -1,0 +1,1 @@
+"""Tools for running mailstream locally and in tests: the capture sink."""

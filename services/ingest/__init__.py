@@ -1,0 +1,1 @@
+"""Ingest: turning HTTP and SMTP submissions into messages ready for the queue."""

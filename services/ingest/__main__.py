@@ -1,0 +1,67 @@
+"""`python -m mailstream.ingest --config FILE`: serve the HTTP API."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import sys
+from collections.abc import AsyncIterator
+
+import uvicorn
+from fastapi import FastAPI
+
+from mailstream.config import ConfigError, load_config
+from mailstream.core.clock import system_clock
+from mailstream.events.kafka import EventProducer, KafkaUnavailable, ensure_topics
+from mailstream.events.topics import ALL_TOPICS
+from mailstream.ingest.app import create_app
+from mailstream.ingest.status_view import StatusStore, StatusView
+from mailstream.ingest.submission import Submitter
+from mailstream.observability.logs import configure_logging, get_logger
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="mailstream-ingest")
+    parser.add_argument("--config", help="YAML configuration file")
+    parser.add_argument("--port", type=int, help="listen port (overrides the file)")
+    args = parser.parse_args(argv)
+    try:
+        config = load_config(args.config)
+    except ConfigError as exc:
+        print(exc, file=sys.stderr)
+        return 2
+    configure_logging("ingest")
+    log = get_logger(__name__)
+    if not config.ingest.api_keys:
+        log.warning("no_api_keys", detail="every request will get 401 until ingest.api_keys is set")
+    bootstrap = config.kafka.bootstrap_servers
+    try:
+        ensure_topics(bootstrap, ALL_TOPICS, replication_factor=config.kafka.replication_factor)
+    except KafkaUnavailable as exc:
+        print(f"ingest: {exc}", file=sys.stderr)
+        return 1
+    view = StatusView(StatusStore(config.ingest.status_db))
+    producer = EventProducer(bootstrap)  # its delivery-report thread needs no event loop yet
+
+    @contextlib.asynccontextmanager
+    async def lifespan(_: FastAPI) -> AsyncIterator[None]:
+        tail = asyncio.create_task(view.run(bootstrap))
+        log.info("ready", port=args.port or config.ingest.port)
+        try:
+            yield
+        finally:
+            tail.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await tail
+            await producer.close()
+            view.store.close()
+
+    app = create_app(config.ingest, Submitter(producer, system_clock), view, system_clock, lifespan=lifespan)
+    uvicorn.run(app, host=config.ingest.host, port=args.port or config.ingest.port, log_config=None,
+                access_log=False)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,46 @@
+"""API keys bind a caller to one tenant; an admin key may act for any tenant."""
+
+from __future__ import annotations
+
+import hmac
+from dataclasses import dataclass
+
+from mailstream.config.model import ApiKey
+from mailstream.ingest.problems import Problem
+
+
+@dataclass(frozen=True, slots=True)
+class Principal:
+    tenant: str | None  # None only for admins
+    admin: bool
+
+    def may_see(self, tenant: str | None) -> bool:
+        return self.admin or tenant == self.tenant
+
+
+class KeyRing:
+    def __init__(self, keys: list[ApiKey]) -> None:
+        self._keys = [(k.key.get_secret_value().encode(), Principal(k.tenant, k.admin)) for k in keys]
+
+    def authenticate(self, authorization: str | None) -> Principal:
+        scheme, _, token = (authorization or "").partition(" ")
+        if scheme.lower() != "bearer" or not token:
+            raise Problem(
+                401,
+                "Unauthorized",
+                "send 'Authorization: Bearer <api key>'",
+                headers={"WWW-Authenticate": 'Bearer realm="mailstream"'},
+            )
+        presented = token.strip().encode()
+        found = None
+        for secret, principal in self._keys:  # compare with every key: timing says nothing
+            if hmac.compare_digest(secret, presented):
+                found = principal
+        if found is None:
+            raise Problem(
+                401,
+                "Unauthorized",
+                "unknown API key",
+                headers={"WWW-Authenticate": 'Bearer realm="mailstream", error="invalid_token"'},
+            )
+        return found

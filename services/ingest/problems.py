@@ -1,0 +1,50 @@
+"""RFC 9457 problem details: every error the API gives is JSON that names what was wrong."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from fastapi.responses import JSONResponse
+from pydantic import ValidationError
+
+PROBLEM_JSON = "application/problem+json"
+
+
+class Problem(Exception):
+    def __init__(
+        self,
+        status: int,
+        title: str,
+        detail: str | None = None,
+        errors: list[dict[str, Any]] | None = None,
+        headers: dict[str, str] | None = None,
+    ) -> None:
+        super().__init__(detail or title)
+        self.status, self.title, self.detail = status, title, detail
+        self.errors = errors or []
+        self.headers = headers or {}
+
+    def response(self) -> JSONResponse:
+        body: dict[str, Any] = {"type": "about:blank", "title": self.title, "status": self.status}
+        if self.detail:
+            body["detail"] = self.detail
+        if self.errors:
+            body["errors"] = self.errors
+        return JSONResponse(body, status_code=self.status, media_type=PROBLEM_JSON, headers=self.headers)
+
+
+def field_path(loc: tuple[int | str, ...]) -> str:
+    """('recipients', 0, 'email') -> 'recipients[0].email'."""
+    out = ""
+    for part in loc:
+        if isinstance(part, int):
+            out += f"[{part}]"
+        else:
+            out += f".{part}" if out else str(part)
+    return out or "(body)"
+
+
+def from_validation_error(exc: ValidationError) -> Problem:
+    errors = [{"field": field_path(tuple(e["loc"])), "message": e["msg"]} for e in exc.errors()]
+    first = errors[0]
+    return Problem(422, "Invalid request", f"{first['field']}: {first['message']}", errors)

@@ -1,0 +1,120 @@
+"""The transaction-status read model: mail.status folded into SQLite, newest version wins.
+
+Each ingest replica keeps its own copy, with the topic offsets it has applied stored in the
+same SQLite transaction as the rows, so a restart resumes where it stopped and no record is
+applied twice. Waiters (long-polling GETs) are woken when a transaction changes.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import sqlite3
+from pathlib import Path
+
+from mailstream.events.kafka import TopicTailer
+from mailstream.events.records import TransactionStatus
+from mailstream.events.serde import SerdeError, decode, encode
+from mailstream.events.topics import STATUS
+from mailstream.observability.logs import get_logger
+
+log = get_logger(__name__)
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS status (id TEXT PRIMARY KEY, version INTEGER NOT NULL, tenant TEXT, record BLOB NOT NULL);
+CREATE TABLE IF NOT EXISTS offsets (partition INTEGER PRIMARY KEY, next_offset INTEGER NOT NULL);
+"""
+
+
+class StatusStore:
+    """SQLite rows keyed by transaction id; single-threaded use from the event loop."""
+
+    def __init__(self, path: Path) -> None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        self._db = sqlite3.connect(str(path), isolation_level=None)
+        self._db.execute("PRAGMA journal_mode=WAL")
+        self._db.execute("PRAGMA synchronous=NORMAL")
+        self._db.executescript(_SCHEMA)
+
+    def offsets(self) -> dict[int, int]:
+        return dict(self._db.execute("SELECT partition, next_offset FROM offsets").fetchall())
+
+    def apply(self, records: list[tuple[int, int, TransactionStatus]]) -> set[str]:
+        """Apply (partition, offset, status) triples atomically; returns ids that changed."""
+        changed: set[str] = set()
+        with contextlib.closing(self._db.cursor()) as cur:
+            cur.execute("BEGIN")
+            for partition, offset, status in records:
+                cur.execute(
+                    "INSERT INTO status (id, version, tenant, record) VALUES (?, ?, ?, ?) "
+                    "ON CONFLICT(id) DO UPDATE SET version=excluded.version, tenant=excluded.tenant, "
+                    "record=excluded.record WHERE excluded.version > status.version",
+                    (status.id, status.version, status.tenant, encode(status)),
+                )
+                if cur.rowcount:
+                    changed.add(status.id)
+                cur.execute(
+                    "INSERT INTO offsets VALUES (?, ?) ON CONFLICT(partition) DO UPDATE "
+                    "SET next_offset=MAX(next_offset, excluded.next_offset)",
+                    (partition, offset + 1),
+                )
+            cur.execute("COMMIT")
+        return changed
+
+    def get(self, tx_id: str) -> TransactionStatus | None:
+        row = self._db.execute("SELECT record FROM status WHERE id = ?", (tx_id,)).fetchone()
+        return decode(row[0], TransactionStatus) if row else None
+
+    def close(self) -> None:
+        self._db.close()
+
+
+class StatusView:
+    def __init__(self, store: StatusStore) -> None:
+        self.store = store
+        self._changed = asyncio.Condition()
+        self.caught_up = asyncio.Event()
+
+    def get(self, tx_id: str) -> TransactionStatus | None:
+        return self.store.get(tx_id)
+
+    async def wait_newer(self, tx_id: str, version: int, timeout: float) -> TransactionStatus | None:
+        """The transaction once its version exceeds `version`, or its current state after `timeout`."""
+
+        async def newer() -> None:
+            async with self._changed:
+                await self._changed.wait_for(
+                    lambda: (s := self.get(tx_id)) is not None and s.version > version
+                )
+
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(newer(), timeout)
+        return self.get(tx_id)
+
+    async def run(self, bootstrap: str) -> None:
+        """Tail mail.status forever from the stored offsets."""
+        tailer = TopicTailer(bootstrap, STATUS.name, STATUS.partitions, self.store.offsets())
+        try:
+            while True:
+                batch = await tailer.poll_batch(timeout=0.2)
+                if not batch:
+                    self.caught_up.set()
+                    continue
+                records = []
+                for msg in batch:
+                    try:
+                        records.append(
+                            (msg.partition() or 0, msg.offset() or 0, decode(msg.value(), TransactionStatus))
+                        )
+                    except SerdeError as exc:  # a poison record must not stop the view
+                        log.error(
+                            "status_record_unreadable",
+                            partition=msg.partition(),
+                            offset=msg.offset(),
+                            error=str(exc),
+                        )
+                if self.store.apply(records):
+                    async with self._changed:
+                        self._changed.notify_all()
+        finally:
+            await tailer.close()

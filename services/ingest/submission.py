@@ -1,0 +1,134 @@
+"""Turning generated messages into durable events: body once, then accepted + status + Reception."""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import uuid
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Literal
+
+from mailstream.core.clock import Clock
+from mailstream.events.bodies import put_body
+from mailstream.events.kafka import EventProducer
+from mailstream.events.records import AcceptedMessage, BodyRef, LogRecord, SmtpResponse, TransactionStatus
+from mailstream.events.topics import ACCEPTED, EVENTS, STATUS
+from mailstream.ingest.routing_meta import RoutingError, resolve_routing
+
+
+@dataclass(frozen=True, slots=True)
+class Outgoing:
+    """One recipient's message, whatever door it came in by (HTTP builder, raw content, SMTP)."""
+
+    recipient: str
+    data: bytes
+    message_id: str
+    headers: dict[str, str]
+    metadata: dict[str, object]
+
+
+@dataclass(slots=True)
+class SubmitResult:
+    accepted: list[AcceptedMessage] = field(default_factory=list)
+    failed: list[tuple[str, str]] = field(default_factory=list)  # (recipient, error)
+
+
+def new_transaction_id() -> str:
+    return uuid.uuid4().hex
+
+
+def reception_status(msg: AcceptedMessage) -> TransactionStatus:
+    return TransactionStatus(
+        id=msg.id,
+        version=0,
+        status="scheduled",
+        queue=msg.queue,
+        tenant=msg.tenant,
+        campaign=msg.campaign,
+        sender=msg.sender,
+        recipient=msg.recipient,
+        message_id=msg.message_id,
+        created_at=msg.received_at,
+        updated_at=msg.received_at,
+        next_attempt_at=msg.send_at,
+    )
+
+
+def reception_record(msg: AcceptedMessage) -> LogRecord:
+    return LogRecord(
+        type="Reception",
+        id=msg.id,
+        sender=msg.sender,
+        recipient=msg.recipient,
+        queue=msg.queue,
+        size=msg.body.size,
+        response=SmtpResponse(code=250, enhanced_code="2.0.0", content="accepted"),
+        timestamp=msg.received_at,
+        created=msg.received_at,
+        reception_protocol=msg.reception_protocol,
+        tenant=msg.tenant,
+        campaign=msg.campaign,
+        message_id=msg.message_id,
+        meta=msg.metadata,
+    )
+
+
+class Submitter:
+    def __init__(self, producer: EventProducer, clock: Clock) -> None:
+        self._producer = producer
+        self._clock = clock
+
+    async def submit(
+        self,
+        messages: Sequence[Outgoing],
+        *,
+        sender: str,
+        bound_tenant: str | None,
+        protocol: Literal["HTTP", "ESMTP"],
+    ) -> SubmitResult:
+        """Returns once every accepted message is acknowledged by all in-sync replicas."""
+        result = SubmitResult()
+        submission_id = new_transaction_id()
+        now = self._clock()
+        routed = []
+        for msg in messages:
+            domain = msg.recipient.rpartition("@")[2].lower()
+            try:
+                routed.append((msg, resolve_routing(msg.metadata, domain, bound_tenant=bound_tenant)))
+            except RoutingError as exc:
+                result.failed.append((msg.recipient, str(exc)))
+        bodies: dict[str, asyncio.Task[BodyRef]] = {}
+        for msg, _ in routed:
+            digest = hashlib.sha256(msg.data).hexdigest()
+            if digest not in bodies:  # recipients sharing one body share one write
+                bodies[digest] = asyncio.ensure_future(put_body(self._producer, msg.data))
+        await asyncio.gather(*bodies.values())
+        writes = []
+        for msg, route in routed:
+            accepted = AcceptedMessage(
+                id=new_transaction_id(),
+                submission_id=submission_id,
+                queue=route.queue,
+                tenant=route.tenant,
+                campaign=route.campaign,
+                routing_domain=route.routing_domain,
+                sender=sender,
+                recipient=msg.recipient,
+                domain=msg.recipient.rpartition("@")[2].lower(),
+                message_id=msg.message_id,
+                body=bodies[hashlib.sha256(msg.data).hexdigest()].result(),
+                headers=msg.headers,
+                metadata=route.extra,
+                priority=route.priority,
+                send_at=route.send_at,
+                expires_at=route.expires_at,
+                reception_protocol=protocol,
+                received_at=now,
+            )
+            result.accepted.append(accepted)
+            writes.append(self._producer.send(ACCEPTED, accepted.queue, accepted))
+            writes.append(self._producer.send(STATUS, accepted.id, reception_status(accepted)))
+            writes.append(self._producer.send(EVENTS, accepted.id, reception_record(accepted)))
+        await asyncio.gather(*writes)
+        return result

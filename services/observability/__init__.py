@@ -1,0 +1,1 @@
+"""Structured logs, health and Prometheus metrics shared by every service."""
