@@ -11,6 +11,7 @@ from fastapi import FastAPI, Request, Response
 from fastapi.responses import JSONResponse
 from prometheus_client import CONTENT_TYPE_LATEST, Counter, generate_latest
 from pydantic import ValidationError
+from starlette.concurrency import run_in_threadpool
 
 from mailstream.config.model import IngestConfig
 from mailstream.core.clock import Clock
@@ -87,12 +88,9 @@ def create_app(
         except ValidationError as exc:
             REQUESTS.labels("invalid").inc()
             raise from_validation_error(exc) from None
-        expanded = expand(
-            inject_request,
-            message_id_domain=config.message_id_domain,
-            now=clock(),
-            make_id=new_transaction_id,
-        )
+        expanded = await run_in_threadpool(  # templating thousands of recipients must not stall the loop
+            expand, inject_request, message_id_domain=config.message_id_domain, now=clock(),
+            make_id=new_transaction_id)
         outgoing = [
             Outgoing(g.recipient, g.data, g.message_id, dict(g.headers), dict(g.metadata))
             for g in expanded
