@@ -46,8 +46,10 @@ def test_builder_message_reaches_the_sink_and_is_delivered(stack: Stack, sink: C
         r = client.post("/api/inject/v1", json=request)
     assert r.status_code == 200, r.text
     body = r.json()
-    assert body["success_count"] == 2 and body["fail_count"] == 0
-    assert body["failed_recipients"] == [] and body["errors"] == []
+    assert body["success_count"] == 2
+    assert body["fail_count"] == 0
+    assert body["failed_recipients"] == []
+    assert body["errors"] == []
     by_rcpt = {t["recipient"]: t for t in body["transactions"]}
     assert by_rcpt[ann]["queue"] == "spring:acme@example.com"
     assert by_rcpt[bob]["queue"] == "spring:acme@example.net"
@@ -66,8 +68,10 @@ def test_builder_message_reaches_the_sink_and_is_delivered(stack: Stack, sink: C
     assert msg.get_content_type() == "multipart/alternative"
     text = msg.get_body(("plain",))
     html = msg.get_body(("html",))
-    assert text is not None and text.get_content().strip() == "Your code is A1."
-    assert html is not None and "<b>A1</b>" in html.get_content()
+    assert text is not None
+    assert text.get_content().strip() == "Your code is A1."
+    assert html is not None
+    assert "<b>A1</b>" in html.get_content()
 
     bob_msg = _wait_captured(sink, bob)[0].message()
     assert bob_msg["Subject"] == f"Hello {bob} from Acme"
@@ -76,7 +80,8 @@ def test_builder_message_reaches_the_sink_and_is_delivered(stack: Stack, sink: C
     status = stack.wait_status(by_rcpt[ann]["id"], {"delivered", "bounced", "deferred"}, key=ACME_KEY)
     assert status["status"] == "delivered"
     assert status["done"] is True
-    assert status["tenant"] == "acme" and status["campaign"] == "spring"
+    assert status["tenant"] == "acme"
+    assert status["campaign"] == "spring"
     assert status["num_attempts"] == 1
     attempt = status["attempts"][0]
     assert attempt["outcome"] == "DELIVERED"

@@ -31,7 +31,8 @@ def _problem(r: httpx.Response, status: int) -> dict[str, Any]:
     assert r.status_code == status, r.text
     assert r.headers["content-type"].startswith("application/problem+json")
     body: dict[str, Any] = r.json()
-    assert body["status"] == status and body["title"]
+    assert body["status"] == status
+    assert body["title"]
     return body
 
 
@@ -88,7 +89,8 @@ def test_bad_recipients_fail_alone(stack: Stack) -> None:
         r = c.post("/api/inject/v1", json=request)
     assert r.status_code == 200, r.text
     body = r.json()
-    assert body["success_count"] == 1 and body["fail_count"] == 2
+    assert body["success_count"] == 1
+    assert body["fail_count"] == 2
     assert body["failed_recipients"] == ["no-at-sign", "a b@example.com"]
     assert all(e.startswith(rcpt + ": ") for e, rcpt in zip(body["errors"], body["failed_recipients"], strict=True))
     assert [t["recipient"] for t in body["transactions"]] == [good]
@@ -98,7 +100,8 @@ def test_tenant_key_cannot_claim_another_tenant(stack: Stack) -> None:
     request = {**GOOD, "metadata": {"tenant": "globex"}}
     with stack.client(ACME_KEY) as c:
         body = c.post("/api/inject/v1", json=request).json()
-    assert body["success_count"] == 0 and body["fail_count"] == 1
+    assert body["success_count"] == 0
+    assert body["fail_count"] == 1
     assert "not the tenant of this API key" in body["errors"][0]
 
 
