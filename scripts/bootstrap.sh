@@ -29,9 +29,9 @@ step_venv() {
   if [[ ! -x .venv/bin/python ]]; then
     python3 -c 'import sys; sys.exit(sys.version_info < (3, 11))' ||
       die "python3 >= 3.11 required, found $(python3 --version 2>&1)"
-    python3 -c 'import ensurepip' 2>/dev/null || apt_install python3-venv
     say "creating .venv with $(python3 --version)"
-    python3 -m venv .venv
+    # Debian's python3 lacks venv/ensurepip until python3-venv is installed.
+    python3 -m venv .venv 2>/dev/null || { rm -rf .venv; apt_install python3-venv; python3 -m venv .venv; }
   fi
   local stamp=.venv/.pyproject.sha256 want
   want=$(sha256sum pyproject.toml | cut -d' ' -f1)

@@ -60,6 +60,7 @@ class SchedulerConfig(Section):
 
 
 class DeliveryConfig(Section):
+    group_id: str = "mailstream-delivery"
     smarthost: str | None = None
     ehlo_domain: str = Field(default_factory=socket.getfqdn)
     concurrency: Annotated[int, Field(ge=1, le=10_000)] = 64

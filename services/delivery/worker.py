@@ -31,7 +31,6 @@ LATENCY = Histogram("mailstream_delivery_attempt_seconds", "SMTP attempt duratio
 
 @dataclass(frozen=True, slots=True)
 class WorkerSettings:
-    group_id: str = "mailstream-delivery"
     batch_size: int = 256
     remembered_attempts: int = 100_000
 
@@ -99,7 +98,7 @@ class DeliveryWorker:
 
     async def run(self) -> None:
         bootstrap = self._config.kafka.bootstrap_servers
-        consumer = EventConsumer(bootstrap, self._settings.group_id, [DELIVERY.name])
+        consumer = EventConsumer(bootstrap, self._config.delivery.group_id, [DELIVERY.name])
         producer = EventProducer(bootstrap)
         bodies = BodyReader(bootstrap)
         self.healthy = True

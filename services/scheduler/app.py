@@ -65,7 +65,7 @@ def build_app(config: Config, clock: Clock, *, due_scan_interval: float = 1.0) -
     accepted_t, responses_t, due_t = topic(ACCEPTED.name), topic(RESPONSES.name), topic(DUE.name)
     delivery_t, status_t, events_t = topic(DELIVERY.name), topic(STATUS.name), topic(EVENTS.name)
     messages = app.Table("messages", default=None, partitions=PARTITIONS,
-                         key_type=bytes, value_type=bytes, key_serializer="raw", value_serializer="raw")
+                         key_type=bytes, value_type=bytes)  # raw bytes: the app serializers are raw
 
     async def apply(key: bytes, effects: Effects) -> None:
         for task in effects.tasks:

@@ -73,7 +73,7 @@ def test_oversize_body_is_refused(stack: Stack) -> None:
 
 
 @pytest.mark.usefixtures("nothing_written")
-@pytest.mark.parametrize("auth", [None, "Bearer wrong-key-wrong-key", "Basic abc", "Bearer "])
+@pytest.mark.parametrize("auth", [None, "Bearer wrong-key-wrong-key", "Basic abc", "Bearer"])
 def test_missing_or_wrong_key_is_401(stack: Stack, auth: str | None) -> None:
     headers = {"Authorization": auth} if auth else {}
     r = httpx.post(f"{stack.api}/api/inject/v1", json=GOOD, headers=headers)
