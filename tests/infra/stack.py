@@ -42,7 +42,8 @@ def stack_config(bootstrap: str, smarthost: tuple[str, int], workdir: Path, **ov
         },
         "scheduler": {"app_id": f"mailstream-scheduler-{run_id}", "data_dir": str(workdir / "scheduler"),
                       "web_port": free_port()},
-        "delivery": {"group_id": f"mailstream-delivery-{run_id}", "smarthost": f"{smarthost[0]}:{smarthost[1]}", "ehlo_domain": "mailstream.test",
+        "delivery": {"group_id": f"mailstream-delivery-{run_id}", "smarthost": f"{smarthost[0]}:{smarthost[1]}",
+                     "ehlo_domain": "mailstream.test",
                      "metrics_port": free_port(), "connect_timeout": "5s", "command_timeout": "20s"},
         "queues": {"retry_interval": "20 minutes", "max_age": "7 days"},
     }
