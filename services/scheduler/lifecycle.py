@@ -80,9 +80,20 @@ def _dispatch(q: QueuedMessage, policy: SchedulerPolicy, now: datetime, effects:
     try:
         task = _task(q, policy, now)
     except NoEligibleSource as exc:
-        q = _advance(q, now, status="deferred", next_attempt_at=now, final_reason=None)
-        effects.logs.append(_log("TransientFailure", q.transaction, q, SmtpResponse(
-            code=451, enhanced_code="4.4.4", content=f"mailstream internal: {exc}"), now))
+        # Counts as a failed attempt (as in KumoMTA), so it backs off and can expire.
+        tx = q.transaction
+        reason = SmtpResponse(code=451, enhanced_code="4.4.4", content=f"mailstream internal: {exc}")
+        plan = next_attempt(policy.retry, created=tx.created_at, now=now, attempts_made=tx.num_attempts,
+                            expires_at=q.expires_at, rng=random.Random(f"{tx.id}/{tx.num_attempts}"))
+        if plan.at is None:
+            q = _advance(q, now, status="expired", num_attempts=tx.num_attempts + 1, next_attempt_at=None,
+                         final_reason=f"expired: {plan.reason}")
+            effects.delete = True
+            effects.statuses.append(q.transaction)
+            effects.logs.append(_log("Expiration", q.transaction, q, reason, now))
+            return effects
+        q = _advance(q, now, status="deferred", num_attempts=tx.num_attempts + 1, next_attempt_at=plan.at)
+        effects.logs.append(_log("TransientFailure", q.transaction, q, reason, now))
     else:
         q = _advance(q, now, status="ready", next_attempt_at=None, egress_pool=task.egress_pool)
         effects.tasks.append(task)
