@@ -7,13 +7,13 @@ import uuid
 
 import pytest
 
-from mailstream.devtools.capture_sink import CaptureSink
+from mailstream.devtools.capture_sink import Captured, CaptureSink
 from tests.infra.stack import ACME_KEY, Stack
 
 pytestmark = [pytest.mark.e2e, pytest.mark.integration]
 
 
-def _wait_captured(sink: CaptureSink, recipient: str, timeout: float = 30.0) -> list:
+def _wait_captured(sink: CaptureSink, recipient: str, timeout: float = 30.0) -> list[Captured]:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         found = [m for m in sink.messages if recipient in m.rcpt_tos]

@@ -7,7 +7,7 @@ import uuid
 
 import pytest
 from aiokafka.partitioner import DefaultPartitioner
-from confluent_kafka.admin import AdminClient
+from confluent_kafka.admin import AdminClient, ConfigResource  # type: ignore[attr-defined]
 
 from mailstream.events import fixtures
 from mailstream.events.bodies import BodyReader, put_body
@@ -36,7 +36,6 @@ def test_ensure_topics_creates_once_and_refuses_a_partition_mismatch(kafka_boots
 def test_all_declared_topics_are_created_with_their_policies(kafka_bootstrap: str) -> None:
     ensure_topics(kafka_bootstrap, ALL_TOPICS)
     admin = AdminClient({"bootstrap.servers": kafka_bootstrap})
-    from confluent_kafka.admin import ConfigResource
     for spec in ALL_TOPICS:
         resource = ConfigResource(ConfigResource.Type.TOPIC, spec.name)
         config = admin.describe_configs([resource])[resource].result(timeout=10)
