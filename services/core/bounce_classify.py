@@ -27,6 +27,7 @@ import tomllib
 from collections.abc import Sequence
 from dataclasses import dataclass
 from functools import cache
+from itertools import pairwise
 from pathlib import Path
 from typing import Any, Literal, get_args
 
@@ -35,9 +36,14 @@ BOUNCE_TYPES: frozenset[str] = frozenset(get_args(BounceType))
 UNCATEGORIZED = "Uncategorized"
 _BUNDLED_RULES = Path(__file__).with_name("bounce_rules.toml")
 
-# A regex cut just finely enough to find literal text outside groups: an escape, a character
-# class (`]` first is a member, not the end), a counted repeat, or any other single character.
-_TOKEN = re.compile(r"\\.|\[\^?\]?(?:\\.|[^\]\\])*\]|\{\d*,?\d*\}|.", re.DOTALL)
+# A regex cut just finely enough to find literal text outside groups: an escape (with the
+# digits or name that belong to it: `\x41` is not "41"), a character class (`]` first is a
+# member, not the end), a counted repeat, or any other single character.
+_TOKEN = re.compile(
+    r"\\(?:x[0-9A-Fa-f]{2}|u[0-9A-Fa-f]{4}|U[0-9A-Fa-f]{8}|N\{[^}]*\}|[0-9]{1,3}|.)"
+    r"|\[\^?\]?(?:\\.|[^\]\\])*\]|\{\d*,?\d*\}|.",
+    re.DOTALL,
+)
 _PLAIN = re.compile(r"[A-Za-z0-9 ]")  # literal in any mode but verbose; lowercases in ASCII
 _QUANTIFIER = re.compile(r"[*+?{]")
 
@@ -73,7 +79,7 @@ def _needle(regex: re.Pattern[str]) -> str:
         return ""
     tokens = _TOKEN.findall(regex.pattern)
     depth, run, best = 0, "", ""
-    for token, following in zip(tokens, [*tokens[1:], ""], strict=True):
+    for token, following in pairwise([*tokens, ""]):
         depth += (token == "(") - (token == ")")
         if token == "|" and depth == 0:
             return ""
@@ -105,17 +111,14 @@ class BounceClassifier:
 
     __slots__ = ("_rules", "_uncategorized")
 
-    def __init__(
-        self, rules: Sequence[tuple[str, re.Pattern[str]]], types: dict[str, BounceType]
-    ) -> None:
+    def __init__(self, rules: Sequence[tuple[str, re.Pattern[str]]], types: dict[str, BounceType]) -> None:
         """`rules`: (class, regex) in precedence order. `from_toml` is the checked way in."""
 
         def result(name: str) -> Classification:
             return Classification(name, types.get(name, "unknown"))
 
         self._rules = tuple(
-            _Rule(_needle(regex), bool(regex.flags & re.IGNORECASE), regex, result(name))
-            for name, regex in rules
+            _Rule(_needle(regex), bool(regex.flags & re.IGNORECASE), regex, result(name)) for name, regex in rules
         )
         self._uncategorized = result(UNCATEGORIZED)
 

@@ -112,6 +112,9 @@ class EventConsumer:
             "enable.auto.commit": False,
             "auto.offset.reset": "earliest",
             "partition.assignment.strategy": "cooperative-sticky",
+            # A member that dies without leaving holds its partitions this long.
+            "session.timeout.ms": 10_000,
+            "heartbeat.interval.ms": 1_000,
             "fetch.message.max.bytes": 64 * 1024 * 1024 + 4096,
             **extra,
         })

@@ -109,6 +109,11 @@ def build_app(config: Config, clock: Clock, *, due_scan_interval: float = 1.0) -
             due = decode(event.value, DueMessage)
             await apply(due.id.encode(), on_due(load(due.id.encode()), policy, clock()))
 
+    @app.page("/healthz")
+    async def healthz(web: Any, request: Any) -> Any:
+        ready = app.consumer is not None and not app.rebalancing
+        return web.json({"status": "ok" if ready else "rebalancing"}, status=200 if ready else 503)
+
     @app.timer(interval=due_scan_interval)  # type: ignore[untyped-decorator]
     async def find_due() -> None:
         """Waiting messages whose time has come are announced to their own partition's agent."""

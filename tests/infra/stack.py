@@ -63,26 +63,36 @@ class Stack:
         return f"http://127.0.0.1:{self.config['ingest']['port']}"
 
     def start(self) -> Stack:
-        path = self.workdir / "mailstream.yaml"
-        path.write_text(yaml.safe_dump(self.config))
-        env = {**os.environ, "MAILSTREAM_LOG_LEVEL": "INFO"}
-        env.pop("KAFKA_BOOTSTRAP_SERVERS", None)  # the file says which broker
+        (self.workdir / "mailstream.yaml").write_text(yaml.safe_dump(self.config))
         for service in ("scheduler", "delivery", "ingest"):
-            log = (self.workdir / f"{service}.log").open("wb")
-            self.procs[service] = subprocess.Popen(
-                [sys.executable, "-m", f"mailstream.{service}", "--config", str(path)],
-                stdout=log, stderr=subprocess.STDOUT, env=env, cwd=self.workdir)
-        self._wait_ready(90.0)
+            self.start_service(service, wait=False)
+        self._wait_ready(90.0, list(self.procs))
         return self
 
-    def _wait_ready(self, timeout: float) -> None:
+    def start_service(self, service: str, *, wait: bool = True) -> None:
+        env = {**os.environ, "MAILSTREAM_LOG_LEVEL": "INFO"}
+        env.pop("KAFKA_BOOTSTRAP_SERVERS", None)  # the file says which broker
+        log = (self.workdir / f"{service}.log").open("ab")
+        self.procs[service] = subprocess.Popen(
+            [sys.executable, "-m", f"mailstream.{service}", "--config", str(self.workdir / "mailstream.yaml")],
+            stdout=log, stderr=subprocess.STDOUT, env=env, cwd=self.workdir)
+        if wait:
+            self._wait_ready(90.0, [service])
+
+    def kill(self, service: str) -> None:
+        """SIGKILL: no shutdown hooks, no consumer-group leave, nothing flushed."""
+        proc = self.procs[service]
+        proc.kill()
+        proc.wait()
+
+    def _wait_ready(self, timeout: float, services: list[str]) -> None:
         probes = {
             "ingest": f"{self.api}/readyz",
             "delivery": f"http://127.0.0.1:{self.config['delivery']['metrics_port']}/healthz",
-            "scheduler": f"http://127.0.0.1:{self.config['scheduler']['web_port']}/metrics",
+            "scheduler": f"http://127.0.0.1:{self.config['scheduler']['web_port']}/healthz",
         }
         deadline = time.monotonic() + timeout
-        pending = dict(probes)
+        pending = {name: url for name, url in probes.items() if name in services}
         while pending and time.monotonic() < deadline:
             for name, url in list(pending.items()):
                 if self.procs[name].poll() is not None:
