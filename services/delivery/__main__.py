@@ -2,18 +2,15 @@
 
 from __future__ import annotations
 
-import argparse
 import asyncio
 import signal
 import sys
 
-from mailstream.config import ConfigError, load_config
+from mailstream.cli import prepare, service_parser
 from mailstream.core.clock import system_clock
 from mailstream.delivery.worker import DeliveryWorker
-from mailstream.events.kafka import KafkaUnavailable, ensure_topics
-from mailstream.events.topics import ALL_TOPICS
 from mailstream.observability.http import serve_health
-from mailstream.observability.logs import configure_logging, get_logger
+from mailstream.observability.logs import get_logger
 
 
 async def _run(worker: DeliveryWorker, metrics_port: int) -> None:
@@ -28,21 +25,10 @@ async def _run(worker: DeliveryWorker, metrics_port: int) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="mailstream-delivery")
-    parser.add_argument("--config", help="YAML configuration file")
+    parser = service_parser("delivery")
     parser.add_argument("--metrics-port", type=int, help="health and /metrics port (overrides the file)")
     args = parser.parse_args(argv)
-    try:
-        config = load_config(args.config)
-    except ConfigError as exc:
-        print(exc, file=sys.stderr)
-        return 2
-    configure_logging("delivery")
-    try:
-        ensure_topics(config.kafka.bootstrap_servers, ALL_TOPICS, replication_factor=config.kafka.replication_factor)
-    except KafkaUnavailable as exc:
-        print(f"delivery: {exc}", file=sys.stderr)
-        return 1
+    config = prepare("delivery", args)
     get_logger(__name__).info("starting", bootstrap=config.kafka.bootstrap_servers,
                               smarthost=config.delivery.smarthost)
     asyncio.run(_run(DeliveryWorker(config, system_clock), args.metrics_port or config.delivery.metrics_port))

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import argparse
 import asyncio
 import contextlib
 import sys
@@ -11,36 +10,24 @@ from collections.abc import AsyncIterator
 import uvicorn
 from fastapi import FastAPI
 
-from mailstream.config import ConfigError, load_config
+from mailstream.cli import prepare, service_parser
 from mailstream.core.clock import system_clock
-from mailstream.events.kafka import EventProducer, KafkaUnavailable, ensure_topics
-from mailstream.events.topics import ALL_TOPICS
+from mailstream.events.kafka import EventProducer
 from mailstream.ingest.app import create_app
 from mailstream.ingest.status_view import StatusStore, StatusView
 from mailstream.ingest.submission import Submitter
-from mailstream.observability.logs import configure_logging, get_logger
+from mailstream.observability.logs import get_logger
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="mailstream-ingest")
-    parser.add_argument("--config", help="YAML configuration file")
+    parser = service_parser("ingest")
     parser.add_argument("--port", type=int, help="listen port (overrides the file)")
     args = parser.parse_args(argv)
-    try:
-        config = load_config(args.config)
-    except ConfigError as exc:
-        print(exc, file=sys.stderr)
-        return 2
-    configure_logging("ingest")
+    config = prepare("ingest", args)
     log = get_logger(__name__)
     if not config.ingest.api_keys:
         log.warning("no_api_keys", detail="every request will get 401 until ingest.api_keys is set")
     bootstrap = config.kafka.bootstrap_servers
-    try:
-        ensure_topics(bootstrap, ALL_TOPICS, replication_factor=config.kafka.replication_factor)
-    except KafkaUnavailable as exc:
-        print(f"ingest: {exc}", file=sys.stderr)
-        return 1
     view = StatusView(StatusStore(config.ingest.status_db))
     producer = EventProducer(bootstrap)  # its delivery-report thread needs no event loop yet
 

@@ -2,40 +2,25 @@
 
 from __future__ import annotations
 
-import argparse
 import sys
 
 import faust
 from faust.sensors.prometheus import setup_prometheus_sensors
 
-from mailstream.config import ConfigError, load_config
+from mailstream.cli import prepare, service_parser
 from mailstream.core.clock import system_clock
-from mailstream.events.kafka import KafkaUnavailable, ensure_topics
-from mailstream.events.topics import ALL_TOPICS
-from mailstream.observability.logs import configure_logging
 from mailstream.scheduler.app import build_app
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="mailstream-scheduler")
-    parser.add_argument("--config", help="YAML configuration file")
+    parser = service_parser("scheduler")
     parser.add_argument("--web-port", type=int, help="health and /metrics port (overrides the file)")
     parser.add_argument("--data-dir", help="local table storage (overrides the file)")
     args = parser.parse_args(argv)
-    try:
-        config = load_config(args.config)
-    except ConfigError as exc:
-        print(exc, file=sys.stderr)
-        return 2
+    config = prepare("scheduler", args)
     updates = {k: v for k, v in (("web_port", args.web_port), ("data_dir", args.data_dir)) if v is not None}
     if updates:
         config = config.model_copy(update={"scheduler": config.scheduler.model_copy(update=updates)})
-    configure_logging("scheduler")
-    try:
-        ensure_topics(config.kafka.bootstrap_servers, ALL_TOPICS, replication_factor=config.kafka.replication_factor)
-    except KafkaUnavailable as exc:
-        print(f"scheduler: {exc}", file=sys.stderr)
-        return 1
     app = build_app(config, system_clock)
     setup_prometheus_sensors(app, name_prefix="mailstream_scheduler")
     worker = faust.Worker(app, loglevel="INFO", quiet=True, override_logging=False)

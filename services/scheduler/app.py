@@ -8,7 +8,8 @@ each to the same worker and a message's state, its responses and its wake-ups me
 from __future__ import annotations
 
 import random
-from typing import Any
+from collections.abc import AsyncIterator
+from typing import Any, TypeVar
 
 import faust
 
@@ -16,13 +17,14 @@ from mailstream.config.model import Config
 from mailstream.core.backoff import RetryPolicy
 from mailstream.core.bounce_classify import BounceClassifier
 from mailstream.core.clock import Clock
-from mailstream.events.records import AcceptedMessage, DeliveryResponse, DueMessage, QueuedMessage
+from mailstream.events.records import AcceptedMessage, DeliveryResponse, DueMessage, QueuedMessage, Record
 from mailstream.events.serde import SerdeError, decode, encode
 from mailstream.events.topics import ACCEPTED, DELIVERY, DUE, EVENTS, PARTITIONS, RESPONSES, STATUS
 from mailstream.observability.logs import get_logger
 from mailstream.scheduler.lifecycle import Effects, SchedulerPolicy, on_accepted, on_due, on_response
 
 log = get_logger(__name__)
+R = TypeVar("R", bound=Record)
 
 
 def policy_from(config: Config) -> SchedulerPolicy:
@@ -83,30 +85,28 @@ def build_app(config: Config, clock: Clock, *, due_scan_interval: float = 1.0) -
         raw = messages.get(key)
         return decode(raw, QueuedMessage) if raw is not None else None
 
-    @app.agent(accepted_t)
-    async def accept(stream: Any) -> None:
+    async def records(stream: Any, record_type: type[R]) -> AsyncIterator[tuple[int, R]]:
+        """(partition, record) for each readable record; a poison record is logged and skipped."""
         async for event in stream.events():
             try:
-                msg = decode(event.value, AcceptedMessage)
+                yield event.message.partition, decode(event.value, record_type)
             except SerdeError as exc:
-                log.error("accepted_unreadable", offset=event.message.offset, error=str(exc))
-                continue
-            await apply(msg.id.encode(), on_accepted(msg, event.message.partition, policy, clock()))
+                log.error("record_unreadable", topic=event.message.topic, partition=event.message.partition,
+                          offset=event.message.offset, error=str(exc))
+
+    @app.agent(accepted_t)
+    async def accept(stream: Any) -> None:
+        async for partition, msg in records(stream, AcceptedMessage):
+            await apply(msg.id.encode(), on_accepted(msg, partition, policy, clock()))
 
     @app.agent(responses_t)
     async def respond(stream: Any) -> None:
-        async for event in stream.events():
-            try:
-                resp = decode(event.value, DeliveryResponse)
-            except SerdeError as exc:
-                log.error("response_unreadable", offset=event.message.offset, error=str(exc))
-                continue
+        async for _, resp in records(stream, DeliveryResponse):
             await apply(resp.id.encode(), on_response(load(resp.id.encode()), resp, policy, clock(), rng))
 
     @app.agent(due_t)
     async def wake(stream: Any) -> None:
-        async for event in stream.events():
-            due = decode(event.value, DueMessage)
+        async for _, due in records(stream, DueMessage):
             await apply(due.id.encode(), on_due(load(due.id.encode()), policy, clock()))
 
     @app.page("/healthz")

@@ -3,12 +3,11 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
 
 from mailstream.devtools.capture_sink import CaptureSink
-from tests.infra.stack import Stack, stack_config
+from tests.infra.stack import Stack, running_stack
 
 
 @pytest.fixture(scope="session")
@@ -20,12 +19,5 @@ def sink() -> Iterator[CaptureSink]:
 
 @pytest.fixture(scope="session")
 def stack(kafka_bootstrap: str, sink: CaptureSink, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
-    workdir: Path = tmp_path_factory.mktemp("stack")
-    s = Stack(stack_config(kafka_bootstrap, sink.address, workdir), workdir)
-    try:
-        s.start()
-    except RuntimeError as exc:
-        s.stop()
-        pytest.fail(str(exc), pytrace=False)
-    yield s
-    s.stop()
+    with running_stack(kafka_bootstrap, sink.address, tmp_path_factory.mktemp("stack")) as s:
+        yield s

@@ -11,7 +11,7 @@ import pytest
 
 from mailstream.devtools.capture_sink import CaptureSink
 from tests.infra.broker import LocalBroker, unavailable_reason
-from tests.infra.stack import Stack, stack_config
+from tests.infra.stack import Stack, running_stack
 
 pytestmark = [pytest.mark.e2e, pytest.mark.integration, pytest.mark.slow]
 
@@ -22,19 +22,8 @@ def own_stack(kafka_bootstrap: str, sink: CaptureSink, tmp_path: Path) -> Iterat
     every earlier test's records from the shared topics before reaching this test's."""
     if unavailable_reason() is not None:
         pytest.skip(f"needs a private broker: {unavailable_reason()}")
-    with LocalBroker(tmp_path / "kafka") as broker:
-        yield from _run_stack(broker.bootstrap, sink, tmp_path)
-
-
-def _run_stack(bootstrap: str, sink: CaptureSink, tmp_path: Path) -> Iterator[Stack]:
-    stack = Stack(stack_config(bootstrap, sink.address, tmp_path), tmp_path)
-    try:
-        stack.start()
-    except RuntimeError as exc:
-        stack.stop()
-        pytest.fail(str(exc), pytrace=False)
-    yield stack
-    stack.stop()
+    with LocalBroker(tmp_path / "kafka") as broker, running_stack(broker.bootstrap, sink.address, tmp_path) as s:
+        yield s
 
 
 def _submit(stack: Stack, recipients: list[str]) -> list[str]:

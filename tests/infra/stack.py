@@ -12,6 +12,8 @@ import subprocess
 import sys
 import time
 import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -142,3 +144,19 @@ class Stack:
                     time.sleep(0.2)
         raise AssertionError(f"{tx_id} did not reach {want} in {timeout}s; last seen {body}\n"
                              + "\n".join(self.log_tail(s) for s in self.procs))
+
+
+@contextmanager
+def running_stack(bootstrap: str, smarthost: tuple[str, int], workdir: Path, **overrides: Any) -> Iterator[Stack]:
+    """A started stack, stopped on exit; a stack that cannot start fails the test with its logs."""
+    stack = Stack(stack_config(bootstrap, smarthost, workdir, **overrides), workdir)
+    try:
+        stack.start()
+    except RuntimeError as exc:
+        stack.stop()
+        import pytest
+        pytest.fail(str(exc), pytrace=False)
+    try:
+        yield stack
+    finally:
+        stack.stop()

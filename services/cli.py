@@ -1,0 +1,50 @@
+"""What every service's `__main__` does first: parse the config, set up logs, create topics."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from mailstream.config import Config, ConfigError, load_config
+from mailstream.events.kafka import KafkaUnavailable, ensure_topics
+from mailstream.events.topics import ALL_TOPICS
+from mailstream.observability.logs import configure_logging
+
+
+def service_parser(service: str) -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog=f"mailstream-{service}")
+    parser.add_argument("--config", help="YAML configuration file (defaults apply without one)")
+    return parser
+
+
+def prepare(service: str, args: argparse.Namespace) -> Config:
+    """Validate the configuration before touching Kafka, then make sure every topic exists.
+
+    Exits with status 2 for a bad configuration and 1 for an unreachable cluster.
+    """
+    try:
+        config = load_config(args.config)
+    except ConfigError as exc:
+        print(exc, file=sys.stderr)
+        raise SystemExit(2) from None
+    configure_logging(service)
+    try:
+        ensure_topics(config.kafka.bootstrap_servers, ALL_TOPICS, replication_factor=config.kafka.replication_factor)
+    except KafkaUnavailable as exc:
+        print(f"{service}: {exc}", file=sys.stderr)
+        raise SystemExit(1) from None
+    return config
+
+
+def main() -> int:
+    """`mailstream SERVICE [--config FILE]`: one entry point for every service."""
+    import runpy
+
+    services = ("ingest", "scheduler", "delivery", "capture-sink")
+    if len(sys.argv) < 2 or sys.argv[1] not in services:
+        print(f"usage: mailstream {{{','.join(services)}}} [--config FILE]", file=sys.stderr)
+        return 2
+    name = sys.argv.pop(1)
+    module = "mailstream.devtools.capture_sink" if name == "capture-sink" else f"mailstream.{name}"
+    runpy.run_module(module, run_name="__main__", alter_sys=True)
+    return 0
