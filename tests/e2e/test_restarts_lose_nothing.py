@@ -10,7 +10,6 @@ from pathlib import Path
 import pytest
 
 from mailstream.devtools.capture_sink import CaptureSink
-from tests.infra.broker import LocalBroker, unavailable_reason
 from tests.infra.stack import Stack, running_stack
 
 pytestmark = [pytest.mark.e2e, pytest.mark.integration, pytest.mark.slow]
@@ -18,11 +17,7 @@ pytestmark = [pytest.mark.e2e, pytest.mark.integration, pytest.mark.slow]
 
 @pytest.fixture
 def own_stack(kafka_bootstrap: str, sink: CaptureSink, tmp_path: Path) -> Iterator[Stack]:
-    """A stack on a broker of its own: a new stack's consumer groups would otherwise replay
-    every earlier test's records from the shared topics before reaching this test's."""
-    if unavailable_reason() is not None:
-        pytest.skip(f"needs a private broker: {unavailable_reason()}")
-    with LocalBroker(tmp_path / "kafka") as broker, running_stack(broker.bootstrap, sink.address, tmp_path) as s:
+    with running_stack(kafka_bootstrap, sink.address, tmp_path) as s:
         yield s
 
 

@@ -21,6 +21,8 @@ from typing import Any
 import httpx
 import yaml
 
+from tests.infra.broker import LocalBroker, unavailable_reason
+
 ADMIN_KEY = "test-admin-key-0123456789"
 ACME_KEY = "test-acme-key-0123456789"
 GLOBEX_KEY = "test-globex-key-0123456789"
@@ -147,9 +149,27 @@ class Stack:
 
 
 @contextmanager
+def private_bootstrap(shared: str, workdir: Path) -> Iterator[str]:
+    """A broker of the stack's own when one can be started, else the shared one.
+
+    A new stack's consumer groups start from the beginning of the topics, so on a shared
+    broker they would first replay every earlier stack's records.
+    """
+    if unavailable_reason() is not None:
+        yield shared
+        return
+    with LocalBroker(workdir / "kafka") as broker:
+        yield broker.bootstrap
+
+
+@contextmanager
 def running_stack(bootstrap: str, smarthost: tuple[str, int], workdir: Path, **overrides: Any) -> Iterator[Stack]:
-    """A started stack, stopped on exit; a stack that cannot start fails the test with its logs."""
-    stack = Stack(stack_config(bootstrap, smarthost, workdir, **overrides), workdir)
+    """A started stack on its own broker, stopped on exit; one that cannot start fails the test with its logs."""
+    with private_bootstrap(bootstrap, workdir) as own:
+        yield from _started(Stack(stack_config(own, smarthost, workdir, **overrides), workdir))
+
+
+def _started(stack: Stack) -> Iterator[Stack]:
     try:
         stack.start()
     except RuntimeError as exc:
