@@ -7,13 +7,14 @@ from typing import Any, ClassVar, Literal, Self
 
 from pydantic import BaseModel, ConfigDict
 
+from mailstream.core.bounce_classify import BounceType
+
 MessageStatus = Literal[
     "scheduled", "ready", "in_delivery", "suspended", "deferred",
     "bounced", "delivered", "expired", "cancelled",
 ]
 FINAL_STATUSES: frozenset[str] = frozenset({"bounced", "delivered", "expired", "cancelled"})
 AttemptOutcome = Literal["DELIVERED", "TRANSIENT", "PERMANENT"]
-BounceType = Literal["hard", "soft", "block", "complaint", "unknown"]
 LogRecordType = Literal[
     "Reception", "Delivery", "TransientFailure", "Bounce", "Expiration", "AdminBounce", "Rejection",
 ]

@@ -6,7 +6,7 @@ from __future__ import annotations
 import re
 import tomllib
 from pathlib import Path
-from typing import Any, get_args
+from typing import Any
 
 import pytest
 from hypothesis import given, settings
@@ -86,12 +86,6 @@ def test_bundled_types_cover_kumomta_classes_and_every_class_with_rules() -> Non
 
 def test_default_is_compiled_once() -> None:
     assert BounceClassifier.default() is BounceClassifier.default()
-
-
-def test_bounce_type_matches_the_wire_contract() -> None:
-    from mailstream.events import records
-
-    assert get_args(bounce_classify.BounceType) == get_args(records.BounceType)
 
 
 # ------------------------------------------------------------------------------- flattening
