@@ -26,8 +26,12 @@ async def put_body(producer: EventProducer, data: bytes) -> BodyRef:
 class BodyReader:
     """Fetches bodies by reference, with a small LRU: a campaign's recipients often share one body."""
 
-    def __init__(self, bootstrap: str, cache_entries: int = 256) -> None:
-        self._reader = PartitionReader(bootstrap, BODIES.name)
+    def __init__(self, bootstrap: str, cache_entries: int = 256, readers: int = 8) -> None:
+        # Each reader serves one read at a time; a small pool lets concurrent attempts read in parallel.
+        self._readers = [PartitionReader(bootstrap, BODIES.name) for _ in range(readers)]
+        self._free: asyncio.Queue[PartitionReader] = asyncio.Queue()
+        for reader in self._readers:
+            self._free.put_nowait(reader)
         self._cache: OrderedDict[str, bytes] = OrderedDict()
         self._limit = cache_entries
 
@@ -36,7 +40,11 @@ class BodyReader:
         if cached is not None:
             self._cache.move_to_end(ref.sha256)
             return cached
-        raw = await asyncio.to_thread(self._reader.read, ref.partition, ref.offset)
+        reader = await self._free.get()
+        try:
+            raw = await asyncio.to_thread(reader.read, ref.partition, ref.offset)
+        finally:
+            self._free.put_nowait(reader)
         body = decode(raw, MessageBody)
         if body.sha256 != ref.sha256 or hashlib.sha256(body.data).hexdigest() != ref.sha256:
             raise BodyCorrupt(f"body at {ref.topic}[{ref.partition}]@{ref.offset} does not match {ref.sha256}")
@@ -46,4 +54,5 @@ class BodyReader:
         return body.data
 
     def close(self) -> None:
-        self._reader.close()
+        for reader in self._readers:
+            reader.close()

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import threading
+import time
 from collections.abc import Iterable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -165,6 +166,10 @@ class PartitionReader:
             "group.id": f"mailstream-reader-{topic}",
             "enable.auto.commit": False,
             "fetch.message.max.bytes": 64 * 1024 * 1024 + 4096,
+            # A random read wants one record now: don't let the broker hold the fetch for more data
+            # (librdkafka's default 500 ms wait made every body read cost half a second).
+            "fetch.wait.max.ms": 5,
+            "fetch.queue.backoff.ms": 0,
             **extra,
         })
         self._lock = threading.Lock()
@@ -210,12 +215,24 @@ def ensure_topics(bootstrap: str, specs: Iterable[TopicSpec], *, replication_fac
             except KafkaException as exc:
                 if exc.args[0].code() != KafkaError.TOPIC_ALREADY_EXISTS:
                     raise KafkaUnavailable(f"creating {name}: {exc}") from exc
-        existing = admin.list_topics(timeout=timeout).topics
+        existing = _await_metadata(admin, [s.name for s in missing], timeout)
     for spec in wanted:
         have = len(existing[spec.name].partitions)
         if have != spec.partitions:
             raise KafkaUnavailable(
                 f"topic {spec.name} has {have} partitions, mailstream needs {spec.partitions}")
+
+
+def _await_metadata(admin: AdminClient, names: list[str], timeout: float) -> dict[str, Any]:
+    """Topic metadata once every named topic shows up: creation returns before metadata propagates."""
+    deadline = time.monotonic() + timeout
+    while True:
+        topics: dict[str, Any] = admin.list_topics(timeout=timeout).topics
+        if all(n in topics and topics[n].error is None and topics[n].partitions for n in names):
+            return topics
+        if time.monotonic() > deadline:
+            raise KafkaUnavailable(f"topics {names} not visible in metadata after {timeout}s")
+        time.sleep(0.1)
 
 
 class TopicTailer:
