@@ -5,21 +5,18 @@ from __future__ import annotations
 import os
 import socket
 from datetime import timedelta
-from ipaddress import IPv4Address, IPv6Address
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
 import yaml
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, SecretStr, ValidationError, model_validator
+from pydantic import BeforeValidator, Field, SecretStr, ValidationError, model_validator
 
+from mailstream.config.scheduling import EgressConfig, QueueDefaults, Section, TenantLimits
 from mailstream.core.duration import parse_duration
 
 Duration = Annotated[timedelta, BeforeValidator(parse_duration)]
 Port = Annotated[int, Field(ge=1, le=65535)]
 
-
-class Section(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
 
 
 class ConfigError(ValueError):
@@ -78,54 +75,6 @@ class DeliveryConfig(Section):
         return self
 
 
-class EgressSource(Section):
-    name: str
-    source_address: IPv4Address | IPv6Address | None = None
-    ehlo_domain: str | None = None
-
-
-class PoolEntry(Section):
-    name: str
-    weight: Annotated[int, Field(ge=0)] = 1
-
-
-class EgressPool(Section):
-    name: str
-    entries: list[PoolEntry] = Field(min_length=1)
-
-
-UNSPECIFIED = "unspecified"
-
-
-class EgressConfig(Section):
-    sources: list[EgressSource] = [EgressSource(name=UNSPECIFIED)]
-    pools: list[EgressPool] = [EgressPool(name=UNSPECIFIED, entries=[PoolEntry(name=UNSPECIFIED)])]
-
-    @model_validator(mode="after")
-    def _pools_name_known_sources(self) -> EgressConfig:
-        names = [s.name for s in self.sources]
-        if len(set(names)) != len(names):
-            raise ValueError("egress source names must be unique")
-        for pool in self.pools:
-            for entry in pool.entries:
-                if entry.name not in names:
-                    raise ValueError(f"pool {pool.name!r} names unknown egress source {entry.name!r}")
-        return self
-
-    def source(self, name: str) -> EgressSource:
-        return next(s for s in self.sources if s.name == name)
-
-    def pool(self, name: str) -> EgressPool:
-        return next(p for p in self.pools if p.name == name)
-
-
-class QueueDefaults(Section):
-    egress_pool: str = UNSPECIFIED
-    retry_interval: Duration = timedelta(minutes=20)
-    max_retry_interval: Duration | None = None
-    max_age: Duration = timedelta(days=7)
-
-
 class Config(Section):
     kafka: KafkaConfig = KafkaConfig()
     ingest: IngestConfig = IngestConfig()
@@ -133,11 +82,16 @@ class Config(Section):
     delivery: DeliveryConfig = DeliveryConfig()
     egress: EgressConfig = EgressConfig()
     queues: QueueDefaults = QueueDefaults()
+    tenants: dict[str, TenantLimits] = {}
 
     @model_validator(mode="after")
-    def _queue_pool_exists(self) -> Config:
-        if self.queues.egress_pool not in {p.name for p in self.egress.pools}:
+    def _queue_pools_exist(self) -> Config:
+        pools = {p.name for p in self.egress.pools}
+        if self.queues.egress_pool not in pools:
             raise ValueError(f"queues.egress_pool names unknown pool {self.queues.egress_pool!r}")
+        for i, rule in enumerate(self.queues.rules):
+            if rule.egress_pool is not None and rule.egress_pool not in pools:
+                raise ValueError(f"queues.rules.{i}.egress_pool names unknown pool {rule.egress_pool!r}")
         return self
 
 

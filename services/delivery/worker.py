@@ -21,7 +21,7 @@ from mailstream.events.bodies import BodyCorrupt, BodyReader
 from mailstream.events.kafka import EventConsumer, EventProducer, KafkaUnavailable
 from mailstream.events.records import DeliveryResponse, DeliveryTask, SmtpResponse
 from mailstream.events.serde import SerdeError, decode
-from mailstream.events.topics import DELIVERY, RESPONSES
+from mailstream.events.topics import DELIVERY, RESPONSES, route_key
 from mailstream.observability.logs import get_logger
 
 log = get_logger(__name__)
@@ -94,7 +94,7 @@ class DeliveryWorker:
             log.error("task_unreadable", partition=msg.partition(), offset=msg.offset(), error=str(exc))
             return
         answer = await self._attempt(task, bodies)
-        await producer.send(RESPONSES, answer.queue, answer)
+        await producer.send(RESPONSES, route_key(task.tenant, task.queue), answer)
 
     async def run(self) -> None:
         bootstrap = self._config.kafka.bootstrap_servers

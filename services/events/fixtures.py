@@ -10,9 +10,11 @@ from mailstream.events.records import (
     BodyRef,
     DeliveryResponse,
     DeliveryTask,
+    LimitState,
     LogRecord,
     MessageBody,
     QueuedMessage,
+    ReadyMessage,
     Record,
     SmtpResponse,
     TransactionStatus,
@@ -72,5 +74,17 @@ def body() -> MessageBody:
     return MessageBody(sha256="ab" * 32, data=b"Subject: hi\r\n\r\nhello\r\n")
 
 
+def ready() -> ReadyMessage:
+    return ReadyMessage(
+        id="tx-1", attempt=1, queue="spring:acme@example.com", tenant="acme", campaign="spring",
+        sender="bounce@acme.test", recipient="ann@example.com", domain="example.com", egress_pool="warm",
+        priority=7, body=BODY, created_at=T0, ready_at=T0, expires_at=T0)
+
+
+def limit_state() -> LimitState:
+    return LimitState(day="2026-11-22", used=17, sends=(T0, T0), tat=T0, rr_index=1, rr_weight=2)
+
+
 ALL: tuple[Record, ...] = (
-    accepted(), task(), response(), status(), queued(), log_record(), body(), OK_250, BODY)
+    accepted(), task(), response(), status(), queued(), log_record(), body(), OK_250, BODY, ready(),
+    limit_state())

@@ -14,7 +14,7 @@ MessageStatus = Literal[
     "bounced", "delivered", "expired", "cancelled",
 ]
 FINAL_STATUSES: frozenset[str] = frozenset({"bounced", "delivered", "expired", "cancelled"})
-AttemptOutcome = Literal["DELIVERED", "TRANSIENT", "PERMANENT"]
+AttemptOutcome = Literal["DELIVERED", "TRANSIENT", "PERMANENT", "EXPIRED"]
 LogRecordType = Literal[
     "Reception", "Delivery", "TransientFailure", "Bounce", "Expiration", "AdminBounce", "Rejection",
 ]
@@ -205,7 +205,30 @@ class LogRecord(Record):
     meta: dict[str, str] = {}
 
 
-class DueMessage(Record):
-    schema_name = "mailstream.DueMessage"
+class ReadyMessage(Record):
+    schema_name = "mailstream.ReadyMessage"
     id: str
-    due_at: datetime
+    attempt: int
+    queue: str
+    tenant: str | None = None
+    campaign: str | None = None
+    sender: str
+    recipient: str
+    domain: str
+    routing_domain: str | None = None
+    egress_pool: str
+    priority: int = 5
+    body: BodyRef
+    created_at: datetime
+    ready_at: datetime
+    expires_at: datetime
+
+
+class LimitState(Record):
+    schema_name = "mailstream.LimitState"
+    day: str | None = None
+    used: int = 0
+    sends: tuple[datetime, ...] = ()
+    tat: datetime | None = None
+    rr_index: int = -1
+    rr_weight: int = 0

@@ -13,9 +13,10 @@ from mailstream.events.records import (
     AcceptedMessage,
     DeliveryResponse,
     DeliveryTask,
-    DueMessage,
+    LimitState,
     LogRecord,
     MessageBody,
+    ReadyMessage,
     Record,
     TransactionStatus,
 )
@@ -45,13 +46,29 @@ class TopicSpec:
 # Bodies outlive the longest max_age (7 days by default) so a retry can still read them.
 BODIES = TopicSpec("mail.bodies", "body sha256", MessageBody,
                    retention_ms=10 * DAY_MS, max_message_bytes=64 * 1024 * 1024)
-ACCEPTED = TopicSpec("mail.accepted", "scheduled queue name", AcceptedMessage, retention_ms=10 * DAY_MS)
+# mail.accepted and mail.responses are keyed by route key (the tenant, else the queue name): one
+# partition owns every queue of a tenant, so tenant-wide limits are counted in one place.
+ACCEPTED = TopicSpec("mail.accepted", "route key", AcceptedMessage, retention_ms=10 * DAY_MS)
+RESPONSES = TopicSpec("mail.responses", "route key", DeliveryResponse, retention_ms=10 * DAY_MS)
+# mail.ready is keyed by egress group (pools that share a source): one partition owns every source
+# of the group, so daily caps and source choice are decided in one place.
+READY = TopicSpec("mail.ready", "egress group", ReadyMessage, retention_ms=10 * DAY_MS)
 DELIVERY = TopicSpec("mail.delivery", "egress path", DeliveryTask)
-RESPONSES = TopicSpec("mail.responses", "scheduled queue name", DeliveryResponse, retention_ms=10 * DAY_MS)
 EVENTS = TopicSpec("mail.events", "transaction id", LogRecord, retention_ms=30 * DAY_MS)
 STATUS = TopicSpec("mail.status", "transaction id", TransactionStatus,
                    cleanup_policy="compact", retention_ms=-1)
 
-DUE = TopicSpec("mail.scheduler.due", "scheduled queue name", DueMessage, retention_ms=DAY_MS)
+# State of the two scheduler stages (compacted; key: "<kind>:<name>", value: QueuedMessage,
+# ReadyMessage or LimitState). Written in the same Kafka transaction as the stage's outputs.
+QUEUE_STATE = TopicSpec("mail.scheduler.queues-state", "state key", LimitState,
+                        cleanup_policy="compact", retention_ms=-1)
+EGRESS_STATE = TopicSpec("mail.scheduler.egress-state", "state key", LimitState,
+                         cleanup_policy="compact", retention_ms=-1)
 
-ALL_TOPICS: tuple[TopicSpec, ...] = (BODIES, ACCEPTED, DELIVERY, RESPONSES, EVENTS, STATUS, DUE)
+ALL_TOPICS: tuple[TopicSpec, ...] = (BODIES, ACCEPTED, READY, DELIVERY, RESPONSES, EVENTS, STATUS,
+                                     QUEUE_STATE, EGRESS_STATE)
+
+
+def route_key(tenant: str | None, queue: str) -> str:
+    """Key of mail.accepted and mail.responses: every queue of a tenant shares one partition."""
+    return f"tenant:{tenant}" if tenant else f"queue:{queue}"

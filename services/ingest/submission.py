@@ -13,7 +13,7 @@ from mailstream.core.clock import Clock
 from mailstream.events.bodies import put_body
 from mailstream.events.kafka import EventProducer
 from mailstream.events.records import AcceptedMessage, BodyRef, LogRecord, SmtpResponse, TransactionStatus
-from mailstream.events.topics import ACCEPTED, EVENTS, STATUS
+from mailstream.events.topics import ACCEPTED, EVENTS, STATUS, route_key
 from mailstream.ingest.routing_meta import RoutingError, resolve_routing
 
 
@@ -127,7 +127,7 @@ class Submitter:
                 received_at=now,
             )
             result.accepted.append(accepted)
-            writes.append(self._producer.send(ACCEPTED, accepted.queue, accepted))
+            writes.append(self._producer.send(ACCEPTED, route_key(accepted.tenant, accepted.queue), accepted))
             writes.append(self._producer.send(STATUS, accepted.id, reception_status(accepted)))
             writes.append(self._producer.send(EVENTS, accepted.id, reception_record(accepted)))
         await asyncio.gather(*writes)

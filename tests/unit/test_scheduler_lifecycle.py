@@ -1,4 +1,4 @@
-"""The scheduler's decisions, as pure functions of (state, event, now)."""
+"""The scheduled queue's decisions, as pure functions of (state, event, now)."""
 
 from __future__ import annotations
 
@@ -11,71 +11,66 @@ from mailstream.core.backoff import RetryPolicy
 from mailstream.core.bounce_classify import BounceClassifier
 from mailstream.events import fixtures
 from mailstream.events.records import AcceptedMessage, DeliveryResponse, QueuedMessage, SmtpResponse
-from mailstream.scheduler.lifecycle import Effects, SchedulerPolicy, on_accepted, on_due, on_response
+from mailstream.scheduler.lifecycle import Effects, deadline, on_accepted, on_response, promote
 
 T0 = fixtures.T0
-POLICY = SchedulerPolicy(retry=RetryPolicy(), egress_pool="pool", pools={"pool": [("ip-1", 1), ("ip-2", 1)]},
-                         site=None, classifier=BounceClassifier.default())
+RETRY = RetryPolicy()
+CLASSIFIER = BounceClassifier.default()
 
 
 def accepted(**changes: object) -> AcceptedMessage:
     return fixtures.accepted().model_copy(update={"send_at": None, "received_at": T0, **changes})
 
 
-def dispatched(msg: AcceptedMessage | None = None) -> Effects:
-    return on_accepted(msg or accepted(), 3, POLICY, T0)
+def ready(msg: AcceptedMessage | None = None) -> QueuedMessage:
+    """A message accepted and promoted to egress, its first attempt outstanding."""
+    state = on_accepted(msg or accepted(), 3, "pool").state
+    assert state is not None
+    _, effects = promote(state, T0, "pool")
+    assert effects.state is not None
+    return effects.state
 
 
 def reply(state: QueuedMessage, code: int, enhanced: str | None, text: str, *, attempt: int | None = None,
-          at: timedelta = timedelta(seconds=1)) -> DeliveryResponse:
+          outcome: str | None = None) -> DeliveryResponse:
     n = attempt if attempt is not None else state.transaction.num_attempts + 1
-    outcome = "DELIVERED" if code < 300 else "TRANSIENT" if code < 500 else "PERMANENT"
+    kind = outcome or ("DELIVERED" if code < 300 else "TRANSIENT" if code < 500 else "PERMANENT")
     return DeliveryResponse(
         id=state.transaction.id, attempt=n, attempt_id=f"{state.transaction.id}/{n}", queue=state.transaction.queue,
-        outcome=outcome, response=SmtpResponse(code=code, enhanced_code=enhanced, content=text, command="RCPT"),
-        egress_source="ip-1", egress_path="ip-1->example.com", started_at=T0 + at, completed_at=T0 + at)
+        outcome=kind, response=SmtpResponse(code=code, enhanced_code=enhanced, content=text, command="RCPT"),
+        egress_source="ip-1", egress_path="ip-1->example.com", started_at=T0, completed_at=T0)
 
 
-def test_accepted_message_is_dispatched_on_its_queue_path() -> None:
-    effects = dispatched()
-    assert effects.state is not None
-    (task,) = effects.tasks
-    assert task.attempt == 1
-    assert task.attempt_id == "tx-1/1"
-    assert task.egress_source in {"ip-1", "ip-2"}
-    assert task.egress_path == f"{task.egress_source}->example.com"
-    assert task.body == fixtures.BODY
-    (status,) = effects.statuses
-    assert (status.status, status.version) == ("ready", 1)
-    assert effects.state.accepted_partition == 3
+def respond(state: QueuedMessage | None, resp: DeliveryResponse, at: timedelta = timedelta(seconds=1)) -> Effects:
+    return on_response(state, resp, RETRY, CLASSIFIER, T0 + at, random.Random(0))
 
 
-def test_routing_domain_and_smarthost_name_the_site() -> None:
-    routed = on_accepted(accepted(routing_domain="relay.example.net"), 0, POLICY, T0)
-    assert routed.tasks[0].egress_path.endswith("->relay.example.net")
-
-
-def test_future_send_at_waits_without_a_task() -> None:
-    effects = dispatched(accepted(send_at=T0 + timedelta(hours=2)))
-    assert effects.tasks == []
+def test_accepted_message_waits_in_its_queue_as_scheduled() -> None:
+    effects = on_accepted(accepted(send_at=T0 + timedelta(hours=2)), 3, "pool")
     assert effects.state is not None
     assert effects.state.transaction.status == "scheduled"
-    assert on_due(effects.state, POLICY, T0 + timedelta(hours=1)).tasks == []
-    later = on_due(effects.state, POLICY, T0 + timedelta(hours=2))
-    assert [t.attempt for t in later.tasks] == [1]
+    assert effects.state.transaction.next_attempt_at == T0 + timedelta(hours=2)
+    assert effects.state.accepted_partition == 3
+    assert effects.statuses == []  # ingest already wrote version 0
+
+
+def test_promotion_makes_it_ready_for_its_first_attempt() -> None:
+    state = on_accepted(accepted(), 0, "pool").state
+    assert state is not None
+    message, effects = promote(state, T0, "warm")
+    assert (message.attempt, message.egress_pool, message.body) == (1, "warm", fixtures.BODY)
+    (status,) = effects.statuses
+    assert (status.status, status.version, status.egress_pool) == ("ready", 1, "warm")
 
 
 def test_null_queue_is_cancelled_and_forgotten() -> None:
-    effects = dispatched(accepted(queue="null"))
-    assert effects.tasks == []
+    effects = on_accepted(accepted(queue="null"), 0, "pool")
     assert effects.delete
     assert effects.statuses[0].status == "cancelled"
 
 
 def test_delivered_is_final_and_logged() -> None:
-    state = dispatched().state
-    assert state is not None
-    effects = on_response(state, reply(state, 250, "2.0.0", "ok"), POLICY, T0, random.Random(0))
+    effects = respond(ready(), reply(ready(), 250, "2.0.0", "ok"))
     assert effects.delete
     (status,) = effects.statuses
     assert status.status == "delivered"
@@ -85,9 +80,7 @@ def test_delivered_is_final_and_logged() -> None:
 
 
 def test_permanent_failure_bounces_with_classification() -> None:
-    state = dispatched().state
-    assert state is not None
-    effects = on_response(state, reply(state, 550, "5.1.1", "user unknown"), POLICY, T0, random.Random(0))
+    effects = respond(ready(), reply(ready(), 550, "5.1.1", "user unknown"))
     (status,) = effects.statuses
     assert status.status == "bounced"
     assert (status.bounce_classification, status.bounce_type) == ("InvalidRecipient", "hard")
@@ -95,10 +88,8 @@ def test_permanent_failure_bounces_with_classification() -> None:
     assert effects.logs[0].bounce_classification == "InvalidRecipient"
 
 
-def test_transient_failure_defers_then_retries_when_due() -> None:
-    state = dispatched().state
-    assert state is not None
-    effects = on_response(state, reply(state, 451, "4.3.0", "later"), POLICY, T0, random.Random(0))
+def test_transient_failure_defers_with_backoff() -> None:
+    effects = respond(ready(), reply(ready(), 451, "4.3.0", "later"), at=timedelta(0))
     deferred = effects.state
     assert deferred is not None
     assert deferred.transaction.status == "deferred"
@@ -107,17 +98,13 @@ def test_transient_failure_defers_then_retries_when_due() -> None:
     assert due is not None
     assert timedelta(minutes=19) < due - T0 < timedelta(minutes=21)
     assert [r.type for r in effects.logs] == ["TransientFailure"]
-    assert on_due(deferred, POLICY, due - timedelta(seconds=1)).tasks == []
-    retry = on_due(deferred, POLICY, due)
-    assert [t.attempt_id for t in retry.tasks] == ["tx-1/2"]
-    assert retry.statuses[0].status == "ready"
+    again, _ = promote(deferred, due, "pool")
+    assert again.attempt == 2
 
 
 def test_transient_failure_past_max_age_expires_at_once() -> None:
-    state = dispatched().state
-    assert state is not None
-    late = T0 + timedelta(days=6, hours=23, minutes=50)
-    effects = on_response(state, reply(state, 451, "4.3.0", "later"), POLICY, late, random.Random(0))
+    late = timedelta(days=6, hours=23, minutes=50)
+    effects = respond(ready(), reply(ready(), 451, "4.3.0", "later"), at=late)
     (status,) = effects.statuses
     assert status.status == "expired"
     assert effects.delete
@@ -126,41 +113,25 @@ def test_transient_failure_past_max_age_expires_at_once() -> None:
     assert effects.logs[1].response.enhanced_code == "5.4.7"
 
 
+def test_expired_while_waiting_for_egress_is_final_without_an_attempt() -> None:
+    effects = respond(ready(), reply(ready(), 551, "5.4.7", "max_age reached", outcome="EXPIRED"))
+    (status,) = effects.statuses
+    assert status.status == "expired"
+    assert status.attempts == ()
+    assert [r.type for r in effects.logs] == ["Expiration"]
+
+
 @pytest.mark.parametrize("attempt", [0, 2, 7])
 def test_a_response_for_another_attempt_changes_nothing(attempt: int) -> None:
-    state = dispatched().state
-    assert state is not None
-    effects = on_response(state, reply(state, 250, None, "ok", attempt=attempt), POLICY, T0, random.Random(0))
-    assert effects == Effects()
+    assert respond(ready(), reply(ready(), 250, None, "ok", attempt=attempt)) == Effects()
 
 
 def test_a_response_for_a_forgotten_message_changes_nothing() -> None:
-    state = dispatched().state
-    assert state is not None
-    assert on_response(None, reply(state, 250, None, "ok"), POLICY, T0, random.Random(0)) == Effects()
+    assert respond(None, reply(ready(), 250, None, "ok")) == Effects()
 
 
-def test_versions_increase_with_every_change() -> None:
-    state = dispatched().state
-    assert state is not None
-    deferred = on_response(state, reply(state, 421, None, "busy"), POLICY, T0, random.Random(0)).state
-    assert deferred is not None
-    retried = on_due(deferred, POLICY, T0 + timedelta(hours=1)).state
-    assert retried is not None
-    assert [state.transaction.version, deferred.transaction.version, retried.transaction.version] == [1, 2, 3]
-
-
-def test_pool_without_eligible_source_defers_with_internal_reason() -> None:
-    policy = SchedulerPolicy(**{**{f: getattr(POLICY, f) for f in POLICY.__dataclass_fields__},
-                                "pools": {"pool": [("ip-1", 0)]}})
-    effects = on_accepted(accepted(), 0, policy, T0)
-    assert effects.tasks == []
-    (status,) = effects.statuses
-    assert status.status == "deferred"
-    assert status.num_attempts == 1
-    assert status.next_attempt_at is not None
-    assert status.next_attempt_at - T0 > timedelta(minutes=19)
-    assert effects.logs[0].response.code == 451
-    expired = on_due(effects.state, policy, T0 + timedelta(days=7))
-    assert expired.delete
-    assert expired.statuses[0].status == "expired"
+def test_deadline_is_the_message_expiry_else_max_age() -> None:
+    state = ready()
+    assert deadline(state, RETRY) == T0 + timedelta(days=7)
+    own = ready(accepted(expires_at=T0 + timedelta(hours=3)))
+    assert deadline(own, RETRY) == T0 + timedelta(hours=3)

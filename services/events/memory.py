@@ -1,0 +1,84 @@
+"""In-memory twin of the Kafka topics and the transactional processor, for simulations and benchmarks.
+
+Handlers written for `TransactionalProcessor` run here unchanged: topics are lists, a changelog is a
+dict per partition, every partition is owned by the one processor, and time is whatever the caller
+says. Nothing here is durable; it exists so scheduling can be simulated over days in seconds.
+"""
+
+from __future__ import annotations
+
+import zlib
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Protocol
+
+
+@dataclass(frozen=True, slots=True)
+class MemoryRecord:
+    topic: str
+    partition: int
+    key: bytes | None
+    value: bytes
+
+
+class Handler(Protocol):
+    def assigned(self, partition: int, state: dict[bytes, bytes]) -> None: ...
+    def on_record(self, partition: int, topic: str, key: bytes | None, value: bytes, now: datetime,
+                  out: MemoryOutput) -> None: ...
+    def on_tick(self, now: datetime, out: MemoryOutput) -> None: ...
+
+
+@dataclass(slots=True)
+class MemoryBus:
+    partitions: int
+    topics: dict[str, list[MemoryRecord]] = field(default_factory=dict)
+
+    def send(self, topic: str, key: bytes | None, value: bytes, partition: int | None = None) -> None:
+        if partition is None:
+            partition = zlib.crc32(key or b"") % self.partitions
+        self.topics.setdefault(topic, []).append(MemoryRecord(topic, partition, key, value))
+
+    def read(self, topic: str, start: int = 0) -> list[MemoryRecord]:
+        return self.topics.get(topic, [])[start:]
+
+
+@dataclass(slots=True)
+class MemoryOutput:
+    bus: MemoryBus
+    changelog: dict[int, dict[bytes, bytes]]
+
+    def send(self, topic: str, key: bytes, value: bytes, partition: int | None = None) -> None:
+        self.bus.send(topic, key, value, partition)
+
+    def put(self, partition: int, key: bytes, value: bytes | None) -> None:
+        state = self.changelog.setdefault(partition, {})
+        if value is None:
+            state.pop(key, None)
+        else:
+            state[key] = value
+
+
+class MemoryProcessor:
+    """Feeds every new record of its input topics to the handler, in order; owns all partitions."""
+
+    def __init__(self, bus: MemoryBus, inputs: Sequence[str], handler: Handler) -> None:
+        self.bus, self.inputs, self.handler = bus, tuple(inputs), handler
+        self.read_upto = dict.fromkeys(self.inputs, 0)
+        self.out = MemoryOutput(bus, {})
+        for p in range(bus.partitions):
+            handler.assigned(p, {})
+
+    def step(self, now: datetime) -> int:
+        """Process everything new on the inputs; returns how many records were handled."""
+        handled = 0
+        for topic in self.inputs:
+            fresh = self.bus.read(topic, self.read_upto[topic])
+            self.read_upto[topic] += len(fresh)
+            for record in fresh:
+                self.handler.on_record(record.partition, topic, record.key, record.value, now, self.out)
+            handled += len(fresh)
+        return handled
+
+    def tick(self, now: datetime) -> None:
+        self.handler.on_tick(now, self.out)

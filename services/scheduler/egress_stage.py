@@ -1,0 +1,227 @@
+"""Stage 2, egress: hold ready messages until a source of their pool has capacity, then emit the task.
+
+mail.ready is keyed by egress group (pools that share a source), so one partition owns every source
+of the group: a source's daily cap, sliding window and send window, and each path's
+max_message_rate, are decided in one place, and the pool's choice (weighted round robin or most
+remaining capacity) sees every source's true usage. Tasks go to mail.delivery keyed by egress path.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+
+from mailstream.config.scheduling import EgressPool, EgressSource
+from mailstream.core.daily_limit import day_of, next_reset
+from mailstream.core.fair_queue import FairQueue
+from mailstream.core.round_robin import WrrState, most_remaining, wrr_next
+from mailstream.core.sliding_window import SlidingWindow, next_free
+from mailstream.core.throttle import Gcra, admit, next_admit_at
+from mailstream.events.records import DeliveryResponse, DeliveryTask, LimitState, ReadyMessage, SmtpResponse
+from mailstream.events.serde import SerdeError, decode
+from mailstream.events.topics import DELIVERY, READY, RESPONSES, route_key
+from mailstream.observability.logs import get_logger
+from mailstream.scheduler.policy import Policies
+from mailstream.scheduler.stage import Limits, Timers, Writes, send
+
+log = get_logger(__name__)
+HELD = "h:"
+NO_SOURCE_RETRY = timedelta(minutes=1)  # a pool with no usable source at all is looked at again soon
+
+
+@dataclass(frozen=True, slots=True)
+class Candidate:
+    index: int
+    source: EgressSource
+    domain: str
+    site: str
+    path: str
+
+
+@dataclass(slots=True)
+class EgressBook:
+    held: dict[str, bytes] = field(default_factory=dict)  # encoded ReadyMessage by transaction id
+    lanes: FairQueue = field(default_factory=FairQueue)
+    deadlines: Timers = field(default_factory=Timers)
+    limits: Limits = field(default_factory=Limits)
+
+
+class EgressStage:
+    def __init__(self, policies: Policies, *, release_budget: int = 2000) -> None:
+        self.policies = policies
+        self.books: dict[int, EgressBook] = {}
+        self.budget = release_budget
+
+    # -- PartitionHandler ------------------------------------------------------------------------
+    def assigned(self, partition: int, state: dict[bytes, bytes]) -> None:
+        book = self.books[partition] = EgressBook()
+        for raw_key, value in state.items():
+            key = raw_key.decode()
+            if key.startswith(Limits.PREFIX):
+                book.limits.restore(key[len(Limits.PREFIX):], value)
+            elif key.startswith(HELD):
+                self._hold(book, decode(value, ReadyMessage), value)
+
+    def revoked(self, partition: int) -> None:
+        self.books.pop(partition, None)
+
+    def on_record(self, partition: int, topic: str, key: bytes | None, value: bytes, now: datetime,
+                  out: Writes) -> None:
+        if topic != READY.name:
+            return
+        book = self.books.setdefault(partition, EgressBook())
+        try:
+            ready = decode(value, ReadyMessage)
+        except SerdeError as exc:
+            log.error("record_unreadable", topic=topic, partition=partition, error=str(exc))
+            return
+        if ready.id not in book.held:
+            self._hold(book, ready, value)
+            out.put(partition, (HELD + ready.id).encode(), value)
+        self._release(book, partition, now, out, self.budget)
+
+    def on_tick(self, now: datetime, out: Writes) -> None:
+        for partition, book in self.books.items():
+            for _, tx_id in book.deadlines.due(now):
+                self._expire(book, partition, tx_id, now, out)
+            book.lanes.wake(now)
+            self._release(book, partition, now, out, self.budget)
+
+    # -- decisions -------------------------------------------------------------------------------
+    def _release(self, book: EgressBook, partition: int, now: datetime, out: Writes, budget: int) -> None:
+        while budget > 0:
+            item = book.lanes.pop()
+            if item is None:
+                return
+            lane, priority, tx_id = item
+            raw = book.held.get(tx_id)
+            if raw is None:
+                continue  # expired or already sent
+            ready = decode(raw, ReadyMessage)
+            pool = self.policies.pool(ready.egress_pool) or self.policies.pool(self.policies.config.queues.egress_pool)
+            assert pool is not None  # the configuration guarantees the default pool exists
+            candidates = self._candidates(pool, ready)
+            chosen, rotation = self._choose(book, pool, candidates, now)
+            if chosen is None:
+                book.lanes.push(lane, priority, tx_id, front=True)
+                book.lanes.park(lane, self._next_capacity(book, candidates, now))
+                continue
+            self._charge(book, partition, chosen, now, out)
+            if rotation is not None:
+                book.limits.set(out, partition, "w:" + pool.name,
+                                LimitState(rr_index=rotation.index, rr_weight=rotation.current_weight))
+            task = DeliveryTask(
+                id=ready.id, attempt=ready.attempt, attempt_id=f"{ready.id}/{ready.attempt}", queue=ready.queue,
+                egress_pool=pool.name, egress_source=chosen.source.name, egress_path=chosen.path,
+                sender=ready.sender, recipient=ready.recipient, domain=ready.domain,
+                routing_domain=ready.routing_domain, tenant=ready.tenant, campaign=ready.campaign, body=ready.body,
+                created_at=ready.created_at, issued_at=now)
+            send(out, DELIVERY.name, chosen.path, task)
+            del book.held[tx_id]
+            out.put(partition, (HELD + tx_id).encode(), None)
+            budget -= 1
+
+    def _candidates(self, pool: EgressPool, ready: ReadyMessage) -> list[Candidate]:
+        found = []
+        for i, entry in enumerate(pool.entries):
+            source = self.policies.source(entry.name)
+            if source is None or entry.weight == 0:
+                continue
+            site = self.policies.site(source, ready.domain, ready.routing_domain)
+            found.append(Candidate(i, source, ready.routing_domain or ready.domain, site, f"{source.name}->{site}"))
+        return found
+
+    def _choose(self, book: EgressBook, pool: EgressPool, candidates: list[Candidate],
+                now: datetime) -> tuple[Candidate | None, WrrState | None]:
+        """The pool's pick among sources usable now, and the round robin's next position."""
+        by_index = {c.index: c for c in candidates}
+
+        def usable(i: int) -> bool:
+            return i in by_index and self._usable_at(book, by_index[i], now) <= now
+
+        if pool.policy == "most_remaining":
+            remaining = [self._remaining(book, by_index[i].source, now) if i in by_index else 0
+                         for i in range(len(pool.entries))]
+            picked = most_remaining(remaining, usable)
+            return (by_index[picked] if picked is not None else None), None
+        state = book.limits.get("w:" + pool.name)
+        picked, rotation = wrr_next([e.weight for e in pool.entries], WrrState(state.rr_index, state.rr_weight),
+                                    usable)
+        return (by_index[picked], rotation) if picked is not None else (None, None)
+
+    def _usable_at(self, book: EgressBook, c: Candidate, now: datetime) -> datetime:
+        """The earliest instant the candidate may send: its window, daily cap, sliding window, path rate."""
+        source, at = c.source, now
+        if source.send_window is not None:
+            at = max(at, source.send_window.next_open(now))
+        usage = book.limits.get("s:" + source.name)
+        if source.daily_limit is not None and self._used_today(usage, now) >= source.daily_limit:
+            at = max(at, next_reset(now, self.policies.reset_zone))
+        if source.sliding_window is not None:
+            window = SlidingWindow(source.sliding_window.limit, source.sliding_window.span)
+            at = max(at, next_free(window, usage.sends, now))
+        rate = self.policies.path(source.name, c.site, c.domain).max_message_rate
+        if rate is not None:
+            at = max(at, next_admit_at(rate, Gcra(book.limits.get("p:" + c.path).tat), now))
+        return at
+
+    def _next_capacity(self, book: EgressBook, candidates: list[Candidate], now: datetime) -> datetime:
+        times = [self._usable_at(book, c, now) for c in candidates]
+        soonest = min((t for t in times if t > now), default=None)
+        return soonest or now + NO_SOURCE_RETRY
+
+    def _used_today(self, usage: LimitState, now: datetime) -> int:
+        return usage.used if usage.day == day_of(now, self.policies.reset_zone).isoformat() else 0
+
+    def _remaining(self, book: EgressBook, source: EgressSource, now: datetime) -> int | None:
+        if source.daily_limit is None:
+            return None
+        return max(0, source.daily_limit - self._used_today(book.limits.get("s:" + source.name), now))
+
+    def _charge(self, book: EgressBook, partition: int, c: Candidate, now: datetime, out: Writes) -> None:
+        """Count the send against the source's day and sliding window and the path's rate."""
+        scope = "s:" + c.source.name
+        usage = book.limits.get(scope)
+        sends = usage.sends
+        if c.source.sliding_window is not None:
+            cutoff = now - c.source.sliding_window.span
+            sends = (*(t for t in sends if t > cutoff), now)
+        today = day_of(now, self.policies.reset_zone).isoformat()
+        book.limits.set(out, partition, scope, usage.model_copy(update={
+            "day": today, "used": self._used_today(usage, now) + 1, "sends": sends}))
+        rate = self.policies.path(c.source.name, c.site, c.domain).max_message_rate
+        if rate is not None:
+            path_scope = "p:" + c.path
+            _, gcra, _ = admit(rate, Gcra(book.limits.get(path_scope).tat), now)
+            book.limits.set(out, partition, path_scope, LimitState(tat=gcra.tat))
+
+    def _expire(self, book: EgressBook, partition: int, tx_id: str, now: datetime, out: Writes) -> None:
+        raw = book.held.pop(tx_id, None)
+        if raw is None:
+            return
+        ready = decode(raw, ReadyMessage)
+        reason = f"max_age reached while waiting for egress capacity in pool {ready.egress_pool}"
+        answer = DeliveryResponse(
+            id=ready.id, attempt=ready.attempt, attempt_id=f"{ready.id}/{ready.attempt}", queue=ready.queue,
+            outcome="EXPIRED", response=SmtpResponse(code=551, enhanced_code="5.4.7", content=reason),
+            egress_source="", egress_path="", started_at=now, completed_at=now)
+        send(out, RESPONSES.name, route_key(ready.tenant, ready.queue), answer)
+        out.put(partition, (HELD + tx_id).encode(), None)
+
+    def _hold(self, book: EgressBook, ready: ReadyMessage, raw: bytes) -> None:
+        book.held[ready.id] = raw
+        book.lanes.push(ready.queue, ready.priority, ready.id)
+        book.deadlines.add(ready.expires_at, ready.id)
+
+    # -- inspection (capacity API, metrics) ------------------------------------------------------
+    def source_usage(self) -> dict[str, LimitState]:
+        found: dict[str, LimitState] = {}
+        for book in self.books.values():
+            for scope, state in book.limits.items():
+                if scope.startswith("s:"):
+                    found[scope[2:]] = state
+        return found
+
+    def held_count(self) -> int:
+        return sum(len(b.held) for b in self.books.values())
+

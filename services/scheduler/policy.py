@@ -1,0 +1,128 @@
+"""Configuration resolved for one scheduled queue, one egress path, one egress group. Pure, cached.
+
+Queue rules merge in order of specificity (how many of tenant/campaign/domain/routing_domain they
+match), file order breaking ties, so `{tenant: acme}` is overridden by `{tenant: acme, campaign: x}`.
+Path shaping layers as KumoMTA's SHAPE_BY_DOMAIN / SHAPE_BY_SOURCE example: defaults, then the
+site's rule (else the domain's), then the (site, source) rule (else the (domain, source) one).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from mailstream.config.model import Config
+from mailstream.config.scheduling import EgressPool, EgressSource, PathShape, QueueRule, TenantLimits
+from mailstream.core.backoff import RetryPolicy
+from mailstream.core.send_window import SendWindow
+from mailstream.core.throttle import ThrottleSpec
+
+_MATCH_FIELDS = ("tenant", "campaign", "domain", "routing_domain")
+
+
+@dataclass(frozen=True, slots=True)
+class QueuePolicy:
+    egress_pool: str
+    retry: RetryPolicy
+    max_message_rate: ThrottleSpec | None
+    priority: int
+    windows: tuple[SendWindow, ...]  # the queue's (or campaign's) window and the tenant's; all must be open
+    tenant: TenantLimits | None
+
+
+def _matches(rule: QueueRule, key: tuple[str | None, ...]) -> bool:
+    return all(getattr(rule, f) is None or getattr(rule, f) == v for f, v in zip(_MATCH_FIELDS, key, strict=True))
+
+
+def _specificity(rule: QueueRule) -> int:
+    return sum(getattr(rule, f) is not None for f in _MATCH_FIELDS)
+
+
+def _egress_groups(pools: list[EgressPool]) -> dict[str, str]:
+    """Pool name -> group name; pools sharing a source form one group (named after its first pool)."""
+    parent = {p.name: p.name for p in pools}
+
+    def root(name: str) -> str:
+        while parent[name] != name:
+            name = parent[name]
+        return name
+
+    owner: dict[str, str] = {}
+    for pool in pools:
+        for entry in pool.entries:
+            if entry.name in owner:
+                parent[root(pool.name)] = root(owner[entry.name])
+            else:
+                owner[entry.name] = pool.name
+    return {p.name: root(p.name) for p in pools}
+
+
+class Policies:
+    """Resolves and caches per-queue and per-path settings from one validated configuration."""
+
+    def __init__(self, config: Config) -> None:
+        self.config = config
+        self._queues: dict[tuple[str | None, ...], QueuePolicy] = {}
+        self._paths: dict[tuple[str, str, str], PathShape] = {}
+        self.groups = _egress_groups(config.egress.pools)
+        self.pools = {p.name: p for p in config.egress.pools}
+        self.sources = {s.name: s for s in config.egress.sources}
+        self.reset_zone = config.egress.daily_reset_timezone
+
+    def queue(self, tenant: str | None, campaign: str | None, domain: str, routing_domain: str | None) -> QueuePolicy:
+        key = (tenant, campaign, domain, routing_domain)
+        found = self._queues.get(key)
+        if found is None:
+            found = self._queues[key] = self._resolve_queue(key)
+        return found
+
+    def _resolve_queue(self, key: tuple[str | None, ...]) -> QueuePolicy:
+        q = self.config.queues
+        merged: dict[str, Any] = {f: getattr(q, f) for f in (
+            "egress_pool", "retry_interval", "max_retry_interval", "max_age", "max_message_rate", "priority",
+            "send_window")}
+        rules = sorted((r for r in q.rules if _matches(r, key)), key=_specificity)  # stable: file order in ties
+        for rule in rules:
+            merged.update({k: v for k, v in rule.model_dump(exclude_none=True, exclude=set(_MATCH_FIELDS)).items()})
+        tenant = self.config.tenants.get(key[0]) if key[0] else None
+        windows = tuple(w for w in (merged["send_window"], tenant.send_window if tenant else None) if w is not None)
+        return QueuePolicy(
+            egress_pool=merged["egress_pool"],
+            retry=RetryPolicy(merged["retry_interval"], merged["max_retry_interval"], merged["max_age"]),
+            max_message_rate=merged["max_message_rate"], priority=merged["priority"], windows=windows,
+            tenant=tenant)
+
+    def group_of(self, pool: str) -> str:
+        """The egress group owning a pool; an unknown pool (removed from the file) is its own group."""
+        return self.groups.get(pool, pool)
+
+    def pool(self, name: str) -> EgressPool | None:
+        return self.pools.get(name)
+
+    def source(self, name: str) -> EgressSource | None:
+        return self.sources.get(name)
+
+    def site(self, source: EgressSource, domain: str, routing_domain: str | None) -> str:
+        """Where a source sends: its relay, else the configured smarthost, else the (routing) domain."""
+        if source.relay is not None:
+            return f"{source.relay.host}:{source.relay.port}"
+        return self.config.delivery.smarthost or routing_domain or domain
+
+    def path(self, source: str, site: str, domain: str) -> PathShape:
+        key = (source, site, domain)
+        found = self._paths.get(key)
+        if found is None:
+            found = self._paths[key] = self._resolve_path(*key)
+        return found
+
+    def _resolve_path(self, source: str, site: str, domain: str) -> PathShape:
+        rules = self.config.egress.paths
+        by_dest = next((r for r in rules if r.source is None and r.site == site), None) \
+            or next((r for r in rules if r.source is None and r.domain == domain), None)
+        by_source = next((r for r in rules if r.source == source and r.site == site), None) \
+            or next((r for r in rules if r.source == source and r.domain == domain), None)
+        merged = self.config.egress.path_defaults.model_dump(exclude_none=True)
+        for layer in (by_dest, by_source):
+            if layer is not None:
+                merged.update(layer.model_dump(exclude_none=True, include=set(PathShape.model_fields)))
+        return PathShape(**merged)
