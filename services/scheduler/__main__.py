@@ -1,31 +1,87 @@
-"""`python -m mailstream.scheduler --config FILE`: run one scheduler worker."""
+"""`python -m mailstream.scheduler --config FILE`: run one scheduler worker (both stages).
+
+Each stage is a `TransactionalProcessor` on a thread of its own; any number of workers may run,
+Kafka spreads the partitions (and with them the state) among them.
+"""
 
 from __future__ import annotations
 
+import asyncio
+import signal
 import sys
+import threading
 
-import faust
-from faust.sensors.prometheus import setup_prometheus_sensors
+from prometheus_client import Gauge
 
 from mailstream.cli import prepare, service_parser
+from mailstream.config.model import Config
 from mailstream.core.clock import system_clock
-from mailstream.scheduler.app import build_app
+from mailstream.events.processor import TransactionalProcessor
+from mailstream.events.topics import ACCEPTED, EGRESS_STATE, PARTITIONS, QUEUE_STATE, READY, RESPONSES
+from mailstream.observability.http import serve_health
+from mailstream.observability.logs import get_logger
+from mailstream.scheduler.egress_stage import EgressStage
+from mailstream.scheduler.policy import Policies
+from mailstream.scheduler.queue_stage import QueueStage
+
+log = get_logger(__name__)
+
+
+def build_processors(config: Config) -> tuple[list[TransactionalProcessor], QueueStage, EgressStage]:
+    policies = Policies(config)
+    bootstrap, group = config.kafka.bootstrap_servers, config.scheduler.app_id
+    queues, egress = QueueStage(policies), EgressStage(policies)
+    processors = [
+        TransactionalProcessor(bootstrap=bootstrap, group_id=f"{group}-queues", inputs=[ACCEPTED.name, RESPONSES.name],
+                               changelog=QUEUE_STATE.name, partitions=PARTITIONS, handler=queues,
+                               clock=system_clock, tick_interval=0.2, name="queues"),
+        TransactionalProcessor(bootstrap=bootstrap, group_id=f"{group}-egress", inputs=[READY.name],
+                               changelog=EGRESS_STATE.name, partitions=PARTITIONS, handler=egress,
+                               clock=system_clock, tick_interval=0.2, name="egress"),
+    ]
+    return processors, queues, egress
+
+
+async def _run(config: Config, web_port: int) -> int:
+    processors, _, egress = build_processors(config)
+    held = Gauge("mailstream_egress_held_messages", "Messages waiting for egress capacity")
+    held.set_function(egress.held_count)
+    stop = threading.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    runner = await serve_health("127.0.0.1", web_port, lambda: all(p.healthy for p in processors))
+    failures: list[BaseException] = []
+
+    def run(p: TransactionalProcessor) -> None:
+        try:
+            p.run(stop)
+        except BaseException as exc:  # a fatal processor error ends the worker: let the supervisor restart it
+            failures.append(exc)
+            log.error("processor_failed", error=str(exc))
+            stop.set()
+
+    threads = [threading.Thread(target=run, args=(p,), name=f"stage-{i}") for i, p in enumerate(processors)]
+    for t in threads:
+        t.start()
+    log.info("started", bootstrap=config.kafka.bootstrap_servers, web_port=web_port)
+    try:
+        await asyncio.to_thread(stop.wait)  # set by SIGTERM/SIGINT or a failed processor
+    finally:
+        stop.set()
+        for t in threads:
+            await asyncio.to_thread(t.join)
+        await runner.cleanup()
+    return 1 if failures else 0
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = service_parser("scheduler")
     parser.add_argument("--web-port", type=int, help="health and /metrics port (overrides the file)")
-    parser.add_argument("--data-dir", help="local table storage (overrides the file)")
+    parser.add_argument("--data-dir", help="ignored; kept for compatibility (state lives in Kafka)")
     args = parser.parse_args(argv)
     config = prepare("scheduler", args)
-    updates = {k: v for k, v in (("web_port", args.web_port), ("data_dir", args.data_dir)) if v is not None}
-    if updates:
-        config = config.model_copy(update={"scheduler": config.scheduler.model_copy(update=updates)})
-    app = build_app(config, system_clock)
-    setup_prometheus_sensors(app, name_prefix="mailstream_scheduler")
-    worker = faust.Worker(app, loglevel="INFO", quiet=True, override_logging=False)
-    worker.execute_from_commandline()
-    return 0
+    return asyncio.run(_run(config, args.web_port or config.scheduler.web_port))
 
 
 if __name__ == "__main__":
