@@ -1,8 +1,8 @@
 """Every topic, declared once: name, key, value type, partitions and retention.
 
-All keyed topics share one partition count, because the scheduler's tables are
-co-partitioned with the topics that feed them (a Faust table's changelog must have as
-many partitions as its source topic).
+All keyed topics share one partition count, because each scheduler stage's state is
+co-partitioned with the topics that feed it (changelog partition N holds the state of input
+partition N).
 """
 
 from __future__ import annotations
