@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+import yaml
 
 from mailstream.config import ConfigError, load_config
 from mailstream.config.model import parse_config
@@ -57,3 +58,31 @@ def test_unreadable_files_are_reported(tmp_path: Path) -> None:
     bad.write_text("- a list\n- not a mapping\n")
     with pytest.raises(ConfigError, match="mapping"):
         load_config(bad, env={})
+
+
+def test_commented_scheduling_example_in_local_config_is_valid() -> None:
+    text = (REPO / "deploy" / "config" / "local.yaml").read_text()
+    example = text[text.index("# egress:"):]
+    data = yaml.safe_load("\n".join(line.removeprefix("# ") for line in example.splitlines()))
+    config = parse_config(data, env={})
+    assert config.egress.pool("warm").policy == "round_robin"
+    assert str(config.queues.rules[0].max_message_rate) == "1000/h"
+    assert config.tenants["acme"].daily_limit == 50000
+
+
+@pytest.mark.parametrize(("data", "where"), [
+    ({"queues": {"rules": [{"tenant": "a", "egress_pool": "nope"}]}}, "queues.rules.0.egress_pool"),
+    ({"queues": {"max_message_rate": "lots/h"}}, "queues.max_message_rate"),
+    ({"egress": {"sources": [{"name": "a", "daily_limit": -5}],
+                 "pools": [{"name": "p", "entries": [{"name": "a"}]}]}}, "egress.sources.0.daily_limit"),
+    ({"egress": {"daily_reset_timezone": "Mars/Olympus"}}, "egress.daily_reset_timezone"),
+    ({"tenants": {"acme": {"send_window": {"start": "08:00", "end": "20:00", "timezone": "Nowhere/X"}}}},
+     "tenants.acme.send_window"),
+    ({"egress": {"paths": [{"domain": "x.com", "max_connection_rate": "10/fortnight"}]}},
+     "egress.paths.0.max_connection_rate"),
+    ({"egress": {"paths": [{"domain": "x.com", "source": "ghost"}]}}, "unknown egress source 'ghost'"),
+])
+def test_bad_scheduling_configuration_names_the_key(data: dict[str, object], where: str) -> None:
+    with pytest.raises(ConfigError) as err:
+        parse_config(data, env={})
+    assert where in str(err.value)
