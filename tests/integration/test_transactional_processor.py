@@ -1,0 +1,489 @@
+"""The transactional processor against a real broker: exact caps across SIGKILL, ticks, restore, aborts."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import threading
+import time
+import uuid
+from collections import Counter
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import pytest
+from confluent_kafka import Consumer, Producer, TopicPartition
+
+from mailstream.events.kafka import ensure_topics
+from mailstream.events.processor import Output, TransactionalProcessor
+from mailstream.events.records import DeliveryTask
+from mailstream.events.topics import TopicSpec
+
+pytestmark = [pytest.mark.integration, pytest.mark.slow]
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+# -- helpers ----------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Topics:
+    inp: str
+    out: str
+    changelog: str
+    partitions: int
+
+
+def make_topics(bootstrap: str, partitions: int) -> Topics:
+    tag = uuid.uuid4().hex[:10]
+    t = Topics(f"test.eos.{tag}.in", f"test.eos.{tag}.out", f"test.eos.{tag}.changelog", partitions)
+    ensure_topics(bootstrap, [
+        TopicSpec(t.inp, "scope", DeliveryTask, partitions=partitions),
+        TopicSpec(t.out, "scope", DeliveryTask, partitions=partitions),
+        TopicSpec(t.changelog, "state key", DeliveryTask, partitions=partitions,
+                  cleanup_policy="compact", retention_ms=-1),
+    ])
+    return t
+
+
+def produce(bootstrap: str, topic: str, records: list[tuple[int, bytes, bytes]]) -> None:
+    """(partition, key, value) records, acknowledged before returning."""
+    producer = Producer({"bootstrap.servers": bootstrap, "enable.idempotence": True, "linger.ms": 5})
+    for partition, key, value in records:
+        producer.produce(topic, value=value, key=key, partition=partition)
+    assert producer.flush(30) == 0
+
+
+def read_all(bootstrap: str, topic: str, partitions: int, *, isolation: str = "read_committed",
+             timeout: float = 45.0) -> list[tuple[int, bytes, bytes | None]]:
+    """Every record up to the current high watermark; read_committed waits out open transactions."""
+    conf = {"bootstrap.servers": bootstrap, "group.id": f"reader-{uuid.uuid4().hex[:8]}",
+            "enable.auto.commit": False, "fetch.wait.max.ms": 10}
+    marks = Consumer({**conf, "isolation.level": "read_uncommitted"})
+    ends = {p: marks.get_watermark_offsets(TopicPartition(topic, p), timeout=10)[1] for p in range(partitions)}
+    marks.close()
+    ends = {p: end for p, end in ends.items() if end > 0}
+    reader = Consumer({**conf, "isolation.level": isolation})
+    reader.assign([TopicPartition(topic, p, 0) for p in ends])
+    got: list[tuple[int, bytes, bytes | None]] = []
+    deadline = time.monotonic() + timeout
+    try:
+        while ends:
+            got += [(m.partition() or 0, m.key() or b"", m.value())
+                    for m in reader.consume(1000, 0.1) if m.error() is None]
+            for tp in reader.position([TopicPartition(topic, p) for p in ends]):
+                if tp.offset >= ends[tp.partition]:
+                    del ends[tp.partition]
+            assert time.monotonic() < deadline, f"{topic}: partitions {sorted(ends)} not readable to the end"
+    finally:
+        reader.close()
+    return got
+
+
+def committed_offsets(bootstrap: str, group: str, topic: str, partitions: int) -> list[int]:
+    probe = Consumer({"bootstrap.servers": bootstrap, "group.id": group, "isolation.level": "read_committed"})
+    try:
+        return [tp.offset for tp in probe.committed([TopicPartition(topic, p) for p in range(partitions)], 10)]
+    finally:
+        probe.close()
+
+
+def end_offsets(bootstrap: str, topic: str, partitions: int) -> list[int]:
+    probe = Consumer({"bootstrap.servers": bootstrap, "group.id": "eos-probe"})
+    try:
+        return [probe.get_watermark_offsets(TopicPartition(topic, p), timeout=10)[1] for p in range(partitions)]
+    finally:
+        probe.close()
+
+
+def wait_for(cond: Callable[[], bool], timeout: float, what: str, interval: float = 0.05) -> None:
+    deadline = time.monotonic() + timeout
+    while not cond():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout}s waiting for {what}")
+        time.sleep(interval)
+
+
+def wall_clock() -> datetime:
+    return datetime.now(UTC)
+
+
+class ManualClock:
+    def __init__(self) -> None:
+        self.now = datetime(2026, 1, 1, tzinfo=UTC)
+
+    def __call__(self) -> datetime:
+        return self.now
+
+    def advance(self, seconds: float) -> None:
+        self.now += timedelta(seconds=seconds)
+
+
+@contextmanager
+def running(processor: TransactionalProcessor) -> Iterator[threading.Thread]:
+    """Run the processor on a thread; stop it on exit and surface what it raised."""
+    stop = threading.Event()
+    errors: list[BaseException] = []
+
+    def target() -> None:
+        try:
+            processor.run(stop)
+        except BaseException as exc:
+            errors.append(exc)
+
+    thread = threading.Thread(target=target, name="processor", daemon=True)
+    thread.start()
+    try:
+        yield thread
+    finally:
+        stop.set()
+        thread.join(30)
+    assert not thread.is_alive(), "processor did not stop"
+    if errors:
+        raise errors[0]
+
+
+def processor(bootstrap: str, group: str, t: Topics, handler: Any, clock: Callable[[], datetime],
+              **kw: Any) -> TransactionalProcessor:
+    return TransactionalProcessor(bootstrap=bootstrap, group_id=group, inputs=[t.inp], changelog=t.changelog,
+                                  partitions=t.partitions, handler=handler, clock=clock, **kw)
+
+
+# -- 1. exact caps across SIGKILL + rebalance -----------------------------------------------------------
+
+CAP = 150
+PER_SCOPE = 250
+SCOPES = [f"scope-{i}".encode() for i in range(8)]  # two per partition
+
+
+@dataclass
+class Worker:
+    name: str
+    proc: subprocess.Popen[bytes]
+    log: Path
+
+    def events(self, event: str) -> list[dict[str, Any]]:
+        found = []
+        for line in self.log.read_text(errors="replace").splitlines():
+            try:
+                entry = json.loads(line)
+            except ValueError:
+                continue
+            if isinstance(entry, dict) and entry.get("event") == event:
+                found.append(entry)
+        return found
+
+    def owned(self) -> list[int]:
+        assigned = self.events("partitions_assigned")
+        return list(assigned[-1]["partitions"]) if assigned else []
+
+
+def start_worker(name: str, bootstrap: str, group: str, t: Topics, workdir: Path, *extra: str) -> Worker:
+    log = workdir / f"{name}.log"
+    cmd = [sys.executable, "-m", "tests.infra.capped_counter", "--bootstrap", bootstrap, "--group", group,
+           "--in", t.inp, "--out", t.out, "--changelog", t.changelog, "--partitions", str(t.partitions),
+           "--cap", str(CAP), "--name", name, "--transaction-timeout-ms", "5000", *extra]
+    with log.open("wb") as sink:
+        proc = subprocess.Popen(cmd, cwd=REPO, stdout=sink, stderr=subprocess.STDOUT)
+    return Worker(name, proc, log)
+
+
+@dataclass
+class OutputTail:
+    """Follows the output topic as a read_committed consumer would, noting when each record showed up."""
+
+    bootstrap: str
+    topic: str
+    seen: list[tuple[float, bytes, bytes]] = field(default_factory=list)
+    _stop: threading.Event = field(default_factory=threading.Event)
+    _thread: threading.Thread | None = None
+
+    def start(self) -> OutputTail:
+        self._thread = threading.Thread(target=self._run, daemon=True)
+        self._thread.start()
+        return self
+
+    def _run(self) -> None:
+        consumer = Consumer({"bootstrap.servers": self.bootstrap, "group.id": f"tail-{uuid.uuid4().hex[:8]}",
+                             "isolation.level": "read_committed", "auto.offset.reset": "earliest",
+                             "enable.auto.commit": False, "fetch.wait.max.ms": 20})
+        consumer.subscribe([self.topic])
+        try:
+            while not self._stop.is_set():
+                for m in consumer.consume(500, 0.05):
+                    if m.error() is None:
+                        self.seen.append((time.monotonic(), m.key() or b"", m.value() or b""))
+        finally:
+            consumer.close()
+
+    def stop(self) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(10)
+
+
+def test_caps_are_exact_and_nothing_is_emitted_twice_across_sigkill(kafka_bootstrap: str, tmp_path: Path) -> None:
+    t = make_topics(kafka_bootstrap, 4)
+    group = f"capped-{uuid.uuid4().hex[:8]}"
+    inputs = [(i % 4, scope, f"{scope.decode()}/item-{n}".encode())
+              for n in range(PER_SCOPE) for i, scope in enumerate(SCOPES)]
+    total_out = CAP * len(SCOPES)
+    tail = OutputTail(kafka_bootstrap, t.out).start()
+    # worker-a hangs inside a transaction whose records are already in the log: the worst moment to die.
+    # Its transaction timeout outlasts the session timeout, so the new owner's restore has to wait for the
+    # coordinator to abort that transaction.
+    workers = {"worker-a": start_worker("worker-a", kafka_bootstrap, group, t, tmp_path, "--stall-after", "100",
+                                        "--transaction-timeout-ms", "10000"),
+               "worker-b": start_worker("worker-b", kafka_bootstrap, group, t, tmp_path)}
+    try:
+        wait_for(lambda: all(w.owned() for w in workers.values())
+                 and sorted(p for w in workers.values() for p in w.owned()) == [0, 1, 2, 3],
+                 45, "both workers to own two partitions each", interval=0.2)
+
+        # Inputs arrive over ~4 s, as traffic would; the kill lands while they flow.
+        def feed() -> None:
+            producer = Producer({"bootstrap.servers": kafka_bootstrap, "enable.idempotence": True})
+            for i in range(0, len(inputs), 40):
+                for partition, key, value in inputs[i:i + 40]:
+                    producer.produce(t.inp, value=value, key=key, partition=partition)
+                producer.flush(10)
+                time.sleep(0.08)
+            assert producer.flush(30) == 0
+
+        started = time.monotonic()
+        feeder = threading.Thread(target=feed, daemon=True)
+        feeder.start()
+        victim = workers["worker-a"]
+        wait_for(lambda: bool(victim.events("stalled_in_transaction")), 30, "worker-a to stall", interval=0.1)
+        time.sleep(0.3)
+        lost = victim.owned()
+        outputs_at_kill = len(tail.seen)
+        victim.proc.kill()
+        victim.proc.wait()
+        killed_at, killed_wall = time.monotonic(), time.time()
+        workers["worker-c"] = start_worker("worker-c", kafka_bootstrap, group, t, tmp_path)  # the supervisor's restart
+
+        feeder.join(30)
+        in_ends = end_offsets(kafka_bootstrap, t.inp, 4)
+        assert sum(in_ends) == len(inputs)
+        wait_for(lambda: committed_offsets(kafka_bootstrap, group, t.inp, 4) == in_ends, 50,
+                 "every input to be committed", interval=0.25)
+        done_at = time.monotonic()
+    finally:
+        for w in workers.values():
+            if w.proc.poll() is None:
+                w.proc.terminate()
+        for w in workers.values():
+            try:
+                w.proc.wait(20)
+            except subprocess.TimeoutExpired:
+                w.proc.kill()
+        tail.stop()
+
+    out = read_all(kafka_bootstrap, t.out, 4)
+    raw = read_all(kafka_bootstrap, t.out, 4, isolation="read_uncommitted")
+    items = [value for _, _, value in out]
+    per_scope = Counter(key for _, key, _ in out)
+    assert 0 < outputs_at_kill < total_out, "the kill must land mid-run"
+    assert len(raw) > len(out), "the killed transaction had records in the log, and they stay invisible"
+    assert {scope: per_scope[scope] for scope in SCOPES} == {scope: CAP for scope in SCOPES}
+    assert len(items) == len(set(items)) == total_out, "an item was emitted twice"
+    assert set(items) <= {value for _, _, value in inputs}
+    assert all(value is not None and value.startswith(key + b"/") for _, key, value in out)
+    state = {key: value for _, key, value in read_all(kafka_bootstrap, t.changelog, 4)}
+    assert state == {scope: str(CAP).encode() for scope in SCOPES}
+
+    # Figures: when the partitions of the killed worker got a new owner, and when its scopes' output resumed.
+    lost_scopes = {scope for i, scope in enumerate(SCOPES) if i % 4 in lost}
+    resumed = [at for at, key, _ in tail.seen if at > killed_at and key in lost_scopes]
+    survivors = [w for n, w in workers.items() if n != "worker-a"]
+    took = [(datetime.fromisoformat(e["timestamp"]).timestamp() - killed_wall, e["restore_ms"])
+            for w in survivors for e in w.events("partitions_assigned") if set(lost) & set(e["partitions"])]
+    took = [(round(after, 1), ms) for after, ms in took if after > 0]
+    print(f"\nkilled worker-a (partitions {lost}) mid-transaction after {outputs_at_kill}/{total_out} outputs, "
+          f"{killed_at - started:.1f}s into the feed, {len(raw) - len(out)} of its records aborted; "
+          f"its partitions owned again after (s, restore ms) {took}; "
+          f"its scopes' output visible again {(resumed or [float('nan')])[0] - killed_at:.1f}s after the kill; "
+          f"all inputs committed {done_at - killed_at:.1f}s after the kill")
+
+
+# -- 2. ticks, and state restored from the changelog -------------------------------------------------
+
+
+class TickCounter:
+    """Counts ticks and records per partition; each tick emits "partition:count"."""
+
+    def __init__(self, out_topic: str) -> None:
+        self.out_topic = out_topic
+        self.ticks: dict[int, int] = {}
+        self.records: dict[int, int] = {}
+        self.restored: dict[int, dict[bytes, bytes]] = {}
+
+    def assigned(self, partition: int, state: dict[bytes, bytes]) -> None:
+        self.restored[partition] = dict(state)
+        self.ticks[partition] = int(state.get(b"ticks", b"0"))
+        self.records[partition] = int(state.get(b"records", b"0"))
+
+    def revoked(self, partition: int) -> None:
+        self.ticks.pop(partition, None)
+        self.records.pop(partition, None)
+
+    def on_record(self, partition: int, topic: str, key: bytes | None, value: bytes, now: datetime,
+                  out: Output) -> None:
+        self.records[partition] += 1
+        out.put(partition, b"records", str(self.records[partition]).encode())
+
+    def on_tick(self, now: datetime, out: Output) -> None:
+        for p in sorted(self.ticks):
+            self.ticks[p] += 1
+            out.put(p, b"ticks", str(self.ticks[p]).encode())
+            out.send(self.out_topic, b"tick", f"{p}:{self.ticks[p]}".encode(), partition=p)
+
+
+def test_ticks_follow_the_clock_and_state_survives_a_restart(kafka_bootstrap: str) -> None:
+    t = make_topics(kafka_bootstrap, 2)
+    group = f"ticks-{uuid.uuid4().hex[:8]}"
+    clock = ManualClock()
+    produce(kafka_bootstrap, t.inp, [(i % 2, b"k", b"v") for i in range(10)])
+
+    def ticks() -> list[str]:
+        return sorted(v.decode() for _, _, v in read_all(kafka_bootstrap, t.out, 2) if v is not None)
+
+    first = TickCounter(t.out)
+    p1 = processor(kafka_bootstrap, group, t, first, clock, tick_interval=60.0)
+    with running(p1):
+        wait_for(lambda: p1.records_processed == 10, 30, "the first 10 records")
+        assert p1.assigned == {0, 1}
+        time.sleep(0.3)
+        assert ticks() == [], "no tick before the clock moves"
+        clock.advance(30)
+        time.sleep(0.3)
+        assert ticks() == [], "no tick before tick_interval has passed on the clock"
+        clock.advance(30)
+        wait_for(lambda: ticks() == ["0:1", "1:1"], 10, "the first tick")
+        clock.advance(60)
+        wait_for(lambda: ticks() == ["0:1", "0:2", "1:1", "1:2"], 10, "the second tick")
+    assert p1.transactions_aborted == 0
+    assert (first.records, first.ticks) == ({}, {}), "stopping revokes every partition"
+
+    second = TickCounter(t.out)
+    p2 = processor(kafka_bootstrap, group, t, second, clock, tick_interval=60.0)
+    with running(p2):
+        wait_for(lambda: p2.assigned == {0, 1} and p2.healthy, 30, "the restarted processor to own both partitions")
+        assert second.restored == {p: {b"ticks": b"2", b"records": b"5"} for p in (0, 1)}
+        clock.advance(60)
+        wait_for(lambda: ticks() == ["0:1", "0:2", "0:3", "1:1", "1:2", "1:3"], 10, "a tick after the restart")
+        produce(kafka_bootstrap, t.inp, [(0, b"k", b"v"), (1, b"k", b"v")])
+        wait_for(lambda: p2.records_processed == 2, 10, "the two new records")
+        assert second.records == {0: 6, 1: 6}, "counts continue from the changelog, records are not replayed"
+
+
+# -- 3. a failing handler leaves nothing behind ----------------------------------------------------------
+
+
+class Echo:
+    """Sends every record on and counts them per partition.
+
+    With ``fail_on`` it raises mid-batch after its output left for the broker; with ``oversize_on`` it
+    also sends, once, a record the broker refuses (larger than the topic's max.message.bytes).
+    """
+
+    def __init__(self, out_topic: str, fail_on: bytes | None = None, oversize_on: bytes | None = None) -> None:
+        self.out_topic = out_topic
+        self.fail_on = fail_on
+        self.oversize_on = oversize_on
+        self.counts: dict[int, int] = {}
+        self.restores: list[tuple[int, dict[bytes, bytes]]] = []
+
+    def assigned(self, partition: int, state: dict[bytes, bytes]) -> None:
+        self.restores.append((partition, dict(state)))
+        self.counts[partition] = int(state.get(b"n", b"0"))
+
+    def revoked(self, partition: int) -> None:
+        self.counts.pop(partition, None)
+
+    def on_record(self, partition: int, topic: str, key: bytes | None, value: bytes, now: datetime,
+                  out: Output) -> None:
+        if value == self.fail_on:
+            time.sleep(0.3)  # the batch's records reach the broker: the abort must undo them
+            raise RuntimeError("handler failed")
+        if value == self.oversize_on:
+            self.oversize_on = None
+            out.send(self.out_topic, b"big", os.urandom(2 * 1024 * 1024))
+        self.counts[partition] += 1
+        out.send(self.out_topic, key or b"", value, partition=partition)
+        out.put(partition, b"n", str(self.counts[partition]).encode())
+
+    def on_tick(self, now: datetime, out: Output) -> None:
+        pass
+
+
+def test_a_handler_failure_aborts_the_whole_batch(kafka_bootstrap: str) -> None:
+    t = make_topics(kafka_bootstrap, 2)
+    group = f"abort-{uuid.uuid4().hex[:8]}"
+    values = [f"r{i}".encode() for i in range(100)] + [b"boom"]
+    produce(kafka_bootstrap, t.inp, [(0, b"k", v) for v in values])
+
+    failing = processor(kafka_bootstrap, group, t, Echo(t.out, fail_on=b"boom"), wall_clock)
+    with pytest.raises(RuntimeError, match="handler failed"), running(failing):
+        wait_for(lambda: failing.transactions_aborted == 1, 30, "the failed batch")
+    assert failing.transactions_committed == 0
+    assert read_all(kafka_bootstrap, t.out, 2) == [], "read_committed sees nothing of the failed batch"
+    assert read_all(kafka_bootstrap, t.out, 2, isolation="read_uncommitted"), "its records did reach the log"
+    assert committed_offsets(kafka_bootstrap, group, t.inp, 2) == [-1001, -1001]
+
+    healthy = processor(kafka_bootstrap, group, t, Echo(t.out), wall_clock)
+    with running(healthy):
+        wait_for(lambda: healthy.records_processed == len(values), 30, "the replayed batch")
+    assert [v for _, _, v in read_all(kafka_bootstrap, t.out, 2)] == values
+    assert read_all(kafka_bootstrap, t.changelog, 2)[-1] == (0, b"n", b"101")
+
+
+def test_an_abortable_error_rewinds_state_and_input(kafka_bootstrap: str) -> None:
+    t = make_topics(kafka_bootstrap, 2)
+    group = f"rewind-{uuid.uuid4().hex[:8]}"
+    values = {p: [f"p{p}-r{i}".encode() for i in range(50)] for p in (0, 1)}
+    produce(kafka_bootstrap, t.inp, [(p, b"k", v) for p in (0, 1) for v in values[p]])
+
+    echo = Echo(t.out, oversize_on=b"p0-r20")
+    proc = processor(kafka_bootstrap, group, t, echo, wall_clock)
+    with running(proc):
+        wait_for(lambda: proc.records_processed == 100, 30, "every record after the abort")
+        assert proc.healthy
+    assert proc.transactions_aborted == 1
+    assert echo.counts == {}
+    # Restored at the start, and again from the changelog after the abort.
+    assert [p for p, _ in echo.restores] == [0, 1, 0, 1]
+    out = read_all(kafka_bootstrap, t.out, 2)
+    assert sorted(v for _, _, v in out if v is not None) == sorted(values[0] + values[1])
+    assert {p: v for p, _, v in read_all(kafka_bootstrap, t.changelog, 2)} == {0: b"50", 1: b"50"}
+
+
+# -- 4. throughput: one transaction per batch ---------------------------------------------------------------
+
+
+def test_one_transaction_per_batch_throughput(kafka_bootstrap: str) -> None:
+    t = make_topics(kafka_bootstrap, 4)
+    group = f"rate-{uuid.uuid4().hex[:8]}"
+    n = 20_000
+    produce(kafka_bootstrap, t.inp, [(i % 4, f"key-{i % 200}".encode(), f"v{i}".encode()) for i in range(n)])
+    echo = Echo(t.out)
+    proc = processor(kafka_bootstrap, group, t, echo, wall_clock)
+    with running(proc):
+        wait_for(lambda: proc.records_processed > 0, 30, "the first batch")
+        started = time.monotonic()
+        first = proc.records_processed
+        wait_for(lambda: proc.records_processed == n, 60, "every record")
+        elapsed = time.monotonic() - started
+    rate = (n - first) / elapsed
+    print(f"\n{n} records in {proc.transactions_committed} transactions; {rate:,.0f} records/s "
+          "(each record: one output + one changelog write)")
+    assert proc.transactions_committed <= n // 100, "transactions must span batches, not records"
+    assert len(read_all(kafka_bootstrap, t.out, 4)) == n
