@@ -43,6 +43,10 @@ class ProcessorFatalError(RuntimeError):
     """The processor cannot go on (fenced, fatal client error, transaction outcome unknown)."""
 
 
+class _Stopping(Exception):
+    """Stop was requested while a restore waited for an open transaction to end."""
+
+
 @dataclass(frozen=True, slots=True)
 class Write:
     topic: str
@@ -74,6 +78,14 @@ class Output:
 
 
 class PartitionHandler(Protocol):
+    """Partitioned, in-memory state machine; its state changes are durable only through ``out.put``.
+
+    After a failed transaction the processor calls ``revoked`` and then ``assigned`` again with the
+    committed state, so any change not mirrored by a put is lost there (as it would be in a crash).
+    ``on_record`` gets b"" for an input tombstone. ``on_tick`` runs after the batch's records, only
+    while the member owns partitions, once ``tick_interval`` has passed on the injected clock.
+    """
+
     def assigned(self, partition: int, state: dict[bytes, bytes]) -> None: ...
 
     def revoked(self, partition: int) -> None: ...
@@ -90,6 +102,12 @@ class TransactionalProcessor:
     ``run`` is blocking and single-threaded: rebalance callbacks fire inside ``consume()``,
     between transactions, so the handler is never called concurrently. The properties may be
     read from other threads.
+
+    A member that dies inside a transaction leaves it open until the coordinator times it out
+    (``transaction_timeout_ms`` plus the broker's abort scan, 10 s by default); the new owner's
+    restore waits for that, so a batch must finish well within the transaction timeout, and the
+    timeout bounds fail-over time. Handlers must not block: under eager rebalancing the whole
+    group waits for a member that does not come back to ``consume()``.
     """
 
     def __init__(self, *, bootstrap: str, group_id: str, inputs: Sequence[str], changelog: str, partitions: int,
@@ -121,12 +139,14 @@ class TransactionalProcessor:
         self._log = log.bind(processor=name, group=group_id)
 
         self._clients: _Clients | None = None  # while run() runs
+        self._stop = threading.Event()
 
         self._owned: frozenset[int] = frozenset()
         self._start: dict[tuple[str, int], int] = {}  # offset to commit for an input partition not yet read
         self._joined = False
         self._last_ok = True
         self._in_txn = False
+        self._failures = 0  # transactions aborted in a row
         self._records_processed = 0
         self._committed = 0
         self._aborted = 0
@@ -163,6 +183,7 @@ class TransactionalProcessor:
     def run(self, stop: threading.Event) -> None:
         """Process until ``stop`` is set; then leave the group. Raises ProcessorFatalError or a
         handler's exception (after aborting that batch's transaction)."""
+        self._stop = stop
         self._clients = self._open_clients()
         consumer, producer = self._clients.consumer, self._clients.producer
         try:
@@ -181,6 +202,8 @@ class TransactionalProcessor:
                     last_tick = now
                 if records or tick:
                     self._transact(records, now, tick)
+        except _Stopping:
+            self._log.info("stopped_during_restore")
         finally:
             self._close()
 
@@ -228,6 +251,7 @@ class TransactionalProcessor:
             return
         self._records_processed += len(records)
         self._committed += 1
+        self._failures = 0
         self._last_ok = True
 
     def _write(self, w: Write) -> None:
@@ -254,7 +278,16 @@ class TransactionalProcessor:
         metadata = consumer.consumer_group_metadata()
         self._retrying("send_offsets_to_transaction",
                        lambda: producer.send_offsets_to_transaction(offsets, metadata, self._wait_s))
-        self._retrying("commit_transaction", lambda: producer.commit_transaction(self._wait_s))
+        try:
+            self._retrying("commit_transaction", lambda: producer.commit_transaction(self._wait_s))
+        except KafkaException as exc:
+            err = _error(exc)
+            if err is not None and err.retriable() and not err.txn_requires_abort() and not err.fatal():
+                # Still timing out after retries: the commit may or may not have happened, so neither
+                # state nor offsets can be trusted. A restart restores both from Kafka.
+                self._last_ok = False
+                raise ProcessorFatalError(f"commit_transaction outcome unknown: {err.str()}") from exc
+            raise
         self._in_txn = False
         producer.poll(0)
 
@@ -279,24 +312,28 @@ class TransactionalProcessor:
         raise AssertionError("unreachable")
 
     def _transaction_failed(self, exc: KafkaException) -> None:
+        """Abort and rewind on any non-fatal error (abortable, or a produce refused because the
+        transaction already failed); fatal errors end the processor."""
         err = _error(exc)
-        if err is not None and err.txn_requires_abort() and not err.fatal():
-            self._abort("abortable_error", error=err.str(), code=err.name())
+        if err is not None and not err.fatal():
+            self._abort("kafka_error", code=err.name(), error=err.str(), requires_abort=err.txn_requires_abort())
             self._recover()
+            if self._failures > 1:  # a record that fails every time (say, oversized output) must not spin
+                self._stop.wait(min(0.05 * 2 ** self._failures, 5.0))
             return
         self._last_ok = False
         detail = err.str() if err is not None else str(exc)
-        self._log.error("transaction_failed", fatal=bool(err and err.fatal()), code=err.name() if err else None,
-                        error=detail)
+        self._log.error("transaction_failed", fatal=True, code=err.name() if err else None, error=detail)
         if err is not None and err.code() in (KafkaError._FENCED, KafkaError.PRODUCER_FENCED):
             raise ProcessorFatalError(f"producer {self._transactional_id} fenced: {detail}") from exc
-        raise ProcessorFatalError(f"transaction failed, outcome unknown or fatal: {detail}") from exc
+        raise ProcessorFatalError(f"fatal Kafka error: {detail}") from exc
 
     def _abort(self, reason: str, **fields: Any) -> None:
         producer = self._kafka.producer
         self._last_ok = False
         self._aborted += 1
-        self._log.warning("transaction_aborted", reason=reason, **fields)
+        self._failures += 1
+        self._log.warning("transaction_aborted", reason=reason, in_a_row=self._failures, **fields)
         try:
             self._retrying("abort_transaction", lambda: producer.abort_transaction(self._wait_s))
         except KafkaException as exc:
@@ -306,10 +343,11 @@ class TransactionalProcessor:
 
     def _recover(self) -> None:
         """After an abort the handler may be ahead of the committed state: rebuild it and rewind."""
-        owned = sorted(self._owned)
+        owned, self._owned = sorted(self._owned), frozenset()  # the handler holds none until restored
         for p in owned:
             self._handler.revoked(p)
         self._take(owned)
+        self._owned = frozenset(owned)
         self._seek_to_start()
         self._log.info("state_recovered", partitions=owned)
 
@@ -391,43 +429,41 @@ class TransactionalProcessor:
         ends: dict[int, int] = {}
         for p in owned:
             low, high = watermarks.get_watermark_offsets(TopicPartition(self._changelog, p), self._wait_s)
-            if high > low:
+            if high > low:  # else empty (or compacted away)
                 ends[p] = high
-        if not ends:
+        pending = set(ends)
+        if not pending:
             return states
-        restorer.assign([TopicPartition(self._changelog, p, OFFSET_BEGINNING) for p in ends])
+        restorer.assign([TopicPartition(self._changelog, p, OFFSET_BEGINNING) for p in pending])
         deadline = time.monotonic() + self._wait_s
         next_report = time.monotonic() + 5.0
         try:
-            while ends:
+            while pending:
                 for msg in restorer.consume(10_000, 0.05):
-                    err = msg.error()
+                    err, key, p = msg.error(), msg.key(), msg.partition() or 0
                     if err is not None:
                         if err.fatal():
                             raise ProcessorFatalError(f"restore consumer: {err.str()}")
                         continue
-                    key, state = msg.key(), states[msg.partition() or 0]
-                    if key is None:
-                        continue
+                    if key is None or (msg.offset() or 0) >= ends[p]:
+                        continue  # a finished partition reads on while others catch up
                     value = msg.value()
                     if value is None:
-                        state.pop(key, None)
+                        states[p].pop(key, None)
                     else:
-                        state[key] = value
-                positions = restorer.position([TopicPartition(self._changelog, p) for p in ends])
-                done = [tp for tp in positions if tp.offset >= ends[tp.partition]]
-                for tp in done:
-                    del ends[tp.partition]
-                if done and ends:
-                    restorer.pause(done)
+                        states[p][key] = value
+                positions = restorer.position([TopicPartition(self._changelog, p) for p in sorted(pending)])
+                pending -= {tp.partition for tp in positions if tp.offset >= ends[tp.partition]}
                 now = time.monotonic()
-                if ends and now > deadline:
-                    raise ProcessorFatalError(f"changelog {self._changelog} partitions {sorted(ends)} not "
+                if pending and self._stop.is_set():
+                    raise _Stopping
+                if pending and now > deadline:
+                    raise ProcessorFatalError(f"changelog {self._changelog} partitions {sorted(pending)} not "
                                               f"restorable within {self._wait_s:.0f}s (transaction left open?)")
-                if ends and now > next_report:
+                if pending and now > next_report:
                     next_report = now + 5.0
-                    self._log.info("restore_waiting", ends=ends,
-                                   positions={tp.partition: tp.offset for tp in positions if tp.partition in ends})
+                    self._log.info("restore_waiting", ends={p: ends[p] for p in pending},
+                                   positions={tp.partition: tp.offset for tp in positions if tp.partition in pending})
         finally:
             restorer.unassign()
         return states
@@ -446,6 +482,9 @@ class TransactionalProcessor:
             "client.id": self._name,
             "transactional.id": self._transactional_id,
             "transaction.timeout.ms": self._txn_timeout_ms,
+            # The next transaction's first requests often meet CONCURRENT_TRANSACTIONS while the
+            # coordinator still writes the last one's markers; the 100 ms default backoff halves throughput.
+            "retry.backoff.ms": 20,
         }))
         consumer = Consumer({
             **common,
@@ -503,7 +542,7 @@ class TransactionalProcessor:
         self._joined = False
         clients.restorer.close()
         clients.watermarks.close()
-        clients.producer.flush(5)
+        clients.producer.close()
         self._clients = None
         self._log.info("processor_stopped", records_processed=self._records_processed,
                        transactions_committed=self._committed, transactions_aborted=self._aborted)
