@@ -61,9 +61,6 @@ class FairQueue:
         for ring in self._rotation.values():
             ring.pop(lane, None)
 
-    def parked_until(self, lane: str) -> datetime | None:
-        return self._parked.get(lane)
-
     def wake(self, now: datetime) -> None:
         """Put lanes whose time has come back into rotation."""
         while self._wakeups and self._wakeups[0][0] <= now:
@@ -73,9 +70,3 @@ class FairQueue:
             del self._parked[lane]
             for priority in self._lanes.get(lane, {}):
                 self._rotation.setdefault(priority, OrderedDict())[lane] = None
-
-    def next_wake(self) -> datetime | None:
-        return min(self._parked.values(), default=None)
-
-    def lanes(self) -> int:
-        return len(self._lanes)

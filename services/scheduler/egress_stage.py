@@ -22,7 +22,7 @@ from mailstream.events.serde import SerdeError, decode
 from mailstream.events.topics import DELIVERY, READY, RESPONSES, route_key
 from mailstream.observability.logs import get_logger
 from mailstream.scheduler.policy import Policies
-from mailstream.scheduler.stage import Limits, Timers, Writes, send
+from mailstream.scheduler.stage import Limits, Timers, Writes, restore, send
 
 log = get_logger(__name__)
 HELD = "h:"
@@ -55,12 +55,8 @@ class EgressStage:
     # -- PartitionHandler ------------------------------------------------------------------------
     def assigned(self, partition: int, state: dict[bytes, bytes]) -> None:
         book = self.books[partition] = EgressBook()
-        for raw_key, value in state.items():
-            key = raw_key.decode()
-            if key.startswith(Limits.PREFIX):
-                book.limits.restore(key[len(Limits.PREFIX):], value)
-            elif key.startswith(HELD):
-                self._hold(book, decode(value, ReadyMessage), value)
+        for _, value in restore(state, book.limits, HELD):
+            self._hold(book, decode(value, ReadyMessage), value)
 
     def revoked(self, partition: int) -> None:
         self.books.pop(partition, None)
@@ -213,15 +209,7 @@ class EgressStage:
         book.lanes.push(ready.queue, ready.priority, ready.id)
         book.deadlines.add(ready.expires_at, ready.id)
 
-    # -- inspection (capacity API, metrics) ------------------------------------------------------
-    def source_usage(self) -> dict[str, LimitState]:
-        found: dict[str, LimitState] = {}
-        for book in self.books.values():
-            for scope, state in book.limits.items():
-                if scope.startswith("s:"):
-                    found[scope[2:]] = state
-        return found
-
+    # -- inspection (metrics) ---------------------------------------------------------------------
     def held_count(self) -> int:
         return sum(len(b.held) for b in self.books.values())
 

@@ -83,7 +83,7 @@ class Policies:
             "send_window")}
         rules = sorted((r for r in q.rules if _matches(r, key)), key=_specificity)  # stable: file order in ties
         for rule in rules:
-            merged.update({k: v for k, v in rule.model_dump(exclude_none=True, exclude=set(_MATCH_FIELDS)).items()})
+            merged.update(rule.model_dump(exclude_none=True, exclude=set(_MATCH_FIELDS)))
         tenant = self.config.tenants.get(key[0]) if key[0] else None
         windows = tuple(w for w in (merged["send_window"], tenant.send_window if tenant else None) if w is not None)
         return QueuePolicy(

@@ -23,7 +23,7 @@ from mailstream.events.topics import ACCEPTED, EVENTS, READY, RESPONSES, STATUS
 from mailstream.observability.logs import get_logger
 from mailstream.scheduler.lifecycle import WAITING, Effects, deadline, expire, on_accepted, on_response, promote
 from mailstream.scheduler.policy import Policies, QueuePolicy
-from mailstream.scheduler.stage import Limits, Timers, Writes, send
+from mailstream.scheduler.stage import Limits, Timers, Writes, restore, send
 
 log = get_logger(__name__)
 MESSAGE = "m:"
@@ -52,13 +52,9 @@ class QueueStage:
     # -- PartitionHandler ------------------------------------------------------------------------
     def assigned(self, partition: int, state: dict[bytes, bytes]) -> None:
         book = self.books[partition] = QueueBook()
-        for raw_key, value in state.items():
-            key = raw_key.decode()
-            if key.startswith(Limits.PREFIX):
-                book.limits.restore(key[len(Limits.PREFIX):], value)
-            elif key.startswith(MESSAGE):
-                book.messages[key[len(MESSAGE):]] = value
-                self._index(book, decode(value, QueuedMessage))
+        for tx_id, value in restore(state, book.limits, MESSAGE):
+            book.messages[tx_id] = value
+            self._index(book, decode(value, QueuedMessage))
 
     def revoked(self, partition: int) -> None:
         self.books.pop(partition, None)
@@ -202,12 +198,3 @@ class QueueStage:
 
     def _policy_of_accepted(self, msg: AcceptedMessage) -> QueuePolicy:
         return self.policies.queue(msg.tenant, msg.campaign, msg.domain, msg.routing_domain)
-
-    # -- inspection (capacity API, metrics) ------------------------------------------------------
-    def counts(self) -> dict[str, int]:
-        by_status: dict[str, int] = {}
-        for book in self.books.values():
-            for raw in book.messages.values():
-                status = decode(raw, QueuedMessage).transaction.status
-                by_status[status] = by_status.get(status, 0) + 1
-        return by_status

@@ -9,6 +9,7 @@ drives the same stages without a broker, for simulations and benchmarks.
 from __future__ import annotations
 
 import heapq
+from collections.abc import Iterator
 from datetime import datetime
 from typing import Protocol
 
@@ -43,8 +44,15 @@ class Limits:
         self._states[scope] = state
         out.put(partition, (self.PREFIX + scope).encode(), encode(state))
 
-    def items(self) -> list[tuple[str, LimitState]]:
-        return list(self._states.items())
+
+def restore(state: dict[bytes, bytes], limits: Limits, prefix: str) -> Iterator[tuple[str, bytes]]:
+    """Put restored limit scopes into `limits`; yield (name, value) of the entries under `prefix`."""
+    for raw_key, value in state.items():
+        key = raw_key.decode()
+        if key.startswith(Limits.PREFIX):
+            limits.restore(key[len(Limits.PREFIX):], value)
+        elif key.startswith(prefix):
+            yield key[len(prefix):], value
 
 
 class Timers:
@@ -64,6 +72,3 @@ class Timers:
         while self._heap and self._heap[0][0] <= now:
             fired.append(heapq.heappop(self._heap))
         return fired
-
-    def next(self) -> datetime | None:
-        return self._heap[0][0] if self._heap else None

@@ -1,12 +1,9 @@
-"""SMTP reply splitting and egress source choice."""
+"""SMTP reply splitting and outcomes."""
 
 from __future__ import annotations
 
-from collections import Counter
-
 import pytest
 
-from mailstream.core.egress_choice import NoEligibleSource, choose_source
 from mailstream.core.smtp_reply import outcome_of, split_enhanced_code
 
 
@@ -26,20 +23,3 @@ def test_split_enhanced_code(code: int, text: str, enhanced: str | None, rest: s
                                                (451, "TRANSIENT"), (550, "PERMANENT"), (354, "PERMANENT")])
 def test_outcome(code: int, outcome: str) -> None:
     assert outcome_of(code) == outcome
-
-
-def test_choice_follows_weights_and_skips_zero() -> None:
-    entries = [("ip-1", 2), ("ip-2", 1), ("ip-off", 0)]
-    counts = Counter(choose_source(entries, f"tx-{i}/1") for i in range(30_000))
-    assert set(counts) == {"ip-1", "ip-2"}
-    assert 1.9 < counts["ip-1"] / counts["ip-2"] < 2.1
-
-
-def test_choice_is_stable_per_attempt() -> None:
-    entries = [("a", 1), ("b", 1), ("c", 1)]
-    assert {choose_source(entries, "tx/3") for _ in range(10)} == {choose_source(entries, "tx/3")}
-
-
-def test_all_zero_weights_has_no_source() -> None:
-    with pytest.raises(NoEligibleSource):
-        choose_source([("a", 0)], "tx/1")
