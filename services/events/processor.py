@@ -108,12 +108,16 @@ class TransactionalProcessor:
     restore waits for that, so a batch must finish well within the transaction timeout, and the
     timeout bounds fail-over time. Handlers must not block: under eager rebalancing the whole
     group waits for a member that does not come back to ``consume()``.
+
+    An output larger than ``max_message_bytes`` (keep it at most the topics' ``max.message.bytes``)
+    is refused by ``produce()`` and aborts the batch like any other abortable error.
     """
 
     def __init__(self, *, bootstrap: str, group_id: str, inputs: Sequence[str], changelog: str, partitions: int,
                  handler: PartitionHandler, clock: Callable[[], datetime], tick_interval: float = 1.0,
                  max_batch: int = 500, transaction_timeout_ms: int = 10_000, name: str = "processor",
-                 session_timeout_ms: int = 6_000, poll_timeout: float = 0.1) -> None:
+                 session_timeout_ms: int = 6_000, poll_timeout: float = 0.1,
+                 max_message_bytes: int = 1024 * 1024) -> None:
         if not inputs:
             raise ValueError("at least one input topic")
         if changelog in inputs:
@@ -130,6 +134,7 @@ class TransactionalProcessor:
         self._txn_timeout_ms = transaction_timeout_ms
         self._session_timeout_ms = session_timeout_ms
         self._poll_timeout = poll_timeout
+        self._max_message_bytes = max_message_bytes
         self._name = name
         self._transactional_id = f"{group_id}-{uuid.uuid4()}"
         # A pending transaction of a dead member holds back committed offsets and the changelog's
@@ -485,6 +490,9 @@ class TransactionalProcessor:
             # The next transaction's first requests often meet CONCURRENT_TRANSACTIONS while the
             # coordinator still writes the last one's markers; the 100 ms default backoff halves throughput.
             "retry.backoff.ms": 20,
+            # Refuse an oversized output in produce(), before it takes a sequence number: a broker-side
+            # refusal leaves a sequence gap that fails the next transaction as well.
+            "message.max.bytes": self._max_message_bytes,
         }))
         consumer = Consumer({
             **common,
