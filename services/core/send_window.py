@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, time, timedelta
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
@@ -102,6 +102,9 @@ class SendWindow:
     end: time
     tz: ZoneInfo
     weekdays: frozenset[int] = _EVERY_DAY
+    # (asked_at, opens, closes) of the last lookup: schedulers ask about the same span many times a second.
+    _last: list[tuple[datetime, datetime, datetime]] = field(default_factory=list, init=False, repr=False,
+                                                             compare=False, hash=False)
 
     def __post_init__(self) -> None:
         if self.start.tzinfo is not None or self.end.tzinfo is not None:
@@ -132,9 +135,15 @@ class SendWindow:
 
     def _span_from(self, utc: datetime) -> tuple[datetime, datetime]:
         """The first span that has not closed by `utc`."""
+        if self._last:
+            asked, opens, closes = self._last[0]
+            if asked <= utc < closes:  # every earlier span closed by `asked`, so this one is still first
+                return opens, closes
         # Two days back covers an overnight span plus a clock set back across midnight.
         start_day = _wall(utc, self.tz).date() - timedelta(days=2)
-        return next((opens, closes) for opens, closes in self._spans(start_day) if closes > utc)
+        opens, closes = next((o, c) for o, c in self._spans(start_day) if c > utc)
+        self._last[:] = [(utc, opens, closes)]
+        return opens, closes
 
     def contains(self, now: datetime) -> bool:
         utc = _as_utc(now)
