@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import socket
 from datetime import timedelta
+from ipaddress import ip_address
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
@@ -56,6 +57,22 @@ class SchedulerConfig(Section):
     store: str = "memory://"
 
 
+def nameserver_address(text: str) -> tuple[str, int]:
+    """("ip", port) of a DNS server written "ip", "ip:port" or "[ipv6]:port"; ValueError names what is wrong."""
+    host, port = text, "53"
+    if text.startswith("["):
+        host, _, port = text[1:].partition("]:")
+    elif text.count(":") == 1:
+        host, _, port = text.partition(":")
+    try:
+        ip_address(host)
+    except ValueError:
+        raise ValueError(f"nameserver {text!r} is not an IP address (optionally with :port)") from None
+    if not port.isdigit() or not 0 < int(port) < 65536:
+        raise ValueError(f"nameserver {text!r} has a bad port")
+    return host, int(port)
+
+
 class DeliveryConfig(Section):
     group_id: str = "mailstream-delivery"
     smarthost: str | None = None
@@ -65,6 +82,13 @@ class DeliveryConfig(Section):
     command_timeout: Duration = timedelta(minutes=5)
     starttls: Literal["opportunistic", "required", "disabled"] = "opportunistic"
     metrics_port: Port = 9102
+    # A connection left idle this long is closed; until then the next task of its path reuses it.
+    idle_timeout: Duration = timedelta(seconds=60)
+    # A task that waits longer than this for a connection of its path (connection_limit,
+    # max_connection_rate) is deferred (451 4.4.5), so the worker goes on polling Kafka.
+    path_wait: Duration = timedelta(seconds=60)
+    smtp_port: Port = 25  # the port of MX hosts
+    nameservers: list[str] = []  # DNS servers ("ip" or "ip:port") for MX lookups; empty: the system's
 
     @model_validator(mode="after")
     def _smarthost_has_port(self) -> DeliveryConfig:
@@ -72,6 +96,8 @@ class DeliveryConfig(Section):
             host, sep, port = self.smarthost.rpartition(":")
             if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
                 raise ValueError(f"smarthost {self.smarthost!r} must be host:port")
+        for server in self.nameservers:
+            nameserver_address(server)
         return self
 
 

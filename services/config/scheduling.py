@@ -93,6 +93,13 @@ class Relay(Section):
     port: Port = 587
     username: str | None = None
     password: SecretStr | None = None
+    starttls: Literal["opportunistic", "required", "disabled"] | None = None  # unset: delivery.starttls
+
+    @model_validator(mode="after")
+    def _credentials_pair(self) -> Relay:
+        if (self.username is None) != (self.password is None):
+            raise ValueError("a relay's username and password go together")
+        return self
 
 
 class EgressSource(Section):

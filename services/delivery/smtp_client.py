@@ -1,12 +1,13 @@
-"""The one seam to aiosmtplib: one message, one recipient, one reply — every failure becomes a reply.
+"""The one seam to aiosmtplib: SMTP sessions that carry one message after another; every failure is a reply.
 
-Network and protocol errors are mapped to synthesized replies the way KumoMTA reports
-them (`451 4.4.1` for a host that does not answer), so the scheduler sees one shape only.
+Network and protocol errors are mapped to synthesized replies the way KumoMTA reports them
+(`451 4.4.1` for a host that does not answer), so the scheduler sees one shape only.
 """
 
 from __future__ import annotations
 
 import ssl
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Literal
 
@@ -25,15 +26,42 @@ class Destination:
 
 
 @dataclass(frozen=True, slots=True)
+class Login:
+    username: str
+    password: str
+
+
+@dataclass(frozen=True, slots=True)
+class SessionSettings:
+    """How to open a session: the egress source's identity and the route's TLS and AUTH."""
+
+    ehlo_domain: str
+    source_address: str | None
+    starttls: StartTls
+    login: Login | None
+    connect_timeout: float
+    command_timeout: float
+
+
+@dataclass(frozen=True, slots=True)
 class SmtpAttempt:
     response: SmtpResponse
     peer_address: str | None
     tls: str | None
+    # The connection dropped before the peer took any part of this message (a reused connection the
+    # peer had closed while idle): send it again on a new connection, it is not an attempt.
+    resend: bool = False
 
 
 def _reply(code: int, text: str, command: str) -> SmtpResponse:
     enhanced, content = split_enhanced_code(code, text)
     return SmtpResponse(code=code, enhanced_code=enhanced, content=content, command=command)
+
+
+def _failure(command: str, peer: str, exc: BaseException) -> SmtpResponse:
+    what = "timed out" if isinstance(exc, TimeoutError | aiosmtplib.SMTPTimeoutError) else str(exc)
+    return SmtpResponse(code=451, enhanced_code="4.4.1", command=command,
+                        content=f"mailstream: {command} to {peer} failed: {what}")
 
 
 def _tls_context() -> ssl.SSLContext:
@@ -44,45 +72,120 @@ def _tls_context() -> ssl.SSLContext:
     return context
 
 
-async def send_one(
-    dest: Destination, *, sender: str, recipient: str, data: bytes, ehlo_domain: str,
-    source_address: str | None, starttls: StartTls, connect_timeout: float, command_timeout: float,
-) -> SmtpAttempt:
-    peer = f"{dest.host}:{dest.port}"
-    client = aiosmtplib.SMTP(
-        hostname=dest.host, port=dest.port, local_hostname=ehlo_domain, timeout=command_timeout,
-        source_address=(source_address, 0) if source_address else None, start_tls=False,
-        tls_context=_tls_context())
-    command = "CONNECT"
-    try:
-        await client.connect(timeout=connect_timeout)
-        command = "EHLO"
-        await client.ehlo()
-        tls = None
-        if starttls != "disabled" and client.supports_extension("starttls"):
-            command = "STARTTLS"
-            await client.starttls()
-            tls = "TLS"
-        elif starttls == "required":
-            return SmtpAttempt(SmtpResponse(code=451, enhanced_code="4.7.5", command="STARTTLS",
-                               content="mailstream: TLS is required but the peer does not offer STARTTLS"),
-                               peer, None)
+_NETWORK_ERRORS = (aiosmtplib.SMTPException, OSError, TimeoutError)
+
+
+class SmtpSession:
+    """One open, greeted (and maybe TLS-secured and authenticated) SMTP connection."""
+
+    def __init__(self, client: aiosmtplib.SMTP, peer: str, tls: str | None) -> None:
+        self._client = client
+        self.peer = peer
+        self.tls = tls
+        self.deliveries = 0  # messages the peer answered on this connection
+        self.usable = True  # False once the connection is in an unknown state: only close it then
+
+    @classmethod
+    async def open(cls, hosts: Sequence[Destination], settings: SessionSettings) -> SmtpSession | SmtpAttempt:
+        """Connect to the first host that answers, in order; the last failure if none does."""
+        failure = SmtpAttempt(SmtpResponse(code=451, enhanced_code="4.4.4", command="CONNECT",
+                                           content="mailstream: no host to connect to"), None, None)
+        for dest in hosts:
+            opened = await cls._open_one(dest, settings)
+            if isinstance(opened, SmtpSession) or not _try_next_host(opened):
+                return opened
+            failure = opened
+        return failure
+
+    @classmethod
+    async def _open_one(cls, dest: Destination, s: SessionSettings) -> SmtpSession | SmtpAttempt:
+        peer = f"{dest.host}:{dest.port}"
+        client = aiosmtplib.SMTP(
+            hostname=dest.host, port=dest.port, local_hostname=s.ehlo_domain, timeout=s.command_timeout,
+            source_address=(s.source_address, 0) if s.source_address else None, start_tls=False,
+            tls_context=_tls_context())
+        command, tls = "CONNECT", None
+        try:
+            await client.connect(timeout=s.connect_timeout)
+            command = "EHLO"
+            await client.ehlo()
+            if s.starttls != "disabled" and client.supports_extension("starttls"):
+                command = "STARTTLS"
+                await client.starttls()
+                tls = "TLS"
+            elif s.starttls == "required":
+                await _quit(client)
+                return SmtpAttempt(SmtpResponse(
+                    code=451, enhanced_code="4.7.5", command="STARTTLS",
+                    content="mailstream: TLS is required but the peer does not offer STARTTLS"), peer, None)
+            if s.login is not None:
+                command = "AUTH"
+                await client.login(s.login.username, s.login.password)
+            return cls(client, peer, tls)
+        except aiosmtplib.SMTPResponseException as exc:
+            await _quit(client)
+            if command == "AUTH":  # our credentials, not the recipient: retry later, never bounce
+                return SmtpAttempt(SmtpResponse(code=451, enhanced_code="4.7.8", command="AUTH",
+                                   content=f"mailstream: {peer} refused AUTH: {exc.code} {exc.message}"), peer, tls)
+            return SmtpAttempt(_reply(exc.code, exc.message, command), peer, tls)
+        except (*_NETWORK_ERRORS, ValueError) as exc:
+            client.close()
+            return SmtpAttempt(_failure(command, peer, exc), None, None)
+
+    async def send(self, sender: str, recipient: str, data: bytes) -> SmtpAttempt:
+        """One message to one recipient; after a refusal the transaction is reset for the next message."""
         command = "MAIL"
-        await client.mail(sender)
-        command = "RCPT"
-        await client.rcpt(recipient)
-        command = "DATA"
-        reply = await client.data(data)
-        return SmtpAttempt(_reply(reply.code, reply.message, "DATA"), peer, tls)
-    except aiosmtplib.SMTPResponseException as exc:
-        return SmtpAttempt(_reply(exc.code, exc.message, command), peer, None)
-    except (aiosmtplib.SMTPException, OSError, TimeoutError) as exc:
-        what = "timed out" if isinstance(exc, TimeoutError | aiosmtplib.SMTPTimeoutError) else str(exc)
-        return SmtpAttempt(SmtpResponse(code=451, enhanced_code="4.4.1", command=command,
-                           content=f"mailstream: {command} to {peer} failed: {what}"), None, None)
-    finally:
-        if client.is_connected:
-            try:
-                await client.quit()
-            except (aiosmtplib.SMTPException, OSError, TimeoutError):
-                client.close()
+        try:
+            await self._client.mail(sender)
+            command = "RCPT"
+            await self._client.rcpt(recipient)
+            command = "DATA"
+            reply = await self._client.data(data)
+            self.deliveries += 1
+            return SmtpAttempt(_reply(reply.code, reply.message, "DATA"), self.peer, self.tls)
+        except aiosmtplib.SMTPServerDisconnected as exc:
+            self.usable = False
+            # Nothing of the message reached a peer that hung up on a reused connection before MAIL.
+            resend = command == "MAIL" and self.deliveries > 0
+            return SmtpAttempt(_failure(command, self.peer, exc), None, None, resend=resend)
+        except aiosmtplib.SMTPResponseException as exc:
+            self.deliveries += 1
+            if exc.code == 421:  # the peer closes the session (RFC 5321 §3.8)
+                self.usable = False
+            else:  # a refused MAIL, RCPT or DATA leaves a half-open transaction behind
+                await self._reset()
+            return SmtpAttempt(_reply(exc.code, exc.message, command), self.peer, self.tls)
+        except _NETWORK_ERRORS as exc:
+            self.usable = False
+            return SmtpAttempt(_failure(command, self.peer, exc), None, None)
+
+    async def _reset(self) -> None:
+        try:
+            await self._client.rset()
+        except _NETWORK_ERRORS:
+            self.usable = False
+
+    @property
+    def connected(self) -> bool:
+        return self.usable and self._client.is_connected
+
+    async def close(self) -> None:
+        """QUIT politely when the connection is still sound; else just drop it."""
+        if self.connected:
+            await _quit(self._client)
+        else:
+            self._client.close()
+
+
+def _try_next_host(failed: SmtpAttempt) -> bool:
+    """A host that did not answer, or answered 4xx before any mail, is skipped for the next MX (RFC 5321 §5.1)."""
+    return failed.peer_address is None or failed.response.is_transient
+
+
+async def _quit(client: aiosmtplib.SMTP) -> None:
+    if not client.is_connected:
+        return
+    try:
+        await client.quit()
+    except _NETWORK_ERRORS:
+        client.close()

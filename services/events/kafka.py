@@ -60,11 +60,13 @@ class EventProducer:
         while not self._closing.is_set():
             self._producer.poll(0.05)
 
-    async def send(self, topic: TopicSpec, key: str, record: Record) -> Delivered:
-        return await self.send_raw(topic.name, key.encode(), encode(record))
+    async def send(self, topic: TopicSpec, key: str, record: Record, partition: int | None = None) -> Delivered:
+        """`partition` overrides the key's placement (a command every partition of a stage must see)."""
+        return await self.send_raw(topic.name, key.encode(), encode(record), partition)
 
-    async def send_raw(self, topic: str, key: bytes | None, value: bytes) -> Delivered:
+    async def send_raw(self, topic: str, key: bytes | None, value: bytes, partition: int | None = None) -> Delivered:
         loop = asyncio.get_running_loop()
+        placed: dict[str, Any] = {} if partition is None else {"partition": partition}
         future: asyncio.Future[Delivered] = loop.create_future()
 
         def on_delivery(err: KafkaError | None, msg: Message) -> None:
@@ -75,10 +77,10 @@ class EventProducer:
             loop.call_soon_threadsafe(_settle, future, result)
 
         try:
-            self._producer.produce(topic, value=value, key=key, on_delivery=on_delivery)
+            self._producer.produce(topic, value=value, key=key, on_delivery=on_delivery, **placed)
         except BufferError:
             await asyncio.to_thread(self._producer.flush, 1.0)
-            self._producer.produce(topic, value=value, key=key, on_delivery=on_delivery)
+            self._producer.produce(topic, value=value, key=key, on_delivery=on_delivery, **placed)
         except KafkaException as exc:
             raise KafkaUnavailable(str(exc)) from exc
         return await future
@@ -103,6 +105,17 @@ def _settle(future: asyncio.Future[Delivered], result: Delivered | KafkaUnavaila
         future.set_result(result)
 
 
+@dataclass(frozen=True, slots=True)
+class Consumed:
+    """One record a consumer-group member read: what services need of it, without the client's types."""
+
+    topic: str
+    partition: int
+    offset: int
+    key: bytes | None
+    value: bytes
+
+
 class EventConsumer:
     """A consumer-group member whose blocking calls run on one private thread."""
 
@@ -122,24 +135,25 @@ class EventConsumer:
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"consumer-{group_id}")
         self._consumer.subscribe(list(topics))
 
-    async def poll_batch(self, max_records: int = 500, timeout: float = 0.5) -> list[Message]:
+    async def poll_batch(self, max_records: int = 500, timeout: float = 0.5) -> list[Consumed]:
         loop = asyncio.get_running_loop()
         msgs = await loop.run_in_executor(self._executor, self._consumer.consume, max_records, timeout)
-        good: list[Message] = []
+        good: list[Consumed] = []
         for msg in msgs:
             err = msg.error()
             if err is None:
-                good.append(msg)
+                good.append(Consumed(msg.topic() or "", msg.partition() or 0, msg.offset() or 0, msg.key(),
+                                     msg.value() or b""))
             elif err.code() != KafkaError._PARTITION_EOF and err.fatal():
                 raise KafkaUnavailable(str(err))
         return good
 
-    async def commit(self, messages: Iterable[Message]) -> None:
-        """Commit the offset after the highest of `messages` in each partition."""
+    async def commit(self, records: Iterable[Consumed]) -> None:
+        """Commit the offset after the highest of `records` in each partition."""
         highest: dict[tuple[str, int], int] = {}
-        for msg in messages:
-            tp = (msg.topic() or "", msg.partition() or 0)
-            highest[tp] = max(highest.get(tp, -1), msg.offset() or 0)
+        for record in records:
+            tp = (record.topic, record.partition)
+            highest[tp] = max(highest.get(tp, -1), record.offset)
         if not highest:
             return
         offsets = [TopicPartition(t, p, o + 1) for (t, p), o in highest.items()]

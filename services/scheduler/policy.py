@@ -2,8 +2,7 @@
 
 Queue rules merge in order of specificity (how many of tenant/campaign/domain/routing_domain they
 match), file order breaking ties, so `{tenant: acme}` is overridden by `{tenant: acme, campaign: x}`.
-Path shaping layers as KumoMTA's SHAPE_BY_DOMAIN / SHAPE_BY_SOURCE example: defaults, then the
-site's rule (else the domain's), then the (site, source) rule (else the (domain, source) one).
+Path shaping resolves in `mailstream.config.egress_paths`, shared with the delivery worker.
 """
 
 from __future__ import annotations
@@ -11,8 +10,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
+from mailstream.config.egress_paths import PathShapes, site_of
 from mailstream.config.model import Config
-from mailstream.config.scheduling import EgressPool, EgressSource, PathShape, QueueRule, TenantLimits
+from mailstream.config.scheduling import EgressPool, EgressSource, PathShape, QueueRule, QueueSettings, TenantLimits
 from mailstream.core.backoff import RetryPolicy
 from mailstream.core.send_window import SendWindow
 from mailstream.core.throttle import ThrottleSpec
@@ -63,7 +63,7 @@ class Policies:
     def __init__(self, config: Config) -> None:
         self.config = config
         self._queues: dict[tuple[str | None, ...], QueuePolicy] = {}
-        self._paths: dict[tuple[str, str, str], PathShape] = {}
+        self._shapes = PathShapes(config.egress)
         self.groups = _egress_groups(config.egress.pools)
         self.pools = {p.name: p for p in config.egress.pools}
         self.sources = {s.name: s for s in config.egress.sources}
@@ -83,7 +83,8 @@ class Policies:
             "send_window")}
         rules = sorted((r for r in q.rules if _matches(r, key)), key=_specificity)  # stable: file order in ties
         for rule in rules:
-            merged.update(rule.model_dump(exclude_none=True, exclude=set(_MATCH_FIELDS)))
+            # Not model_dump: it would turn parsed throttle specs and send windows back into dicts.
+            merged.update({f: v for f in QueueSettings.model_fields if (v := getattr(rule, f)) is not None})
         tenant = self.config.tenants.get(key[0]) if key[0] else None
         windows = tuple(w for w in (merged["send_window"], tenant.send_window if tenant else None) if w is not None)
         return QueuePolicy(
@@ -104,25 +105,7 @@ class Policies:
 
     def site(self, source: EgressSource, domain: str, routing_domain: str | None) -> str:
         """Where a source sends: its relay, else the configured smarthost, else the (routing) domain."""
-        if source.relay is not None:
-            return f"{source.relay.host}:{source.relay.port}"
-        return self.config.delivery.smarthost or routing_domain or domain
+        return site_of(source, self.config.delivery.smarthost, routing_domain or domain)
 
     def path(self, source: str, site: str, domain: str) -> PathShape:
-        key = (source, site, domain)
-        found = self._paths.get(key)
-        if found is None:
-            found = self._paths[key] = self._resolve_path(*key)
-        return found
-
-    def _resolve_path(self, source: str, site: str, domain: str) -> PathShape:
-        rules = self.config.egress.paths
-        by_dest = next((r for r in rules if r.source is None and r.site == site), None) \
-            or next((r for r in rules if r.source is None and r.domain == domain), None)
-        by_source = next((r for r in rules if r.source == source and r.site == site), None) \
-            or next((r for r in rules if r.source == source and r.domain == domain), None)
-        merged = self.config.egress.path_defaults.model_dump(exclude_none=True)
-        for layer in (by_dest, by_source):
-            if layer is not None:
-                merged.update(layer.model_dump(exclude_none=True, include=set(PathShape.model_fields)))
-        return PathShape(**merged)
+        return self._shapes.shape(source, site, domain)

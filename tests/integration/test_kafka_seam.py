@@ -62,7 +62,7 @@ async def test_records_round_trip_and_keys_land_where_faust_looks(kafka_bootstra
     try:
         for _ in range(60):
             batch = await consumer.poll_batch(100, timeout=0.5)
-            got += [((m.key() or b"").decode(), decode(m.value(), DeliveryTask)) for m in batch]
+            got += [((m.key or b"").decode(), decode(m.value, DeliveryTask)) for m in batch]
             await consumer.commit(batch)
             if len(got) >= len(keys):
                 break
@@ -89,10 +89,10 @@ async def test_committed_offsets_resume_after_restart(kafka_bootstrap: str) -> N
         try:
             for _ in range(60):
                 batch = await consumer.poll_batch(n, timeout=0.5)
-                seen += [m.offset() or 0 for m in batch]
+                seen += [m.offset for m in batch]
                 if len(seen) >= n:
                     break
-            await consumer.commit([m for m in batch if (m.offset() or 0) < commit_upto])
+            await consumer.commit([m for m in batch if m.offset < commit_upto])
         finally:
             await consumer.close()
         return seen

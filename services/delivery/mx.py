@@ -1,0 +1,67 @@
+"""The one seam to dnspython: the addresses to connect to for a domain, in MX order; failures become replies.
+
+No MX record means the domain itself is the exchanger (RFC 5321 §5.1); a null MX refuses mail
+(RFC 7505). A domain that does not exist is a permanent failure, a DNS server that does not answer
+a transient one.
+"""
+
+from __future__ import annotations
+
+import random
+
+import dns.asyncresolver
+import dns.exception
+import dns.nameserver
+import dns.rdatatype
+import dns.resolver
+
+from mailstream.config.model import nameserver_address
+from mailstream.core.mx_plan import order_exchangers
+from mailstream.delivery.smtp_client import Destination
+from mailstream.events.records import SmtpResponse
+
+
+def _refusal(code: int, enhanced: str, content: str) -> SmtpResponse:
+    return SmtpResponse(code=code, enhanced_code=enhanced, content=f"mailstream: {content}", command="MX")
+
+
+class MxResolver:
+    def __init__(self, nameservers: list[str], smtp_port: int, *, timeout: float = 10.0,
+                 rng: random.Random | None = None) -> None:
+        self._resolver = dns.asyncresolver.Resolver(configure=not nameservers)
+        if nameservers:
+            self._resolver.nameservers = [dns.nameserver.Do53Nameserver(*nameserver_address(n)) for n in nameservers]
+        self._resolver.lifetime = timeout
+        self._resolver.cache = dns.resolver.LRUCache()
+        self._port = smtp_port
+        self._rng = rng or random.Random()
+
+    async def hosts(self, domain: str) -> list[Destination] | SmtpResponse:
+        try:
+            answer = await self._resolver.resolve(domain, "MX")
+            exchangers = order_exchangers(((r.preference, r.exchange.to_text()) for r in answer), self._rng)
+        except dns.resolver.NXDOMAIN:
+            return _refusal(550, "5.1.2", f"domain {domain} does not exist")
+        except dns.resolver.NoAnswer:
+            exchangers = (domain,)
+        except dns.exception.DNSException as exc:
+            return _refusal(451, "4.4.3", f"MX lookup for {domain} failed: {exc}")
+        if exchangers is None:
+            return _refusal(556, "5.1.10", f"domain {domain} accepts no mail (null MX)")
+        found: list[Destination] = []
+        for host in exchangers:
+            found += [Destination(a, self._port) for a in await self._addresses(host)]
+        if found:
+            return found
+        if exchangers == (domain,):
+            return _refusal(550, "5.1.2", f"domain {domain} has no MX and no address")
+        return _refusal(451, "4.4.4", f"no MX host of {domain} resolves to an address")
+
+    async def _addresses(self, host: str) -> list[str]:
+        found: list[str] = []
+        for rdtype in ("A", "AAAA"):
+            try:
+                found += [r.to_text() for r in await self._resolver.resolve(host, rdtype)]
+            except dns.exception.DNSException:
+                continue
+        return found

@@ -1,0 +1,100 @@
+"""Egress path shaping as the delivery worker enforces it, against real SMTP servers on loopback:
+connection_limit, max_deliveries_per_connection, max_connection_rate, connection reuse, path_wait.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+from typing import Any
+
+import pytest
+
+from mailstream.config.model import parse_config
+from mailstream.core.clock import system_clock
+from mailstream.delivery.dispatch import PathDispatcher
+from mailstream.delivery.routes import route_for
+from mailstream.delivery.worker import DeliveryWorker
+from tests.infra.smtp_recorder import RecordingSink
+
+pytestmark = pytest.mark.integration
+BODY = b"Subject: shaped\r\n\r\nhello\r\n"
+
+
+def dispatcher(sink: RecordingSink, shaping: dict[str, Any], **delivery: Any) -> PathDispatcher:
+    """The worker's dispatcher for source s1 -> the sink (the smarthost), shaped by a site rule."""
+    config = parse_config({
+        "ingest": {"message_id_domain": "worker.test"},  # not the default, socket.getfqdn(): DNS may be slow
+        "delivery": {"smarthost": sink.hostport, "ehlo_domain": "worker.test", "connect_timeout": "5s",
+                     "command_timeout": "10s", **delivery},
+        "egress": {"sources": [{"name": "s1"}], "pools": [{"name": "p", "entries": [{"name": "s1"}]}],
+                   "paths": [{"site": sink.hostport, **shaping}]},
+        "queues": {"egress_pool": "p"}}, env={})
+    worker = DeliveryWorker(config, system_clock)
+    source = config.egress.source("s1")
+    return worker.dispatcher(source, route_for(source, config.delivery, "example.com"))
+
+
+async def send(path: PathDispatcher, count: int, wait: float = 30.0) -> list[int]:
+    attempts = await asyncio.gather(*(path.deliver("from@worker.test", f"r{i}@example.com", BODY, wait)
+                                      for i in range(count)))
+    return [a.response.code if a is not None else 0 for a in attempts]
+
+
+@pytest.mark.parametrize(("limit", "most"), [(1, 1), (None, 10)])
+async def test_connection_limit_bounds_concurrent_connections(limit: int | None, most: int) -> None:
+    with RecordingSink(delay=0.05) as sink:
+        path = dispatcher(sink, {"connection_limit": limit} if limit else {})
+        assert await send(path, 10) == [250] * 10
+        await path.close()
+    assert sink.max_concurrent() == most
+    assert len(sink.messages) == 10
+
+
+async def test_connections_are_reused_and_retired_after_max_deliveries() -> None:
+    with RecordingSink() as sink:
+        path = dispatcher(sink, {"max_deliveries_per_connection": 3})
+        for i in range(7):  # one after another: each finds the connection the last one left idle
+            assert await send(path, 1) == [250], i
+        await path.close()
+    assert [len(c.messages) for c in sink.connections] == [3, 3, 1]
+    assert sink.max_concurrent() == 1  # a retired connection QUITs before the next one opens
+    assert all(c.closed is not None for c in sink.connections)
+
+
+async def test_concurrent_messages_share_few_connections() -> None:
+    """Without limits, 200 messages at once travel on at most `concurrency` connections, not 200."""
+    with RecordingSink() as sink:
+        path = dispatcher(sink, {"max_message_rate": "1000/s"}, concurrency=8)
+        assert await send(path, 200) == [250] * 200
+        await path.close()
+    assert len(sink.connections) <= 8
+    assert sum(len(c.messages) for c in sink.connections) == 200
+
+
+@pytest.mark.parametrize("rate", ["4/s,max_burst=1", None])
+async def test_max_connection_rate_spaces_new_connections(rate: str | None) -> None:
+    shaping: dict[str, Any] = {"max_deliveries_per_connection": 1}
+    if rate:
+        shaping["max_connection_rate"] = rate
+    with RecordingSink() as sink:
+        path = dispatcher(sink, shaping)
+        assert await send(path, 4) == [250] * 4
+        await path.close()
+    opened = sorted(c.opened for c in sink.connections)
+    gaps = [b - a for a, b in itertools.pairwise(opened)]
+    assert len(opened) == 4
+    if rate:  # 250 ms apart as the worker decides; the sink's accept times jitter by a few ms
+        assert min(gaps) >= 0.18, gaps
+        assert opened[-1] - opened[0] >= 0.7, gaps
+    else:
+        assert opened[-1] - opened[0] < 0.24, gaps  # unthrottled they all open at once
+
+
+async def test_a_message_that_waits_past_path_wait_is_withdrawn_not_sent() -> None:
+    with RecordingSink(delay=1.0) as sink:
+        path = dispatcher(sink, {"connection_limit": 1})
+        codes = await send(path, 2, wait=0.3)
+        await path.close()
+    assert sorted(codes) == [0, 250]  # 0: deliver() gave up; the worker answers 451 4.4.5 for it
+    assert len(sink.messages) == 1
