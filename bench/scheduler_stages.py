@@ -13,8 +13,11 @@ measured in the same run: the ratio shows what the scheduling logic adds on top 
 from __future__ import annotations
 
 import argparse
+import gc
 import json
+import sys
 import time
+import uuid
 from datetime import UTC, datetime, timedelta
 
 import psutil
@@ -41,6 +44,9 @@ CONFIG = {
 }
 
 
+CHUNK = 10_000
+
+
 def rss_mb() -> float:
     return float(psutil.Process().memory_info().rss) / 2**20
 
@@ -50,13 +56,15 @@ def main() -> int:
     parser.add_argument("--messages", type=int, default=1_000_000)
     parser.add_argument("--tenants", type=int, default=20)
     parser.add_argument("--json", action="store_true")
+    parser.add_argument("--progress", action="store_true", help="print queued count and RSS to stderr")
     args = parser.parse_args()
     n = args.messages
 
     policies = Policies(parse_config(CONFIG, env={}))
     bus = MemoryBus(PARTITIONS)
-    queues = MemoryProcessor(bus, [ACCEPTED.name, RESPONSES.name], QueueStage(policies))
-    egress = MemoryProcessor(bus, [READY.name], EgressStage(policies))
+    # The changelogs live in Kafka, not in the worker: the twin does not keep them here.
+    queues = MemoryProcessor(bus, [ACCEPTED.name, RESPONSES.name], QueueStage(policies), keep_changelog=False)
+    egress = MemoryProcessor(bus, [READY.name], EgressStage(policies), keep_changelog=False)
     base = fixtures.accepted().model_copy(update={"send_at": None, "received_at": START})
     rss_before = rss_mb()
 
@@ -66,22 +74,27 @@ def main() -> int:
     for raw in sample:
         encode(decode(raw, AcceptedMessage))
     serde_per_s = len(sample) / (time.perf_counter() - t)
+    del sample
 
-    t = time.perf_counter()
-    for i in range(n):
-        tenant = f"t{i % args.tenants}"
-        msg = base.model_copy(update={"id": f"tx-{i}", "tenant": tenant, "queue": f"spring:{tenant}@example.com",
-                                      "recipient": f"r{i}@example.com"})
-        bus.send(ACCEPTED.name, route_key(msg.tenant, msg.queue).encode(), encode(msg))
-    produce_s = time.perf_counter() - t
-    t = time.perf_counter()
-    queues.step(START)
-    egress.step(START)
-    queue_s = time.perf_counter() - t
+    # Phase 1, in chunks as a consumer would read them: the worker holds state, not the topics.
+    produce_s = queue_s = 0.0
+    for first in range(0, n, CHUNK):
+        t = time.perf_counter()
+        for i in range(first, min(n, first + CHUNK)):
+            tenant = f"t{i % args.tenants}"
+            msg = base.model_copy(update={"id": str(uuid.UUID(int=i)), "tenant": tenant,
+                                          "queue": f"spring:{tenant}@example.com", "recipient": f"r{i}@example.com"})
+            bus.send(ACCEPTED.name, route_key(msg.tenant, msg.queue).encode(), encode(msg))
+        produce_s += time.perf_counter() - t
+        t = time.perf_counter()
+        queues.step(START, discard=True)
+        egress.step(START, discard=True)
+        queue_s += time.perf_counter() - t
+        bus.topics.clear()  # status, events, snapshots: the broker's
+        if args.progress and (first // CHUNK) % 10 == 0:
+            print(f"queued {first + CHUNK:>9,}  rss {rss_mb():,.0f} MB", file=sys.stderr, flush=True)
     held = egress.handler.held_count()  # type: ignore[attr-defined]
-    bus.topics.pop(ACCEPTED.name)  # the broker holds these, not the worker
-    for topic in (READY.name, "mail.status", "mail.events"):
-        bus.topics.pop(topic, None)
+    gc.collect()
     rss_held = rss_mb()
 
     now = START + timedelta(hours=3, minutes=1)  # 08:01 Berlin: the window is open
@@ -90,7 +103,7 @@ def main() -> int:
     while delivered < n:
         egress.tick(now)
         fresh = bus.read(DELIVERY.name)
-        bus.topics.pop(DELIVERY.name, None)
+        bus.topics.clear()
         for record in fresh:
             task = decode(record.value, DeliveryTask)
             answer = DeliveryResponse(
@@ -99,7 +112,7 @@ def main() -> int:
                 started_at=now, completed_at=now)
             bus.send(RESPONSES.name, route_key(task.tenant, task.queue).encode(), encode(answer))
         delivered += len(fresh)
-        queues.step(now)
+        queues.step(now, discard=True)
         if not fresh:
             break
     drain_s = time.perf_counter() - t
@@ -112,6 +125,7 @@ def main() -> int:
         "peer_serde_roundtrip_per_s": round(serde_per_s),
         "ratio_stage_events_vs_serde": round((2 * n / queue_s) / serde_per_s, 3),
         "rss_mb_before": round(rss_before), "rss_mb_with_all_held": round(rss_held),
+        "state_bytes_per_message": round((rss_held - rss_before) * 2**20 / n),
         "producing_test_records_s": round(produce_s, 1),
     }
     if args.json:

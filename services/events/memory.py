@@ -47,11 +47,14 @@ class MemoryBus:
 class MemoryOutput:
     bus: MemoryBus
     changelog: dict[int, dict[bytes, bytes]]
+    keep_changelog: bool = True  # off in benchmarks: the changelog lives in Kafka, not in the worker
 
     def send(self, topic: str, key: bytes, value: bytes, partition: int | None = None) -> None:
         self.bus.send(topic, key, value, partition)
 
     def put(self, partition: int, key: bytes, value: bytes | None) -> None:
+        if not self.keep_changelog:
+            return
         state = self.changelog.setdefault(partition, {})
         if value is None:
             state.pop(key, None)
@@ -62,19 +65,27 @@ class MemoryOutput:
 class MemoryProcessor:
     """Feeds every new record of its input topics to the handler, in order; owns all partitions."""
 
-    def __init__(self, bus: MemoryBus, inputs: Sequence[str], handler: Handler) -> None:
+    def __init__(self, bus: MemoryBus, inputs: Sequence[str], handler: Handler, *,
+                 keep_changelog: bool = True) -> None:
         self.bus, self.inputs, self.handler = bus, tuple(inputs), handler
         self.read_upto = dict.fromkeys(self.inputs, 0)
-        self.out = MemoryOutput(bus, {})
+        self.out = MemoryOutput(bus, {}, keep_changelog)
         for p in range(bus.partitions):
             handler.assigned(p, {})
 
-    def step(self, now: datetime) -> int:
-        """Process everything new on the inputs; returns how many records were handled."""
+    def step(self, now: datetime, *, discard: bool = False) -> int:
+        """Process everything new on the inputs; returns how many records were handled.
+
+        With `discard`, the records read are dropped from the bus (a benchmark's bounded memory).
+        """
         handled = 0
         for topic in self.inputs:
             fresh = self.bus.read(topic, self.read_upto[topic])
-            self.read_upto[topic] += len(fresh)
+            if discard:
+                self.bus.topics.pop(topic, None)
+                self.read_upto[topic] = 0
+            else:
+                self.read_upto[topic] += len(fresh)
             for record in fresh:
                 self.handler.on_record(record.partition, topic, record.key, record.value, now, self.out)
             handled += len(fresh)
