@@ -18,7 +18,7 @@ def order_exchangers(records: Iterable[tuple[int, str]], rng: random.Random) -> 
         return None
     ordered: list[str] = []
     for _, group in groupby(sorted(found, key=lambda r: r[0]), key=lambda r: r[0]):
-        hosts = sorted({host for _, host in group if host})
+        hosts = sorted({host for _, host in group if host} - set(ordered))  # a host is tried once, at its best
         rng.shuffle(hosts)
         ordered += hosts
     return tuple(ordered)

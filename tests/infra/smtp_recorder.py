@@ -81,8 +81,8 @@ class _Controller(Controller):
 
 
 class RecordingSink:
-    def __init__(self, host: str = "127.0.0.1", *, delay: float = 0.0, tls: tuple[Path, Path] | None = None,
-                 logins: dict[str, str] | None = None) -> None:
+    def __init__(self, host: str = "127.0.0.1", *, port: int = 0, delay: float = 0.0,
+                 tls: tuple[Path, Path] | None = None, logins: dict[str, str] | None = None) -> None:
         """`tls`: (certificate, key) to offer STARTTLS; `logins`: accepted AUTH user → password (AUTH then required)."""
         self.delay = delay
         self.connections: list[Connection] = []
@@ -100,7 +100,7 @@ class RecordingSink:
                 ok = isinstance(data, LoginPassword) and logins.get(data.login.decode()) == data.password.decode()
                 return AuthResult(success=ok, handled=False, auth_data=data if ok else None)
             kwargs |= {"authenticator": authenticate, "auth_required": True, "auth_require_tls": tls is not None}
-        self._controller = _Controller(self, hostname=host, port=_free_port(host), ready_timeout=10,
+        self._controller = _Controller(self, hostname=host, port=port or _free_port(host), ready_timeout=10,
                                        server_hostname="sink.test", **kwargs)
 
     @property

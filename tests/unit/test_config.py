@@ -44,6 +44,12 @@ def test_bootstrap_servers_env_overrides_the_file() -> None:
     ({"egress": {"pools": [{"name": "p", "entries": [{"name": "ghost"}]}]}}, "unknown egress source 'ghost'"),
     ({"egress": {"pools": [{"name": "p", "entries": [{"name": "unspecified", "weight": -1}]}]}}, "weight"),
     ({"egress": {"sources": [{"name": "a", "source_address": "999.1.1.1"}]}}, "source_address"),
+    ({"egress": {"sources": [{"name": "a", "relay": {"host": "r", "username": "u"}}]}}, "egress.sources.0.relay"),
+    ({"egress": {"sources": [{"name": "a", "relay": {"host": "r", "starttls": "maybe"}}]}},
+     "egress.sources.0.relay.starttls"),
+    ({"delivery": {"nameservers": ["dns.example.com"]}}, "nameserver 'dns.example.com'"),
+    ({"delivery": {"nameservers": ["127.0.0.1:99999"]}}, "bad port"),
+    ({"delivery": {"idle_timeout": "a while"}}, "delivery.idle_timeout"),
 ])
 def test_bad_values_are_refused_with_their_path(data: dict[str, object], where: str) -> None:
     with pytest.raises(ConfigError) as exc:

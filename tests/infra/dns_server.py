@@ -1,0 +1,63 @@
+"""A tiny authoritative DNS server on loopback (UDP, dnspython) answering from a table, for MX tests.
+
+Names in the table answer their records; a name with records of other types answers NOERROR with
+no data; any other name is NXDOMAIN.
+"""
+
+from __future__ import annotations
+
+import socket
+import threading
+from types import TracebackType
+
+import dns.flags
+import dns.message
+import dns.rcode
+import dns.rdatatype
+import dns.rrset
+
+
+class LoopbackDns:
+    def __init__(self, records: dict[tuple[str, str], list[str]], host: str = "127.0.0.1") -> None:
+        self._records = {(name.rstrip(".").lower(), kind.upper()): values for (name, kind), values in records.items()}
+        self._sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        self._sock.bind((host, 0))
+        self._sock.settimeout(0.2)
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._serve, name="loopback-dns", daemon=True)
+
+    @property
+    def address(self) -> str:
+        host, port = self._sock.getsockname()
+        return f"{host}:{port}"
+
+    def _answer(self, wire: bytes) -> bytes:
+        query = dns.message.from_wire(wire)
+        response = dns.message.make_response(query)
+        response.flags |= dns.flags.AA
+        question = query.question[0]
+        name = question.name.to_text().rstrip(".").lower()
+        kind = dns.rdatatype.to_text(question.rdtype)
+        values = self._records.get((name, kind))
+        if values:
+            response.answer.append(dns.rrset.from_text(question.name, 60, "IN", kind, *values))
+        elif not any(n == name for n, _ in self._records):
+            response.set_rcode(dns.rcode.NXDOMAIN)
+        return response.to_wire()
+
+    def _serve(self) -> None:
+        while not self._stop.is_set():
+            try:
+                wire, peer = self._sock.recvfrom(4096)
+            except TimeoutError:
+                continue
+            self._sock.sendto(self._answer(wire), peer)
+
+    def __enter__(self) -> LoopbackDns:
+        self._thread.start()
+        return self
+
+    def __exit__(self, kind: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None) -> None:
+        self._stop.set()
+        self._thread.join()
+        self._sock.close()
