@@ -10,13 +10,19 @@ from mailstream.events.records import (
     BodyRef,
     DeliveryResponse,
     DeliveryTask,
+    Dispatched,
     LimitState,
     LogRecord,
     MessageBody,
+    QueueCommand,
     QueuedMessage,
+    QueueStats,
+    QueueSuspension,
     ReadyMessage,
     Record,
     SmtpResponse,
+    SourceUsage,
+    StatusCounts,
     TransactionStatus,
 )
 
@@ -85,6 +91,33 @@ def limit_state() -> LimitState:
     return LimitState(day="2026-11-22", used=17, sends=(T0, T0), tat=T0, rr_index=1, rr_weight=2)
 
 
+def dispatched() -> Dispatched:
+    return Dispatched(id="tx-1", attempt=1, attempt_id="tx-1/1", queue="spring:acme@example.com", tenant="acme",
+                      egress_source="unspecified", egress_path="unspecified->mx.example.com", issued_at=T0)
+
+
+def queue_command() -> QueueCommand:
+    return QueueCommand(id="cmd-1", action="suspend", tenant="acme", campaign="spring", reason="complaints",
+                        until=T0, issued_at=T0, issued_by="tenant:acme")
+
+
+def suspension() -> QueueSuspension:
+    return QueueSuspension(id="cmd-1", tenant="acme", campaign="spring", reason="complaints", since=T0, until=T0,
+                           issued_by="tenant:acme")
+
+
+def status_counts() -> StatusCounts:
+    return StatusCounts(tenant="acme", campaign="spring", egress_pool="warm", counts={"scheduled": 3, "delivered": 9})
+
+
+def queue_stats() -> QueueStats:
+    return QueueStats(partition=3, tenant="acme", rows=(status_counts(),), suspensions=(suspension(),), as_of=T0)
+
+
+def source_usage() -> SourceUsage:
+    return SourceUsage(source="ip-1", day="2026-11-22", used=17, daily_limit=1000, sends=(T0,), as_of=T0)
+
+
 ALL: tuple[Record, ...] = (
     accepted(), task(), response(), status(), queued(), log_record(), body(), OK_250, BODY, ready(),
-    limit_state())
+    limit_state(), dispatched(), queue_command(), suspension(), status_counts(), queue_stats(), source_usage())

@@ -232,3 +232,72 @@ class LimitState(Record):
     tat: datetime | None = None
     rr_index: int = -1
     rr_weight: int = 0
+
+
+class Dispatched(Record):
+    schema_name = "mailstream.Dispatched"
+    id: str
+    attempt: int
+    attempt_id: str
+    queue: str
+    tenant: str | None = None
+    egress_source: str
+    egress_path: str
+    issued_at: datetime
+
+
+QueueAction = Literal["suspend", "resume"]
+
+
+class QueueCommand(Record):
+    schema_name = "mailstream.QueueCommand"
+    id: str
+    action: QueueAction
+    queue: str | None = None
+    tenant: str | None = None
+    campaign: str | None = None
+    domain: str | None = None
+    reason: str | None = None
+    until: datetime | None = None
+    issued_at: datetime
+    issued_by: str
+
+
+class QueueSuspension(Record):
+    schema_name = "mailstream.QueueSuspension"
+    id: str
+    queue: str | None = None
+    tenant: str | None = None
+    campaign: str | None = None
+    domain: str | None = None
+    reason: str | None = None
+    since: datetime
+    until: datetime | None = None
+    issued_by: str
+
+
+class StatusCounts(Record):
+    schema_name = "mailstream.StatusCounts"
+    tenant: str | None = None
+    campaign: str | None = None
+    egress_pool: str
+    counts: dict[str, int] = {}
+
+
+class QueueStats(Record):
+    schema_name = "mailstream.QueueStats"
+    partition: int
+    tenant: str | None = None
+    rows: tuple[StatusCounts, ...] = ()
+    suspensions: tuple[QueueSuspension, ...] = ()
+    as_of: datetime
+
+
+class SourceUsage(Record):
+    schema_name = "mailstream.SourceUsage"
+    source: str
+    day: str | None = None
+    used: int = 0
+    daily_limit: int | None = None
+    sends: tuple[datetime, ...] = ()
+    as_of: datetime

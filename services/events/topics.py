@@ -13,11 +13,15 @@ from mailstream.events.records import (
     AcceptedMessage,
     DeliveryResponse,
     DeliveryTask,
+    Dispatched,
     LimitState,
     LogRecord,
     MessageBody,
+    QueueCommand,
+    QueueStats,
     ReadyMessage,
     Record,
+    SourceUsage,
     TransactionStatus,
 )
 
@@ -58,15 +62,27 @@ EVENTS = TopicSpec("mail.events", "transaction id", LogRecord, retention_ms=30 *
 STATUS = TopicSpec("mail.status", "transaction id", TransactionStatus,
                    cleanup_policy="compact", retention_ms=-1)
 
-# State of the two scheduler stages (compacted; key: "<kind>:<name>", value: QueuedMessage,
-# ReadyMessage or LimitState). Written in the same Kafka transaction as the stage's outputs.
+# State of the two scheduler stages (compacted; key: "<kind>:<name>", value: QueuedMessage, ReadyMessage,
+# LimitState, QueueSuspension or StatusCounts). Written in the same Kafka transaction as the stage's outputs.
 QUEUE_STATE = TopicSpec("mail.scheduler.queues-state", "state key", LimitState,
                         cleanup_policy="compact", retention_ms=-1)
 EGRESS_STATE = TopicSpec("mail.scheduler.egress-state", "state key", LimitState,
                          cleanup_policy="compact", retention_ms=-1)
 
+# Stage 1's other inputs, keyed by route key like mail.accepted: stage 2 tells it which attempts it
+# dispatched (status in_delivery), and admins suspend or resume queues (a command naming no tenant
+# goes to every partition).
+DISPATCHED = TopicSpec("mail.dispatched", "route key", Dispatched, retention_ms=10 * DAY_MS)
+QUEUE_COMMANDS = TopicSpec("mail.queue-commands", "route key", QueueCommand, retention_ms=10 * DAY_MS)
+# What the stages publish for the capacity API (compacted; republished every few seconds when changed).
+QUEUE_STATS = TopicSpec("mail.queue-stats", "<partition>/<tenant>", QueueStats,
+                        cleanup_policy="compact", retention_ms=-1)
+SOURCE_USAGE = TopicSpec("mail.source-usage", "egress source", SourceUsage,
+                         cleanup_policy="compact", retention_ms=-1)
+
 ALL_TOPICS: tuple[TopicSpec, ...] = (BODIES, ACCEPTED, READY, DELIVERY, RESPONSES, EVENTS, STATUS,
-                                     QUEUE_STATE, EGRESS_STATE)
+                                     QUEUE_STATE, EGRESS_STATE, DISPATCHED, QUEUE_COMMANDS, QUEUE_STATS,
+                                     SOURCE_USAGE)
 
 
 def route_key(tenant: str | None, queue: str) -> str:

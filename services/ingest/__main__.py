@@ -14,6 +14,8 @@ from mailstream.cli import prepare, service_parser
 from mailstream.core.clock import system_clock
 from mailstream.events.kafka import EventProducer
 from mailstream.ingest.app import create_app
+from mailstream.ingest.capacity_view import CapacityView
+from mailstream.ingest.queue_api import queue_router
 from mailstream.ingest.status_view import StatusStore, StatusView
 from mailstream.ingest.submission import Submitter
 from mailstream.observability.logs import get_logger
@@ -29,22 +31,25 @@ def main(argv: list[str] | None = None) -> int:
         log.warning("no_api_keys", detail="every request will get 401 until ingest.api_keys is set")
     bootstrap = config.kafka.bootstrap_servers
     view = StatusView(StatusStore(config.ingest.status_db))
+    capacity = CapacityView()
     producer = EventProducer(bootstrap)  # its delivery-report thread needs no event loop yet
 
     @contextlib.asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
-        tail = asyncio.create_task(view.run(bootstrap))
+        tails = [asyncio.create_task(view.run(bootstrap)), asyncio.create_task(capacity.run(bootstrap))]
         log.info("ready", port=args.port or config.ingest.port)
         try:
             yield
         finally:
-            tail.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await tail
+            for tail in tails:
+                tail.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await tail
             await producer.close()
             view.store.close()
 
-    app = create_app(config.ingest, Submitter(producer, system_clock), view, system_clock, lifespan=lifespan)
+    app = create_app(config.ingest, Submitter(producer, system_clock), view, system_clock, lifespan=lifespan,
+                     routers=[queue_router(config, capacity, producer, system_clock)])
     uvicorn.run(app, host=config.ingest.host, port=args.port or config.ingest.port, log_config=None,
                 access_log=False)
     return 0

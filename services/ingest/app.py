@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from contextlib import AbstractAsyncContextManager
 from typing import Any
 
-from fastapi import FastAPI, Request, Response
+from fastapi import APIRouter, FastAPI, Request, Response
 from fastapi.responses import JSONResponse
 from prometheus_client import CONTENT_TYPE_LATEST, Counter, generate_latest
 from pydantic import ValidationError
@@ -58,9 +58,12 @@ def create_app(
     view: StatusView,
     clock: Clock,
     lifespan: Callable[[FastAPI], AbstractAsyncContextManager[None]] | None = None,
+    routers: Sequence[APIRouter] = (),
 ) -> FastAPI:
     keys = KeyRing(config.api_keys)
     app = FastAPI(title="mailstream", version="0.1.0", lifespan=lifespan)
+    for router in routers:
+        app.include_router(router)
 
     @app.exception_handler(Problem)
     async def _problem(_: Request, exc: Problem) -> Response:

@@ -3,7 +3,9 @@
 mail.ready is keyed by egress group (pools that share a source), so one partition owns every source
 of the group: a source's daily cap, sliding window and send window, and each path's
 max_message_rate, are decided in one place, and the pool's choice (weighted round robin or most
-remaining capacity) sees every source's true usage. Tasks go to mail.delivery keyed by egress path.
+remaining capacity) sees every source's true usage. Tasks go to mail.delivery keyed by egress path,
+and a notice of each to mail.dispatched (keyed by route key) so stage 1 shows it in_delivery. Every
+few seconds each source's usage goes to mail.source-usage for the capacity API.
 """
 
 from __future__ import annotations
@@ -17,12 +19,20 @@ from mailstream.core.fair_queue import FairQueue
 from mailstream.core.round_robin import WrrState, most_remaining, wrr_next
 from mailstream.core.sliding_window import SlidingWindow, next_free
 from mailstream.core.throttle import Gcra, admit, next_admit_at
-from mailstream.events.records import DeliveryResponse, DeliveryTask, LimitState, ReadyMessage, SmtpResponse
+from mailstream.events.records import (
+    DeliveryResponse,
+    DeliveryTask,
+    Dispatched,
+    LimitState,
+    ReadyMessage,
+    SmtpResponse,
+    SourceUsage,
+)
 from mailstream.events.serde import SerdeError, decode
-from mailstream.events.topics import DELIVERY, READY, RESPONSES, route_key
+from mailstream.events.topics import DELIVERY, DISPATCHED, READY, RESPONSES, SOURCE_USAGE, route_key
 from mailstream.observability.logs import get_logger
 from mailstream.scheduler.policy import Policies
-from mailstream.scheduler.stage import Limits, Timers, Writes, restore, send
+from mailstream.scheduler.stage import Limits, Snapshots, Timers, Writes, restore, send
 
 log = get_logger(__name__)
 HELD = "h:"
@@ -47,16 +57,19 @@ class EgressBook:
 
 
 class EgressStage:
-    def __init__(self, policies: Policies, *, release_budget: int = 2000) -> None:
+    def __init__(self, policies: Policies, *, release_budget: int = 2000,
+                 snapshot_every: timedelta = timedelta(seconds=2)) -> None:
         self.policies = policies
         self.books: dict[int, EgressBook] = {}
         self.budget = release_budget
+        self.snapshots = Snapshots(SOURCE_USAGE.name, snapshot_every)
 
     # -- PartitionHandler ------------------------------------------------------------------------
     def assigned(self, partition: int, state: dict[bytes, bytes]) -> None:
         book = self.books[partition] = EgressBook()
         for _, value in restore(state, book.limits, HELD):
             self._hold(book, decode(value, ReadyMessage), value)
+        self.snapshots.forget()  # sources are not keyed by partition: republish them all
 
     def revoked(self, partition: int) -> None:
         self.books.pop(partition, None)
@@ -82,6 +95,8 @@ class EgressStage:
                 self._expire(book, partition, tx_id, now, out)
             book.lanes.wake(now)
             self._release(book, partition, now, out, self.budget)
+        if self.snapshots.due(now):
+            self._publish(now, out)
 
     # -- decisions -------------------------------------------------------------------------------
     def _release(self, book: EgressBook, partition: int, now: datetime, out: Writes, budget: int) -> None:
@@ -113,6 +128,9 @@ class EgressStage:
                 routing_domain=ready.routing_domain, tenant=ready.tenant, campaign=ready.campaign, body=ready.body,
                 created_at=ready.created_at, issued_at=now)
             send(out, DELIVERY.name, chosen.path, task)
+            send(out, DISPATCHED.name, route_key(ready.tenant, ready.queue), Dispatched(
+                id=ready.id, attempt=ready.attempt, attempt_id=task.attempt_id, queue=ready.queue, tenant=ready.tenant,
+                egress_source=chosen.source.name, egress_path=chosen.path, issued_at=now))
             del book.held[tx_id]
             out.put(partition, (HELD + tx_id).encode(), None)
             budget -= 1
@@ -208,6 +226,17 @@ class EgressStage:
         book.held[ready.id] = raw
         book.lanes.push(ready.queue, ready.priority, ready.id)
         book.deadlines.add(ready.expires_at, ready.id)
+
+    def _publish(self, now: datetime, out: Writes) -> None:
+        """Each counted source's day, sends that day and sends inside its sliding window (only what changed)."""
+        for book in self.books.values():
+            for name, usage in book.limits.scopes("s:"):
+                source = self.policies.source(name)
+                window = source.sliding_window if source is not None else None
+                sends = tuple(t for t in usage.sends if window is not None and t > now - window.span)
+                self.snapshots.offer(out, name, SourceUsage(
+                    source=name, day=usage.day, used=usage.used, sends=sends, as_of=now,
+                    daily_limit=source.daily_limit if source is not None else None))
 
     # -- inspection (metrics) ---------------------------------------------------------------------
     def held_count(self) -> int:

@@ -17,6 +17,7 @@ from mailstream.events.records import (
     AcceptedMessage,
     AttemptRecord,
     DeliveryResponse,
+    Dispatched,
     LogRecord,
     LogRecordType,
     QueuedMessage,
@@ -26,6 +27,8 @@ from mailstream.events.records import (
 )
 
 WAITING = frozenset({"scheduled", "deferred"})  # in the scheduled queue, not yet handed to egress
+SUSPENDED = "suspended"  # in the scheduled queue, held there while a suspension covers it
+QUEUED = WAITING | {SUSPENDED}  # every status of a message the scheduled queue holds (it expires there)
 
 
 @dataclass(slots=True)
@@ -132,3 +135,47 @@ def on_response(q: QueuedMessage | None, resp: DeliveryResponse, retry: RetryPol
     q = q.model_copy(update={"transaction": q.transaction.model_copy(
         update={"status": "deferred", "next_attempt_at": plan.at})})
     return Effects(state=q, statuses=[q.transaction], logs=[failure])
+
+
+def on_dispatched(q: QueuedMessage | None, notice: Dispatched, now: datetime) -> Effects:
+    """Stage 2 emitted the delivery task: 'in_delivery' until the attempt's response, which may come first."""
+    if q is None or q.transaction.status != "ready" or notice.attempt != q.transaction.num_attempts + 1:
+        return Effects()
+    q = advance(q, now, status="in_delivery")
+    return Effects(state=q, statuses=[q.transaction])
+
+
+def suspend(q: QueuedMessage, now: datetime) -> Effects:
+    """A waiting message whose queue is suspended stays, 'suspended', until the suspension ends."""
+    if q.transaction.status not in WAITING:
+        return Effects()
+    q = advance(q, now, status=SUSPENDED)
+    return Effects(state=q, statuses=[q.transaction])
+
+
+def resume(q: QueuedMessage, now: datetime) -> Effects:
+    """Back to waiting: 'deferred' if an attempt was made (its retry time still holds), else 'scheduled'."""
+    if q.transaction.status != SUSPENDED:
+        return Effects()
+    q = advance(q, now, status="deferred" if q.transaction.num_attempts else "scheduled")
+    return Effects(state=q, statuses=[q.transaction])
+
+
+def held(effects: Effects, now: datetime) -> Effects:
+    """The same effects with a waiting new state turned 'suspended' (its queue is suspended).
+
+    A status the effects already emit for that version is rewritten rather than followed by another
+    version, so a message accepted or deferred into a suspended queue shows 'suspended' at once.
+    """
+    state = effects.state
+    if state is None or state.transaction.status not in WAITING:
+        return effects
+    tx = state.transaction
+    statuses = list(effects.statuses)
+    if statuses and statuses[-1].id == tx.id and statuses[-1].version == tx.version:
+        state = state.model_copy(update={"transaction": tx.model_copy(update={"status": SUSPENDED})})
+        statuses[-1] = state.transaction
+    else:
+        state = advance(state, now, status=SUSPENDED)
+        statuses.append(state.transaction)
+    return Effects(state=state, delete=effects.delete, statuses=statuses, logs=effects.logs)

@@ -1,13 +1,17 @@
 """Stage 1, the scheduled queues: accept, wait (send_at, windows, tenant and queue limits), promote, retry.
 
-Input topics mail.accepted and mail.responses are keyed by route key (the tenant), so one partition
-owns every queue of a tenant and counts the tenant's limits alone. Promoted messages go to
-mail.ready, keyed by egress group, where stage 2 picks the source.
+Input topics mail.accepted, mail.responses, mail.dispatched and mail.queue-commands are keyed by
+route key (the tenant), so one partition owns every queue of a tenant, counts the tenant's limits
+alone and applies its suspensions. Promoted messages go to mail.ready, keyed by egress group, where
+stage 2 picks the source. Every few seconds the counts by status and the suspensions in force go to
+mail.queue-stats for the capacity API.
 """
 
 from __future__ import annotations
 
 import random
+from collections import deque
+from collections.abc import Set
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
@@ -15,15 +19,50 @@ from mailstream.core.backoff import RetryPolicy
 from mailstream.core.bounce_classify import BounceClassifier
 from mailstream.core.daily_limit import day_of, next_reset
 from mailstream.core.fair_queue import FairQueue
+from mailstream.core.queue_scope import QueueScope
 from mailstream.core.send_window import all_open, next_open_all
 from mailstream.core.throttle import Gcra, admit
-from mailstream.events.records import AcceptedMessage, DeliveryResponse, LimitState, QueuedMessage
+from mailstream.events.records import (
+    AcceptedMessage,
+    DeliveryResponse,
+    Dispatched,
+    LimitState,
+    QueueCommand,
+    QueuedMessage,
+    QueueStats,
+)
 from mailstream.events.serde import SerdeError, decode, encode
-from mailstream.events.topics import ACCEPTED, EVENTS, READY, RESPONSES, STATUS
+from mailstream.events.topics import (
+    ACCEPTED,
+    DISPATCHED,
+    EVENTS,
+    QUEUE_COMMANDS,
+    QUEUE_STATS,
+    READY,
+    RESPONSES,
+    STATUS,
+)
 from mailstream.observability.logs import get_logger
-from mailstream.scheduler.lifecycle import WAITING, Effects, deadline, expire, on_accepted, on_response, promote
+from mailstream.scheduler import holds
+from mailstream.scheduler.holds import Holds
+from mailstream.scheduler.lifecycle import (
+    QUEUED,
+    SUSPENDED,
+    WAITING,
+    Effects,
+    deadline,
+    expire,
+    held,
+    on_accepted,
+    on_dispatched,
+    on_response,
+    promote,
+    resume,
+    suspend,
+)
 from mailstream.scheduler.policy import Policies, QueuePolicy
-from mailstream.scheduler.stage import Limits, Timers, Writes, restore, send
+from mailstream.scheduler.stage import Limits, Snapshots, Timers, Writes, restore, send
+from mailstream.scheduler.tally import TOTALS, Filed, Tally
 
 log = get_logger(__name__)
 MESSAGE = "m:"
@@ -38,23 +77,44 @@ class QueueBook:
     lanes: FairQueue = field(default_factory=FairQueue)  # due now, by priority, round robin over queues
     timers: Timers = field(default_factory=Timers)  # send_at, retry and expiry instants
     limits: Limits = field(default_factory=Limits)
+    tally: Tally = field(default_factory=Tally)  # counts by status; where each message is filed
+    holds: Holds = field(default_factory=Holds)  # suspensions in force
+    recheck: deque[str] = field(default_factory=deque)  # messages whose suspended-or-not may have changed
+
+
+def _matching(book: QueueBook, scope: QueueScope, statuses: Set[str]) -> list[str]:
+    return [tx for tx, f in book.tally.filed.items()
+            if f.status in statuses and scope.matches(f.queue, f.tenant, f.campaign, f.domain)]
 
 
 class QueueStage:
     def __init__(self, policies: Policies, *, classifier: BounceClassifier | None = None,
-                 rng: random.Random | None = None, promote_budget: int = 2000) -> None:
+                 rng: random.Random | None = None, promote_budget: int = 2000,
+                 snapshot_every: timedelta = timedelta(seconds=2)) -> None:
         self.policies = policies
         self.classifier = classifier or BounceClassifier.default()
         self.rng = rng or random.Random()
         self.books: dict[int, QueueBook] = {}
         self.budget = promote_budget
+        self.snapshots = Snapshots(QUEUE_STATS.name, snapshot_every)
 
     # -- PartitionHandler ------------------------------------------------------------------------
     def assigned(self, partition: int, state: dict[bytes, bytes]) -> None:
         book = self.books[partition] = QueueBook()
-        for tx_id, value in restore(state, book.limits, MESSAGE):
-            book.messages[tx_id] = value
-            self._index(book, decode(value, QueuedMessage))
+        for key, value in restore(state, book.limits, ""):
+            if key.startswith(MESSAGE):
+                book.messages[key[len(MESSAGE):]] = value
+            elif key.startswith(holds.PREFIX):
+                book.holds.restore(value)
+            elif key.startswith(TOTALS):
+                book.tally.restore_totals(value)
+        for tx_id, value in book.messages.items():
+            q = decode(value, QueuedMessage)
+            self._index(book, q)
+            book.tally.file(tx_id, Filed.of(q))
+        if len(book.holds):  # a suspend or resume may have been cut short: look at every candidate again
+            book.recheck.extend(tx for tx, f in book.tally.filed.items() if f.status in QUEUED)
+        self.snapshots.forget(f"{partition}/")
 
     def revoked(self, partition: int) -> None:
         self.books.pop(partition, None)
@@ -68,31 +128,46 @@ class QueueStage:
                 if msg.id in book.messages:
                     return  # ingest retried a send: the message is already queued
                 pool = self._policy_of_accepted(msg).egress_pool
-                self._apply(book, partition, msg.id, on_accepted(msg, partition, pool), out)
+                self._apply(book, partition, msg.id, on_accepted(msg, partition, pool), out, now)
             elif topic == RESPONSES.name:
                 resp = decode(value, DeliveryResponse)
                 q = self._load(book, resp.id)
                 retry = self._policy(q).retry if q else RetryPolicy()  # no message: the response is moot
                 self._apply(book, partition, resp.id,
-                            on_response(q, resp, retry, self.classifier, now, self.rng), out)
+                            on_response(q, resp, retry, self.classifier, now, self.rng), out, now)
+            elif topic == DISPATCHED.name:
+                notice = decode(value, Dispatched)
+                self._apply(book, partition, notice.id, on_dispatched(self._load(book, notice.id), notice, now),
+                            out, now)
+            elif topic == QUEUE_COMMANDS.name:
+                command = decode(value, QueueCommand)
+                scope = book.holds.apply(command, now, out, partition)
+                if scope is not None:
+                    log.info("queue_command", action=command.action, scope=scope.key, partition=partition)
+                    book.recheck.extend(_matching(book, scope, QUEUED))
         except SerdeError as exc:
             log.error("record_unreadable", topic=topic, partition=partition, error=str(exc))
             return
-        self._promote(book, partition, now, out, self.budget)
+        self._promote(book, partition, now, out, self._recheck(book, partition, now, out, self.budget))
 
     def on_tick(self, now: datetime, out: Writes) -> None:
         for partition, book in self.books.items():
+            for scope in book.holds.lapse(now, out, partition):
+                book.recheck.extend(_matching(book, scope, {SUSPENDED}))
             for _, tx_id in book.timers.due(now):
                 q = self._load(book, tx_id)
-                if q is None or q.transaction.status not in WAITING:
+                if q is None or q.transaction.status not in QUEUED:
                     continue
                 if now >= deadline(q, self._policy(q).retry):
-                    self._apply(book, partition, tx_id, expire(q, now, "max_age reached while queued"), out)
-                elif q.transaction.next_attempt_at is not None and q.transaction.next_attempt_at <= now:
+                    self._apply(book, partition, tx_id, expire(q, now, "max_age reached while queued"), out, now)
+                elif q.transaction.status in WAITING and q.transaction.next_attempt_at is not None \
+                        and q.transaction.next_attempt_at <= now:
                     book.lanes.push(q.transaction.queue, q.priority, tx_id)  # its retry (or send_at) is due
                     book.timers.add(deadline(q, self._policy(q).retry), tx_id)
             book.lanes.wake(now)
-            self._promote(book, partition, now, out, self.budget)
+            self._promote(book, partition, now, out, self._recheck(book, partition, now, out, self.budget))
+        if self.snapshots.due(now):
+            self._publish(now, out)
 
     # -- decisions -------------------------------------------------------------------------------
     def _promote(self, book: QueueBook, partition: int, now: datetime, out: Writes, budget: int) -> None:
@@ -106,7 +181,11 @@ class QueueStage:
                 continue  # stale entry: the message moved on
             policy = self._policy(q)
             if now >= deadline(q, policy.retry):
-                self._apply(book, partition, tx_id, expire(q, now, "max_age reached while queued"), out)
+                self._apply(book, partition, tx_id, expire(q, now, "max_age reached while queued"), out, now)
+                continue
+            if self._covered(book, q, now):
+                self._apply(book, partition, tx_id, suspend(q, now), out, now)  # out of its lane until resumed
+                budget -= 1
                 continue
             blocked_until = self._blocked_until(book, q, policy, now)
             if blocked_until is not None:
@@ -117,8 +196,40 @@ class QueueStage:
             ready, effects = promote(q, now, policy.egress_pool)
             ready = ready.model_copy(update={"expires_at": deadline(q, policy.retry)})
             send(out, READY.name, self.policies.group_of(policy.egress_pool), ready)
-            self._apply(book, partition, tx_id, effects, out)
+            self._apply(book, partition, tx_id, effects, out, now)
             budget -= 1
+
+    def _recheck(self, book: QueueBook, partition: int, now: datetime, out: Writes, budget: int) -> int:
+        """Mark messages a suspension now covers 'suspended' and release those none covers; returns the budget left."""
+        while book.recheck and budget > 0:
+            tx_id = book.recheck.popleft()
+            q = self._load(book, tx_id)
+            if q is None:
+                continue
+            covered = self._covered(book, q, now)
+            if covered and q.transaction.status in WAITING:
+                self._apply(book, partition, tx_id, suspend(q, now), out, now)
+            elif not covered and q.transaction.status == SUSPENDED:
+                self._apply(book, partition, tx_id, resume(q, now), out, now)
+            else:
+                continue
+            budget -= 1
+        return budget
+
+    def _covered(self, book: QueueBook, q: QueuedMessage, now: datetime) -> bool:
+        tx = q.transaction
+        return book.holds.covers(tx.queue, tx.tenant, tx.campaign, q.domain, now)
+
+    def _publish(self, now: datetime, out: Writes) -> None:
+        """Counts by status and suspensions, per tenant, of every owned partition (only what changed)."""
+        for partition, book in self.books.items():
+            prefix = f"{partition}/"
+            tenants = book.tally.tenants() | book.holds.tenants()
+            tenants |= {key[len(prefix):] or None for key in self.snapshots.keys(prefix)}  # so emptied ones say so
+            for tenant in tenants:
+                self.snapshots.offer(out, f"{prefix}{tenant or ''}", QueueStats(
+                    partition=partition, tenant=tenant, rows=book.tally.rows(tenant),
+                    suspensions=book.holds.of_tenant(tenant), as_of=now))
 
     def _blocked_until(self, book: QueueBook, q: QueuedMessage, policy: QueuePolicy,
                        now: datetime) -> datetime | None:
@@ -162,9 +273,15 @@ class QueueStage:
             book.limits.set(out, partition, scope, state.model_copy(update={"day": today, "used": used, "tat": tat}))
 
     # -- state -----------------------------------------------------------------------------------
-    def _apply(self, book: QueueBook, partition: int, tx_id: str, effects: Effects, out: Writes) -> None:
+    def _apply(self, book: QueueBook, partition: int, tx_id: str, effects: Effects, out: Writes,
+               now: datetime) -> None:
+        if effects.state is not None and self._covered(book, effects.state, now):
+            effects = held(effects, now)  # accepted or deferred into a suspended queue
         for status in effects.statuses:
             send(out, STATUS.name, status.id, status)
+            if status.is_final:
+                key, totals = book.tally.finish(status)
+                out.put(partition, key, encode(totals))
         for record in effects.logs:
             send(out, EVENTS.name, record.id, record)
         key = (MESSAGE + tx_id).encode()
@@ -172,16 +289,21 @@ class QueueStage:
             value = encode(effects.state)
             book.messages[tx_id] = value
             out.put(partition, key, value)
+            book.tally.file(tx_id, Filed.of(effects.state))
             self._index(book, effects.state)
         elif effects.delete and tx_id in book.messages:
             del book.messages[tx_id]
             out.put(partition, key, None)
+            book.tally.file(tx_id, None)
 
     def _index(self, book: QueueBook, q: QueuedMessage) -> None:
         """File a waiting message under the instant it wakes, or in its lane if it is due."""
         tx = q.transaction
+        if tx.status == SUSPENDED:
+            book.timers.add(deadline(q, self._policy(q).retry), tx.id)  # out of the lanes, but it still expires
+            return
         if tx.status not in WAITING:
-            return  # 'ready': stage 2 holds it; its response brings it back here
+            return  # 'ready' or 'in_delivery': stage 2 holds it; its response brings it back here
         if tx.next_attempt_at is not None:
             book.timers.add(tx.next_attempt_at, tx.id)  # its deadline is checked when it fires
         else:

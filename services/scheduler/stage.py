@@ -10,8 +10,8 @@ from __future__ import annotations
 
 import heapq
 from collections.abc import Iterator
-from datetime import datetime
-from typing import Protocol
+from datetime import datetime, timedelta
+from typing import Any, Protocol
 
 from mailstream.events.records import LimitState, Record
 from mailstream.events.serde import decode, encode
@@ -44,6 +44,12 @@ class Limits:
         self._states[scope] = state
         out.put(partition, (self.PREFIX + scope).encode(), encode(state))
 
+    def scopes(self, prefix: str) -> Iterator[tuple[str, LimitState]]:
+        """(name, state) of the scopes "<prefix><name>" held."""
+        for scope, state in self._states.items():
+            if scope.startswith(prefix):
+                yield scope[len(prefix):], state
+
 
 def restore(state: dict[bytes, bytes], limits: Limits, prefix: str) -> Iterator[tuple[str, bytes]]:
     """Put restored limit scopes into `limits`; yield (name, value) of the entries under `prefix`."""
@@ -72,3 +78,35 @@ class Timers:
         while self._heap and self._heap[0][0] <= now:
             fired.append(heapq.heappop(self._heap))
         return fired
+
+
+class Snapshots:
+    """Publishes records that describe a stage's state to a compacted topic, for read models (the
+    capacity API): at most once per `every`, and only the records whose content changed since.
+
+    What was published is remembered in memory only, so a restart or a new owner republishes all.
+    """
+
+    def __init__(self, topic: str, every: timedelta) -> None:
+        self.topic, self.every = topic, every
+        self._published: dict[str, dict[str, Any]] = {}
+        self._next: datetime | None = None
+
+    def due(self, now: datetime) -> bool:
+        if self._next is not None and self._next - self.every <= now < self._next:
+            return False  # (a clock set back makes it due at once)
+        self._next = now + self.every
+        return True
+
+    def offer(self, out: Writes, key: str, record: Record, *, ignore: frozenset[str] = frozenset({"as_of"})) -> None:
+        content = record.model_dump(exclude=set(ignore))
+        if self._published.get(key) != content:
+            self._published[key] = content
+            send(out, self.topic, key, record)
+
+    def keys(self, prefix: str = "") -> list[str]:
+        return [k for k in self._published if k.startswith(prefix)]
+
+    def forget(self, prefix: str = "") -> None:
+        for key in self.keys(prefix):
+            del self._published[key]
