@@ -10,6 +10,7 @@ few seconds each source's usage goes to mail.source-usage for the capacity API.
 
 from __future__ import annotations
 
+import sys
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
@@ -31,6 +32,7 @@ from mailstream.events.records import (
 from mailstream.events.serde import SerdeError, decode
 from mailstream.events.topics import DELIVERY, DISPATCHED, READY, RESPONSES, SOURCE_USAGE, route_key
 from mailstream.observability.logs import get_logger
+from mailstream.scheduler.packed import PackedValues
 from mailstream.scheduler.policy import Policies
 from mailstream.scheduler.stage import Limits, Snapshots, Timers, Writes, restore, send
 
@@ -50,7 +52,7 @@ class Candidate:
 
 @dataclass(slots=True)
 class EgressBook:
-    held: dict[str, bytes] = field(default_factory=dict)  # encoded ReadyMessage by transaction id
+    held: PackedValues = field(default_factory=PackedValues)  # encoded ReadyMessage by transaction id
     lanes: FairQueue = field(default_factory=FairQueue)
     deadlines: Timers = field(default_factory=Timers)
     limits: Limits = field(default_factory=Limits)
@@ -223,9 +225,10 @@ class EgressStage:
         out.put(partition, (HELD + tx_id).encode(), None)
 
     def _hold(self, book: EgressBook, ready: ReadyMessage, raw: bytes) -> None:
-        book.held[ready.id] = raw
-        book.lanes.push(ready.queue, ready.priority, ready.id)
-        book.deadlines.add(ready.expires_at, ready.id)
+        tx_id = sys.intern(ready.id)  # one string per message, however many indexes name it
+        book.held[tx_id] = raw
+        book.lanes.push(ready.queue, ready.priority, tx_id)
+        book.deadlines.add(ready.expires_at, tx_id)
 
     def _publish(self, now: datetime, out: Writes) -> None:
         """Each counted source's day, sends that day and sends inside its sliding window (only what changed)."""

@@ -10,6 +10,7 @@ mail.queue-stats for the capacity API.
 from __future__ import annotations
 
 import random
+import sys
 from collections import deque
 from collections.abc import Set
 from dataclasses import dataclass, field
@@ -60,6 +61,7 @@ from mailstream.scheduler.lifecycle import (
     resume,
     suspend,
 )
+from mailstream.scheduler.packed import PackedValues
 from mailstream.scheduler.policy import Policies, QueuePolicy
 from mailstream.scheduler.stage import Limits, Snapshots, Timers, Writes, restore, send
 from mailstream.scheduler.tally import TOTALS, Filed, Tally
@@ -73,7 +75,7 @@ CLOSED_HORIZON = timedelta(days=1)  # windows that never open together are looke
 class QueueBook:
     """One partition's scheduled queues: messages by id, who waits for what, the limit counters."""
 
-    messages: dict[str, bytes] = field(default_factory=dict)  # encoded QueuedMessage: bodies never here
+    messages: PackedValues = field(default_factory=PackedValues)  # encoded QueuedMessage: bodies never here
     lanes: FairQueue = field(default_factory=FairQueue)  # due now, by priority, round robin over queues
     timers: Timers = field(default_factory=Timers)  # send_at, retry and expiry instants
     limits: Limits = field(default_factory=Limits)
@@ -103,7 +105,7 @@ class QueueStage:
         book = self.books[partition] = QueueBook()
         for key, value in restore(state, book.limits, ""):
             if key.startswith(MESSAGE):
-                book.messages[key[len(MESSAGE):]] = value
+                book.messages[sys.intern(key[len(MESSAGE):])] = value
             elif key.startswith(holds.PREFIX):
                 book.holds.restore(value)
             elif key.startswith(TOTALS):
@@ -284,6 +286,7 @@ class QueueStage:
                 out.put(partition, key, encode(totals))
         for record in effects.logs:
             send(out, EVENTS.name, record.id, record)
+        tx_id = sys.intern(tx_id)  # one string per message, however many indexes name it
         key = (MESSAGE + tx_id).encode()
         if effects.state is not None:
             value = encode(effects.state)
@@ -298,17 +301,17 @@ class QueueStage:
 
     def _index(self, book: QueueBook, q: QueuedMessage) -> None:
         """File a waiting message under the instant it wakes, or in its lane if it is due."""
-        tx = q.transaction
+        tx, tx_id = q.transaction, sys.intern(q.transaction.id)
         if tx.status == SUSPENDED:
-            book.timers.add(deadline(q, self._policy(q).retry), tx.id)  # out of the lanes, but it still expires
+            book.timers.add(deadline(q, self._policy(q).retry), tx_id)  # out of the lanes, but it still expires
             return
         if tx.status not in WAITING:
             return  # 'ready' or 'in_delivery': stage 2 holds it; its response brings it back here
         if tx.next_attempt_at is not None:
-            book.timers.add(tx.next_attempt_at, tx.id)  # its deadline is checked when it fires
+            book.timers.add(tx.next_attempt_at, tx_id)  # its deadline is checked when it fires
         else:
-            book.lanes.push(tx.queue, q.priority, tx.id)
-            book.timers.add(deadline(q, self._policy(q).retry), tx.id)  # expires even in a parked lane
+            book.lanes.push(tx.queue, q.priority, tx_id)
+            book.timers.add(deadline(q, self._policy(q).retry), tx_id)  # expires even in a parked lane
 
     def _load(self, book: QueueBook, tx_id: str) -> QueuedMessage | None:
         raw = book.messages.get(tx_id)
