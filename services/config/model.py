@@ -51,10 +51,8 @@ class IngestConfig(Section):
 
 
 class SchedulerConfig(Section):
-    app_id: str = "mailstream-scheduler"
-    data_dir: Path = Path(".run/scheduler")
+    app_id: str = "mailstream-scheduler"  # prefix of the stages' consumer groups and transactional ids
     web_port: Port = 6066
-    store: str = "memory://"
 
 
 def nameserver_address(text: str) -> tuple[str, int]:

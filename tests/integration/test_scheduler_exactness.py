@@ -124,7 +124,7 @@ def scheduler_config(bootstrap: str, plan: Plan, workdir: Path) -> dict[str, Any
              for p, (policy, entries) in POOLS.items()]
     return {
         "kafka": {"bootstrap_servers": bootstrap},
-        "scheduler": {"app_id": f"exact-{plan.tag}", "data_dir": str(workdir / "scheduler")},
+        "scheduler": {"app_id": f"exact-{plan.tag}"},
         "egress": {
             "daily_reset_timezone": noon_zone(),
             # Records of other tests on a shared broker fall to the default pool: an uncapped source of its own.
