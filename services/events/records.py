@@ -247,6 +247,7 @@ class Dispatched(Record):
 
 
 QueueAction = Literal["suspend", "resume"]
+ADMIN_ISSUER = "admin"  # QueueCommand.issued_by of an admin key; a tenant's reads "tenant:<name>"
 
 
 class QueueCommand(Record):

@@ -23,7 +23,7 @@ from mailstream.core.clock import Clock
 from mailstream.core.duration import parse_duration
 from mailstream.core.queue_scope import QueueScope
 from mailstream.events.kafka import EventProducer
-from mailstream.events.records import QueueCommand
+from mailstream.events.records import ADMIN_ISSUER, QueueCommand
 from mailstream.events.topics import QUEUE_COMMANDS, route_key
 from mailstream.ingest.auth import KeyRing, Principal
 from mailstream.ingest.capacity_view import CapacityView
@@ -106,12 +106,14 @@ def queue_router(config: Config, view: CapacityView, producer: EventProducer, cl
         if not who.admin:
             tenant, _ = tenant_filter(who, req.tenant)  # a tenant key acts on its own queues only
         scope = QueueScope(queue=req.queue, tenant=tenant, campaign=req.campaign, domain=req.domain)
+        if not who.admin and _admin_suspended(view, scope):
+            raise Problem(403, "Forbidden", "an admin suspended these queues: only an admin may change that")
         now = clock()
         until = now + req.duration if isinstance(req, SuspendRequest) and req.duration is not None else None
         cmd = QueueCommand(id=uuid.uuid4().hex, action=action, queue=scope.queue, tenant=scope.tenant,
                            campaign=scope.campaign, domain=scope.domain,
                            reason=req.reason if isinstance(req, SuspendRequest) else None, until=until,
-                           issued_at=now, issued_by="admin" if who.admin else f"tenant:{who.tenant}")
+                           issued_at=now, issued_by=ADMIN_ISSUER if who.admin else f"tenant:{who.tenant}")
         if scope.tenant is not None:
             partitions: list[int | None] = [None]  # placed by the tenant's route key, beside its queues
         else:
@@ -138,6 +140,13 @@ def queue_router(config: Config, view: CapacityView, producer: EventProducer, cl
         return JSONResponse({"data": report["suspensions"]})
 
     return router
+
+
+def _admin_suspended(view: CapacityView, scope: QueueScope) -> bool:
+    """Whether the published state shows an admin's suspension of exactly this scope (stage 1 enforces it too)."""
+    return any(s.issued_by == ADMIN_ISSUER and (s.queue, s.tenant, s.campaign, s.domain)
+               == (scope.queue, scope.tenant, scope.campaign, scope.domain)
+               for stats in view.stats.values() for s in stats.suspensions)
 
 
 def _scope_json(scope: QueueScope) -> dict[str, str]:

@@ -10,7 +10,7 @@ from __future__ import annotations
 from datetime import datetime
 
 from mailstream.core.queue_scope import QueueScope
-from mailstream.events.records import QueueCommand, QueueSuspension
+from mailstream.events.records import ADMIN_ISSUER, QueueCommand, QueueSuspension
 from mailstream.events.serde import decode, encode
 from mailstream.scheduler.stage import Writes
 
@@ -40,6 +40,9 @@ class Holds:
         except ValueError:
             return None  # names no queue: ingest refuses these, so nothing to do
         key = (PREFIX + scope.key).encode()
+        current = self._active.get(scope.key)
+        if current is not None and current[1].issued_by == ADMIN_ISSUER and command.issued_by != ADMIN_ISSUER:
+            return None  # a tenant neither lifts nor rewrites what an admin suspended
         if command.action == "suspend":
             if command.until is not None and command.until <= now:
                 return None  # lapsed before it arrived

@@ -145,6 +145,20 @@ def test_suspended_campaign_keeps_its_messages_until_resumed(capacity_stack: Sta
     assert done["total_queued"] == 0
 
 
+def test_a_tenant_cannot_lift_an_admin_suspension(capacity_stack: Stack) -> None:
+    scope = {"tenant": "acme", "campaign": f"abuse-{uuid.uuid4().hex[:8]}"}
+    with capacity_stack.client(ADMIN_KEY) as admin:
+        assert admin.post("/api/admin/suspend", json={**scope, "reason": "abuse report"}).status_code == 202
+        _eventually(capacity_stack, lambda: _get(capacity_stack, "/api/admin/suspensions", ACME_KEY),
+                    lambda found: any(s["campaign"] == scope["campaign"] for s in found))
+        with capacity_stack.client(ACME_KEY) as tenant:
+            r = tenant.delete("/api/admin/suspend", params={"campaign": scope["campaign"]})
+        assert r.status_code == 403, r.text
+        assert admin.request("DELETE", "/api/admin/suspend", json=scope).status_code == 202
+    _eventually(capacity_stack, lambda: _get(capacity_stack, "/api/admin/suspensions", ACME_KEY),
+                lambda found: all(s["campaign"] != scope["campaign"] for s in found))
+
+
 @pytest.mark.parametrize(("key", "body", "status", "field"), [
     (ADMIN_KEY, {}, 422, "(body)"),
     (ADMIN_KEY, {"tenant": "acme", "duration": "soon"}, 422, "duration"),

@@ -83,8 +83,9 @@ class Twin:
             ids.append(msg.id)
         return ids
 
-    def command(self, at: datetime, action: str, *, broadcast: bool = False, **scope: object) -> None:
-        cmd = QueueCommand(id=uuid.uuid4().hex, action=action, issued_at=at, issued_by="admin", **scope)
+    def command(self, at: datetime, action: str, *, broadcast: bool = False, issued_by: str = "admin",
+                **scope: object) -> None:
+        cmd = QueueCommand(id=uuid.uuid4().hex, action=action, issued_at=at, issued_by=issued_by, **scope)
         key = route_key(cmd.tenant, cmd.queue or "").encode()
         for p in range(PARTITIONS) if broadcast else [None]:
             self.bus.send(QUEUE_COMMANDS.name, key, encode(cmd), p)
@@ -226,6 +227,23 @@ def test_suspended_messages_still_expire() -> None:
     twin.run(clock, START + timedelta(hours=7))
     assert twin.statuses(ids) == {"expired": 3}
     assert counts(twin) == {"expired": 3}
+
+
+def test_a_tenant_neither_lifts_nor_rewrites_an_admin_suspension() -> None:
+    clock = ManualClock(START)
+    twin = Twin()
+    twin.command(START, "suspend", tenant="acme", campaign="spring", reason="abuse report")
+    ids = twin.submit(2, START)
+    twin.command(START, "resume", issued_by="tenant:acme", tenant="acme", campaign="spring")
+    twin.command(START, "suspend", issued_by="tenant:acme", tenant="acme", campaign="spring",
+                 until=START + timedelta(minutes=1))
+    twin.run(clock, START + timedelta(minutes=10))
+    assert twin.statuses(ids) == {"suspended": 2}
+    [stats] = [s for s in twin.stats().values() if s.tenant == "acme"]
+    assert [(s.reason, s.until, s.issued_by) for s in stats.suspensions] == [("abuse report", None, "admin")]
+    twin.command(clock(), "resume", tenant="acme", campaign="spring")
+    twin.run(clock, clock() + timedelta(minutes=5))
+    assert twin.statuses(ids) == {"delivered": 2}
 
 
 def test_a_domain_suspension_sent_to_every_partition_covers_every_tenant() -> None:
