@@ -10,7 +10,6 @@ More mail is offered than the caps allow; a stand-in delivery worker answers eve
 
 from __future__ import annotations
 
-import json
 import os
 import subprocess
 import sys
@@ -55,6 +54,7 @@ from mailstream.events.topics import (
     STATUS,
     route_key,
 )
+from tests.infra.logs import log_events
 from tests.infra.stack import free_port
 from tests.infra.topics import committed_offsets, end_offsets, latest_by_key, partitions_of, read_all
 
@@ -168,15 +168,7 @@ class Worker:
     web_port: int
 
     def events(self, processor: str) -> list[dict[str, Any]]:
-        found = []
-        for line in self.log.read_text(errors="replace").splitlines():
-            try:
-                entry = json.loads(line)
-            except ValueError:
-                continue
-            if isinstance(entry, dict) and entry.get("processor") == processor:
-                found.append(entry)
-        return found
+        return log_events(self.log, processor=processor)
 
     def owned(self, processor: str) -> list[int]:
         moves = [e for e in self.events(processor)

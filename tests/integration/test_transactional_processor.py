@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import os
 import subprocess
 import sys
@@ -18,12 +17,15 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from confluent_kafka import Consumer, Producer, TopicPartition
+from confluent_kafka import Consumer, Producer
 
 from mailstream.events.kafka import ensure_topics
 from mailstream.events.processor import Output, TransactionalProcessor
 from mailstream.events.records import DeliveryTask
 from mailstream.events.topics import TopicSpec
+from tests.infra import topics
+from tests.infra.logs import log_events
+from tests.infra.topics import committed_offsets, end_offsets
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
@@ -61,46 +63,10 @@ def produce(bootstrap: str, topic: str, records: list[tuple[int, bytes, bytes]])
     assert producer.flush(30) == 0
 
 
-def read_all(bootstrap: str, topic: str, partitions: int, *, isolation: str = "read_committed",
-             timeout: float = 45.0) -> list[tuple[int, bytes, bytes | None]]:
-    """Every record up to the current high watermark; read_committed waits out open transactions."""
-    conf = {"bootstrap.servers": bootstrap, "group.id": f"reader-{uuid.uuid4().hex[:8]}",
-            "enable.auto.commit": False, "fetch.wait.max.ms": 10}
-    marks = Consumer({**conf, "isolation.level": "read_uncommitted"})
-    ends = {p: marks.get_watermark_offsets(TopicPartition(topic, p), timeout=10)[1] for p in range(partitions)}
-    marks.close()
-    ends = {p: end for p, end in ends.items() if end > 0}
-    reader = Consumer({**conf, "isolation.level": isolation})
-    reader.assign([TopicPartition(topic, p, 0) for p in ends])
-    got: list[tuple[int, bytes, bytes | None]] = []
-    deadline = time.monotonic() + timeout
-    try:
-        while ends:
-            got += [(m.partition() or 0, m.key() or b"", m.value())
-                    for m in reader.consume(1000, 0.1) if m.error() is None]
-            for tp in reader.position([TopicPartition(topic, p) for p in ends]):
-                if tp.offset >= ends[tp.partition]:
-                    del ends[tp.partition]
-            assert time.monotonic() < deadline, f"{topic}: partitions {sorted(ends)} not readable to the end"
-    finally:
-        reader.close()
-    return got
-
-
-def committed_offsets(bootstrap: str, group: str, topic: str, partitions: int) -> list[int]:
-    probe = Consumer({"bootstrap.servers": bootstrap, "group.id": group, "isolation.level": "read_committed"})
-    try:
-        return [tp.offset for tp in probe.committed([TopicPartition(topic, p) for p in range(partitions)], 10)]
-    finally:
-        probe.close()
-
-
-def end_offsets(bootstrap: str, topic: str, partitions: int) -> list[int]:
-    probe = Consumer({"bootstrap.servers": bootstrap, "group.id": "eos-probe"})
-    try:
-        return [probe.get_watermark_offsets(TopicPartition(topic, p), timeout=10)[1] for p in range(partitions)]
-    finally:
-        probe.close()
+def read_all(bootstrap: str, topic: str, partitions: int, *,
+             isolation: str = "read_committed") -> list[tuple[int, bytes, bytes | None]]:
+    """(partition, key, value) of every record up to the current high watermark."""
+    return [(p, k, v) for p, _, k, v in topics.read_all(bootstrap, topic, partitions, isolation=isolation)]
 
 
 def wait_for(cond: Callable[[], bool], timeout: float, what: str, interval: float = 0.05) -> None:
@@ -170,15 +136,7 @@ class Worker:
     log: Path
 
     def events(self, event: str) -> list[dict[str, Any]]:
-        found = []
-        for line in self.log.read_text(errors="replace").splitlines():
-            try:
-                entry = json.loads(line)
-            except ValueError:
-                continue
-            if isinstance(entry, dict) and entry.get("event") == event:
-                found.append(entry)
-        return found
+        return log_events(self.log, event=event)
 
     def owned(self) -> list[int]:
         assigned = self.events("partitions_assigned")
