@@ -30,7 +30,7 @@ from mailstream.events.serde import decode, encode
 from mailstream.events.topics import ACCEPTED, DELIVERY, PARTITIONS, READY, RESPONSES, route_key
 from mailstream.scheduler.egress_stage import EgressStage
 from mailstream.scheduler.policy import Policies
-from mailstream.scheduler.queue_stage import QueueStage
+from mailstream.scheduler.queue_stage import INPUTS, QueueStage
 
 START = datetime(2026, 11, 23, 4, 0, tzinfo=UTC)  # 05:00 in Berlin: before the window opens
 CONFIG = {
@@ -63,7 +63,7 @@ def main() -> int:
     policies = Policies(parse_config(CONFIG, env={}))
     bus = MemoryBus(PARTITIONS)
     # The changelogs live in Kafka, not in the worker: the twin does not keep them here.
-    queues = MemoryProcessor(bus, [ACCEPTED.name, RESPONSES.name], QueueStage(policies), keep_changelog=False)
+    queues = MemoryProcessor(bus, INPUTS, QueueStage(policies), keep_changelog=False)
     egress = MemoryProcessor(bus, [READY.name], EgressStage(policies), keep_changelog=False)
     base = fixtures.accepted().model_copy(update={"send_at": None, "received_at": START})
     rss_before = rss_mb()
@@ -102,6 +102,7 @@ def main() -> int:
     delivered = 0
     while delivered < n:
         egress.tick(now)
+        queues.step(now, discard=True)  # dispatch notices: 'in_delivery'
         fresh = bus.read(DELIVERY.name)
         bus.topics.clear()
         for record in fresh:
@@ -113,6 +114,7 @@ def main() -> int:
             bus.send(RESPONSES.name, route_key(task.tenant, task.queue).encode(), encode(answer))
         delivered += len(fresh)
         queues.step(now, discard=True)
+        bus.topics.clear()  # status, events, snapshots: the broker's
         if not fresh:
             break
     drain_s = time.perf_counter() - t

@@ -18,20 +18,16 @@ from mailstream.config.model import Config
 from mailstream.core.clock import system_clock
 from mailstream.events.processor import TransactionalProcessor
 from mailstream.events.topics import (
-    ACCEPTED,
-    DISPATCHED,
     EGRESS_STATE,
     PARTITIONS,
-    QUEUE_COMMANDS,
     QUEUE_STATE,
     READY,
-    RESPONSES,
 )
 from mailstream.observability.http import serve_health
 from mailstream.observability.logs import get_logger
 from mailstream.scheduler.egress_stage import EgressStage
 from mailstream.scheduler.policy import Policies
-from mailstream.scheduler.queue_stage import QueueStage
+from mailstream.scheduler.queue_stage import INPUTS, QueueStage
 
 log = get_logger(__name__)
 
@@ -40,9 +36,8 @@ def build_processors(config: Config) -> tuple[list[TransactionalProcessor], Queu
     policies = Policies(config)
     bootstrap, group = config.kafka.bootstrap_servers, config.scheduler.app_id
     queues, egress = QueueStage(policies), EgressStage(policies)
-    queue_inputs = [ACCEPTED.name, RESPONSES.name, DISPATCHED.name, QUEUE_COMMANDS.name]
     processors = [
-        TransactionalProcessor(bootstrap=bootstrap, group_id=f"{group}-queues", inputs=queue_inputs,
+        TransactionalProcessor(bootstrap=bootstrap, group_id=f"{group}-queues", inputs=INPUTS,
                                changelog=QUEUE_STATE.name, partitions=PARTITIONS, handler=queues,
                                clock=system_clock, tick_interval=0.2, name="queues"),
         TransactionalProcessor(bootstrap=bootstrap, group_id=f"{group}-egress", inputs=[READY.name],

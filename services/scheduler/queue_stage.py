@@ -67,6 +67,7 @@ from mailstream.scheduler.stage import Limits, Snapshots, Timers, Writes, restor
 from mailstream.scheduler.tally import TOTALS, Filed, Tally
 
 log = get_logger(__name__)
+INPUTS = (ACCEPTED.name, RESPONSES.name, DISPATCHED.name, QUEUE_COMMANDS.name)  # all keyed by route key
 MESSAGE = "m:"
 CLOSED_HORIZON = timedelta(days=1)  # windows that never open together are looked at again daily
 

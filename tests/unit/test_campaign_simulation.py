@@ -19,7 +19,7 @@ from mailstream.events.serde import decode, encode
 from mailstream.events.topics import ACCEPTED, DELIVERY, PARTITIONS, READY, RESPONSES, STATUS, route_key
 from mailstream.scheduler.egress_stage import EgressStage
 from mailstream.scheduler.policy import Policies
-from mailstream.scheduler.queue_stage import QueueStage
+from mailstream.scheduler.queue_stage import INPUTS, QueueStage
 
 BERLIN = ZoneInfo("Europe/Berlin")
 START = datetime(2026, 11, 23, 6, 0, tzinfo=BERLIN).astimezone(UTC)  # a Monday, before the window opens
@@ -39,7 +39,7 @@ class Campaign:
     def __init__(self, config: dict[str, object]) -> None:
         self.policies = Policies(parse_config(config, env={}))
         self.bus = MemoryBus(PARTITIONS)
-        self.queues = MemoryProcessor(self.bus, [ACCEPTED.name, RESPONSES.name], QueueStage(self.policies))
+        self.queues = MemoryProcessor(self.bus, INPUTS, QueueStage(self.policies))
         self.egress = MemoryProcessor(self.bus, [READY.name], EgressStage(self.policies))
         self.sent: list[tuple[datetime, DeliveryTask]] = []
         self._tasks_read = 0

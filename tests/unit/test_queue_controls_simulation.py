@@ -39,7 +39,7 @@ from mailstream.events.topics import (
 )
 from mailstream.scheduler.egress_stage import EgressStage
 from mailstream.scheduler.policy import Policies
-from mailstream.scheduler.queue_stage import QueueStage
+from mailstream.scheduler.queue_stage import INPUTS, QueueStage
 
 START = datetime(2026, 11, 23, 10, 0, tzinfo=UTC)
 CONFIG = {
@@ -51,7 +51,7 @@ CONFIG = {
     },
     "queues": {"egress_pool": "warm"},
 }
-QUEUE_INPUTS = [ACCEPTED.name, RESPONSES.name, DISPATCHED.name, QUEUE_COMMANDS.name]
+QUEUE_INPUTS = INPUTS
 
 
 class Twin:
