@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from collections.abc import Callable, Sequence
 from contextlib import AbstractAsyncContextManager
 from typing import Any
@@ -20,7 +19,7 @@ from mailstream.events.records import TransactionStatus
 from mailstream.ingest.auth import KeyRing, Principal
 from mailstream.ingest.inject_request import InjectRequest
 from mailstream.ingest.message_builder import GeneratedMessage, expand
-from mailstream.ingest.problems import Problem, from_validation_error
+from mailstream.ingest.problems import Problem, from_validation_error, read_json
 from mailstream.ingest.status_view import StatusView
 from mailstream.ingest.submission import Outgoing, Submitter, new_transaction_id
 
@@ -35,21 +34,6 @@ def transaction_json(status: TransactionStatus) -> dict[str, Any]:
     body["done"] = status.is_final
     body["last_response"] = body["attempts"][-1]["response"] if body["attempts"] else None
     return body
-
-
-async def _read_json(request: Request, limit: int) -> Any:
-    declared = request.headers.get("content-length")
-    if declared is not None and declared.isdigit() and int(declared) > limit:
-        raise Problem(413, "Payload too large", f"request body exceeds {limit} bytes")
-    raw = bytearray()
-    async for chunk in request.stream():
-        raw += chunk
-        if len(raw) > limit:
-            raise Problem(413, "Payload too large", f"request body exceeds {limit} bytes")
-    try:
-        return json.loads(raw)
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise Problem(400, "Malformed JSON", f"request body is not JSON: {exc}") from None
 
 
 def create_app(
@@ -85,7 +69,7 @@ def create_app(
     @app.post("/api/inject/v1")
     async def inject(request: Request) -> JSONResponse:
         who = principal(request)
-        data = await _read_json(request, config.request_body_limit)
+        data = await read_json(request, config.request_body_limit)
         try:
             inject_request = InjectRequest.model_validate(data)
         except ValidationError as exc:

@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
+from fastapi import Request
 from fastapi.responses import JSONResponse
 from pydantic import ValidationError
 
 PROBLEM_JSON = "application/problem+json"
+_REQUIRED: Any = object()
 
 
 class Problem(Exception):
@@ -48,3 +51,22 @@ def from_validation_error(exc: ValidationError) -> Problem:
     errors = [{"field": field_path(tuple(e["loc"])), "message": e["msg"]} for e in exc.errors()]
     first = errors[0]
     return Problem(422, "Invalid request", f"{first['field']}: {first['message']}", errors)
+
+
+async def read_json(request: Request, limit: int, *, empty: Any = _REQUIRED) -> Any:
+    """The request's JSON body, refused with 413 past `limit` bytes (checked while reading, whatever
+    Content-Length claims) and 400 if it is not JSON; `empty` is returned for an empty body, if given."""
+    declared = request.headers.get("content-length")
+    if declared is not None and declared.isdigit() and int(declared) > limit:
+        raise Problem(413, "Payload too large", f"request body exceeds {limit} bytes")
+    raw = bytearray()
+    async for chunk in request.stream():
+        raw += chunk
+        if len(raw) > limit:
+            raise Problem(413, "Payload too large", f"request body exceeds {limit} bytes")
+    if not raw and empty is not _REQUIRED:
+        return empty
+    try:
+        return json.loads(raw)
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise Problem(400, "Malformed JSON", f"request body is not JSON: {exc}") from None

@@ -9,7 +9,6 @@ command that names no tenant (an admin's domain-wide suspension) goes to every p
 from __future__ import annotations
 
 import asyncio
-import json
 import uuid
 from datetime import timedelta
 from typing import Any, Literal
@@ -27,7 +26,7 @@ from mailstream.events.records import ADMIN_ISSUER, QueueCommand
 from mailstream.events.topics import QUEUE_COMMANDS, route_key
 from mailstream.ingest.auth import KeyRing, Principal
 from mailstream.ingest.capacity_view import CapacityView
-from mailstream.ingest.problems import Problem, from_validation_error
+from mailstream.ingest.problems import Problem, from_validation_error, read_json
 from mailstream.ingest.queue_report import server_rows, stats_report
 
 Name = Field(default=None, min_length=1, max_length=255)
@@ -155,12 +154,5 @@ def _scope_json(scope: QueueScope) -> dict[str, str]:
 
 async def _body_or_query(request: Request) -> Any:
     """The JSON body, or the query parameters when there is none (DELETE requests often carry no body)."""
-    raw = await request.body()
-    if not raw:
-        return dict(request.query_params)
-    if len(raw) > MAX_BODY:
-        raise Problem(413, "Payload too large", f"request body exceeds {MAX_BODY} bytes")
-    try:
-        return json.loads(raw)
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise Problem(400, "Malformed JSON", f"request body is not JSON: {exc}") from None
+    body = await read_json(request, MAX_BODY, empty=None)
+    return dict(request.query_params) if body is None else body
