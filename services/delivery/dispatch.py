@@ -14,6 +14,7 @@ import math
 from collections import deque
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
+from datetime import datetime
 
 from mailstream.core.clock import Clock
 from mailstream.core.path_connections import ConnectionShape, PathConnections
@@ -99,6 +100,11 @@ class PathDispatcher:
     @property
     def open_connections(self) -> int:
         return self._ledger.open
+
+    def dormant(self, now: datetime) -> bool:
+        """Nothing queued or open and the connection rate fully recovered: forgetting the path loses nothing."""
+        tat = self._ledger.gcra.tat
+        return not self._jobs and not self._running and (tat is None or tat <= now)
 
     def _waiting_jobs(self) -> int:
         return sum(not j.withdrawn for j in self._jobs)

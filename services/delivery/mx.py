@@ -28,17 +28,27 @@ def _refusal(code: int, enhanced: str, content: str) -> SmtpResponse:
 class MxResolver:
     def __init__(self, nameservers: list[str], smtp_port: int, *, timeout: float = 10.0,
                  rng: random.Random | None = None) -> None:
-        self._resolver = dns.asyncresolver.Resolver(configure=not nameservers)
-        if nameservers:
-            self._resolver.nameservers = [dns.nameserver.Do53Nameserver(*nameserver_address(n)) for n in nameservers]
-        self._resolver.lifetime = timeout
-        self._resolver.cache = dns.resolver.LRUCache()
+        self._nameservers = nameservers
+        self._timeout = timeout
+        self._resolver: dns.asyncresolver.Resolver | None = None
         self._port = smtp_port
         self._rng = rng or random.Random()
 
+    def _ready(self) -> dns.asyncresolver.Resolver:
+        """Built on first use: a worker that only relays needs no resolv.conf."""
+        if self._resolver is None:
+            resolver = dns.asyncresolver.Resolver(configure=not self._nameservers)
+            if self._nameservers:
+                resolver.nameservers = [dns.nameserver.Do53Nameserver(*nameserver_address(n))
+                                        for n in self._nameservers]
+            resolver.lifetime = self._timeout
+            resolver.cache = dns.resolver.LRUCache()
+            self._resolver = resolver
+        return self._resolver
+
     async def hosts(self, domain: str) -> list[Destination] | SmtpResponse:
         try:
-            answer = await self._resolver.resolve(domain, "MX")
+            answer = await self._ready().resolve(domain, "MX")
             exchangers = order_exchangers(((r.preference, r.exchange.to_text()) for r in answer), self._rng)
         except dns.resolver.NXDOMAIN:
             return _refusal(550, "5.1.2", f"domain {domain} does not exist")
@@ -61,7 +71,7 @@ class MxResolver:
         found: list[str] = []
         for rdtype in ("A", "AAAA"):
             try:
-                found += [r.to_text() for r in await self._resolver.resolve(host, rdtype)]
+                found += [r.to_text() for r in await self._ready().resolve(host, rdtype)]
             except dns.exception.DNSException:
                 continue
         return found

@@ -157,12 +157,19 @@ class DeliveryWorker:
                 # Responses are acknowledged before the offsets move: a crash repeats, never loses.
                 await asyncio.gather(*(self._handle(m, bodies, producer) for m in batch))
                 await consumer.commit(batch)
+                self._forget_dormant_paths()
         finally:
             self.healthy = False
             await asyncio.gather(*(p.close() for p in self._paths.values()))
             await consumer.close()
             await producer.close()
             bodies.close()
+
+    def _forget_dormant_paths(self) -> None:
+        """One dispatcher per MX domain would grow without end; a dormant one is rebuilt as it was."""
+        now = self._clock()
+        for path in [p for p, d in self._paths.items() if d.dormant(now)]:
+            del self._paths[path]
 
     def stop(self) -> None:
         self._stopping.set()

@@ -6,14 +6,18 @@ from __future__ import annotations
 
 import asyncio
 import itertools
+import time
 from typing import Any
 
 import pytest
 
 from mailstream.config.model import parse_config
 from mailstream.core.clock import system_clock
-from mailstream.delivery.dispatch import PathDispatcher
+from mailstream.core.path_connections import ConnectionShape
+from mailstream.core.throttle import ThrottleSpec
+from mailstream.delivery.dispatch import Gate, PathDispatcher
 from mailstream.delivery.routes import route_for
+from mailstream.delivery.smtp_client import Destination, SessionSettings, SmtpAttempt, SmtpSession
 from mailstream.delivery.worker import DeliveryWorker
 from tests.infra.smtp_recorder import RecordingSink
 
@@ -56,7 +60,9 @@ async def test_connections_are_reused_and_retired_after_max_deliveries() -> None
         path = dispatcher(sink, {"max_deliveries_per_connection": 3})
         for i in range(7):  # one after another: each finds the connection the last one left idle
             assert await send(path, 1) == [250], i
+        assert not path.dormant(system_clock())  # its idle connection waits for the next message
         await path.close()
+        assert path.dormant(system_clock())
     assert [len(c.messages) for c in sink.connections] == [3, 3, 1]
     assert sink.max_concurrent() == 1  # a retired connection QUITs before the next one opens
     assert all(c.closed is not None for c in sink.connections)
@@ -74,21 +80,26 @@ async def test_concurrent_messages_share_few_connections() -> None:
 
 @pytest.mark.parametrize("rate", ["4/s,max_burst=1", None])
 async def test_max_connection_rate_spaces_new_connections(rate: str | None) -> None:
-    shaping: dict[str, Any] = {"max_deliveries_per_connection": 1}
-    if rate:
-        shaping["max_connection_rate"] = rate
+    """Measured where the worker connects: a loaded machine delays the sink's accepts in bursts."""
+    started: list[float] = []
     with RecordingSink() as sink:
-        path = dispatcher(sink, shaping)
+        settings = SessionSettings("worker.test", None, "disabled", None, 5.0, 10.0)
+
+        async def connect() -> SmtpSession | SmtpAttempt:
+            started.append(time.monotonic())
+            return await SmtpSession.open([Destination(*sink.address)], settings)
+
+        shape = ConnectionShape(rate=ThrottleSpec.parse(rate) if rate else None, per_connection=1)
+        path = PathDispatcher("s1->sink", shape, connect, Gate(64), system_clock, idle_timeout=5.0)
         assert await send(path, 4) == [250] * 4
         await path.close()
-    opened = sorted(c.opened for c in sink.connections)
-    gaps = [b - a for a, b in itertools.pairwise(opened)]
-    assert len(opened) == 4
-    if rate:  # 250 ms apart as the worker decides; the sink's accept times jitter by a few ms
-        assert min(gaps) >= 0.18, gaps
-        assert opened[-1] - opened[0] >= 0.7, gaps
+        assert path.dormant(system_clock()) is (rate is None)  # the throttle's state must outlive the burst
+    assert len(sink.connections) == 4
+    gaps = [b - a for a, b in itertools.pairwise(started)]
+    if rate:
+        assert min(gaps) >= 0.24, gaps  # 250 ms, less the clocks' rounding
     else:
-        assert opened[-1] - opened[0] < 0.24, gaps  # unthrottled they all open at once
+        assert started[-1] - started[0] < 0.24, gaps  # unthrottled they all open at once
 
 
 async def test_a_message_that_waits_past_path_wait_is_withdrawn_not_sent() -> None:
