@@ -15,6 +15,11 @@ OLD = {
     },
     "queues": {"egress_pool": "legacy"},
 }
+def egress(sources: list[dict[str, object]], entries: list[str]) -> dict[str, object]:
+    return {"egress": {"sources": sources, "pools": [{"name": "warm", "entries": [{"name": n} for n in entries]}]},
+            "queues": {"egress_pool": "warm"}}
+
+
 NEW = {  # the pool and its source are gone; the default pool is another one
     "egress": {
         "sources": [{"name": "mail2", "daily_limit": 100}, {"name": "mail3", "daily_limit": 100}],
@@ -45,13 +50,13 @@ def test_held_and_scheduled_mail_survive_a_restart_that_removes_their_pool() -> 
 
 def test_a_lower_daily_limit_after_a_restart_holds_what_is_over_it() -> None:
     clock = ManualClock(START)
-    config = {**NEW, "egress": {**NEW["egress"], "pools": [{"name": "warm", "entries": [{"name": "mail2"}]}]}}
+    config = egress(sources=[{"name": "mail2", "daily_limit": 100}], entries=["mail2"])
     before = Twin(config)
     first = before.submit(60, START)
     before.run(clock, START + timedelta(minutes=5))
     assert before.statuses(first) == {"delivered": 60}
 
-    lowered = {**config, "egress": {**config["egress"], "sources": [{"name": "mail2", "daily_limit": 80}]}}
+    lowered = egress(sources=[{"name": "mail2", "daily_limit": 80}], entries=["mail2"])
     after = Twin(lowered, bus=before.bus, changelogs=before.changelogs())
     rest = after.submit(40, clock())
     after.run(clock, clock() + timedelta(hours=1))
