@@ -14,7 +14,8 @@ MessageStatus = Literal[
     "bounced", "delivered", "expired", "cancelled",
 ]
 FINAL_STATUSES: frozenset[str] = frozenset({"bounced", "delivered", "expired", "cancelled"})
-AttemptOutcome = Literal["DELIVERED", "TRANSIENT", "PERMANENT", "EXPIRED"]
+AttemptOutcome = Literal["DELIVERED", "TRANSIENT", "PERMANENT", "EXPIRED", "CANCELLED"]
+QueueState = Literal["active", "suspended", "draining", "disabled"]
 LogRecordType = Literal[
     "Reception", "Delivery", "TransientFailure", "Bounce", "Expiration", "AdminBounce", "Rejection",
 ]
@@ -162,6 +163,7 @@ class TransactionStatus(Record):
     bounce_classification: str | None = None
     bounce_type: BounceType | None = None
     final_reason: str | None = None
+    queue_state: QueueState = "active"
 
     @property
     def is_final(self) -> bool:
@@ -178,6 +180,7 @@ class QueuedMessage(Record):
     send_at: datetime | None = None
     expires_at: datetime | None = None
     transaction: TransactionStatus
+    cancel_reason: str | None = None  # cancelled while at stage 2 or in delivery: no retry
 
 
 class LogRecord(Record):
@@ -222,6 +225,7 @@ class ReadyMessage(Record):
     created_at: datetime
     ready_at: datetime
     expires_at: datetime
+    cancel_reason: str | None = None  # a cancel notice for the held attempt, not a promotion
 
 
 class LimitState(Record):
@@ -246,7 +250,8 @@ class Dispatched(Record):
     issued_at: datetime
 
 
-QueueAction = Literal["suspend", "resume"]
+QueueAction = Literal["suspend", "resume", "drain", "disable", "cancel"]
+QueueRule = Literal["suspended", "draining", "disabled", "bounce"]
 ADMIN_ISSUER = "admin"  # QueueCommand.issued_by of an admin key; a tenant's reads "tenant:<name>"
 
 
@@ -262,6 +267,7 @@ class QueueCommand(Record):
     until: datetime | None = None
     issued_at: datetime
     issued_by: str
+    transaction_id: str | None = None  # cancel: the one transaction (the scope fields only route it)
 
 
 class QueueSuspension(Record):
@@ -275,6 +281,7 @@ class QueueSuspension(Record):
     since: datetime
     until: datetime | None = None
     issued_by: str
+    state: QueueRule = "suspended"
 
 
 class StatusCounts(Record):

@@ -10,7 +10,7 @@ import io
 import os
 from functools import cache
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import TypeVar
 
 from fastavro import parse_schema, schemaless_reader, schemaless_writer
 from fastavro.schema import fingerprint, load_schema, to_parsing_canonical_form
@@ -46,12 +46,8 @@ class SchemaRegistry:
             self.current[path.stem] = (fp, schema)
         history = directory / "history"
         if history.is_dir():
-            for path in sorted(history.glob("*/*.avsc")):
-                named: dict[str, Any] = {}
-                for dep in sorted(path.parent.glob("*.avsc")):
-                    if dep != path:
-                        load_schema(str(dep), named_schemas=named, _write_hint=False)
-                self._register(load_schema(str(path), named_schemas=named, _write_hint=False))
+            for path in sorted(history.glob("*/*.avsc")):  # a version's named types come from its own folder
+                self._register(load_schema(str(path), _write_hint=False))
 
     def _register(self, schema: Schema) -> bytes:
         fp = bytes.fromhex(fingerprint(to_parsing_canonical_form(schema), "CRC-64-AVRO"))

@@ -6,6 +6,10 @@ max_message_rate, are decided in one place, and the pool's choice (weighted roun
 remaining capacity) sees every source's true usage. Tasks go to mail.delivery keyed by egress path,
 and a notice of each to mail.dispatched (keyed by route key) so stage 1 shows it in_delivery. Every
 few seconds each source's usage goes to mail.source-usage for the capacity API.
+
+A ReadyMessage with a cancel_reason is stage 1's cancel notice, not a promotion: it follows the
+promotion on the same partition, so if the attempt is still held it is dropped and answered
+CANCELLED; if it was already dispatched, the attempt goes on and stage 1 ends it on its response.
 """
 
 from __future__ import annotations
@@ -86,7 +90,9 @@ class EgressStage:
         except SerdeError as exc:
             log.error("record_unreadable", topic=topic, partition=partition, error=str(exc))
             return
-        if ready.id not in book.held:
+        if ready.cancel_reason is not None:
+            self._recall(book, partition, ready, now, out)
+        elif ready.id not in book.held:
             self._hold(book, ready, value)
             out.put(partition, (HELD + ready.id).encode(), value)
         self._release(book, partition, now, out, self.budget)
@@ -223,6 +229,19 @@ class EgressStage:
             egress_source="", egress_path="", started_at=now, completed_at=now)
         send(out, RESPONSES.name, route_key(ready.tenant, ready.queue), answer)
         out.put(partition, (HELD + tx_id).encode(), None)
+
+    def _recall(self, book: EgressBook, partition: int, notice: ReadyMessage, now: datetime, out: Writes) -> None:
+        raw = book.held.get(notice.id)
+        if raw is None or decode(raw, ReadyMessage).attempt != notice.attempt:
+            return  # dispatched already: its response ends it
+        del book.held[notice.id]
+        out.put(partition, (HELD + notice.id).encode(), None)
+        answer = DeliveryResponse(
+            id=notice.id, attempt=notice.attempt, attempt_id=f"{notice.id}/{notice.attempt}", queue=notice.queue,
+            outcome="CANCELLED", response=SmtpResponse(code=551, enhanced_code="5.7.1", content=notice.cancel_reason
+                                                       or "cancelled"),
+            egress_source="", egress_path="", started_at=now, completed_at=now)
+        send(out, RESPONSES.name, route_key(notice.tenant, notice.queue), answer)
 
     def _hold(self, book: EgressBook, ready: ReadyMessage, raw: bytes) -> None:
         tx_id = sys.intern(ready.id)  # one string per message, however many indexes name it

@@ -21,6 +21,7 @@ from mailstream.events.records import (
     LogRecord,
     LogRecordType,
     QueuedMessage,
+    QueueState,
     ReadyMessage,
     SmtpResponse,
     TransactionStatus,
@@ -29,6 +30,8 @@ from mailstream.events.records import (
 WAITING = frozenset({"scheduled", "deferred"})  # in the scheduled queue, not yet handed to egress
 SUSPENDED = "suspended"  # in the scheduled queue, held there while a suspension covers it
 QUEUED = WAITING | {SUSPENDED}  # every status of a message the scheduled queue holds (it expires there)
+AT_EGRESS = frozenset({"ready", "in_delivery"})  # handed to stage 2; its response brings it back
+LIVE = QUEUED | AT_EGRESS
 
 
 @dataclass(slots=True)
@@ -37,6 +40,7 @@ class Effects:
     delete: bool = False
     statuses: list[TransactionStatus] = field(default_factory=list)
     logs: list[LogRecord] = field(default_factory=list)
+    recall: ReadyMessage | None = None  # a cancel notice for stage 2, which holds the message's attempt
 
 
 def log_record(kind: LogRecordType, tx: TransactionStatus, q: QueuedMessage, response: SmtpResponse,
@@ -48,7 +52,8 @@ def log_record(kind: LogRecordType, tx: TransactionStatus, q: QueuedMessage, res
         peer_address=attempt.peer_address if attempt else None, timestamp=now, created=tx.created_at,
         num_attempts=tx.num_attempts, bounce_classification=bounce_class, egress_pool=tx.egress_pool,
         egress_source=attempt.egress_source if attempt else None,
-        delivery_protocol="ESMTP" if attempt and attempt.outcome != "EXPIRED" else None, tenant=tx.tenant,
+        delivery_protocol="ESMTP" if attempt and attempt.outcome in ("DELIVERED", "TRANSIENT", "PERMANENT")
+        else None, tenant=tx.tenant,
         campaign=tx.campaign, message_id=tx.message_id)
 
 
@@ -85,14 +90,18 @@ def expire(q: QueuedMessage, now: datetime, reason: str, *, attempt: DeliveryRes
                    logs=[log_record("Expiration", q.transaction, q, response, now, attempt=attempt)])
 
 
-def promote(q: QueuedMessage, now: datetime, egress_pool: str) -> tuple[ReadyMessage, Effects]:
-    """Scheduled queue -> egress: the message is 'ready' and waits for a source with capacity."""
+def _ready(q: QueuedMessage, now: datetime, egress_pool: str) -> ReadyMessage:
     tx = q.transaction
-    ready = ReadyMessage(
+    return ReadyMessage(
         id=tx.id, attempt=tx.num_attempts + 1, queue=tx.queue, tenant=tx.tenant, campaign=tx.campaign,
         sender=tx.sender, recipient=tx.recipient, domain=q.domain, routing_domain=q.routing_domain,
         egress_pool=egress_pool, priority=q.priority, body=q.body, created_at=tx.created_at, ready_at=now,
-        expires_at=q.expires_at or now)  # expires_at is replaced by the caller's deadline
+        expires_at=q.expires_at or now)  # a promotion's expires_at is replaced by the caller's deadline
+
+
+def promote(q: QueuedMessage, now: datetime, egress_pool: str) -> tuple[ReadyMessage, Effects]:
+    """Scheduled queue -> egress: the message is 'ready' and waits for a source with capacity."""
+    ready = _ready(q, now, egress_pool)
     q = advance(q, now, status="ready", next_attempt_at=None, egress_pool=egress_pool)
     return ready, Effects(state=q, statuses=[q.transaction])
 
@@ -105,6 +114,8 @@ def on_response(q: QueuedMessage | None, resp: DeliveryResponse, retry: RetryPol
         return Effects()
     if resp.outcome == "EXPIRED":  # waited for egress capacity past its deadline; no attempt was made
         return expire(q, now, resp.response.content, attempt=resp)
+    if resp.outcome == "CANCELLED":  # stage 2 dropped it on our cancel notice; no attempt was made
+        return cancelled(q, now, q.cancel_reason or resp.response.content, attempt=resp)
     record = AttemptRecord(attempt=resp.attempt, outcome=resp.outcome, response=resp.response,
                            egress_source=resp.egress_source, egress_path=resp.egress_path,
                            peer_address=resp.peer_address, started_at=resp.started_at,
@@ -128,6 +139,10 @@ def on_response(q: QueuedMessage | None, resp: DeliveryResponse, retry: RetryPol
                         expires_at=q.expires_at, rng=rng)
     q = advance(q, now, num_attempts=resp.attempt, attempts=attempts)
     failure = log_record("TransientFailure", q.transaction, q, resp.response, now, attempt=resp)
+    if q.cancel_reason is not None:  # cancelled during the attempt: it ends here, no retry
+        done = cancelled(q, now, q.cancel_reason, attempt=resp)
+        done.logs.insert(0, failure)
+        return done
     if plan.at is None:
         expired = expire(q, now, plan.reason, attempt=resp)
         expired.logs.insert(0, failure)
@@ -178,4 +193,65 @@ def held(effects: Effects, now: datetime) -> Effects:
     else:
         state = advance(state, now, status=SUSPENDED)
         statuses.append(state.transaction)
-    return Effects(state=state, delete=effects.delete, statuses=statuses, logs=effects.logs)
+    return Effects(state=state, delete=effects.delete, statuses=statuses, logs=effects.logs, recall=effects.recall)
+
+
+def admin_bounce(reason: str) -> SmtpResponse:
+    return SmtpResponse(code=551, enhanced_code="5.7.1", content=f"Administrator bounced with reason: {reason}")
+
+
+def cancelled(q: QueuedMessage, now: datetime, reason: str, *, attempt: DeliveryResponse | None = None) -> Effects:
+    """Final 'cancelled', logged as KumoMTA logs an admin bounce."""
+    q = advance(q, now, status="cancelled", next_attempt_at=None, final_reason=f"cancelled: {reason}")
+    return Effects(delete=True, statuses=[q.transaction],
+                   logs=[log_record("AdminBounce", q.transaction, q, admin_bounce(reason), now, attempt=attempt)])
+
+
+def cancel(q: QueuedMessage | None, now: datetime, reason: str) -> Effects:
+    """A cancel: a message in its scheduled queue ends now; one at stage 2 is recalled (stage 2 answers
+    CANCELLED, or the attempt it already dispatched finishes); one in delivery finishes its attempt and
+    is not retried. Whatever comes back for a recalled attempt ends it."""
+    if q is None or q.cancel_reason is not None:
+        return Effects()
+    if q.transaction.status in QUEUED:
+        return cancelled(q, now, reason)
+    if q.transaction.status not in AT_EGRESS:
+        return Effects()
+    pending = q.model_copy(update={"cancel_reason": reason})
+    if q.transaction.status == "in_delivery":
+        return Effects(state=pending)
+    recall = _ready(q, now, q.transaction.egress_pool or "").model_copy(update={"cancel_reason": reason})
+    return Effects(state=pending, recall=recall)
+
+
+def refuse(q: QueuedMessage, now: datetime, state: str, reason: str | None) -> Effects:
+    """A message arriving in a draining or disabled queue: 'bounced' at once, logged as a Rejection."""
+    why = f"queue {q.transaction.queue} is {state}" + (f": {reason}" if reason else "")
+    q = advance(q, now, status="bounced", next_attempt_at=None, final_reason=f"refused: {why}")
+    response = SmtpResponse(code=550, enhanced_code="5.7.1", content=why)
+    return Effects(delete=True, statuses=[q.transaction],
+                   logs=[log_record("Rejection", q.transaction, q, response, now)])
+
+
+def restate(q: QueuedMessage, now: datetime) -> Effects:
+    """A new version with the same status, to show its queue's new state."""
+    q = advance(q, now)
+    return Effects(state=q, statuses=[q.transaction])
+
+
+def then(first: Effects, second: Effects) -> Effects:
+    """`first`'s outputs followed by `second`'s; `second` decides the state."""
+    return Effects(state=second.state, delete=second.delete, statuses=first.statuses + second.statuses,
+                   logs=first.logs + second.logs, recall=second.recall or first.recall)
+
+
+def stamped(effects: Effects, queue_state: QueueState) -> Effects:
+    """The same effects with every status written saying the queue's state."""
+    def stamp(tx: TransactionStatus) -> TransactionStatus:
+        return tx if tx.queue_state == queue_state else tx.model_copy(update={"queue_state": queue_state})
+
+    state = effects.state
+    if state is not None and state.transaction.queue_state != queue_state:
+        state = state.model_copy(update={"transaction": stamp(state.transaction)})
+    return Effects(state=state, delete=effects.delete, statuses=[stamp(s) for s in effects.statuses],
+                   logs=effects.logs, recall=effects.recall)

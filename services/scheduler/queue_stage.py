@@ -3,8 +3,8 @@
 Input topics mail.accepted, mail.responses, mail.dispatched and mail.queue-commands are keyed by
 route key (the tenant), so one partition owns every queue of a tenant, counts the tenant's limits
 alone and applies its suspensions. Promoted messages go to mail.ready, keyed by egress group, where
-stage 2 picks the source. Every few seconds the counts by status and the suspensions in force go to
-mail.queue-stats for the capacity API.
+stage 2 picks the source (and where a cancel notice recalls a message stage 2 still holds). Every few
+seconds the counts by status and the queue controls in force go to mail.queue-stats for the capacity API.
 """
 
 from __future__ import annotations
@@ -21,9 +21,11 @@ from mailstream.core.bounce_classify import BounceClassifier
 from mailstream.core.daily_limit import day_of, next_reset
 from mailstream.core.fair_queue import FairQueue
 from mailstream.core.queue_scope import QueueScope
+from mailstream.core.queue_state import ACTIVE, Verdict
 from mailstream.core.send_window import all_open, next_open_all
 from mailstream.core.throttle import Gcra, admit
 from mailstream.events.records import (
+    ADMIN_ISSUER,
     AcceptedMessage,
     DeliveryResponse,
     Dispatched,
@@ -47,10 +49,14 @@ from mailstream.observability.logs import get_logger
 from mailstream.scheduler import holds
 from mailstream.scheduler.holds import Holds
 from mailstream.scheduler.lifecycle import (
+    AT_EGRESS,
+    LIVE,
     QUEUED,
     SUSPENDED,
     WAITING,
     Effects,
+    cancel,
+    cancelled,
     deadline,
     expire,
     held,
@@ -58,8 +64,12 @@ from mailstream.scheduler.lifecycle import (
     on_dispatched,
     on_response,
     promote,
+    refuse,
+    restate,
     resume,
+    stamped,
     suspend,
+    then,
 )
 from mailstream.scheduler.packed import PackedValues
 from mailstream.scheduler.policy import Policies, QueuePolicy
@@ -70,6 +80,7 @@ log = get_logger(__name__)
 INPUTS = (ACCEPTED.name, RESPONSES.name, DISPATCHED.name, QUEUE_COMMANDS.name)  # all keyed by route key
 MESSAGE = "m:"
 CLOSED_HORIZON = timedelta(days=1)  # windows that never open together are looked at again daily
+CANCELLED_BY_REQUEST = "cancelled by request"
 
 
 @dataclass(slots=True)
@@ -81,8 +92,8 @@ class QueueBook:
     timers: Timers = field(default_factory=Timers)  # send_at, retry and expiry instants
     limits: Limits = field(default_factory=Limits)
     tally: Tally = field(default_factory=Tally)  # counts by status; where each message is filed
-    holds: Holds = field(default_factory=Holds)  # suspensions in force
-    recheck: deque[str] = field(default_factory=deque)  # messages whose suspended-or-not may have changed
+    holds: Holds = field(default_factory=Holds)  # queue states and bounces in force
+    recheck: deque[str] = field(default_factory=deque)  # messages a control that changed may concern
 
 
 def _matching(book: QueueBook, scope: QueueScope, statuses: Set[str]) -> list[str]:
@@ -107,7 +118,7 @@ class QueueStage:
         for key, value in restore(state, book.limits, ""):
             if key.startswith(MESSAGE):
                 book.messages[sys.intern(key[len(MESSAGE):])] = value
-            elif key.startswith(holds.PREFIX):
+            elif key.startswith((holds.PREFIX, holds.BOUNCE_PREFIX)):
                 book.holds.restore(value)
             elif key.startswith(TOTALS):
                 book.tally.restore_totals(value)
@@ -115,8 +126,8 @@ class QueueStage:
             q = decode(value, QueuedMessage)
             self._index(book, q)
             book.tally.file(tx_id, Filed.of(q))
-        if len(book.holds):  # a suspend or resume may have been cut short: look at every candidate again
-            book.recheck.extend(tx for tx, f in book.tally.filed.items() if f.status in QUEUED)
+        if len(book.holds):  # a control's application may have been cut short: look at every candidate again
+            book.recheck.extend(tx for tx, f in book.tally.filed.items() if f.status in LIVE)
         self.snapshots.forget(f"{partition}/")
 
     def revoked(self, partition: int) -> None:
@@ -131,7 +142,11 @@ class QueueStage:
                 if msg.id in book.messages:
                     return  # ingest retried a send: the message is already queued
                 pool = self._policy_of_accepted(msg).egress_pool
-                self._apply(book, partition, msg.id, on_accepted(msg, partition, pool), out, now)
+                effects = on_accepted(msg, partition, pool)
+                verdict = book.holds.verdict(msg.queue, msg.tenant, msg.campaign, msg.domain, now)
+                if effects.state is not None and verdict.refusal is not None and verdict.bounce is None:
+                    effects = refuse(effects.state, now, *verdict.refusal)  # stage 1 decides, whatever ingest saw
+                self._apply(book, partition, msg.id, effects, out, now, verdict)
             elif topic == RESPONSES.name:
                 resp = decode(value, DeliveryResponse)
                 q = self._load(book, resp.id)
@@ -144,10 +159,13 @@ class QueueStage:
                             out, now)
             elif topic == QUEUE_COMMANDS.name:
                 command = decode(value, QueueCommand)
-                scope = book.holds.apply(command, now, out, partition)
-                if scope is not None:
-                    log.info("queue_command", action=command.action, scope=scope.key, partition=partition)
-                    book.recheck.extend(_matching(book, scope, QUEUED))
+                if command.transaction_id is not None:
+                    self._cancel_one(book, partition, command, now, out)
+                else:
+                    scope = book.holds.apply(command, now, out, partition)
+                    if scope is not None:
+                        log.info("queue_command", action=command.action, scope=scope.key, partition=partition)
+                        book.recheck.extend(_matching(book, scope, LIVE))
         except SerdeError as exc:
             log.error("record_unreadable", topic=topic, partition=partition, error=str(exc))
             return
@@ -155,8 +173,8 @@ class QueueStage:
 
     def on_tick(self, now: datetime, out: Writes) -> None:
         for partition, book in self.books.items():
-            for scope in book.holds.lapse(now, out, partition):
-                book.recheck.extend(_matching(book, scope, {SUSPENDED}))
+            for scope in book.holds.lapse(now, out, partition, busy=bool(book.recheck)):
+                book.recheck.extend(_matching(book, scope, LIVE))
             for _, tx_id in book.timers.due(now):
                 q = self._load(book, tx_id)
                 if q is None or q.transaction.status not in QUEUED:
@@ -186,8 +204,9 @@ class QueueStage:
             if now >= deadline(q, policy.retry):
                 self._apply(book, partition, tx_id, expire(q, now, "max_age reached while queued"), out, now)
                 continue
-            if self._covered(book, q, now):
-                self._apply(book, partition, tx_id, suspend(q, now), out, now)  # out of its lane until resumed
+            verdict = self._verdict(book, q, now)
+            if verdict.bounce is not None or verdict.holds:  # cancelled, or out of its lane until resumed
+                self._apply(book, partition, tx_id, self._under(verdict, q, now), out, now)
                 budget -= 1
                 continue
             blocked_until = self._blocked_until(book, q, policy, now)
@@ -203,28 +222,51 @@ class QueueStage:
             budget -= 1
 
     def _recheck(self, book: QueueBook, partition: int, now: datetime, out: Writes, budget: int) -> int:
-        """Mark messages a suspension now covers 'suspended' and release those none covers; returns the budget left."""
+        """Bring messages in line with the controls now in force (cancel, hold, release, or show the queue's
+        new state); returns the budget left."""
         while book.recheck and budget > 0:
             tx_id = book.recheck.popleft()
             q = self._load(book, tx_id)
             if q is None:
                 continue
-            covered = self._covered(book, q, now)
-            if covered and q.transaction.status in WAITING:
-                self._apply(book, partition, tx_id, suspend(q, now), out, now)
-            elif not covered and q.transaction.status == SUSPENDED:
-                self._apply(book, partition, tx_id, resume(q, now), out, now)
-            else:
+            effects = self._under(self._verdict(book, q, now), q, now)
+            if not effects.statuses and effects.state is None:
                 continue
+            self._apply(book, partition, tx_id, effects, out, now)
             budget -= 1
         return budget
 
-    def _covered(self, book: QueueBook, q: QueuedMessage, now: datetime) -> bool:
+    def _under(self, verdict: Verdict, q: QueuedMessage, now: datetime) -> Effects:
+        """What the controls' verdict does to a live message; nothing when it is already in line."""
+        status = q.transaction.status
+        if verdict.bounce is not None and (status in QUEUED or status in AT_EGRESS):
+            return cancel(q, now, verdict.bounce)
+        if verdict.holds and status in WAITING:
+            return suspend(q, now)
+        if not verdict.holds and status == SUSPENDED:
+            return resume(q, now)
+        if q.transaction.queue_state != verdict.state:
+            return restate(q, now)
+        return Effects()
+
+    def _verdict(self, book: QueueBook, q: QueuedMessage, now: datetime) -> Verdict:
         tx = q.transaction
-        return book.holds.covers(tx.queue, tx.tenant, tx.campaign, q.domain, now)
+        return book.holds.verdict(tx.queue, tx.tenant, tx.campaign, q.domain, now)
+
+    def _cancel_one(self, book: QueueBook, partition: int, command: QueueCommand, now: datetime,
+                    out: Writes) -> None:
+        """POST /api/transactions/{id}/cancel: only an admin or the message's own tenant may."""
+        tx_id = command.transaction_id or ""
+        q = self._load(book, tx_id)
+        if q is None or command.action != "cancel":
+            return  # already final (or never here): nothing to do
+        if command.issued_by not in (ADMIN_ISSUER, f"tenant:{q.transaction.tenant}"):
+            log.warning("cancel_refused", transaction=tx_id, issued_by=command.issued_by)
+            return
+        self._apply(book, partition, tx_id, cancel(q, now, command.reason or CANCELLED_BY_REQUEST), out, now)
 
     def _publish(self, now: datetime, out: Writes) -> None:
-        """Counts by status and suspensions, per tenant, of every owned partition (only what changed)."""
+        """Counts by status and queue controls, per tenant, of every owned partition (only what changed)."""
         for partition, book in self.books.items():
             prefix = f"{partition}/"
             tenants = book.tally.tenants() | book.holds.tenants()
@@ -277,9 +319,23 @@ class QueueStage:
 
     # -- state -----------------------------------------------------------------------------------
     def _apply(self, book: QueueBook, partition: int, tx_id: str, effects: Effects, out: Writes,
-               now: datetime) -> None:
-        if effects.state is not None and self._covered(book, effects.state, now):
-            effects = held(effects, now)  # accepted or deferred into a suspended queue
+               now: datetime, verdict: Verdict | None = None) -> None:
+        """Write the effects, under the controls in force: every status says its queue's state."""
+        if len(book.holds):
+            if verdict is None:
+                q = effects.state or self._load(book, tx_id)
+                verdict = self._verdict(book, q, now) if q is not None else ACTIVE
+            if effects.state is not None and effects.state.transaction.status in WAITING:
+                if verdict.bounce is not None:  # accepted, deferred or resumed into a bounced queue
+                    effects = then(effects, cancelled(effects.state, now, verdict.bounce))
+                elif verdict.holds:
+                    effects = held(effects, now)  # accepted or deferred into a suspended or disabled queue
+            effects = stamped(effects, verdict.state)
+        elif (effects.state is not None and effects.state.transaction.queue_state != "active") \
+                or any(s.queue_state != "active" for s in effects.statuses):
+            effects = stamped(effects, "active")  # its queue's controls have ended
+        if effects.recall is not None:
+            send(out, READY.name, self.policies.group_of(effects.recall.egress_pool), effects.recall)
         for status in effects.statuses:
             send(out, STATUS.name, status.id, status)
             if status.is_final:
