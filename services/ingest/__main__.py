@@ -48,8 +48,9 @@ def main(argv: list[str] | None = None) -> int:
             await producer.close()
             view.store.close()
 
-    app = create_app(config.ingest, Submitter(producer, system_clock), view, system_clock, lifespan=lifespan,
-                     routers=[queue_router(config, capacity, producer, system_clock)])
+    submitter = Submitter(producer, system_clock, capacity.refusal)  # draining/disabled queues refused early
+    app = create_app(config.ingest, submitter, view, system_clock, lifespan=lifespan,
+                     routers=[queue_router(config, capacity, producer, system_clock, view)])
     uvicorn.run(app, host=config.ingest.host, port=args.port or config.ingest.port, log_config=None,
                 access_log=False)
     return 0

@@ -8,9 +8,12 @@ replica reads them from the beginning at start-up rather than keeping offsets.
 from __future__ import annotations
 
 import asyncio
+from datetime import datetime
 
+from mailstream.core.queue_scope import QueueScope
+from mailstream.core.queue_state import verdict
 from mailstream.events.kafka import TopicTailer
-from mailstream.events.records import QueueStats, SourceUsage
+from mailstream.events.records import QueueStats, QueueSuspension, SourceUsage
 from mailstream.events.serde import SerdeError, decode
 from mailstream.events.topics import QUEUE_STATS, SOURCE_USAGE
 from mailstream.observability.logs import get_logger
@@ -23,6 +26,22 @@ class CapacityView:
         self.stats: dict[str, QueueStats] = {}  # by "<partition>/<tenant>"
         self.usage: dict[str, SourceUsage] = {}  # by source name
         self.caught_up = asyncio.Event()
+        self._refusing: list[tuple[QueueScope, QueueSuspension]] | None = None  # draining/disabled, when known
+
+    def refusal(self, queue: str, tenant: str | None, campaign: str | None, domain: str, now: datetime) -> str | None:
+        """Why a new message for this queue would be refused, as the published controls show it. Only an
+        early answer: stage 1, which holds the controls, refuses whatever arrives anyway."""
+        if self._refusing is None:
+            self._refusing = [(QueueScope(queue=s.queue, tenant=s.tenant, campaign=s.campaign, domain=s.domain), s)
+                              for stats in self.stats.values() for s in stats.suspensions if s.state != "bounce"]
+        if not self._refusing:
+            return None
+        found = verdict((s.state, s.reason) for scope, s in self._refusing
+                        if (s.until is None or s.until > now) and scope.matches(queue, tenant, campaign, domain))
+        if found.refusal is None:
+            return None
+        state, reason = found.refusal
+        return f"queue {queue} is {state}" + (f": {reason}" if reason else "")
 
     def apply(self, topic: str, key: bytes | None, value: bytes | None) -> None:
         if key is None:
@@ -30,6 +49,7 @@ class CapacityView:
         name = key.decode()
         try:
             if topic == QUEUE_STATS.name:
+                self._refusing = None
                 if value is None:
                     self.stats.pop(name, None)
                 else:

@@ -1,9 +1,11 @@
 """Queue inspection and admin operations: GET /api/queue/servers and /api/queue/stats (capacity, counts
-and the completion estimate), POST and DELETE /api/admin/suspend (suspend and resume scheduled queues).
+and the completion estimate); POST /api/admin/queue-state (active, suspended, draining, disabled), with
+POST and DELETE /api/admin/suspend as its shorthand for suspended and active; POST /api/admin/bounce
+(cancel a scope's messages, KumoMTA's admin bounce); POST /api/transactions/{id}/cancel.
 
-Suspend and resume travel as QueueCommand events to scheduler stage 1, keyed by the tenant's route key,
-so the partition that owns the tenant's queues applies them in order with everything else it does; a
-command that names no tenant (an admin's domain-wide suspension) goes to every partition.
+Every operation travels as a QueueCommand event to scheduler stage 1, keyed by the tenant's route key,
+so the partition that owns the tenant's queues applies it in order with everything else it does; a
+command that names no tenant (an admin's domain-wide operation) goes to every partition.
 """
 
 from __future__ import annotations
@@ -11,7 +13,7 @@ from __future__ import annotations
 import asyncio
 import uuid
 from datetime import timedelta
-from typing import Any, Literal
+from typing import Any, TypeVar
 
 from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse
@@ -22,15 +24,20 @@ from mailstream.core.clock import Clock
 from mailstream.core.duration import parse_duration
 from mailstream.core.queue_scope import QueueScope
 from mailstream.events.kafka import EventProducer
-from mailstream.events.records import ADMIN_ISSUER, QueueCommand
+from mailstream.events.records import ADMIN_ISSUER, QueueAction, QueueCommand, QueueState
 from mailstream.events.topics import QUEUE_COMMANDS, route_key
 from mailstream.ingest.auth import KeyRing, Principal
 from mailstream.ingest.capacity_view import CapacityView
 from mailstream.ingest.problems import Problem, from_validation_error, read_json
 from mailstream.ingest.queue_report import server_rows, stats_report
+from mailstream.ingest.status_view import StatusView
 
 Name = Field(default=None, min_length=1, max_length=255)
 MAX_BODY = 16 * 1024
+ACTION_OF_STATE: dict[QueueState, QueueAction] = {"active": "resume", "suspended": "suspend", "draining": "drain",
+                                                  "disabled": "disable"}
+DEFAULT_BOUNCE = timedelta(minutes=5)  # KumoMTA's default: new matches are cancelled for this long
+Reason = Field(default=None, max_length=500)
 
 
 class ScopeRequest(BaseModel):
@@ -50,8 +57,8 @@ class ScopeRequest(BaseModel):
 
 
 class SuspendRequest(ScopeRequest):
-    reason: str | None = Field(default=None, max_length=500)
-    duration: timedelta | None = None  # "2h", "30 minutes", or seconds; the suspension lifts itself after it
+    reason: str | None = Reason
+    duration: timedelta | None = None  # "2h", "30 minutes", or seconds; the state ends by itself after it
 
     @field_validator("duration", mode="before")
     @classmethod
@@ -66,7 +73,21 @@ class SuspendRequest(ScopeRequest):
         return parsed
 
 
-def queue_router(config: Config, view: CapacityView, producer: EventProducer, clock: Clock) -> APIRouter:
+class StateRequest(SuspendRequest):
+    state: QueueState
+
+
+class BounceRequest(SuspendRequest):
+    reason: str = Field(min_length=1, max_length=500)  # required, as KumoMTA requires it
+
+
+class CancelRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    reason: str | None = Reason
+
+
+def queue_router(config: Config, view: CapacityView, producer: EventProducer, clock: Clock,
+                 statuses: StatusView) -> APIRouter:
     keys = KeyRing(config.ingest.api_keys)
     egress = config.egress
     router = APIRouter()
@@ -94,42 +115,63 @@ def queue_router(config: Config, view: CapacityView, producer: EventProducer, cl
         return JSONResponse({"data": stats_report(list(view.stats.values()), egress, view.usage, clock(),
                                                   tenant=tenant, all_tenants=everyone, campaign=campaign)})
 
-    async def command(request: Request, action: Literal["suspend", "resume"]) -> JSONResponse:
+    async def command(request: Request, req: ScopeRequest, action: QueueAction) -> JSONResponse:
         who = principal(request)
-        data = await _body_or_query(request)
-        try:
-            req = SuspendRequest.model_validate(data) if action == "suspend" else ScopeRequest.model_validate(data)
-        except ValidationError as exc:
-            raise from_validation_error(exc) from None
         tenant = req.tenant
         if not who.admin:
             tenant, _ = tenant_filter(who, req.tenant)  # a tenant key acts on its own queues only
         scope = QueueScope(queue=req.queue, tenant=tenant, campaign=req.campaign, domain=req.domain)
-        if not who.admin and _admin_suspended(view, scope):
-            raise Problem(403, "Forbidden", "an admin suspended these queues: only an admin may change that")
+        if not who.admin and _admin_controlled(view, scope, bounce=action == "cancel"):
+            raise Problem(403, "Forbidden", "an admin set this control: only an admin may change it")
         now = clock()
-        until = now + req.duration if isinstance(req, SuspendRequest) and req.duration is not None else None
+        duration = req.duration if isinstance(req, SuspendRequest) else None
+        if action == "cancel" and duration is None:
+            duration = DEFAULT_BOUNCE
+        until = now + duration if duration is not None and action != "resume" else None
+        reason = req.reason if isinstance(req, SuspendRequest) and action != "resume" else None
         cmd = QueueCommand(id=uuid.uuid4().hex, action=action, queue=scope.queue, tenant=scope.tenant,
-                           campaign=scope.campaign, domain=scope.domain,
-                           reason=req.reason if isinstance(req, SuspendRequest) else None, until=until,
-                           issued_at=now, issued_by=ADMIN_ISSUER if who.admin else f"tenant:{who.tenant}")
-        if scope.tenant is not None:
-            partitions: list[int | None] = [None]  # placed by the tenant's route key, beside its queues
-        else:
-            partitions = list(range(QUEUE_COMMANDS.partitions))
-        key = route_key(scope.tenant, scope.queue or "*")
-        await asyncio.gather(*(producer.send(QUEUE_COMMANDS, key, cmd, partition=p) for p in partitions))
+                           campaign=scope.campaign, domain=scope.domain, reason=reason, until=until,
+                           issued_at=now, issued_by=_issuer(who))
+        await _send(producer, cmd)
         return JSONResponse(status_code=202, content={
             "id": cmd.id, "operation": action, "scope": _scope_json(scope), "reason": cmd.reason,
             "until": until.isoformat() if until else None, "timestamp": now.isoformat()})
 
     @router.post("/api/admin/suspend", status_code=202)
     async def suspend(request: Request) -> JSONResponse:
-        return await command(request, "suspend")
+        principal(request)
+        return await command(request, _parse(SuspendRequest, await _body_or_query(request)), "suspend")
 
     @router.delete("/api/admin/suspend", status_code=202)
     async def resume(request: Request) -> JSONResponse:
-        return await command(request, "resume")
+        principal(request)
+        return await command(request, _parse(ScopeRequest, await _body_or_query(request)), "resume")
+
+    @router.post("/api/admin/queue-state", status_code=202)
+    async def queue_state(request: Request) -> JSONResponse:
+        principal(request)
+        req = _parse(StateRequest, await read_json(request, MAX_BODY))
+        return await command(request, req, ACTION_OF_STATE[req.state])
+
+    @router.post("/api/admin/bounce", status_code=202)
+    async def bounce(request: Request) -> JSONResponse:
+        principal(request)
+        return await command(request, _parse(BounceRequest, await read_json(request, MAX_BODY)), "cancel")
+
+    @router.post("/api/transactions/{tx_id}/cancel")
+    async def cancel(tx_id: str, request: Request) -> JSONResponse:
+        """Koukan's cancel: an empty body (or {"reason": ...}); nothing happens to a finished transaction."""
+        who = principal(request)
+        req = _parse(CancelRequest, await read_json(request, MAX_BODY, empty={}))
+        status = statuses.get(tx_id)
+        if status is None or not who.may_see(status.tenant):
+            raise Problem(404, "Not found", f"no transaction {tx_id!r} visible to this API key")
+        if not status.is_final:
+            await _send(producer, QueueCommand(
+                id=uuid.uuid4().hex, action="cancel", queue=status.queue, tenant=status.tenant, reason=req.reason,
+                transaction_id=tx_id, issued_at=clock(), issued_by=_issuer(who)))
+        return JSONResponse({"name": f"transactions/{tx_id}", "cancel_requested": not status.is_final,
+                             "status": status.status, "done": status.is_final})
 
     @router.get("/api/admin/suspensions")
     async def suspensions(request: Request, tenant: str | None = None) -> JSONResponse:
@@ -141,11 +183,37 @@ def queue_router(config: Config, view: CapacityView, producer: EventProducer, cl
     return router
 
 
-def _admin_suspended(view: CapacityView, scope: QueueScope) -> bool:
-    """Whether the published state shows an admin's suspension of exactly this scope (stage 1 enforces it too)."""
-    return any(s.issued_by == ADMIN_ISSUER and (s.queue, s.tenant, s.campaign, s.domain)
-               == (scope.queue, scope.tenant, scope.campaign, scope.domain)
+def _admin_controlled(view: CapacityView, scope: QueueScope, *, bounce: bool) -> bool:
+    """Whether the published state shows an admin's state (or bounce) on exactly this scope (stage 1 enforces
+    it too)."""
+    named = (scope.queue, scope.tenant, scope.campaign, scope.domain)
+    return any(s.issued_by == ADMIN_ISSUER and (s.state == "bounce") == bounce
+               and (s.queue, s.tenant, s.campaign, s.domain) == named
                for stats in view.stats.values() for s in stats.suspensions)
+
+
+def _issuer(who: Principal) -> str:
+    return ADMIN_ISSUER if who.admin else f"tenant:{who.tenant}"
+
+
+M = TypeVar("M", bound=BaseModel)
+
+
+def _parse(model: type[M], data: Any) -> M:
+    try:
+        return model.model_validate(data)
+    except ValidationError as exc:
+        raise from_validation_error(exc) from None
+
+
+async def _send(producer: EventProducer, cmd: QueueCommand) -> None:
+    """Beside the tenant's queues (its route key), or to every partition when the command names no tenant."""
+    if cmd.tenant is not None or cmd.transaction_id is not None:
+        partitions: list[int | None] = [None]
+    else:
+        partitions = list(range(QUEUE_COMMANDS.partitions))
+    key = route_key(cmd.tenant, cmd.queue or "*")
+    await asyncio.gather(*(producer.send(QUEUE_COMMANDS, key, cmd, partition=p) for p in partitions))
 
 
 def _scope_json(scope: QueueScope) -> dict[str, str]:

@@ -21,7 +21,7 @@ from mailstream.events.records import QueueStats, SourceUsage
 QUEUED = ("scheduled", "deferred", "suspended", "ready")  # waiting, at stage 1 or for an egress source
 SENDING = ("in_delivery",)
 SENT = ("delivered",)
-FAILED = ("bounced", "expired")
+FAILED = ("bounced", "expired", "cancelled")
 BACKLOG = ("scheduled", "deferred", "ready")  # what still needs egress capacity (suspended waits for a resume)
 _SOURCE_IDS = uuid.UUID("6f1c3a52-1b7e-4d55-9a51-6d1f0c9a7e10")
 

@@ -5,8 +5,9 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import uuid
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from datetime import datetime
 from typing import Literal
 
 from mailstream.core.clock import Clock
@@ -74,10 +75,15 @@ def reception_record(msg: AcceptedMessage) -> LogRecord:
     )
 
 
+# (queue, tenant, campaign, recipient domain, now) -> why the queue refuses new messages, or None
+Refusal = Callable[[str, str | None, str | None, str, datetime], str | None]
+
+
 class Submitter:
-    def __init__(self, producer: EventProducer, clock: Clock) -> None:
+    def __init__(self, producer: EventProducer, clock: Clock, refusal: Refusal | None = None) -> None:
         self._producer = producer
         self._clock = clock
+        self._refusal = refusal  # an early answer for draining and disabled queues; stage 1 has the last word
 
     async def submit(
         self,
@@ -95,9 +101,15 @@ class Submitter:
         for msg in messages:
             domain = msg.recipient.rpartition("@")[2].lower()
             try:
-                routed.append((msg, resolve_routing(msg.metadata, domain, bound_tenant=bound_tenant)))
+                route = resolve_routing(msg.metadata, domain, bound_tenant=bound_tenant)
             except RoutingError as exc:
                 result.failed.append((msg.recipient, str(exc)))
+                continue
+            refused = self._refusal(route.queue, route.tenant, route.campaign, domain, now) if self._refusal else None
+            if refused is not None:
+                result.failed.append((msg.recipient, refused))
+            else:
+                routed.append((msg, route))
         bodies: dict[str, asyncio.Task[BodyRef]] = {}
         for msg, _ in routed:
             digest = hashlib.sha256(msg.data).hexdigest()

@@ -17,7 +17,9 @@ from mailstream.core.bounce_classify import BounceClassifier
 from mailstream.core.queue_state import ACTIVE, verdict
 from mailstream.events import fixtures
 from mailstream.events.records import DeliveryResponse, QueueCommand, QueuedMessage, TransactionStatus
-from mailstream.events.serde import MAGIC, decode, registry
+from mailstream.events.serde import MAGIC, decode, encode, registry
+from mailstream.events.topics import QUEUE_STATS
+from mailstream.ingest.capacity_view import CapacityView
 from mailstream.scheduler.holds import Holds
 from mailstream.scheduler.lifecycle import (
     Effects,
@@ -250,3 +252,19 @@ def test_a_status_written_before_queue_states_reads_as_active() -> None:
     status = decode(buf.getvalue(), TransactionStatus)
     assert status.queue_state == "active"
     assert status.model_copy(update={"queue_state": "active"}) == fixtures.status()
+
+
+# -- ingest's early refusal ----------------------------------------------------------------------------
+def test_ingest_refuses_early_from_the_published_controls() -> None:
+    view = CapacityView()
+    controls = (fixtures.suspension().model_copy(update={"state": "draining", "reason": "moving", "until": None}),
+                fixtures.suspension().model_copy(update={"id": "c2", "campaign": "autumn", "state": "bounce"}),
+                fixtures.suspension().model_copy(update={"id": "c3", "campaign": "winter", "state": "disabled",
+                                                         "until": T0}))
+    view.apply(QUEUE_STATS.name, b"3/acme", encode(fixtures.queue_stats().model_copy(update={"suspensions": controls})))
+    assert view.refusal("q", "acme", "spring", "example.com", LATER) == "queue q is draining: moving"
+    assert view.refusal("q", "globex", "spring", "example.com", LATER) is None
+    assert view.refusal("q", "acme", "autumn", "example.com", LATER) is None  # stage 1 cancels those
+    assert view.refusal("q", "acme", "winter", "example.com", LATER) is None  # lapsed
+    view.apply(QUEUE_STATS.name, b"3/acme", None)
+    assert view.refusal("q", "acme", "spring", "example.com", LATER) is None
