@@ -29,9 +29,9 @@ from mailstream.events.topics import STATUS
 from tests.infra.broker import LocalBroker, tcp_reachable
 from tests.infra.postfix import find_postfix_tool
 from tests.infra.stack import ADMIN_KEY, Stack, free_port, stack_config
+from tests.infra.topics import bytes_written, topic_offsets
 
 FAILED = {"bounced", "deferred", "expired", "cancelled"}  # deferred counts: its retry is 20 minutes away
-Offsets = dict[tuple[str, int], int]
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -91,35 +91,6 @@ def inject_body(first: int, batch: int, size: int) -> dict[str, Any]:
 def kafka_consumer(bootstrap: str) -> Consumer:
     return Consumer({"bootstrap.servers": bootstrap, "group.id": f"bench-{time.time_ns()}",
                      "enable.auto.commit": False, "log_level": 3})
-
-
-def end_offsets(bootstrap: str, prefixes: tuple[str, ...]) -> Offsets:
-    """High watermarks of every partition of every topic whose name starts with one of `prefixes`."""
-    consumer = kafka_consumer(bootstrap)
-    try:
-        meta = consumer.list_topics(timeout=10).topics
-        return {(t, p): consumer.get_watermark_offsets(TopicPartition(t, p), timeout=10)[1]
-                for t in meta if t.startswith(prefixes) for p in meta[t].partitions}
-    finally:
-        consumer.close()
-
-
-def bytes_written(bootstrap: str, start: Offsets, end: Offsets) -> dict[str, int]:
-    """len(key) + len(value) of every record between two offset snapshots, by topic (read back)."""
-    todo = {tp: high for tp, high in end.items() if high > start.get(tp, 0)}
-    totals = dict.fromkeys((t for t, _ in end), 0)
-    consumer = kafka_consumer(bootstrap)
-    consumer.assign([TopicPartition(t, p, start.get((t, p), 0)) for t, p in todo])
-    deadline = time.monotonic() + 60
-    while todo and time.monotonic() < deadline:
-        for msg in consumer.consume(1000, 0.5):
-            tp, offset = (msg.topic(), msg.partition()), msg.offset() or 0
-            if msg.error() is None and tp in todo and offset < todo[tp]:
-                totals[tp[0]] += len(msg.key() or b"") + len(msg.value() or b"")
-                if offset + 1 >= todo[tp]:
-                    del todo[tp]
-    consumer.close()
-    return totals
 
 
 @dataclass
@@ -200,7 +171,7 @@ def stages(delivered: list[tuple[TransactionStatus, float]]) -> dict[str, float]
 
 def measure(stack: Stack, bootstrap: str, args: argparse.Namespace) -> dict[str, Any]:
     prefixes = ("mail.", stack.config["scheduler"]["app_id"])
-    before = end_offsets(bootstrap, prefixes)
+    before = topic_offsets(bootstrap, prefixes)
     consumer, run = kafka_consumer(bootstrap), Run()  # mail.status is assigned at its end offsets before any submit
     consumer.assign([TopicPartition(t, p, high) for (t, p), high in before.items() if t == STATUS.name])
 
@@ -215,7 +186,7 @@ def measure(stack: Stack, bootstrap: str, args: argparse.Namespace) -> dict[str,
     delivered = {tx: run.done[tx] for tx in run.submitted if tx in run.done and run.done[tx][0].status == "delivered"}
     lat = [seen - run.submitted[tx] for tx, (_, seen) in delivered.items()]
     time.sleep(1.0)  # let the last status and changelog writes land before counting bytes
-    written = bytes_written(bootstrap, before, end_offsets(bootstrap, prefixes))
+    written = bytes_written(bootstrap, before, topic_offsets(bootstrap, prefixes))
     n = max(len(run.submitted), 1)  # = delivered in a complete run; partial runs undercount delivery-side writes
     per_msg = {t: b / n for t, b in sorted(written.items()) if b}
     mail, total = sum(b for t, b in per_msg.items() if t.startswith("mail.")), sum(per_msg.values())

@@ -65,6 +65,10 @@ class Stack:
     def api(self) -> str:
         return f"http://127.0.0.1:{self.config['ingest']['port']}"
 
+    @property
+    def bootstrap(self) -> str:
+        return str(self.config["kafka"]["bootstrap_servers"])
+
     def start(self) -> Stack:
         (self.workdir / "mailstream.yaml").write_text(yaml.safe_dump(self.config))
         for service in ("scheduler", "delivery", "ingest"):

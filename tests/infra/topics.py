@@ -14,6 +14,7 @@ from mailstream.events.topics import TopicSpec
 
 _NOT_YET = (KafkaError.NOT_LEADER_FOR_PARTITION, KafkaError._UNKNOWN_PARTITION, KafkaError.LEADER_NOT_AVAILABLE)
 Record = tuple[int, int, bytes, bytes | None]  # partition, offset, key, value (None: tombstone)
+Offsets = dict[tuple[str, int], int]  # (topic, partition) -> offset
 
 
 def end_offsets(bootstrap: str, topic: str, partitions: int, *, timeout: float = 15.0) -> list[int]:
@@ -98,3 +99,39 @@ def partitions_of(bootstrap: str, keys: list[str], partitions: int) -> dict[str,
         AdminClient({"bootstrap.servers": bootstrap}).delete_topics([probe])
     assert set(placed) == set(keys)
     return placed
+
+
+def topic_offsets(bootstrap: str, prefixes: tuple[str, ...]) -> Offsets:
+    """High watermarks of every partition of every topic whose name starts with one of `prefixes`."""
+    consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": "mailstream-test-watermarks"})
+    try:
+        meta = consumer.list_topics(timeout=10).topics
+        return {(t, p): consumer.get_watermark_offsets(TopicPartition(t, p), timeout=10)[1]
+                for t in meta if t.startswith(prefixes) for p in meta[t].partitions}
+    finally:
+        consumer.close()
+
+
+def bytes_written(bootstrap: str, start: Offsets, end: Offsets) -> dict[str, int]:
+    """len(key) + len(value) of every record between two offset snapshots, by topic (read back,
+    aborted transactions included: they were written too)."""
+    todo = {tp: high for tp, high in end.items() if high > start.get(tp, 0)}
+    totals = dict.fromkeys((t for t, _ in end), 0)
+    consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": f"bytes-{uuid.uuid4().hex[:8]}",
+                         "enable.auto.commit": False, "isolation.level": "read_uncommitted"})
+    consumer.assign([TopicPartition(t, p, start.get((t, p), 0)) for t, p in todo])
+    deadline = time.monotonic() + 60
+    try:
+        while todo:
+            assert time.monotonic() < deadline, f"not readable to the end: {sorted(todo)}"
+            for msg in consumer.consume(1000, 0.2):
+                tp, offset = (msg.topic() or "", msg.partition() or 0), msg.offset() or 0
+                if msg.error() is None and tp in todo and offset < todo[tp]:
+                    totals[tp[0]] += len(msg.key() or b"") + len(msg.value() or b"")
+            # The position, not the last record: a transaction marker may hold the last offset.
+            for pos in consumer.position([TopicPartition(t, p) for t, p in todo]):
+                if pos.offset >= todo[(pos.topic, pos.partition)]:
+                    del todo[(pos.topic, pos.partition)]
+    finally:
+        consumer.close()
+    return totals
