@@ -109,6 +109,10 @@ class TransactionalProcessor:
     timeout bounds fail-over time. Handlers must not block: under eager rebalancing the whole
     group waits for a member that does not come back to ``consume()``.
 
+    A record the handler fails on stops the processor (the batch aborted), unless ``dead_letter``
+    names a topic: then the failed batch is replayed one record per transaction, and the record that
+    fails alone is written there (with the error and its origin in headers) instead of being handled.
+
     An output larger than ``max_message_bytes`` (keep it at most the topics' ``max.message.bytes``)
     is refused by ``produce()`` and aborts the batch like any other abortable error.
     """
@@ -117,7 +121,7 @@ class TransactionalProcessor:
                  handler: PartitionHandler, clock: Callable[[], datetime], tick_interval: float = 1.0,
                  max_batch: int = 500, transaction_timeout_ms: int = 10_000, name: str = "processor",
                  session_timeout_ms: int = 6_000, poll_timeout: float = 0.1,
-                 max_message_bytes: int = 1024 * 1024) -> None:
+                 max_message_bytes: int = 1024 * 1024, dead_letter: str | None = None) -> None:
         if not inputs:
             raise ValueError("at least one input topic")
         if changelog in inputs:
@@ -135,6 +139,11 @@ class TransactionalProcessor:
         self._session_timeout_ms = session_timeout_ms
         self._poll_timeout = poll_timeout
         self._max_message_bytes = max_message_bytes
+        self._dead_letter = dead_letter
+        # After a handler failure: one record per transaction up to these offsets, to find the culprit.
+        self._careful_until: dict[tuple[str, int], int] = {}
+        self._poison: tuple[str, int, int, str] | None = None  # topic, partition, offset, error
+        self._dead_lettered = 0
         self._name = name
         self._transactional_id = f"{group_id}-{uuid.uuid4()}"
         # A pending transaction of a dead member holds back committed offsets and the changelog's
@@ -180,6 +189,14 @@ class TransactionalProcessor:
         return self._aborted
 
     @property
+    def name(self) -> str:
+        return self._name
+
+    @property
+    def records_dead_lettered(self) -> int:
+        return self._dead_lettered
+
+    @property
     def transactional_id(self) -> str:
         return self._transactional_id
 
@@ -200,7 +217,8 @@ class TransactionalProcessor:
                            changelog=self._changelog)
             last_tick = self._clock()
             while not stop.is_set():
-                records = self._usable(consumer.consume(self._max_batch, self._poll_timeout))
+                batch = 1 if self._careful_until else self._max_batch
+                records = self._usable(consumer.consume(batch, self._poll_timeout))
                 now = self._clock()
                 tick = bool(self._owned) and (now - last_tick >= self._tick_interval or now < last_tick)
                 if tick:
@@ -232,21 +250,29 @@ class TransactionalProcessor:
 
     def _transact(self, records: list[Message], now: datetime, tick: bool) -> None:
         out = Output(self._changelog, self._write)
+        current: Message | None = None
         try:
             if records:
                 self._begin()  # offsets must be committed even if the handler writes nothing
-            for msg in records:
-                self._handler.on_record(msg.partition() or 0, msg.topic() or "", msg.key(), msg.value() or b"",
-                                        now, out)
+            for current in records:
+                if self._is_poison(current):
+                    self._divert(current)
+                    continue
+                self._handler.on_record(current.partition() or 0, current.topic() or "", current.key(),
+                                        current.value() or b"", now, out)
+            current = None
             if tick:
                 self._handler.on_tick(now, out)
         except KafkaException as exc:
             self._transaction_failed(exc)
             return
-        except Exception:
+        except Exception as exc:
             if self._in_txn:
                 self._abort("handler_error")
-            raise
+            if self._dead_letter is None or current is None:
+                raise
+            self._isolate(records, current, exc)
+            return
         if not self._in_txn:
             return  # an idle tick: nothing to commit
         try:
@@ -258,6 +284,42 @@ class TransactionalProcessor:
         self._committed += 1
         self._failures = 0
         self._last_ok = True
+        for msg in records:
+            tp = (msg.topic() or "", msg.partition() or 0)
+            if tp in self._careful_until and (msg.offset() or 0) >= self._careful_until[tp]:
+                del self._careful_until[tp]
+
+    def _isolate(self, records: list[Message], failed: Message, exc: Exception) -> None:
+        """Rewind after a handler failure; replay the batch record by record, or divert the one record
+        that failed alone."""
+        self._recover()
+        where = (failed.topic() or "", failed.partition() or 0, failed.offset() or 0)
+        if len(records) == 1:
+            self._poison = (*where, f"{type(exc).__name__}: {exc}")
+            self._log.error("poison_record", topic=where[0], partition=where[1], offset=where[2],
+                            error=self._poison[3], dead_letter=self._dead_letter)
+            return
+        for msg in records:
+            tp = (msg.topic() or "", msg.partition() or 0)
+            self._careful_until[tp] = max(self._careful_until.get(tp, -1), msg.offset() or 0)
+        self._log.warning("handler_failed_isolating", topic=where[0], partition=where[1], offset=where[2],
+                          error=f"{type(exc).__name__}: {exc}", records=len(records))
+
+    def _is_poison(self, msg: Message) -> bool:
+        return self._poison is not None and self._poison[:3] == (msg.topic(), msg.partition(), msg.offset())
+
+    def _divert(self, msg: Message) -> None:
+        """Write the poison record to the dead-letter topic in this transaction; its offset commits with it."""
+        assert self._poison is not None
+        assert self._dead_letter is not None
+        topic, partition, offset, error = self._poison
+        headers: list[tuple[str, str | bytes | None]] = [
+            ("error", error), ("topic", topic), ("partition", str(partition)), ("offset", str(offset)),
+            ("processor", self._name)]
+        self._begin()
+        self._kafka.producer.produce(self._dead_letter, key=msg.key(), value=msg.value(), headers=headers)
+        self._poison = None
+        self._dead_lettered += 1
 
     def _write(self, w: Write) -> None:
         producer = self._kafka.producer
@@ -382,6 +444,8 @@ class TransactionalProcessor:
     def _drop(self, event: str) -> None:
         owned, self._owned = sorted(self._owned), frozenset()
         self._joined = False
+        self._careful_until.clear()  # a new owner finds a bad record again by itself
+        self._poison = None
         for p in owned:
             self._handler.revoked(p)
         self._log.info(event, partitions=owned)

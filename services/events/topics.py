@@ -33,7 +33,7 @@ DAY_MS = 24 * 3600 * 1000
 class TopicSpec:
     name: str
     key: str
-    value_type: type[Record]
+    value_type: type[Record] | None  # None: records of other topics, kept as they were
     partitions: int = PARTITIONS
     cleanup_policy: str = "delete"
     retention_ms: int = 7 * DAY_MS
@@ -80,9 +80,12 @@ QUEUE_STATS = TopicSpec("mail.queue-stats", "<partition>/<tenant>", QueueStats,
 SOURCE_USAGE = TopicSpec("mail.source-usage", "egress source", SourceUsage,
                          cleanup_policy="compact", retention_ms=-1)
 
+# A stage's input record its handler fails on, as it was, with the error and origin in headers.
+DEAD_LETTER = TopicSpec("mail.dead-letter", "the record's own key", None, retention_ms=30 * DAY_MS)
+
 ALL_TOPICS: tuple[TopicSpec, ...] = (BODIES, ACCEPTED, READY, DELIVERY, RESPONSES, EVENTS, STATUS,
                                      QUEUE_STATE, EGRESS_STATE, DISPATCHED, QUEUE_COMMANDS, QUEUE_STATS,
-                                     SOURCE_USAGE)
+                                     SOURCE_USAGE, DEAD_LETTER)
 
 
 def route_key(tenant: str | None, queue: str) -> str:

@@ -10,6 +10,7 @@ import asyncio
 import signal
 import sys
 import threading
+from collections.abc import Callable
 
 from prometheus_client import Gauge
 
@@ -17,12 +18,7 @@ from mailstream.cli import prepare, service_parser
 from mailstream.config.model import Config
 from mailstream.core.clock import system_clock
 from mailstream.events.processor import TransactionalProcessor
-from mailstream.events.topics import (
-    EGRESS_STATE,
-    PARTITIONS,
-    QUEUE_STATE,
-    READY,
-)
+from mailstream.events.topics import DEAD_LETTER, EGRESS_STATE, PARTITIONS, QUEUE_STATE, READY
 from mailstream.observability.http import serve_health
 from mailstream.observability.logs import get_logger
 from mailstream.scheduler.egress_stage import EgressStage
@@ -39,18 +35,26 @@ def build_processors(config: Config) -> tuple[list[TransactionalProcessor], Queu
     processors = [
         TransactionalProcessor(bootstrap=bootstrap, group_id=f"{group}-queues", inputs=INPUTS,
                                changelog=QUEUE_STATE.name, partitions=PARTITIONS, handler=queues,
-                               clock=system_clock, tick_interval=0.2, name="queues"),
+                               clock=system_clock, tick_interval=0.2, name="queues", dead_letter=DEAD_LETTER.name),
         TransactionalProcessor(bootstrap=bootstrap, group_id=f"{group}-egress", inputs=[READY.name],
                                changelog=EGRESS_STATE.name, partitions=PARTITIONS, handler=egress,
-                               clock=system_clock, tick_interval=0.2, name="egress"),
+                               clock=system_clock, tick_interval=0.2, name="egress", dead_letter=DEAD_LETTER.name),
     ]
     return processors, queues, egress
+
+
+def _dead_lettered(processor: TransactionalProcessor) -> Callable[[], float]:
+    return lambda: processor.records_dead_lettered
 
 
 async def _run(config: Config, web_port: int) -> int:
     processors, _, egress = build_processors(config)
     held = Gauge("mailstream_egress_held_messages", "Messages waiting for egress capacity")
     held.set_function(egress.held_count)
+    dead = Gauge("mailstream_scheduler_dead_lettered_records", "Input records a stage failed on, set aside in "
+                 "mail.dead-letter since start", ["stage"])
+    for p in processors:
+        dead.labels(p.name).set_function(_dead_lettered(p))
     stop = threading.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):

@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from confluent_kafka import Consumer, Producer
+from confluent_kafka import Consumer, Producer, TopicPartition
 
 from mailstream.events.kafka import ensure_topics
 from mailstream.events.processor import Output, TransactionalProcessor
@@ -403,6 +403,33 @@ def test_a_handler_failure_aborts_the_whole_batch(kafka_bootstrap: str) -> None:
         wait_for(lambda: healthy.records_processed == len(values), 30, "the replayed batch")
     assert [v for _, _, v in read_all(kafka_bootstrap, t.out, 2)] == values
     assert read_all(kafka_bootstrap, t.changelog, 2)[-1] == (0, b"n", b"101")
+
+
+def test_a_record_the_handler_fails_on_goes_to_the_dead_letter_topic(kafka_bootstrap: str) -> None:
+    t = make_topics(kafka_bootstrap, 2)
+    dead = t.inp.replace(".in", ".dead")
+    ensure_topics(kafka_bootstrap, [TopicSpec(dead, "the record's key", None, partitions=1)])
+    group = f"poison-{uuid.uuid4().hex[:8]}"
+    values = [f"r{i}".encode() for i in range(100)]
+    produce(kafka_bootstrap, t.inp, [(0, b"k", v) for v in values] + [(1, b"k", b"other")])
+
+    echo = Echo(t.out, fail_on=b"r37")
+    proc = processor(kafka_bootstrap, group, t, echo, wall_clock, dead_letter=dead)
+    with running(proc):
+        wait_for(lambda: proc.records_processed == 101, 60, "every record, the poison one diverted")
+        assert proc.healthy
+    good = [v for v in values if v != b"r37"]
+    assert sorted(v for _, _, v in read_all(kafka_bootstrap, t.out, 2) if v is not None) == sorted([*good, b"other"])
+    assert {p: v for p, _, v in read_all(kafka_bootstrap, t.changelog, 2)} == {0: b"99", 1: b"1"}
+    consumer = Consumer({"bootstrap.servers": kafka_bootstrap, "group.id": f"dl-{group}",
+                         "isolation.level": "read_committed", "auto.offset.reset": "earliest"})
+    consumer.assign([TopicPartition(dead, 0, 0)])
+    diverted = [m for m in consumer.consume(10, 5.0) if m.error() is None]
+    consumer.close()
+    assert [m.value() for m in diverted] == [b"r37"]
+    headers = dict(diverted[0].headers() or [])
+    assert headers["error"] == b"RuntimeError: handler failed"
+    assert (headers["topic"], headers["partition"], headers["offset"]) == (t.inp.encode(), b"0", b"37")
 
 
 def test_an_abortable_error_rewinds_state_and_input(kafka_bootstrap: str) -> None:

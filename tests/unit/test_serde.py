@@ -30,7 +30,8 @@ def test_round_trip(record: Record) -> None:
 
 def test_every_topic_value_type_has_a_schema() -> None:
     for topic in ALL_TOPICS:
-        assert topic.value_type.schema_name in serde.registry().current
+        if topic.value_type is not None:  # the dead-letter topic keeps other topics' records
+            assert topic.value_type.schema_name in serde.registry().current
 
 
 def test_every_record_field_is_in_its_schema() -> None:
