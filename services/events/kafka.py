@@ -1,8 +1,8 @@
 """The one seam to Kafka: confluent-kafka is imported here and nowhere else in the services.
 
-Producers are idempotent (acks=all) and place keys with murmur2 like the Java client and
-aiokafka/Faust do; consumers never auto-commit, so an offset is committed only after the
-effects of its record are durable.
+Producers are idempotent (acks=all) and place keys with murmur2 like the Java client
+(`mailstream.core.partitioner` computes the same placement); consumers never auto-commit, so an
+offset is committed only after the effects of its record are durable.
 """
 
 from __future__ import annotations

@@ -7,11 +7,12 @@ says. Nothing here is durable; it exists so scheduling can be simulated over day
 
 from __future__ import annotations
 
-import zlib
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Protocol
+
+from mailstream.core.partitioner import partition_of
 
 
 @dataclass(frozen=True, slots=True)
@@ -36,7 +37,7 @@ class MemoryBus:
 
     def send(self, topic: str, key: bytes | None, value: bytes, partition: int | None = None) -> None:
         if partition is None:
-            partition = zlib.crc32(key or b"") % self.partitions
+            partition = partition_of(key or b"", self.partitions)  # where Kafka would put it
         self.topics.setdefault(topic, []).append(MemoryRecord(topic, partition, key, value))
 
     def read(self, topic: str, start: int = 0) -> list[MemoryRecord]:

@@ -34,7 +34,7 @@ def configure_logging(service: str, level: str | None = None) -> None:
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level_name)
-    for noisy in ("aiokafka", "faust", "mode", "uvicorn.access"):
+    for noisy in ("uvicorn.access",):
         logging.getLogger(noisy).setLevel(max(logging.WARNING, root.level))
 
 
