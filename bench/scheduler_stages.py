@@ -76,6 +76,9 @@ def main() -> int:
     serde_per_s = len(sample) / (time.perf_counter() - t)
     del sample
 
+    egress.tick(START)  # stage 2 settles its egress grouping first (every partition tells every other)
+    egress.step(START, discard=True)
+
     # Phase 1, in chunks as a consumer would read them: the worker holds state, not the topics.
     produce_s = queue_s = 0.0
     for first in range(0, n, CHUNK):

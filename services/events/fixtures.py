@@ -11,6 +11,7 @@ from mailstream.events.records import (
     DeliveryResponse,
     DeliveryTask,
     Dispatched,
+    EgressSettlement,
     LimitState,
     LogRecord,
     MessageBody,
@@ -24,6 +25,7 @@ from mailstream.events.records import (
     SourceUsage,
     StatusCounts,
     TransactionStatus,
+    UsageHandover,
 )
 
 T0 = datetime(2026, 11, 22, 8, 0, 0, 123000, tzinfo=UTC)
@@ -91,6 +93,14 @@ def limit_state() -> LimitState:
     return LimitState(day="2026-11-22", used=17, sends=(T0, T0), tat=T0, rr_index=1, rr_weight=2)
 
 
+def usage_handover() -> UsageHandover:
+    return UsageHandover(scope="s:mail2", state=limit_state(), from_partition=3)
+
+
+def egress_settlement() -> EgressSettlement:
+    return EgressSettlement(fingerprint="3f2a9c0d1e5b7a64", partitions=(0, 3, 5))
+
+
 def dispatched() -> Dispatched:
     return Dispatched(id="tx-1", attempt=1, attempt_id="tx-1/1", queue="spring:acme@example.com", tenant="acme",
                       egress_source="unspecified", egress_path="unspecified->mx.example.com", issued_at=T0)
@@ -120,4 +130,5 @@ def source_usage() -> SourceUsage:
 
 ALL: tuple[Record, ...] = (
     accepted(), task(), response(), status(), queued(), log_record(), body(), OK_250, BODY, ready(),
-    limit_state(), dispatched(), queue_command(), suspension(), status_counts(), queue_stats(), source_usage())
+    limit_state(), usage_handover(), egress_settlement(), dispatched(), queue_command(), suspension(),
+    status_counts(), queue_stats(), source_usage())

@@ -238,6 +238,19 @@ class LimitState(Record):
     rr_weight: int = 0
 
 
+class UsageHandover(Record):
+    schema_name = "mailstream.UsageHandover"
+    scope: str
+    state: LimitState
+    from_partition: int
+
+
+class EgressSettlement(Record):
+    schema_name = "mailstream.EgressSettlement"
+    fingerprint: str
+    partitions: tuple[int, ...] = ()
+
+
 class Dispatched(Record):
     schema_name = "mailstream.Dispatched"
     id: str

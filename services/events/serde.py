@@ -77,6 +77,14 @@ def encode(record: Record) -> bytes:
     return buf.getvalue()
 
 
+def schema_name(data: bytes | None) -> str | None:
+    """Name of the schema a single-object-encoded record was written with (None: not one we know)."""
+    if data is None or len(data) < HEADER_SIZE or data[:2] != MAGIC:
+        return None
+    known = registry().by_fingerprint.get(data[2:HEADER_SIZE])
+    return known[0] if known is not None else None
+
+
 def decode(data: bytes | None, record_type: type[R]) -> R:
     if data is None or len(data) < HEADER_SIZE or data[:2] != MAGIC:
         raise SerdeError(f"not an Avro single-object encoded {record_type.schema_name}")

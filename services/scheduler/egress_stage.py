@@ -21,6 +21,7 @@ from datetime import datetime, timedelta
 from mailstream.config.scheduling import EgressPool, EgressSource
 from mailstream.core.daily_limit import day_of, next_reset
 from mailstream.core.fair_queue import FairQueue
+from mailstream.core.partitioner import partition_of
 from mailstream.core.round_robin import WrrState, most_remaining, wrr_next
 from mailstream.core.sliding_window import SlidingWindow, next_free
 from mailstream.core.throttle import Gcra, admit, next_admit_at
@@ -28,20 +29,25 @@ from mailstream.events.records import (
     DeliveryResponse,
     DeliveryTask,
     Dispatched,
+    EgressSettlement,
     LimitState,
     ReadyMessage,
     SmtpResponse,
     SourceUsage,
+    UsageHandover,
 )
-from mailstream.events.serde import SerdeError, decode
-from mailstream.events.topics import DELIVERY, DISPATCHED, READY, RESPONSES, SOURCE_USAGE, route_key
+from mailstream.events.serde import SerdeError, decode, encode, schema_name
+from mailstream.events.topics import DELIVERY, DISPATCHED, PARTITIONS, READY, RESPONSES, SOURCE_USAGE, route_key
 from mailstream.observability.logs import get_logger
+from mailstream.scheduler.handover import HANDED_OVER, merge_usage, scope_group
 from mailstream.scheduler.packed import PackedValues
 from mailstream.scheduler.policy import Policies
 from mailstream.scheduler.stage import Limits, Snapshots, Timers, Writes, restore, send
 
 log = get_logger(__name__)
 HELD = "h:"
+SETTLEMENT = b"g:"
+REANNOUNCE = timedelta(seconds=5)
 NO_SOURCE_RETRY = timedelta(minutes=1)  # a pool with no usable source at all is looked at again soon
 
 
@@ -60,12 +66,17 @@ class EgressBook:
     lanes: FairQueue = field(default_factory=FairQueue)
     deadlines: Timers = field(default_factory=Timers)
     limits: Limits = field(default_factory=Limits)
+    settled_under: str | None = None  # the egress grouping this partition last handed over under
+    heard: set[int] = field(default_factory=set)  # partitions that have settled under it too
+    announce_at: datetime | None = None  # while not all have: when to tell them again
 
 
 class EgressStage:
     def __init__(self, policies: Policies, *, release_budget: int = 2000,
-                 snapshot_every: timedelta = timedelta(seconds=2)) -> None:
+                 snapshot_every: timedelta = timedelta(seconds=2), partitions: int = PARTITIONS) -> None:
         self.policies = policies
+        self.partitions = partitions
+        self._owners: dict[str, int] = {}  # egress group -> its partition
         self.books: dict[int, EgressBook] = {}
         self.budget = release_budget
         self.snapshots = Snapshots(SOURCE_USAGE.name, snapshot_every)
@@ -75,6 +86,9 @@ class EgressStage:
         book = self.books[partition] = EgressBook()
         for _, value in restore(state, book.limits, HELD):
             self._hold(book, decode(value, ReadyMessage), value)
+        if SETTLEMENT in state:
+            settlement = decode(state[SETTLEMENT], EgressSettlement)
+            book.settled_under, book.heard = settlement.fingerprint, set(settlement.partitions)
         self.snapshots.forget()  # sources are not keyed by partition: republish them all
 
     def revoked(self, partition: int) -> None:
@@ -85,10 +99,30 @@ class EgressStage:
         if topic != READY.name:
             return
         book = self.books.setdefault(partition, EgressBook())
+        self._settle(book, partition, now, out)
+        kind = schema_name(value)
+        if kind == UsageHandover.schema_name:
+            handover = decode(value, UsageHandover)
+            owner = scope_group(self.policies, handover.scope)
+            if owner is not None and self._owner(owner) != partition:  # sent under another grouping
+                send(out, READY.name, owner, handover)
+                return
+            merged = merge_usage(book.limits.get(handover.scope), handover.state)
+            book.limits.set(out, partition, handover.scope, merged)
+            log.info("usage_taken_over", scope=handover.scope, partition=partition, previous=handover.from_partition)
+            return
+        if kind == EgressSettlement.schema_name:
+            self._heard(book, partition, decode(value, EgressSettlement), out)
+            self._release(book, partition, now, out, self.budget)
+            return
         try:
             ready = decode(value, ReadyMessage)
         except SerdeError as exc:
             log.error("record_unreadable", topic=topic, partition=partition, error=str(exc))
+            return
+        home = self.policies.group_of(self._pool(ready).name)
+        if self._owner(home) != partition:  # routed by a stage 1 still on another grouping
+            send(out, READY.name, home, ready)
             return
         if ready.cancel_reason is not None:
             self._recall(book, partition, ready, now, out)
@@ -99,6 +133,11 @@ class EgressStage:
 
     def on_tick(self, now: datetime, out: Writes) -> None:
         for partition, book in self.books.items():
+            self._settle(book, partition, now, out)
+            if not self._settled(book) and (book.announce_at is None or now >= book.announce_at):
+                # Again while waiting: a partition still on another grouping did not count it.
+                self._announce(partition, out)
+                book.announce_at = now + REANNOUNCE
             for _, tx_id in book.deadlines.due(now):
                 self._expire(book, partition, tx_id, now, out)
             book.lanes.wake(now)
@@ -106,8 +145,82 @@ class EgressStage:
         if self.snapshots.due(now):
             self._publish(now, out)
 
+    # -- ownership -------------------------------------------------------------------------------
+    # When the configuration regroups the pools, a group (with its sources' counters and its held
+    # mail) may move to another partition. Each partition hands over what it no longer owns, then
+    # tells every partition so; a partition sends nothing until all have, so no source is charged
+    # by its new owner before its count of the day has arrived there.
+    def _settle(self, book: EgressBook, partition: int, now: datetime, out: Writes) -> None:
+        grouping = self.policies.grouping
+        if book.settled_under == grouping:
+            return
+        self._hand_over(book, partition, out)
+        self._announce(partition, out)  # after the handovers: each partition reads them first
+        book.settled_under, book.heard, book.announce_at = grouping, set(), now + REANNOUNCE
+        self._save_settlement(book, partition, out)
+
+    def _announce(self, partition: int, out: Writes) -> None:
+        marker = EgressSettlement(fingerprint=self.policies.grouping, partitions=(partition,))
+        for other in range(self.partitions):
+            send(out, READY.name, str(partition), marker, partition=other)
+
+    def _heard(self, book: EgressBook, partition: int, marker: EgressSettlement, out: Writes) -> None:
+        if marker.fingerprint != book.settled_under:  # its sender announces again until we are on it too
+            log.info("settlement_of_another_grouping", partition=partition, grouping=marker.fingerprint,
+                        ours=book.settled_under, sender=list(marker.partitions))
+            return
+        book.heard.update(marker.partitions)
+        self._save_settlement(book, partition, out)
+        if self._settled(book):
+            log.info("egress_settled", partition=partition, grouping=book.settled_under)
+
+    def _save_settlement(self, book: EgressBook, partition: int, out: Writes) -> None:
+        assert book.settled_under is not None
+        state = EgressSettlement(fingerprint=book.settled_under, partitions=tuple(sorted(book.heard)))
+        out.put(partition, SETTLEMENT, encode(state))
+
+    def _settled(self, book: EgressBook) -> bool:
+        return len(book.heard) == self.partitions
+
+    def _hand_over(self, book: EgressBook, partition: int, out: Writes) -> None:
+        """Send held messages and counters whose egress group another partition owns now to that owner."""
+        moved = 0
+        for tx_id in list(book.held):
+            raw = book.held[tx_id]
+            ready = decode(raw, ReadyMessage)
+            home = self.policies.group_of(self._pool(ready).name)
+            if self._owner(home) != partition:
+                send(out, READY.name, home, ready)
+                del book.held[tx_id]
+                out.put(partition, (HELD + tx_id).encode(), None)
+                moved += 1
+        handed = []
+        for scope, state in list(book.limits.scopes("")):
+            owner = scope_group(self.policies, scope)
+            if owner is None or self._owner(owner) == partition:
+                continue
+            if scope.startswith(HANDED_OVER):
+                send(out, READY.name, owner, UsageHandover(scope=scope, state=state, from_partition=partition))
+            book.limits.drop(out, partition, scope)
+            handed.append(scope)
+        if moved or handed:
+            log.warning("egress_regrouped", partition=partition, messages_moved=moved, scopes_handed_over=handed)
+
+    def _owner(self, group: str) -> int:
+        owner = self._owners.get(group)
+        if owner is None:
+            owner = self._owners[group] = partition_of(group.encode(), self.partitions)
+        return owner
+
+    def _pool(self, ready: ReadyMessage) -> EgressPool:
+        pool = self.policies.pool(ready.egress_pool) or self.policies.pool(self.policies.config.queues.egress_pool)
+        assert pool is not None  # the configuration guarantees the default pool exists
+        return pool
+
     # -- decisions -------------------------------------------------------------------------------
     def _release(self, book: EgressBook, partition: int, now: datetime, out: Writes, budget: int) -> None:
+        if not self._settled(book):
+            return  # a counter may still be on its way from another partition
         while budget > 0:
             item = book.lanes.pop()
             if item is None:
@@ -117,8 +230,7 @@ class EgressStage:
             if raw is None:
                 continue  # expired or already sent
             ready = decode(raw, ReadyMessage)
-            pool = self.policies.pool(ready.egress_pool) or self.policies.pool(self.policies.config.queues.egress_pool)
-            assert pool is not None  # the configuration guarantees the default pool exists
+            pool = self._pool(ready)
             candidates = self._candidates(pool, ready)
             chosen, rotation = self._choose(book, pool, candidates, now)
             if chosen is None:

@@ -7,6 +7,8 @@ Path shaping resolves in `mailstream.config.egress_paths`, shared with the deliv
 
 from __future__ import annotations
 
+import hashlib
+import json
 from dataclasses import dataclass
 from typing import Any
 
@@ -65,6 +67,10 @@ class Policies:
         self._queues: dict[tuple[str | None, ...], QueuePolicy] = {}
         self._shapes = PathShapes(config.egress)
         self.groups = _egress_groups(config.egress.pools)
+        self._source_groups = {e.name: self.groups[p.name] for p in config.egress.pools for e in p.entries}
+        # Changes when pools are regrouped (or renamed): stage 2 then settles who owns what again.
+        self.grouping = hashlib.sha256(json.dumps(sorted(self._source_groups.items()) + sorted(self.groups.items()))
+                                       .encode()).hexdigest()[:16]
         self.pools = {p.name: p for p in config.egress.pools}
         self.sources = {s.name: s for s in config.egress.sources}
         self.reset_zone = config.egress.daily_reset_timezone
@@ -96,6 +102,10 @@ class Policies:
     def group_of(self, pool: str) -> str:
         """The egress group owning a pool; an unknown pool (removed from the file) is its own group."""
         return self.groups.get(pool, pool)
+
+    def group_of_source(self, name: str) -> str | None:
+        """The egress group a source belongs to (None: it is in no pool)."""
+        return self._source_groups.get(name)
 
     def pool(self, name: str) -> EgressPool | None:
         return self.pools.get(name)

@@ -22,8 +22,8 @@ class Writes(Protocol):
     def put(self, partition: int, key: bytes, value: bytes | None) -> None: ...
 
 
-def send(out: Writes, topic: str, key: str, record: Record) -> None:
-    out.send(topic, key.encode(), encode(record))
+def send(out: Writes, topic: str, key: str, record: Record, partition: int | None = None) -> None:
+    out.send(topic, key.encode(), encode(record), partition)
 
 
 class Limits:
@@ -43,6 +43,10 @@ class Limits:
     def set(self, out: Writes, partition: int, scope: str, state: LimitState) -> None:
         self._states[scope] = state
         out.put(partition, (self.PREFIX + scope).encode(), encode(state))
+
+    def drop(self, out: Writes, partition: int, scope: str) -> None:
+        del self._states[scope]
+        out.put(partition, (self.PREFIX + scope).encode(), None)
 
     def scopes(self, prefix: str) -> Iterator[tuple[str, LimitState]]:
         """(name, state) of the scopes "<prefix><name>" held."""

@@ -69,6 +69,10 @@ class Twin:
                 proc.read_upto = {t: len(self.bus.read(t)) for t in proc.inputs}
                 for p in range(PARTITIONS):
                     stage.assigned(p, dict(changelog.get(p, {})))
+        else:  # stage 2 first settles its egress grouping (every partition tells every other), as a
+            # worker does in its first ticks, so that a scenario starts with egress open
+            self.egress.tick(START)
+            self.egress.step(START)
         self.sent: list[DeliveryTask] = []
         self._tasks_read = len(self.bus.read(DELIVERY.name))
         self.answer = True

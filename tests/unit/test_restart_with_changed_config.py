@@ -61,3 +61,33 @@ def test_a_lower_daily_limit_after_a_restart_holds_what_is_over_it() -> None:
     rest = after.submit(40, clock())
     after.run(clock, clock() + timedelta(hours=1))
     assert after.statuses(rest) == {"delivered": 20, "ready": 20}, "the day's count carried over the restart"
+
+
+def regrouped(shared: bool) -> dict[str, object]:
+    """Pools "pool-a" and "pool-b" (their groups on partitions 6 and 5); sharing b1 merges them into
+    pool-a's group, so pool-b's messages and b1's counters move to another partition."""
+    entries_a = [{"name": "a1"}, {"name": "b1"}] if shared else [{"name": "a1"}]
+    return {"egress": {"sources": [{"name": "a1"}, {"name": "b1", "daily_limit": 50}],
+                       "pools": [{"name": "pool-a", "entries": entries_a},
+                                 {"name": "pool-b", "entries": [{"name": "b1"}]}]},
+            "queues": {"egress_pool": "pool-b"}}
+
+
+def test_regrouping_pools_moves_held_mail_and_the_days_count_to_the_new_owner() -> None:
+    clock = ManualClock(START)
+    before = Twin(regrouped(shared=False))
+    first = before.submit(60, START)
+    before.run(clock, START + timedelta(minutes=5))
+    assert before.statuses(first) == {"delivered": 50, "ready": 10}, "b1's cap holds back 10"
+
+    after = Twin(regrouped(shared=True), bus=before.bus, changelogs=before.changelogs())
+    more = after.submit(40, clock())
+    after.run(clock, clock() + timedelta(hours=2))
+    today = [t for t in before.sent + after.sent if t.egress_source == "b1"]
+    assert len(today) == 50, "b1's count of the day followed its group to the new partition"
+    assert after.statuses(first + more) == {"delivered": 50, "ready": 50}
+
+    after.run(clock, START.replace(hour=0) + timedelta(days=1, minutes=30))  # past midnight UTC
+    assert after.statuses(first + more) == {"delivered": 100}
+    attempts = [(t.id, t.attempt) for t in before.sent + after.sent]
+    assert len(attempts) == len(set(attempts)) == 100, "each message sent once"

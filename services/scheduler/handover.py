@@ -1,0 +1,40 @@
+"""Limit state that changes owner when a new configuration regroups the egress pools.
+
+A source's counters live in the partition of its egress group (the pools that share it). Regroup
+the pools and that group, with its key, changes: the old partition sends each counter it no longer
+owns to the new owner (a UsageHandover on mail.ready, keyed by the new group) and the new owner adds
+it to its own, so the day's count survives the change instead of starting again at zero.
+"""
+
+from __future__ import annotations
+
+from mailstream.events.records import LimitState
+from mailstream.scheduler.policy import Policies
+
+HANDED_OVER = ("s:", "p:")  # a source's day and sliding window, a path's rate; pools' rotations just restart
+
+
+def scope_group(policies: Policies, scope: str) -> str | None:
+    """The egress group that owns a limit scope under the current configuration (None: nothing does)."""
+    kind, _, name = scope.partition(":")
+    if kind == "s":
+        return policies.group_of_source(name)
+    if kind == "p":
+        return policies.group_of_source(name.partition("->")[0])
+    if kind == "w":
+        return policies.groups.get(name)
+    return None
+
+
+def merge_usage(mine: LimitState, handed: LimitState) -> LimitState:
+    """Counters of one scope kept by two partitions, as one: sends of the same day add up (each
+    partition counted its own), an older day's count gives way to a newer one."""
+    if mine.day == handed.day:
+        day, used = mine.day, mine.used + handed.used
+    elif (mine.day or "") > (handed.day or ""):
+        day, used = mine.day, mine.used
+    else:
+        day, used = handed.day, handed.used
+    tats = [t for t in (mine.tat, handed.tat) if t is not None]
+    return mine.model_copy(update={"day": day, "used": used, "sends": tuple(sorted(mine.sends + handed.sends)),
+                                   "tat": max(tats) if tats else None})
