@@ -120,8 +120,8 @@ class EgressStage:
         except SerdeError as exc:
             log.error("record_unreadable", topic=topic, partition=partition, error=str(exc))
             return
-        home = self.policies.group_of(self._pool(ready).name)
-        if self._owner(home) != partition:  # routed by a stage 1 still on another grouping
+        home = self._home(ready)
+        if home is not None and self._owner(home) != partition:  # routed by a stage 1 on another grouping
             send(out, READY.name, home, ready)
             return
         if ready.cancel_reason is not None:
@@ -188,8 +188,8 @@ class EgressStage:
         for tx_id in list(book.held):
             raw = book.held[tx_id]
             ready = decode(raw, ReadyMessage)
-            home = self.policies.group_of(self._pool(ready).name)
-            if self._owner(home) != partition:
+            home = self._home(ready)
+            if home is not None and self._owner(home) != partition:
                 send(out, READY.name, home, ready)
                 del book.held[tx_id]
                 out.put(partition, (HELD + tx_id).encode(), None)
@@ -205,6 +205,11 @@ class EgressStage:
             handed.append(scope)
         if moved or handed:
             log.warning("egress_regrouped", partition=partition, messages_moved=moved, scopes_handed_over=handed)
+
+    def _home(self, ready: ReadyMessage) -> str | None:
+        """The egress group of the message's pool; None for a pool this configuration does not know
+        (it stays where it is and goes out through the default pool)."""
+        return self.policies.group_of(ready.egress_pool) if self.policies.pool(ready.egress_pool) else None
 
     def _owner(self, group: str) -> int:
         owner = self._owners.get(group)
