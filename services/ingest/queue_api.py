@@ -29,7 +29,7 @@ from mailstream.events.topics import QUEUE_COMMANDS, route_key
 from mailstream.ingest.auth import KeyRing, Principal
 from mailstream.ingest.capacity_view import CapacityView
 from mailstream.ingest.problems import Problem, from_validation_error, read_json
-from mailstream.ingest.queue_report import server_rows, stats_report
+from mailstream.ingest.queue_report import server_rows, sources_for_tenant, stats_report
 from mailstream.ingest.status_view import StatusView
 
 Name = Field(default=None, min_length=1, max_length=255)
@@ -106,8 +106,9 @@ def queue_router(config: Config, view: CapacityView, producer: EventProducer, cl
 
     @router.get("/api/queue/servers")
     async def servers(request: Request) -> JSONResponse:
-        principal(request)
-        return JSONResponse({"data": server_rows(egress, view.usage, clock())})
+        who = principal(request)  # a tenant sees the sources its mail can use, not the others' traffic
+        only = None if who.admin else sources_for_tenant(egress, config.queues, who.tenant)
+        return JSONResponse({"data": server_rows(egress, view.usage, clock(), only)})
 
     @router.get("/api/queue/stats")
     async def stats(request: Request, tenant: str | None = None, campaign: str | None = None) -> JSONResponse:

@@ -12,7 +12,7 @@ from collections.abc import Iterable, Mapping
 from datetime import datetime
 from typing import Any
 
-from mailstream.config.scheduling import EgressConfig, EgressSource
+from mailstream.config.scheduling import EgressConfig, EgressSource, QueueDefaults
 from mailstream.core.completion import SourceCapacity, estimate_completion
 from mailstream.core.daily_limit import day_of, next_reset
 from mailstream.core.sliding_window import SlidingWindow, next_free
@@ -40,10 +40,22 @@ def _daily_limit(source: EgressSource, usage: SourceUsage | None) -> int | None:
     return usage.daily_limit if usage is not None and usage.daily_limit is not None else source.daily_limit
 
 
-def server_rows(egress: EgressConfig, usage: Mapping[str, SourceUsage], now: datetime) -> list[dict[str, Any]]:
+def sources_for_tenant(egress: EgressConfig, queues: QueueDefaults, tenant: str | None) -> set[str]:
+    """The sources a tenant's mail can leave by: those of the default pool and of every queue rule's pool
+    that applies to the tenant (a rule naming no tenant applies to all)."""
+    pools = {queues.egress_pool} | {r.egress_pool for r in queues.rules
+                                    if r.egress_pool is not None and r.tenant in (None, tenant)}
+    return {e.name for pool in egress.pools if pool.name in pools for e in pool.entries}
+
+
+def server_rows(egress: EgressConfig, usage: Mapping[str, SourceUsage], now: datetime,
+                only: set[str] | None = None) -> list[dict[str, Any]]:
+    """Each source's day (`only`: just these sources)."""
     zone = egress.daily_reset_timezone
     rows = []
     for source in egress.sources:
+        if only is not None and source.name not in only:
+            continue
         seen = usage.get(source.name)
         used, limit = used_today(seen, egress, now), _daily_limit(source, seen)
         row: dict[str, Any] = {

@@ -7,7 +7,7 @@ from datetime import UTC, datetime, timedelta
 
 from mailstream.config.model import parse_config
 from mailstream.events.records import QueueStats, QueueSuspension, SourceUsage, StatusCounts
-from mailstream.ingest.queue_report import server_rows, stats_report
+from mailstream.ingest.queue_report import server_rows, sources_for_tenant, stats_report
 
 NOW = datetime(2026, 11, 23, 10, 0, tzinfo=UTC)  # a Monday, 11:00 in Berlin
 EGRESS = parse_config({
@@ -118,3 +118,18 @@ def test_suspensions_are_listed_once_per_id() -> None:
     s = QueueSuspension(id="cmd-1", domain="example.com", since=NOW, issued_by="admin")
     records = [stats(p, None, suspended=(s,)) for p in range(8)]
     assert [x["id"] for x in stats_report(records, EGRESS, {}, NOW, all_tenants=True)["suspensions"]] == ["cmd-1"]
+
+
+def test_a_tenant_is_shown_only_the_sources_its_mail_can_use() -> None:
+    config = parse_config({
+        "egress": {"sources": [{"name": "mail2"}, {"name": "mail3"}, {"name": "vip1"}, {"name": "spare"}],
+                   "pools": [{"name": "warm", "entries": [{"name": "mail2"}, {"name": "mail3"}]},
+                             {"name": "vip", "entries": [{"name": "vip1"}]},
+                             {"name": "idle", "entries": [{"name": "spare"}]}]},
+        "queues": {"egress_pool": "warm", "rules": [{"tenant": "acme", "campaign": "launch", "egress_pool": "vip"}]},
+    }, env={})
+    assert sources_for_tenant(config.egress, config.queues, "acme") == {"mail2", "mail3", "vip1"}
+    assert sources_for_tenant(config.egress, config.queues, "globex") == {"mail2", "mail3"}
+    rows = server_rows(config.egress, {}, NOW, sources_for_tenant(config.egress, config.queues, "globex"))
+    assert [r["name"] for r in rows] == ["mail2", "mail3"]
+    assert [r["name"] for r in server_rows(config.egress, {}, NOW)] == ["mail2", "mail3", "vip1", "spare"]
