@@ -237,14 +237,17 @@ class EgressStage:
             ready = decode(raw, ReadyMessage)
             pool = self._pool(ready)
             candidates = self._candidates(pool, ready)
-            chosen, rotation = self._choose(book, pool, candidates, now)
+            # One rotation per pool and destination: a pool-wide one would fall into step with the round
+            # robin over queues and send each domain through the same few sources.
+            rotation_scope = f"w:{pool.name}|{ready.routing_domain or ready.domain}"
+            chosen, rotation = self._choose(book, pool, candidates, rotation_scope, now)
             if chosen is None:
                 book.lanes.push(lane, priority, tx_id, front=True)
                 book.lanes.park(lane, self._next_capacity(book, candidates, now))
                 continue
             self._charge(book, partition, chosen, now, out)
             if rotation is not None:
-                book.limits.set(out, partition, "w:" + pool.name,
+                book.limits.set(out, partition, rotation_scope,
                                 LimitState(rr_index=rotation.index, rr_weight=rotation.current_weight))
             task = DeliveryTask(
                 id=ready.id, attempt=ready.attempt, attempt_id=f"{ready.id}/{ready.attempt}", queue=ready.queue,
@@ -270,7 +273,7 @@ class EgressStage:
             found.append(Candidate(i, source, ready.routing_domain or ready.domain, site, f"{source.name}->{site}"))
         return found
 
-    def _choose(self, book: EgressBook, pool: EgressPool, candidates: list[Candidate],
+    def _choose(self, book: EgressBook, pool: EgressPool, candidates: list[Candidate], rotation_scope: str,
                 now: datetime) -> tuple[Candidate | None, WrrState | None]:
         """The pool's pick among sources usable now, and the round robin's next position."""
         by_index = {c.index: c for c in candidates}
@@ -283,7 +286,7 @@ class EgressStage:
                          for i in range(len(pool.entries))]
             picked = most_remaining(remaining, usable)
             return (by_index[picked] if picked is not None else None), None
-        state = book.limits.get("w:" + pool.name)
+        state = book.limits.get(rotation_scope)
         picked, rotation = wrr_next([e.weight for e in pool.entries], WrrState(state.rr_index, state.rr_weight),
                                     usable)
         return (by_index[picked], rotation) if picked is not None else (None, None)

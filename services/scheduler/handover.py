@@ -21,8 +21,8 @@ def scope_group(policies: Policies, scope: str) -> str | None:
         return policies.group_of_source(name)
     if kind == "p":
         return policies.group_of_source(name.partition("->")[0])
-    if kind == "w":
-        return policies.groups.get(name)
+    if kind == "w":  # "w:<pool>|<destination>"
+        return policies.groups.get(name.partition("|")[0])
     return None
 
 
