@@ -7,7 +7,7 @@ says. Nothing here is durable; it exists so scheduling can be simulated over day
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Protocol
@@ -64,15 +64,22 @@ class MemoryOutput:
 
 
 class MemoryProcessor:
-    """Feeds every new record of its input topics to the handler, in order; owns all partitions."""
+    """Feeds every new record of its input topics' owned partitions to the handler, in order.
+
+    `owned` defaults to every partition. `resume_from` is a changelog (shared, as Kafka's is) to
+    restart from: the handler's state comes back from it and reading starts after what the inputs
+    already hold, as a member resuming from committed offsets would.
+    """
 
     def __init__(self, bus: MemoryBus, inputs: Sequence[str], handler: Handler, *,
-                 keep_changelog: bool = True) -> None:
+                 keep_changelog: bool = True, owned: Iterable[int] | None = None,
+                 resume_from: dict[int, dict[bytes, bytes]] | None = None) -> None:
         self.bus, self.inputs, self.handler = bus, tuple(inputs), handler
-        self.read_upto = dict.fromkeys(self.inputs, 0)
-        self.out = MemoryOutput(bus, {}, keep_changelog)
-        for p in range(bus.partitions):
-            handler.assigned(p, {})
+        self.owned = frozenset(range(bus.partitions) if owned is None else owned)
+        self.read_upto = {t: len(bus.read(t)) if resume_from is not None else 0 for t in self.inputs}
+        self.out = MemoryOutput(bus, resume_from if resume_from is not None else {}, keep_changelog)
+        for p in sorted(self.owned):
+            handler.assigned(p, dict(self.out.changelog.get(p, {})))
 
     def step(self, now: datetime, *, discard: bool = False) -> int:
         """Process everything new on the inputs; returns how many records were handled.
@@ -88,8 +95,9 @@ class MemoryProcessor:
             else:
                 self.read_upto[topic] += len(fresh)
             for record in fresh:
-                self.handler.on_record(record.partition, topic, record.key, record.value, now, self.out)
-            handled += len(fresh)
+                if record.partition in self.owned:
+                    self.handler.on_record(record.partition, topic, record.key, record.value, now, self.out)
+                    handled += 1
         return handled
 
     def tick(self, now: datetime) -> None:

@@ -7,13 +7,12 @@ the shared changelog stand in for the topics.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 
 from mailstream.config.model import parse_config
 from mailstream.core.partitioner import partition_of
 from mailstream.events import fixtures
-from mailstream.events.memory import MemoryBus, MemoryOutput
+from mailstream.events.memory import MemoryBus, MemoryProcessor
 from mailstream.events.records import DeliveryTask
 from mailstream.events.serde import decode, encode
 from mailstream.events.topics import DELIVERY, READY
@@ -35,29 +34,10 @@ def config(shared: bool) -> Policies:
         "queues": {"egress_pool": "pool-b"}}, env={}))
 
 
-@dataclass
-class Worker:
-    """A stage 2 worker owning some partitions of the shared bus; the changelog is Kafka's, shared."""
-
-    stage: EgressStage
-    owned: set[int]
-    bus: MemoryBus
-    changelog: dict[int, dict[bytes, bytes]]
-    read: int = 0
-    out: MemoryOutput = field(init=False)
-
-    def __post_init__(self) -> None:
-        self.out = MemoryOutput(self.bus, self.changelog)
-        for p in self.owned:
-            self.stage.assigned(p, dict(self.changelog.get(p, {})))
-
-    def step(self, now: datetime) -> None:
-        records = self.bus.read(READY.name, self.read)
-        self.read += len(records)
-        for r in records:
-            if r.partition in self.owned:
-                self.stage.on_record(r.partition, READY.name, r.key, r.value, now, self.out)
-        self.stage.on_tick(now, self.out)
+def worker(shared: bool, owned: set[int], bus: MemoryBus, changelog: Changelog) -> MemoryProcessor:
+    """A stage 2 worker owning `owned` of the shared bus, resuming from the (shared) changelog."""
+    stage = EgressStage(config(shared), partitions=PARTITIONS)
+    return MemoryProcessor(bus, [READY.name], stage, owned=owned, resume_from=changelog)
 
 
 def offer(bus: MemoryBus, n: int, key: str, tag: str) -> None:
@@ -72,11 +52,12 @@ def sent_by(bus: MemoryBus, source: str) -> list[DeliveryTask]:
     return [t for t in tasks if t.egress_source == source]
 
 
-def run(workers: list[Worker], start: datetime, minutes: int) -> datetime:
+def run(workers: list[MemoryProcessor], start: datetime, minutes: int) -> datetime:
     now = start
     for _ in range(minutes * 6):  # a step every 10 s
         for w in workers:
             w.step(now)
+            w.tick(now)
         now += timedelta(seconds=10)
     return now
 
@@ -84,23 +65,19 @@ def run(workers: list[Worker], start: datetime, minutes: int) -> datetime:
 def test_a_regrouped_source_sends_nothing_until_every_partition_has_handed_over() -> None:
     assert (partition_of(b"pool-a", PARTITIONS), partition_of(b"pool-b", PARTITIONS)) == (0, 1)
     bus, changelog = MemoryBus(PARTITIONS), Changelog()
-    old = Worker(EgressStage(config(shared=False), partitions=PARTITIONS), {0, 1}, bus, changelog)
+    old = worker(False, {0, 1}, bus, changelog)
     offer(bus, 30, "pool-b", "day1")
     now = run([old], START, 1)
     assert len(sent_by(bus, "b1")) == 30  # counted in partition 1, pool-b's group
 
     # Rolling restart: the worker owning partition 0 runs the new grouping, partition 1's does not yet.
-    new0 = Worker(EgressStage(config(shared=True), partitions=PARTITIONS), {0}, bus, changelog, read=len(
-        bus.read(READY.name)))
-    old1 = Worker(EgressStage(config(shared=False), partitions=PARTITIONS), {1}, bus, changelog,
-                  read=len(bus.read(READY.name)))
+    new0, old1 = worker(True, {0}, bus, changelog), worker(False, {1}, bus, changelog)
     offer(bus, 40, "pool-a", "new")  # a stage 1 on the new grouping routes pool-b to pool-a's group
     now = run([new0, old1], now, 5)
     assert len(sent_by(bus, "b1")) == 30, "nothing sent while a partition may still hold b1's count"
 
     # The second worker restarts on the new grouping: it hands b1's count over, then everyone settles.
-    new1 = Worker(EgressStage(config(shared=True), partitions=PARTITIONS), {1}, bus, changelog,
-                  read=len(bus.read(READY.name)))
+    new1 = worker(True, {1}, bus, changelog)
     run([new0, new1], now, 2)
     b1 = sent_by(bus, "b1")
     assert len(b1) == 50, "b1's cap of the day holds across the regrouping"
@@ -109,7 +86,7 @@ def test_a_regrouped_source_sends_nothing_until_every_partition_has_handed_over(
 
 def test_mail_routed_by_a_stage_1_on_the_old_grouping_is_forwarded_to_its_owner() -> None:
     bus, changelog = MemoryBus(PARTITIONS), Changelog()
-    new = Worker(EgressStage(config(shared=True), partitions=PARTITIONS), {0, 1}, bus, changelog)
+    new = worker(True, {0, 1}, bus, changelog)
     offer(bus, 5, "pool-b", "late")  # keyed by the old group: lands on partition 1
     run([new], START, 1)
     tasks = sent_by(bus, "b1")

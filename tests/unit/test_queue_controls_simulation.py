@@ -60,16 +60,11 @@ class Twin:
         policies = Policies(parse_config(config, env={}))
         self.bus = bus or MemoryBus(PARTITIONS)
         self.queue_stage, self.egress_stage = QueueStage(policies), EgressStage(policies)
-        self.queues = MemoryProcessor(self.bus, QUEUE_INPUTS, self.queue_stage)
-        self.egress = MemoryProcessor(self.bus, [READY.name], self.egress_stage)
-        if changelogs is not None:  # a restart: state comes back from the changelogs, inputs are not replayed
-            for proc, stage, changelog in ((self.queues, self.queue_stage, changelogs[0]),
-                                           (self.egress, self.egress_stage, changelogs[1])):
-                proc.out.changelog.update(changelog)
-                proc.read_upto = {t: len(self.bus.read(t)) for t in proc.inputs}
-                for p in range(PARTITIONS):
-                    stage.assigned(p, dict(changelog.get(p, {})))
-        else:  # stage 2 first settles its egress grouping (every partition tells every other), as a
+        # A restart: state comes back from the changelogs, inputs are not replayed.
+        queue_state, egress_state = changelogs if changelogs is not None else (None, None)
+        self.queues = MemoryProcessor(self.bus, QUEUE_INPUTS, self.queue_stage, resume_from=queue_state)
+        self.egress = MemoryProcessor(self.bus, [READY.name], self.egress_stage, resume_from=egress_state)
+        if changelogs is None:  # stage 2 first settles its egress grouping (every partition tells every other), as a
             # worker does in its first ticks, so that a scenario starts with egress open
             self.egress.tick(START)
             self.egress.step(START)
