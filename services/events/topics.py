@@ -7,6 +7,7 @@ partition N).
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
 
 from mailstream.events.records import (
@@ -25,7 +26,17 @@ from mailstream.events.records import (
     TransactionStatus,
 )
 
-PARTITIONS = 8
+
+def _partitions() -> int:
+    """8, or MAILSTREAM_PARTITIONS: it must be the same in every process of a deployment (the services
+    refuse to start on topics with another count)."""
+    text = os.environ.get("MAILSTREAM_PARTITIONS", "8")
+    if not text.isdigit() or int(text) < 1:
+        raise ValueError(f"MAILSTREAM_PARTITIONS must be a positive integer, not {text!r}")
+    return int(text)
+
+
+PARTITIONS = _partitions()
 DAY_MS = 24 * 3600 * 1000
 
 
