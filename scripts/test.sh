@@ -15,6 +15,10 @@ echo "test.sh: ruff check ." >&2
 echo "test.sh: mypy" >&2
 .venv/bin/mypy         # the mailstream package (pyproject.toml)
 .venv/bin/mypy tests bench
+echo "test.sh: lint-imports" >&2
+.venv/bin/lint-imports --no-cache --no-logo # the import contracts in pyproject.toml: a pure core, independent services
+echo "test.sh: scripts/check_wheel.sh" >&2
+bash scripts/check_wheel.sh # the wheel, installed in a new virtualenv, runs outside the checkout
 
 # In CI a missing broker or smtp-sink must fail the run, not skip (see tests/conftest.py).
 if [[ ${CI:-} == true ]]; then export MAILSTREAM_REQUIRE_BROKER=1; fi

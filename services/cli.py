@@ -41,8 +41,12 @@ def main() -> int:
     import runpy
 
     services = ("ingest", "scheduler", "delivery", "capture-sink")
+    usage = f"usage: mailstream {{{','.join(services)}}} [--config FILE]  (SERVICE --help: its options)"
+    if len(sys.argv) == 2 and sys.argv[1] in ("-h", "--help"):
+        print(usage)
+        return 0
     if len(sys.argv) < 2 or sys.argv[1] not in services:
-        print(f"usage: mailstream {{{','.join(services)}}} [--config FILE]", file=sys.stderr)
+        print(usage, file=sys.stderr)
         return 2
     name = sys.argv.pop(1)
     module = "mailstream.devtools.capture_sink" if name == "capture-sink" else f"mailstream.{name}"

@@ -2,6 +2,8 @@
 
 Readers resolve the writer's schema by fingerprint, so a record written with an older
 version of a schema (kept under `schemas/history/`) is read into the current record type.
+The schemas ship inside the package (`mailstream/events/schemas/`; the checkout's top-level
+`schemas` links there), so an installed wheel finds them.
 """
 
 from __future__ import annotations
@@ -31,7 +33,7 @@ def schemas_dir() -> Path:
     override = os.environ.get("MAILSTREAM_SCHEMAS_DIR")
     if override:
         return Path(override)
-    return Path(__file__).resolve().parents[2] / "schemas"
+    return Path(__file__).resolve().parent / "schemas"
 
 
 class SchemaRegistry:

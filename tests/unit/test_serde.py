@@ -18,7 +18,7 @@ from mailstream.events.records import DeliveryTask, Record, TransactionStatus
 from mailstream.events.topics import ALL_TOPICS
 
 SCHEMAS = serde.schemas_dir()
-REPO = SCHEMAS.parent
+REPO = Path(__file__).resolve().parents[2]  # the checkout: its git history holds earlier schemas
 
 
 @pytest.mark.parametrize("record", fixtures.ALL, ids=lambda r: r.schema_name)
@@ -52,14 +52,21 @@ def test_wrong_record_type_is_refused() -> None:
 
 
 def _committed_versions(path: Path) -> list[str]:
-    """Every distinct committed content of a schema file, newest first."""
-    rel = path.relative_to(REPO).as_posix()
-    log = subprocess.run(["git", "-C", str(REPO), "log", "--format=%H", "--", rel],
+    """Every distinct committed content of a schema file, newest first (across moves of the file)."""
+    rel = path.resolve().relative_to(REPO).as_posix()
+    # --name-only gives the file's path in each commit (the schemas lived in a top-level schemas/ once).
+    log = subprocess.run(["git", "-C", str(REPO), "log", "--follow", "--format=commit %H", "--name-only", "--", rel],
                          capture_output=True, text=True, check=False)
-    shas = log.stdout.split() if log.returncode == 0 else []  # no commits yet: nothing to be compatible with
+    found: list[tuple[str, str]] = []  # (commit, path then); none before the first commit
+    sha = ""
+    for line in log.stdout.splitlines() if log.returncode == 0 else []:
+        if line.startswith("commit "):
+            sha = line.removeprefix("commit ")
+        elif line.strip():
+            found.append((sha, line.strip()))
     seen: list[str] = []
-    for sha in shas:
-        text = subprocess.run(["git", "-C", str(REPO), "show", f"{sha}:{rel}"],
+    for sha, old_path in found:
+        text = subprocess.run(["git", "-C", str(REPO), "show", f"{sha}:{old_path}"],
                               capture_output=True, text=True, check=True).stdout
         if text not in seen:
             seen.append(text)
