@@ -87,7 +87,6 @@ async def _run(config: Config, web_port: int) -> int:
 def main(argv: list[str] | None = None) -> int:
     parser = service_parser("scheduler")
     parser.add_argument("--web-port", type=int, help="health and /metrics port (overrides the file)")
-    parser.add_argument("--data-dir", help="ignored; kept for compatibility (state lives in Kafka)")
     args = parser.parse_args(argv)
     config = prepare("scheduler", args)
     return asyncio.run(_run(config, args.web_port or config.scheduler.web_port))
