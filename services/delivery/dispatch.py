@@ -21,6 +21,7 @@ from mailstream.core.path_connections import ConnectionShape, PathConnections
 from mailstream.delivery.smtp_client import SmtpAttempt, SmtpSession
 
 Connector = Callable[[], Awaitable[SmtpSession | SmtpAttempt]]
+Sleep = Callable[[float], Awaitable[None]]  # asyncio.sleep; tests pass one that moves their clock instead
 
 
 class Gate:
@@ -69,13 +70,14 @@ class Job:
 
 class PathDispatcher:
     def __init__(self, path: str, shape: ConnectionShape, connect: Connector, gate: Gate, clock: Clock,
-                 idle_timeout: float) -> None:
+                 idle_timeout: float, sleep: Sleep = asyncio.sleep) -> None:
         self.path = path
         self.shape = shape
         self._ledger = PathConnections(shape)
         self._connect = connect
         self._gate = gate
         self._clock = clock
+        self._sleep = sleep  # waits for the connection rate, in the clock's time
         self._idle_timeout = idle_timeout
         self._jobs: deque[Job] = deque()
         self._idlers: deque[asyncio.Future[bool]] = deque()  # True: a job arrived; False: give the slot up
@@ -157,7 +159,7 @@ class PathDispatcher:
             at = self._ledger.next_open_at(now)
             if at is None:  # the limit is reached: a closing dispatcher will spawn again
                 return None
-            await asyncio.sleep((at - now).total_seconds())
+            await self._sleep((at - now).total_seconds())
         opened = await self._connect()
         if isinstance(opened, SmtpSession):
             return opened
