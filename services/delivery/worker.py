@@ -12,6 +12,8 @@ is answered from the recent-attempts memory instead of being sent twice by this 
 from __future__ import annotations
 
 import asyncio
+import functools
+import time
 from collections import OrderedDict
 from dataclasses import dataclass
 
@@ -25,6 +27,7 @@ from mailstream.core.path_connections import ConnectionShape
 from mailstream.core.smtp_reply import outcome_of
 from mailstream.delivery.dispatch import Connector, Gate, PathDispatcher
 from mailstream.delivery.mx import MxResolver
+from mailstream.delivery.progress import Progress
 from mailstream.delivery.routes import Route, route_for
 from mailstream.delivery.smtp_client import SessionSettings, SmtpAttempt, SmtpSession
 from mailstream.events.bodies import BodyCorrupt, BodyReader
@@ -43,6 +46,9 @@ CONNECTIONS = Counter("mailstream_delivery_connections_total", "SMTP connections
 @dataclass(frozen=True, slots=True)
 class WorkerSettings:
     batch_size: int = 256
+    max_in_flight: int = 4096  # tasks taken but not answered; beyond it the worker pauses fetching
+    commit_interval: float = 0.2  # seconds between offset commits
+    stop_grace: float = 10.0  # seconds attempts in flight get to finish when the worker stops
     remembered_attempts: int = 100_000
 
 
@@ -144,26 +150,71 @@ class DeliveryWorker:
         await producer.send(RESPONSES, route_key(task.tenant, task.queue), answer)
 
     async def run(self) -> None:
+        """Tasks are taken as they come, up to `max_in_flight` at once; each partition's offset is committed up
+        to its first unfinished task, after that task's response is acknowledged (a crash repeats, never loses).
+        A slow destination holds back its own tasks only: the worker goes on polling, and so stays in its group.
+        """
         bootstrap = self._config.kafka.bootstrap_servers
         consumer = EventConsumer(bootstrap, self._config.delivery.group_id, [DELIVERY.name])
         producer = EventProducer(bootstrap)
         bodies = BodyReader(bootstrap)
+        progress = Progress()
+        running: set[asyncio.Task[None]] = set()
+        failed: list[BaseException] = []
+
+        def finished(record: Consumed, task: asyncio.Task[None]) -> None:
+            running.discard(task)
+            if task.cancelled():
+                return
+            error = task.exception()
+            if error is not None:
+                failed.append(error)  # the response was not written: the offset must not move past it
+            else:
+                progress.finished((record.topic, record.partition), record.offset)
+
         self.healthy = True
+        next_commit = 0.0
         try:
             while not self._stopping.is_set():
-                batch = await consumer.poll_batch(self._settings.batch_size, timeout=0.2)
+                if failed:
+                    raise failed[0]
+                room = self._settings.max_in_flight - len(running)
+                await consumer.pause(room <= 0)
+                batch = await consumer.poll_batch(max(1, min(room, self._settings.batch_size)), timeout=0.05)
+                for tp in consumer.revoked():
+                    progress.forget(tp)
+                for record in batch:
+                    progress.started((record.topic, record.partition), record.offset)
+                    task = asyncio.create_task(self._handle(record, bodies, producer))
+                    running.add(task)
+                    task.add_done_callback(functools.partial(finished, record))
                 if not batch:
-                    continue
-                # Responses are acknowledged before the offsets move: a crash repeats, never loses.
-                await asyncio.gather(*(self._handle(m, bodies, producer) for m in batch))
-                await consumer.commit(batch)
-                self._forget_dormant_paths()
+                    await asyncio.sleep(0)  # let finished attempts run their callbacks
+                now = time.monotonic()
+                if now >= next_commit:
+                    next_commit = now + self._settings.commit_interval
+                    await self._commit(consumer, progress)
+                    self._forget_dormant_paths()
+            if running:
+                await asyncio.wait(set(running), timeout=self._settings.stop_grace)
+            await self._commit(consumer, progress)
         finally:
             self.healthy = False
+            for task in running:
+                task.cancel()
             await asyncio.gather(*(p.close() for p in self._paths.values()))
             await consumer.close()
             await producer.close()
             bodies.close()
+
+    @staticmethod
+    async def _commit(consumer: EventConsumer, progress: Progress) -> None:
+        offsets = progress.committable()
+        try:
+            await consumer.commit_offsets(offsets)
+        except KafkaUnavailable as exc:
+            progress.not_committed(offsets)
+            log.warning("commit_failed", error=str(exc))
 
     def _forget_dormant_paths(self) -> None:
         """One dispatcher per MX domain would grow without end; a dormant one is rebuilt as it was."""

@@ -116,8 +116,28 @@ class Consumed:
     value: bytes
 
 
+def consume_now(consumer: Consumer, max_records: int, timeout: float) -> list[Message]:
+    """Up to `max_records` records, returned as soon as there is one (waiting at most `timeout`).
+
+    librdkafka's consume(n, timeout) waits for n records or the whole timeout, which would add
+    the timeout to every hop of a lightly loaded pipeline; this takes what is already fetched,
+    else waits for the first record and then takes what arrived with it.
+    """
+    msgs: list[Message] = consumer.consume(max_records, 0)
+    if msgs or timeout <= 0:
+        return msgs
+    msgs = consumer.consume(1, timeout)
+    if msgs and max_records > 1:
+        msgs.extend(consumer.consume(max_records - 1, 0))
+    return msgs
+
+
 class EventConsumer:
-    """A consumer-group member whose blocking calls run on one private thread."""
+    """A consumer-group member whose blocking calls run on one private thread.
+
+    Partitions taken away by a rebalance are reported by `revoked()`, so a caller that tracks
+    work per partition stops committing offsets it no longer owns.
+    """
 
     def __init__(self, bootstrap: str, group_id: str, topics: Sequence[str], **extra: Any) -> None:
         self._consumer = Consumer({
@@ -133,11 +153,26 @@ class EventConsumer:
             **extra,
         })
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"consumer-{group_id}")
-        self._consumer.subscribe(list(topics))
+        self._revoked: list[tuple[str, int]] = []  # appended on the consumer thread, drained by revoked()
+        self._revoked_lock = threading.Lock()
+        self._paused = False
+        self._consumer.subscribe(list(topics), on_revoke=self._on_revoke, on_lost=self._on_revoke)
+
+    def _on_revoke(self, consumer: Consumer, tps: list[TopicPartition]) -> None:
+        with self._revoked_lock:
+            self._revoked.extend((tp.topic, tp.partition) for tp in tps)
+        if self._paused and tps:
+            consumer.resume(tps)  # a partition given back later must not come back paused
+
+    def revoked(self) -> list[tuple[str, int]]:
+        """Partitions taken away since the last call."""
+        with self._revoked_lock:
+            gone, self._revoked = self._revoked, []
+        return gone
 
     async def poll_batch(self, max_records: int = 500, timeout: float = 0.5) -> list[Consumed]:
         loop = asyncio.get_running_loop()
-        msgs = await loop.run_in_executor(self._executor, self._consumer.consume, max_records, timeout)
+        msgs = await loop.run_in_executor(self._executor, consume_now, self._consumer, max_records, timeout)
         good: list[Consumed] = []
         for msg in msgs:
             err = msg.error()
@@ -148,19 +183,36 @@ class EventConsumer:
                 raise KafkaUnavailable(str(err))
         return good
 
+    async def pause(self, paused: bool) -> None:
+        """Stop (or restart) fetching every assigned partition; polling goes on, so the member stays."""
+        if paused == self._paused:
+            return
+        self._paused = paused
+
+        def flip() -> None:
+            assignment = self._consumer.assignment()
+            if assignment:
+                (self._consumer.pause if paused else self._consumer.resume)(assignment)
+
+        await asyncio.get_running_loop().run_in_executor(self._executor, flip)
+
     async def commit(self, records: Iterable[Consumed]) -> None:
         """Commit the offset after the highest of `records` in each partition."""
         highest: dict[tuple[str, int], int] = {}
         for record in records:
             tp = (record.topic, record.partition)
             highest[tp] = max(highest.get(tp, -1), record.offset)
-        if not highest:
+        await self.commit_offsets({tp: offset + 1 for tp, offset in highest.items()})
+
+    async def commit_offsets(self, offsets: dict[tuple[str, int], int]) -> None:
+        """Commit the given next offsets ((topic, partition) -> offset of the next record to read)."""
+        if not offsets:
             return
-        offsets = [TopicPartition(t, p, o + 1) for (t, p), o in highest.items()]
+        tps = [TopicPartition(t, p, o) for (t, p), o in offsets.items()]
         loop = asyncio.get_running_loop()
         try:
             await loop.run_in_executor(
-                self._executor, lambda: self._consumer.commit(offsets=offsets, asynchronous=False))
+                self._executor, lambda: self._consumer.commit(offsets=tps, asynchronous=False))
         except KafkaException as exc:
             raise KafkaUnavailable(str(exc)) from exc
 
@@ -170,8 +222,13 @@ class EventConsumer:
         self._executor.shutdown(wait=False)
 
 
-class PartitionReader:
-    """Random access by (partition, offset) into one topic, for bodies and tests."""
+class OffsetReader:
+    """Random access by (partition, offset) into one topic, many records per pass (bodies, tests).
+
+    A pass assigns each wanted partition at its lowest wanted offset, reads forward to its highest,
+    then unassigns: nothing is fetched between passes. Records in between are read too, which is
+    what a delivery worker wants anyway (bodies are written in the order their tasks arrive).
+    """
 
     def __init__(self, bootstrap: str, topic: str, **extra: Any) -> None:
         self._topic = topic
@@ -180,30 +237,50 @@ class PartitionReader:
             "group.id": f"mailstream-reader-{topic}",
             "enable.auto.commit": False,
             "fetch.message.max.bytes": 64 * 1024 * 1024 + 4096,
-            # A random read wants one record now: don't let the broker hold the fetch for more data
-            # (librdkafka's default 500 ms wait made every body read cost half a second).
-            "fetch.wait.max.ms": 5,
-            "fetch.queue.backoff.ms": 0,
+            # A pass wants its records now: don't let the broker hold a fetch for more data.
+            "fetch.wait.max.ms": 10,
             **extra,
         })
         self._lock = threading.Lock()
 
     def read(self, partition: int, offset: int, timeout: float = 10.0) -> bytes:
-        with self._lock:
-            self._consumer.assign([TopicPartition(self._topic, partition, offset)])
-            deadline_polls = max(1, int(timeout / 0.25))
-            for _ in range(deadline_polls):
-                msg = self._consumer.poll(0.25)
-                if msg is None:
-                    continue
-                err = msg.error()
-                if err is not None:
-                    if err.code() == KafkaError._PARTITION_EOF:
-                        continue
-                    raise KafkaUnavailable(str(err))
-                if msg.offset() == offset:
-                    return msg.value() or b""
+        found = self.read_many({partition: {offset}}, timeout)
+        if (partition, offset) not in found:
             raise KafkaUnavailable(f"{self._topic}[{partition}]@{offset} not readable within {timeout}s")
+        return found[(partition, offset)]
+
+    def read_many(self, wanted: dict[int, set[int]], timeout: float = 10.0) -> dict[tuple[int, int], bytes]:
+        """The values found at the wanted offsets; an offset that is gone (or not yet written) is left out."""
+        todo = {p: sorted(offsets, reverse=True) for p, offsets in wanted.items() if offsets}
+        found: dict[tuple[int, int], bytes] = {}
+        if not todo:
+            return found
+        with self._lock:
+            assigned = [TopicPartition(self._topic, p, offsets[-1]) for p, offsets in todo.items()]
+            self._consumer.assign(assigned)
+            deadline = time.monotonic() + timeout
+            try:
+                while todo and time.monotonic() < deadline:
+                    for msg in self._consumer.consume(1000, 0.05):
+                        err = msg.error()
+                        if err is not None:
+                            if err.code() == KafkaError._PARTITION_EOF:
+                                continue
+                            raise KafkaUnavailable(str(err))
+                        p, o = msg.partition() or 0, msg.offset() or 0
+                        offsets = todo.get(p)
+                        while offsets and offsets[-1] < o:  # skipped over: not in the log any more
+                            offsets.pop()
+                        if offsets and offsets[-1] == o:
+                            found[(p, o)] = msg.value() or b""
+                            offsets.pop()
+                        if offsets is not None and not offsets:
+                            del todo[p]
+                            self._consumer.pause([TopicPartition(self._topic, p)])
+            finally:
+                self._consumer.resume(assigned)  # a pause outlives unassign(): the next pass would read nothing
+                self._consumer.unassign()
+        return found
 
     def close(self) -> None:
         self._consumer.close()
@@ -270,7 +347,7 @@ class TopicTailer:
 
     async def poll_batch(self, max_records: int = 1000, timeout: float = 0.5) -> list[Message]:
         loop = asyncio.get_running_loop()
-        msgs = await loop.run_in_executor(self._executor, self._consumer.consume, max_records, timeout)
+        msgs = await loop.run_in_executor(self._executor, consume_now, self._consumer, max_records, timeout)
         return [m for m in msgs if m.error() is None]
 
     async def close(self) -> None:

@@ -30,7 +30,7 @@ from confluent_kafka import (
     TopicPartition,
 )
 
-from mailstream.events.kafka import producer_config
+from mailstream.events.kafka import consume_now, producer_config
 from mailstream.observability.logs import get_logger
 
 log = get_logger(__name__)
@@ -218,7 +218,7 @@ class TransactionalProcessor:
             last_tick = self._clock()
             while not stop.is_set():
                 batch = 1 if self._careful_until else self._max_batch
-                records = self._usable(consumer.consume(batch, self._poll_timeout))
+                records = self._usable(consume_now(consumer, batch, self._poll_timeout))
                 now = self._clock()
                 tick = bool(self._owned) and (now - last_tick >= self._tick_interval or now < last_tick)
                 if tick:

@@ -10,7 +10,7 @@ from confluent_kafka.admin import AdminClient, ConfigResource  # type: ignore[at
 
 from mailstream.core.partitioner import partition_of
 from mailstream.events import fixtures
-from mailstream.events.bodies import BodyReader, put_body
+from mailstream.events.bodies import BodyCorrupt, BodyReader, put_body
 from mailstream.events.kafka import EventConsumer, EventProducer, KafkaUnavailable, ensure_topics
 from mailstream.events.records import DeliveryTask
 from mailstream.events.serde import decode
@@ -114,5 +114,27 @@ async def test_bodies_are_written_once_and_read_back_by_reference(kafka_bootstra
     try:
         assert await reader.get(ref) == data
         assert await reader.get(ref) == data  # from the cache
+    finally:
+        reader.close()
+
+
+async def test_body_reads_are_batched_and_every_pass_reads_again(kafka_bootstrap: str) -> None:
+    """Bodies asked for together are read in one pass per partition; a later pass over the same partitions
+    still reads (a partition paused at the end of one pass must not stay paused in the next)."""
+    ensure_topics(kafka_bootstrap, [BODIES])
+    producer = EventProducer(kafka_bootstrap)
+    try:
+        datas = [f"Subject: {i}\r\n\r\n{uuid.uuid4()}\r\n".encode() for i in range(120)]
+        refs = await asyncio.gather(*(put_body(producer, d) for d in datas))
+    finally:
+        await producer.close()
+    reader = BodyReader(kafka_bootstrap, max_span=50, cache_bytes=1)  # every pass reads from Kafka
+    try:
+        for lo, hi in ((0, 60), (60, 120), (0, 120)):
+            got = await asyncio.gather(*(reader.get(r) for r in refs[lo:hi]))
+            assert got == datas[lo:hi]
+        stale = refs[0].model_copy(update={"sha256": "0" * 64})
+        with pytest.raises(BodyCorrupt):
+            await reader.get(stale)
     finally:
         reader.close()
