@@ -1,4 +1,9 @@
-"""The configuration file's shape. Every section refuses keys it does not know."""
+"""The configuration file's shape. Every section refuses keys it does not know.
+
+Every field carries a description, and every number its unit (`json_schema_extra={"unit": ...}`;
+durations, rates and windows say theirs by their type): `mailstream.config.reference` renders them
+into docs/configuration.md.
+"""
 
 from __future__ import annotations
 
@@ -12,12 +17,11 @@ from typing import Annotated, Any, Literal
 import yaml
 from pydantic import BeforeValidator, Field, SecretStr, ValidationError, model_validator
 
-from mailstream.config.scheduling import EgressConfig, QueueDefaults, Section, TenantLimits
+from mailstream.config.scheduling import TCP_PORT, EgressConfig, QueueDefaults, Section, TenantLimits
 from mailstream.core.duration import parse_duration
 
 Duration = Annotated[timedelta, BeforeValidator(parse_duration)]
 Port = Annotated[int, Field(ge=1, le=65535)]
-
 
 
 class ConfigError(ValueError):
@@ -25,14 +29,25 @@ class ConfigError(ValueError):
 
 
 class KafkaConfig(Section):
-    bootstrap_servers: str = "127.0.0.1:19092"
-    replication_factor: Annotated[int, Field(ge=1)] = 1
+    """Where the cluster is, and how the topics a service creates are replicated."""
+
+    bootstrap_servers: str = Field(
+        "127.0.0.1:19092", description="Kafka bootstrap servers, `host:port[,host:port...]`. The environment "
+        "variable `KAFKA_BOOTSTRAP_SERVERS` overrides it.")
+    replication_factor: Annotated[int, Field(ge=1)] = Field(
+        1, description="Replicas of each topic a service creates at start-up (topics that exist are left as they "
+        "are).", json_schema_extra={"unit": "brokers"})
 
 
 class ApiKey(Section):
-    key: SecretStr = Field(min_length=16)
-    tenant: str | None = None
-    admin: bool = False
+    """A key of the HTTP API: bound to one tenant, or an admin key (exactly one of `tenant` and `admin: true`)."""
+
+    key: SecretStr = Field(
+        min_length=16, description="The bearer token clients send (`Authorization: Bearer <key>`).")
+    tenant: str | None = Field(
+        None, description="The tenant the key acts for: it fixes the tenant of what it submits, and it reads and "
+        "controls only that tenant's mail and queues.")
+    admin: bool = Field(False, description="An admin key: may name any tenant, and reads and controls everything.")
 
     @model_validator(mode="after")
     def _tenant_or_admin(self) -> ApiKey:
@@ -42,17 +57,32 @@ class ApiKey(Section):
 
 
 class IngestConfig(Section):
-    host: str = "127.0.0.1"
-    port: Port = 8025
-    request_body_limit: Annotated[int, Field(ge=1024)] = 2 * 1024 * 1024
-    message_id_domain: str = Field(default_factory=socket.getfqdn)
-    status_db: Path = Path(".run/ingest/status.sqlite3")
-    api_keys: list[ApiKey] = []
+    """Its listener, request limit, status view and API keys."""
+
+    host: str = Field("127.0.0.1", description="Address the HTTP API listens on.")
+    port: Port = Field(8025, description="Port the HTTP API listens on (`--port` overrides it).",
+                       json_schema_extra=TCP_PORT)
+    request_body_limit: Annotated[int, Field(ge=1024)] = Field(
+        2 * 1024 * 1024, description="Largest request body the API reads (inject and admin requests); a larger one "
+        "is answered 413.", json_schema_extra={"unit": "bytes"})
+    message_id_domain: str = Field(
+        default_factory=socket.getfqdn, description="Domain of the `Message-ID` ingest adds to a message that has "
+        "none (`<id@domain>`).")
+    status_db: Path = Field(
+        Path(".run/ingest/status.sqlite3"), description="SQLite file of the replica's transaction-status view, a "
+        "read model of `mail.status` with the offsets it has applied (relative paths: from the working directory).")
+    api_keys: list[ApiKey] = Field([], description="The keys the API accepts; a request with no known key is "
+                                   "answered 401.")
 
 
 class SchedulerConfig(Section):
-    app_id: str = "mailstream-scheduler"  # prefix of the stages' consumer groups and transactional ids
-    web_port: Port = 6066
+    """Its consumer groups and health port."""
+
+    app_id: str = Field(
+        "mailstream-scheduler", description="Prefix of the two stages' consumer groups (`<app_id>-queues`, "
+        "`<app_id>-egress`) and transactional ids: workers with the same `app_id` share the partitions.")
+    web_port: Port = Field(6066, description="Port of the worker's `/healthz` and Prometheus `/metrics`, on "
+                           "127.0.0.1 (`--web-port` overrides it).", json_schema_extra=TCP_PORT)
 
 
 def nameserver_address(text: str) -> tuple[str, int]:
@@ -72,21 +102,41 @@ def nameserver_address(text: str) -> tuple[str, int]:
 
 
 class DeliveryConfig(Section):
-    group_id: str = "mailstream-delivery"
-    smarthost: str | None = None
-    ehlo_domain: str = Field(default_factory=socket.getfqdn)
-    concurrency: Annotated[int, Field(ge=1, le=10_000)] = 64
-    connect_timeout: Duration = timedelta(seconds=30)
-    command_timeout: Duration = timedelta(minutes=5)
-    starttls: Literal["opportunistic", "required", "disabled"] = "opportunistic"
-    metrics_port: Port = 9102
-    # A connection left idle this long is closed; until then the next task of its path reuses it.
-    idle_timeout: Duration = timedelta(seconds=60)
-    # A task that waits longer than this for a connection of its path (connection_limit,
-    # max_connection_rate) is deferred (451 4.4.5), so the worker goes on polling Kafka.
-    path_wait: Duration = timedelta(seconds=60)
-    smtp_port: Port = 25  # the port of MX hosts
-    nameservers: list[str] = []  # DNS servers ("ip" or "ip:port") for MX lookups; empty: the system's
+    """Where mail goes without a relay, and how a worker connects, greets, encrypts and waits."""
+
+    group_id: str = Field(
+        "mailstream-delivery", description="Consumer group of the delivery workers on `mail.delivery`: workers "
+        "with the same group share the egress paths (each path is one worker's).")
+    smarthost: str | None = Field(
+        None, description="`host:port` that mail goes through when its egress source has no relay (the local "
+        "stack's capture sink); unset: the MX hosts of the routing domain.")
+    ehlo_domain: str = Field(default_factory=socket.getfqdn,
+                             description="Name to greet with (EHLO) when the egress source names none.")
+    concurrency: Annotated[int, Field(ge=1, le=10_000)] = Field(
+        64, description="SMTP connections one worker holds at once, over all its egress paths.",
+        json_schema_extra={"unit": "connections"})
+    connect_timeout: Duration = Field(
+        timedelta(seconds=30), description="How long a TCP connection (and an MX lookup) may take before the "
+        "attempt fails.")
+    command_timeout: Duration = Field(timedelta(minutes=5),
+                                      description="How long the answer to one SMTP command may take.")
+    starttls: Literal["opportunistic", "required", "disabled"] = Field(
+        "opportunistic", description="`opportunistic`: STARTTLS when the server offers it; `required`: a server "
+        "that does not offer it gets no mail (the attempt is deferred, `451 4.7.5`); `disabled`: never. A relay's "
+        "own `starttls` comes first.")
+    metrics_port: Port = Field(9102, description="Port of the worker's `/healthz` and Prometheus `/metrics`, on "
+                               "127.0.0.1 (`--metrics-port` overrides it).", json_schema_extra=TCP_PORT)
+    idle_timeout: Duration = Field(
+        timedelta(seconds=60), description="A connection left idle this long is closed; until then the next "
+        "message of its egress path reuses it.")
+    path_wait: Duration = Field(
+        timedelta(seconds=60), description="A message that waits longer than this for a connection of its path "
+        "(`connection_limit`, `max_connection_rate`) is deferred (`451 4.4.5`), so the worker goes on polling "
+        "Kafka.")
+    smtp_port: Port = Field(25, description="Port of MX hosts.", json_schema_extra=TCP_PORT)
+    nameservers: list[str] = Field(
+        [], description="DNS servers for MX lookups, each `ip`, `ip:port` or `[ipv6]:port`; empty: the system's "
+        "resolvers.")
 
     @model_validator(mode="after")
     def _smarthost_has_port(self) -> DeliveryConfig:
@@ -100,13 +150,21 @@ class DeliveryConfig(Section):
 
 
 class Config(Section):
-    kafka: KafkaConfig = KafkaConfig()
-    ingest: IngestConfig = IngestConfig()
-    scheduler: SchedulerConfig = SchedulerConfig()
-    delivery: DeliveryConfig = DeliveryConfig()
-    egress: EgressConfig = EgressConfig()
-    queues: QueueDefaults = QueueDefaults()
-    tenants: dict[str, TenantLimits] = {}
+    """The whole file: one section per service, then scheduling (egress, queues, tenants)."""
+
+    kafka: KafkaConfig = Field(KafkaConfig(), description="The Kafka cluster every service uses.")
+    ingest: IngestConfig = Field(IngestConfig(), description="The HTTP API (`python -m mailstream.ingest`).")
+    scheduler: SchedulerConfig = Field(SchedulerConfig(),
+                                       description="The scheduler workers (`python -m mailstream.scheduler`).")
+    delivery: DeliveryConfig = Field(DeliveryConfig(),
+                                     description="The delivery workers (`python -m mailstream.delivery`).")
+    egress: EgressConfig = Field(
+        EgressConfig(), description="Read by the scheduler (limits, source choice), the delivery workers "
+        "(addresses, relays, connection shaping) and ingest (the capacity API).")
+    queues: QueueDefaults = Field(QueueDefaults(), description="The scheduled queues, which the scheduler's first "
+                                  "stage holds.")
+    tenants: dict[str, TenantLimits] = Field(
+        {}, description="By tenant name (the tenant of an API key, or the `tenant` an admin key names).")
 
     @model_validator(mode="after")
     def _queue_pools_exist(self) -> Config:

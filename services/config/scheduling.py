@@ -2,7 +2,7 @@
 
 Values users type (throttle specs, send windows, durations) are parsed here, at start-up, into the
 frozen value types of `mailstream.core`, so a bad value fails before Kafka is contacted and the
-error names its key.
+error names its key. Descriptions and units: see `mailstream.config.model`.
 """
 
 from __future__ import annotations
@@ -13,7 +13,16 @@ from ipaddress import IPv4Address, IPv6Address
 from typing import Annotated, Any, Literal
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, PlainValidator, SecretStr, model_validator
+from pydantic import (
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    JsonValue,
+    PlainValidator,
+    SecretStr,
+    model_validator,
+)
 
 from mailstream.core.duration import parse_duration
 from mailstream.core.send_window import SendWindow
@@ -77,23 +86,37 @@ Port = Annotated[int, Field(ge=1, le=65535)]
 Count = Annotated[int, Field(ge=1)]
 Priority = Annotated[int, Field(ge=0, le=10)]
 UNSPECIFIED = "unspecified"
+TCP_PORT: dict[str, JsonValue] = {"unit": "TCP port"}
+MESSAGES_PER_DAY: dict[str, JsonValue] = {"unit": "messages per day"}
+PRIORITY: dict[str, JsonValue] = {"unit": "level (higher goes first)"}
+
+# Said once for the queue defaults and the queue rules (where unset means: inherited).
+_EGRESS_POOL = "The egress pool the queue's mail leaves by (`egress.pools`)."
+_RETRY_INTERVAL = ("Delay before the first retry of a deferred message; each further retry waits twice as long "
+                   "(KumoMTA's formula, with jitter).")
+_MAX_RETRY_INTERVAL = "Longest delay between two retries; unset: no cap."
+_MAX_AGE = "A message not delivered this long after it was accepted expires (its own `expires_at` comes first)."
+_MAX_MESSAGE_RATE = "Rate at which the queue's messages go on to egress, e.g. `100/h`; unset: no limit."
+_PRIORITY = "Priority of the queue's messages."
+_SEND_WINDOW = "When the queue's messages may go on to egress; unset: at any time."
 
 
 class SlidingWindowLimit(Section):
     """At most `limit` sends in any `span` (the campaign-queue document's "2 per 30 minutes")."""
 
-    limit: Count
-    span: PositiveDuration
+    limit: Count = Field(description="Sends allowed in any span of `span`.", json_schema_extra={"unit": "messages"})
+    span: PositiveDuration = Field(description="Length of the sliding window.")
 
 
 class Relay(Section):
     """An SMTP server a source sends through (a smarthost with credentials) instead of the MX."""
 
-    host: str
-    port: Port = 587
-    username: str | None = None
-    password: SecretStr | None = None
-    starttls: Literal["opportunistic", "required", "disabled"] | None = None  # unset: delivery.starttls
+    host: str = Field(description="Host name or address of the relay.")
+    port: Port = Field(587, description="Port of the relay.", json_schema_extra=TCP_PORT)
+    username: str | None = Field(None, description="SMTP AUTH login, with `password`; unset: no AUTH.")
+    password: SecretStr | None = Field(None, description="SMTP AUTH password, with `username`.")
+    starttls: Literal["opportunistic", "required", "disabled"] | None = Field(
+        None, description="As `delivery.starttls`, for this relay; unset: `delivery.starttls`.")
 
     @model_validator(mode="after")
     def _credentials_pair(self) -> Relay:
@@ -103,44 +126,64 @@ class Relay(Section):
 
 
 class EgressSource(Section):
-    name: str
-    source_address: IPv4Address | IPv6Address | None = None
-    ehlo_domain: str | None = None
-    relay: Relay | None = None
-    from_email: str | None = None
-    daily_limit: Count | None = None
-    sliding_window: SlidingWindowLimit | None = None
-    send_window: Window | None = None
+    """One identity mail leaves by: a local address (and name), or a relay."""
+
+    name: str = Field(description="Name that pools and path rules use.")
+    source_address: IPv4Address | IPv6Address | None = Field(
+        None, description="Local address connections are bound to; unset: the kernel's choice.")
+    ehlo_domain: str | None = Field(None, description="Name to greet with (EHLO); unset: `delivery.ehlo_domain`.")
+    relay: Relay | None = Field(
+        None, description="Unset: the source sends to `delivery.smarthost`, else to the routing domain's MX hosts.")
+    from_email: str | None = Field(
+        None, description="Address shown for the source by `GET /api/queue/servers`; not used when sending.")
+    daily_limit: Count | None = Field(
+        None, description="Messages the source may send in one day of `egress.daily_reset_timezone`; unset: no "
+        "limit.", json_schema_extra=MESSAGES_PER_DAY)
+    sliding_window: SlidingWindowLimit | None = Field(None, description="Unset: no limit over a sliding window.")
+    send_window: Window | None = Field(None, description="When the source may send; unset: at any time.")
 
 
 class PoolEntry(Section):
-    name: str
-    weight: Annotated[int, Field(ge=0)] = 1
+    """A source in a pool."""
+
+    name: str = Field(description="Name of an egress source (`egress.sources`).")
+    weight: Annotated[int, Field(ge=0)] = Field(
+        1, description="The source's share of the pool's mail under `round_robin`; 0: never chosen (under either "
+        "policy).", json_schema_extra={"unit": "relative share"})
 
 
 class EgressPool(Section):
-    name: str
-    entries: list[PoolEntry] = Field(min_length=1)
-    # round_robin: KumoMTA's weighted round robin; most_remaining: the campaign-queue document's choice
-    # of the source with the most daily capacity left.
-    policy: Literal["round_robin", "most_remaining"] = "round_robin"
+    """Sources that share a queue's mail, and how one is chosen for each message."""
+
+    name: str = Field(description="Name that queue settings use (`egress_pool`).")
+    entries: list[PoolEntry] = Field(min_length=1, description="The pool's sources.")
+    policy: Literal["round_robin", "most_remaining"] = Field(
+        "round_robin", description="`round_robin`: KumoMTA's weighted round robin (one rotation per destination "
+        "domain); `most_remaining`: the source with the most daily capacity left (the campaign-queue document's "
+        "choice).")
 
 
 class PathShape(Section):
-    """Egress path (source -> site) parameters, as `make_egress_path` names them."""
+    """Egress path (source -> site) parameters, as `make_egress_path` names them; unset: no limit."""
 
-    max_message_rate: Throttle | None = None
-    max_connection_rate: Throttle | None = None
-    connection_limit: Count | None = None
-    max_deliveries_per_connection: Count | None = None
+    max_message_rate: Throttle | None = Field(None, description="Rate of messages sent on the path, e.g. `100/h`.")
+    max_connection_rate: Throttle | None = Field(
+        None, description="Rate of new connections opened on the path, e.g. `10/min`.")
+    connection_limit: Count | None = Field(None, description="Connections open on the path at once.",
+                                           json_schema_extra={"unit": "connections"})
+    max_deliveries_per_connection: Count | None = Field(
+        None, description="Messages one connection carries before it is closed.",
+        json_schema_extra={"unit": "messages"})
 
 
 class PathRule(PathShape):
     """Shaping for a site name or a domain, optionally only for one source (SHAPE_BY_DOMAIN / SHAPE_BY_SOURCE)."""
 
-    site: str | None = None
-    domain: str | None = None
-    source: str | None = None
+    site: str | None = Field(
+        None, description="The site the rule shapes: a relay's or the smarthost's `host:port`, else the routing "
+        "domain whose MX hosts are used.")
+    domain: str | None = Field(None, description="The routing domain the rule shapes, whichever site it goes to.")
+    source: str | None = Field(None, description="Only for this egress source; unset: for every source.")
 
     @model_validator(mode="after")
     def _names_a_destination(self) -> PathRule:
@@ -150,11 +193,21 @@ class PathRule(PathShape):
 
 
 class EgressConfig(Section):
-    sources: list[EgressSource] = [EgressSource(name=UNSPECIFIED)]
-    pools: list[EgressPool] = [EgressPool(name=UNSPECIFIED, entries=[PoolEntry(name=UNSPECIFIED)])]
-    paths: list[PathRule] = []
-    path_defaults: PathShape = PathShape()
-    daily_reset_timezone: Zone = ZoneInfo("UTC")
+    """Where mail leaves from: sources, the pools that group them, and shaping per egress path."""
+
+    sources: list[EgressSource] = Field(
+        [EgressSource(name=UNSPECIFIED)], description="The egress sources; the default is one source, "
+        f"`{UNSPECIFIED}`, with the kernel's choice of address.")
+    pools: list[EgressPool] = Field(
+        [EgressPool(name=UNSPECIFIED, entries=[PoolEntry(name=UNSPECIFIED)])],
+        description=f"The egress pools; the default is one pool, `{UNSPECIFIED}`, of the default source.")
+    paths: list[PathRule] = Field(
+        [], description="Shaping rules: defaults, then the site's rule (else the domain's), then the (site, "
+        "source) rule (else the (domain, source) one).")
+    path_defaults: PathShape = Field(PathShape(), description="Shaping of every egress path a rule does not change.")
+    daily_reset_timezone: Zone = Field(
+        ZoneInfo("UTC"), description="Time zone whose midnight starts a new day for daily limits (sources' and "
+        "tenants').")
 
     @model_validator(mode="after")
     def _names_resolve(self) -> EgressConfig:
@@ -183,38 +236,46 @@ class EgressConfig(Section):
 class QueueSettings(Section):
     """Per scheduled queue settings (`make_queue_config`); in a rule, unset means "inherit"."""
 
-    egress_pool: str | None = None
-    retry_interval: PositiveDuration | None = None
-    max_retry_interval: PositiveDuration | None = None
-    max_age: PositiveDuration | None = None
-    max_message_rate: Throttle | None = None
-    priority: Priority | None = None
-    send_window: Window | None = None
+    egress_pool: str | None = Field(None, description=_EGRESS_POOL)
+    retry_interval: PositiveDuration | None = Field(None, description=_RETRY_INTERVAL)
+    max_retry_interval: PositiveDuration | None = Field(None, description=_MAX_RETRY_INTERVAL)
+    max_age: PositiveDuration | None = Field(None, description=_MAX_AGE)
+    max_message_rate: Throttle | None = Field(None, description=_MAX_MESSAGE_RATE)
+    priority: Priority | None = Field(None, description=_PRIORITY, json_schema_extra=PRIORITY)
+    send_window: Window | None = Field(None, description=_SEND_WINDOW)
 
 
 class QueueRule(QueueSettings):
     """Settings for the queues that match every given field (tenant, campaign, domain, routing_domain)."""
 
-    tenant: str | None = None
-    campaign: str | None = None
-    domain: str | None = None
-    routing_domain: str | None = None
+    tenant: str | None = Field(None, description="Only queues of this tenant; unset: any.")
+    campaign: str | None = Field(None, description="Only queues of this campaign; unset: any.")
+    domain: str | None = Field(None, description="Only queues of this recipient domain; unset: any.")
+    routing_domain: str | None = Field(None, description="Only queues of this routing domain; unset: any.")
 
 
 class QueueDefaults(Section):
-    egress_pool: str = UNSPECIFIED
-    retry_interval: PositiveDuration = timedelta(minutes=20)
-    max_retry_interval: PositiveDuration | None = None
-    max_age: PositiveDuration = timedelta(days=7)
-    max_message_rate: Throttle | None = None
-    priority: Priority = 5
-    send_window: Window | None = None
-    rules: list[QueueRule] = []
+    """Settings of every scheduled queue, and the rules that change them for some."""
+
+    egress_pool: str = Field(UNSPECIFIED, description=_EGRESS_POOL)
+    retry_interval: PositiveDuration = Field(timedelta(minutes=20), description=_RETRY_INTERVAL)
+    max_retry_interval: PositiveDuration | None = Field(None, description=_MAX_RETRY_INTERVAL)
+    max_age: PositiveDuration = Field(timedelta(days=7), description=_MAX_AGE)
+    max_message_rate: Throttle | None = Field(None, description=_MAX_MESSAGE_RATE)
+    priority: Priority = Field(5, description=_PRIORITY, json_schema_extra=PRIORITY)
+    send_window: Window | None = Field(None, description=_SEND_WINDOW)
+    rules: list[QueueRule] = Field(
+        [], description="Settings for some queues: every rule that matches a queue applies, the more specific "
+        "(more match fields given) over the less, file order breaking ties.")
 
 
 class TenantLimits(Section):
     """Limits over all of a tenant's queues; owned by one scheduler partition (the tenant's)."""
 
-    max_message_rate: Throttle | None = None
-    daily_limit: Count | None = None
-    send_window: Window | None = None
+    max_message_rate: Throttle | None = Field(
+        None, description="Rate of the tenant's messages going on to egress, over all its queues; unset: no limit.")
+    daily_limit: Count | None = Field(
+        None, description="Messages of the tenant that go on to egress in one day of `egress.daily_reset_timezone`; "
+        "unset: no limit.", json_schema_extra=MESSAGES_PER_DAY)
+    send_window: Window | None = Field(None, description="When the tenant's messages may go on to egress; unset: at "
+                                       "any time.")
