@@ -1,8 +1,11 @@
-"""In-memory twin of the Kafka topics and the transactional processor, for simulations and benchmarks.
+"""In-memory twin of the Kafka topics, the producer and the transactional processor, for simulations,
+benchmarks and tests.
 
 Handlers written for `TransactionalProcessor` run here unchanged: topics are lists, a changelog is a
 dict per partition, every partition is owned by the one processor, and time is whatever the caller
-says. Nothing here is durable; it exists so scheduling can be simulated over days in seconds.
+says. Code written against `EventSink` (as `EventProducer` provides it) writes to the same lists through
+`MemoryProducer`. Nothing here is durable; it exists so scheduling can be simulated over days in seconds
+and a service's own code tested without a broker.
 """
 
 from __future__ import annotations
@@ -13,6 +16,10 @@ from datetime import datetime
 from typing import Protocol
 
 from mailstream.core.partitioner import partition_of
+from mailstream.events.kafka import Delivered, KafkaUnavailable
+from mailstream.events.records import Record
+from mailstream.events.serde import encode
+from mailstream.events.topics import PARTITIONS, TopicSpec
 
 
 @dataclass(frozen=True, slots=True)
@@ -42,6 +49,60 @@ class MemoryBus:
 
     def read(self, topic: str, start: int = 0) -> list[MemoryRecord]:
         return self.topics.get(topic, [])[start:]
+
+
+class MemoryProducer:
+    """`EventProducer`'s twin (an `EventSink`): a record lands on the bus as soon as it is sent, in the partition
+    Kafka would give it, and is acknowledged with its offset there. While `unavailable` holds a reason, every
+    send and flush fails with KafkaUnavailable, as against a cluster that refuses writes.
+    """
+
+    def __init__(self, bus: MemoryBus | None = None) -> None:
+        self.bus = bus if bus is not None else MemoryBus(PARTITIONS)
+        self.unavailable: str | None = None
+        self.closed = False
+        self._next_offset: dict[tuple[str, int], int] = {}
+        self._counted: dict[str, tuple[list[MemoryRecord], int]] = {}  # (the topic's list, how many numbered)
+
+    async def send(self, topic: TopicSpec, key: str, record: Record, partition: int | None = None) -> Delivered:
+        return await self.send_raw(topic.name, key.encode(), encode(record), partition)
+
+    async def send_raw(self, topic: str, key: bytes | None, value: bytes, partition: int | None = None) -> Delivered:
+        self._writable()
+        if partition is None:
+            partition = partition_of(key or b"", self.bus.partitions)  # as MemoryBus.send places it
+        self.bus.send(topic, key, value, partition)
+        self._count(topic)
+        return Delivered(topic, partition, self._next_offset[topic, partition] - 1)
+
+    async def flush(self, timeout: float = 30.0) -> None:
+        self._writable()  # every record sent is on the bus already
+
+    async def close(self) -> None:
+        await self.flush()
+        self.closed = True
+
+    def records(self, topic: TopicSpec | str) -> list[MemoryRecord]:
+        """Everything on `topic`, in the order it was sent."""
+        return self.bus.read(topic if isinstance(topic, str) else topic.name)
+
+    def _writable(self) -> None:
+        if self.closed:
+            raise KafkaUnavailable("the producer is closed")
+        if self.unavailable is not None:
+            raise KafkaUnavailable(self.unavailable)
+
+    def _count(self, topic: str) -> None:
+        """Number the records of `topic` not numbered yet, whoever wrote them, per partition from 0 as Kafka
+        does. Offsets go on growing after a reader discarded the topic (`MemoryProcessor.step(discard=True)`)."""
+        records = self.bus.topics.get(topic, [])
+        numbered, start = self._counted.get(topic, (None, 0))
+        if numbered is not records:  # discarded and begun anew: everything on it is new
+            start = 0
+        for record in records[start:]:
+            where = (topic, record.partition)
+            self._next_offset[where] = self._next_offset.get(where, 0) + 1
+        self._counted[topic] = (records, len(records))
 
 
 @dataclass(slots=True)
