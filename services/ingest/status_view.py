@@ -91,6 +91,14 @@ class StatusView:
             await asyncio.wait_for(newer(), timeout)
         return self.get(tx_id)
 
+    async def apply(self, records: list[tuple[int, int, TransactionStatus]]) -> set[str]:
+        """Store (partition, offset, status) triples and wake the waiters; returns the ids that changed."""
+        changed = self.store.apply(records)
+        if changed:
+            async with self._changed:
+                self._changed.notify_all()
+        return changed
+
     async def run(self, bootstrap: str) -> None:
         """Tail mail.status forever from the stored offsets."""
         tailer = TopicTailer(bootstrap, STATUS.name, STATUS.partitions, self.store.offsets())
@@ -113,8 +121,6 @@ class StatusView:
                             offset=msg.offset(),
                             error=str(exc),
                         )
-                if self.store.apply(records):
-                    async with self._changed:
-                        self._changed.notify_all()
+                await self.apply(records)
         finally:
             await tailer.close()

@@ -1,0 +1,193 @@
+"""Ingest's HTTP API in process, for unit tests: the app assembled as `python -m mailstream.ingest` assembles it,
+over the in-memory producer, a status view in a temporary SQLite file and a capacity view fed by hand, driven
+through ASGI. No broker, no sockets.
+
+What the scheduler would publish (mail.status, mail.queue-stats, mail.source-usage) is handed to the views with
+`publish_*`; `project_statuses` feeds the status view what ingest itself wrote to mail.status, as its tailer would.
+To run the views' own tail loops instead, `tail_the_bus` puts a `BusTailer` (the bus read as Kafka would be) in
+the place of `TopicTailer`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any, TypeVar, cast
+
+import httpx
+import pytest
+from fastapi import FastAPI
+
+from mailstream.config.model import Config, parse_config
+from mailstream.core.clock import ManualClock
+from mailstream.events.kafka import EventProducer
+from mailstream.events.memory import MemoryBus, MemoryProducer
+from mailstream.events.records import QueueStats, Record, SourceUsage, TransactionStatus
+from mailstream.events.serde import decode, encode
+from mailstream.events.topics import QUEUE_STATS, SOURCE_USAGE, STATUS, TopicSpec
+from mailstream.ingest.app import create_app
+from mailstream.ingest.capacity_view import CapacityView
+from mailstream.ingest.queue_api import queue_router
+from mailstream.ingest.status_view import StatusStore, StatusView
+from mailstream.ingest.submission import Submitter
+
+ADMIN_KEY = "admin-key-0123456789"
+ACME_KEY = "acme-key-0123456789"
+GLOBEX_KEY = "globex-key-0123456789"
+T0 = datetime(2026, 11, 23, 10, 0, tzinfo=UTC)
+R = TypeVar("R", bound=Record)
+
+
+@dataclass(frozen=True)
+class BusMessage:
+    """What the views read of a confluent_kafka.Message."""
+
+    _topic: str
+    _partition: int
+    _offset: int
+    _key: bytes | None
+    _value: bytes
+
+    def topic(self) -> str:
+        return self._topic
+
+    def partition(self) -> int:
+        return self._partition
+
+    def offset(self) -> int:
+        return self._offset
+
+    def key(self) -> bytes | None:
+        return self._key
+
+    def value(self) -> bytes:
+        return self._value
+
+
+class BusTailer:
+    """Stands in for `TopicTailer` (same constructor and methods): every partition of one topic of a MemoryBus,
+    from the given offsets (the beginning where none is given), in the order the records were written."""
+
+    def __init__(self, bus: MemoryBus, topic: str, partitions: int, start: dict[int, int]) -> None:
+        self.bus, self.topic, self.partitions, self.start = bus, topic, partitions, dict(start)
+        self.closed = False
+        self._read = 0  # records of the topic looked at
+        self._next: dict[int, int] = {}  # per partition, the offset of the next record
+
+    async def poll_batch(self, max_records: int = 1000, timeout: float = 0.5) -> list[BusMessage]:
+        batch = []
+        for record in self.bus.read(self.topic, self._read)[:max_records]:
+            self._read += 1
+            offset = self._next[record.partition] = self._next.get(record.partition, -1) + 1
+            if offset >= self.start.get(record.partition, 0):
+                batch.append(BusMessage(self.topic, record.partition, offset, record.key, record.value))
+        if not batch:
+            await asyncio.sleep(min(timeout, 0.01))  # as a poll that found nothing waits
+        return batch
+
+    async def close(self) -> None:
+        self.closed = True
+
+
+def asgi_client(app: FastAPI, key: str | None = ADMIN_KEY) -> httpx.AsyncClient:
+    """A client of `app` through ASGI, with `key` as its bearer token (None: no Authorization header)."""
+    headers = {"Authorization": f"Bearer {key}"} if key is not None else {}
+    return httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://ingest.test", headers=headers)
+
+
+def tail_the_bus(monkeypatch: pytest.MonkeyPatch, bus: MemoryBus) -> list[BusTailer]:
+    """Make ingest's views tail `bus` instead of Kafka; returns the tailers as they are made."""
+    made: list[BusTailer] = []
+
+    def tailer(bootstrap: str, topic: str, partitions: int, start: dict[int, int]) -> BusTailer:
+        made.append(BusTailer(bus, topic, partitions, start))
+        return made[-1]
+
+    for module in ("mailstream.ingest.status_view", "mailstream.ingest.capacity_view"):
+        monkeypatch.setattr(f"{module}.TopicTailer", tailer)
+    return made
+
+
+def ingest_config(status_db: Path, **ingest: Any) -> Config:
+    """Three keys (an admin, tenants acme and globex); two sources in the default pool, one in globex's."""
+    return parse_config({
+        "ingest": {"message_id_domain": "ingest.test", "status_db": str(status_db), "api_keys": [
+            {"key": ADMIN_KEY, "admin": True}, {"key": ACME_KEY, "tenant": "acme"},
+            {"key": GLOBEX_KEY, "tenant": "globex"}], **ingest},
+        "egress": {
+            "sources": [{"name": "mail1", "daily_limit": 100, "from_email": "adam@mail1.test"},
+                        {"name": "mail2", "daily_limit": 50}, {"name": "globex-ip"}],
+            "pools": [{"name": "shared", "entries": [{"name": "mail1"}, {"name": "mail2"}]},
+                      {"name": "globex", "entries": [{"name": "globex-ip"}]}]},
+        "queues": {"egress_pool": "shared", "rules": [{"tenant": "globex", "egress_pool": "globex"}]},
+    }, env={})
+
+
+@dataclass
+class IngestApp:
+    config: Config
+    producer: MemoryProducer
+    statuses: StatusView
+    capacity: CapacityView
+    clock: ManualClock
+    app: FastAPI
+    _projected: int = field(default=0)
+
+    @classmethod
+    def build(cls, status_db: Path, **ingest: Any) -> IngestApp:
+        config = ingest_config(status_db, **ingest)
+        clock = ManualClock(T0)
+        producer = MemoryProducer()
+        statuses = StatusView(StatusStore(config.ingest.status_db))
+        capacity = CapacityView()
+        # Submitter and queue_router are annotated with EventProducer but use only what EventSink declares.
+        sink = cast(EventProducer, producer)
+        submitter = Submitter(sink, clock, capacity.refusal)
+        app = create_app(config.ingest, submitter, statuses, clock,
+                         routers=[queue_router(config, capacity, sink, clock, statuses)])
+        return cls(config, producer, statuses, capacity, clock, app)
+
+    def client(self, key: str | None = ADMIN_KEY) -> httpx.AsyncClient:
+        return asgi_client(self.app, key)
+
+    def written(self, topic: TopicSpec, kind: type[R]) -> list[tuple[str, R]]:
+        """(key, decoded value) of every record on `topic`, in the order they were written."""
+        return [((r.key or b"").decode(), decode(r.value, kind)) for r in self.producer.records(topic)]
+
+    async def project_statuses(self) -> set[str]:
+        """Apply to the status view what mail.status holds beyond what it has seen; the ids that changed."""
+        offsets: dict[int, int] = {}
+        batch = []
+        for index, record in enumerate(self.producer.records(STATUS)):
+            offset = offsets[record.partition] = offsets.get(record.partition, -1) + 1
+            if index >= self._projected:
+                batch.append((record.partition, offset, decode(record.value, TransactionStatus)))
+        self._projected += len(batch)
+        return await self.statuses.apply(batch)
+
+    async def publish_status(self, status: TransactionStatus) -> None:
+        """A status as scheduler stage 1 writes it, read by the view."""
+        await self.producer.send(STATUS, status.id, status)
+        await self.project_statuses()
+
+    def publish_stats(self, stats: QueueStats) -> None:
+        self.capacity.apply(QUEUE_STATS.name, f"{stats.partition}/{stats.tenant}".encode(), encode(stats))
+
+    def publish_usage(self, usage: SourceUsage) -> None:
+        self.capacity.apply(SOURCE_USAGE.name, usage.source.encode(), encode(usage))
+
+    def close(self) -> None:
+        self.statuses.store.close()
+
+
+def problem(response: httpx.Response, status: int) -> dict[str, Any]:
+    """The RFC 9457 body of an error answer, checked for its shape."""
+    assert response.status_code == status, response.text
+    assert response.headers["content-type"].startswith("application/problem+json")
+    body: dict[str, Any] = response.json()
+    assert body["status"] == status
+    assert body["type"] == "about:blank"
+    assert body["title"]
+    return body
