@@ -7,7 +7,8 @@ import hashlib
 from collections import OrderedDict
 from concurrent.futures import ThreadPoolExecutor
 
-from mailstream.events.kafka import EventProducer, KafkaUnavailable, OffsetReader
+from mailstream.events.kafka import KafkaUnavailable, OffsetReader
+from mailstream.events.producer import EventSink
 from mailstream.events.records import BodyRef, MessageBody
 from mailstream.events.serde import SerdeError, decode, encode
 from mailstream.events.topics import BODIES
@@ -17,7 +18,7 @@ class BodyCorrupt(RuntimeError):
     """The bytes read back do not hash to the reference's sha256."""
 
 
-async def put_body(producer: EventProducer, data: bytes) -> BodyRef:
+async def put_body(producer: EventSink, data: bytes) -> BodyRef:
     digest = hashlib.sha256(data).hexdigest()
     where = await producer.send_raw(BODIES.name, digest.encode(), encode(MessageBody(sha256=digest, data=data)))
     return BodyRef(topic=where.topic, partition=where.partition, offset=where.offset,

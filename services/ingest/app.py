@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable, Sequence
 from contextlib import AbstractAsyncContextManager
 from typing import Any
@@ -26,6 +27,7 @@ from mailstream.ingest.submission import Outgoing, Submitter, new_transaction_id
 REQUESTS = Counter("mailstream_ingest_requests_total", "Injection requests by outcome", ["outcome"])
 RECIPIENTS = Counter("mailstream_ingest_recipients_total", "Recipients by result", ["result"])
 MAX_WAIT_SECONDS = 30.0
+INLINE_RECIPIENTS = 4
 
 
 def transaction_json(status: TransactionStatus) -> dict[str, Any]:
@@ -75,9 +77,10 @@ def create_app(
         except ValidationError as exc:
             REQUESTS.labels("invalid").inc()
             raise from_validation_error(exc) from None
-        expanded = await run_in_threadpool(  # templating thousands of recipients must not stall the loop
-            expand, inject_request, message_id_domain=config.message_id_domain, now=clock(),
-            make_id=new_transaction_id)
+        build = functools.partial(expand, inject_request, message_id_domain=config.message_id_domain, now=clock(),
+                                  make_id=new_transaction_id)
+        # Templating thousands of recipients must not stall the loop; a few are cheaper than the thread hop.
+        expanded = build() if len(inject_request.recipients) <= INLINE_RECIPIENTS else await run_in_threadpool(build)
         outgoing = [
             Outgoing(g.recipient, g.data, g.message_id, dict(g.headers), dict(g.metadata))
             for g in expanded

@@ -23,7 +23,7 @@ from mailstream.config.model import Config
 from mailstream.core.clock import Clock
 from mailstream.core.duration import parse_duration
 from mailstream.core.queue_scope import QueueScope
-from mailstream.events.kafka import EventProducer
+from mailstream.events.producer import EventSink
 from mailstream.events.records import ADMIN_ISSUER, QueueAction, QueueCommand, QueueState
 from mailstream.events.topics import QUEUE_COMMANDS, route_key
 from mailstream.ingest.auth import KeyRing, Principal
@@ -86,7 +86,7 @@ class CancelRequest(BaseModel):
     reason: str | None = Reason
 
 
-def queue_router(config: Config, view: CapacityView, producer: EventProducer, clock: Clock,
+def queue_router(config: Config, view: CapacityView, producer: EventSink, clock: Clock,
                  statuses: StatusView) -> APIRouter:
     keys = KeyRing(config.ingest.api_keys)
     egress = config.egress
@@ -207,7 +207,7 @@ def _parse(model: type[M], data: Any) -> M:
         raise from_validation_error(exc) from None
 
 
-async def _send(producer: EventProducer, cmd: QueueCommand) -> None:
+async def _send(producer: EventSink, cmd: QueueCommand) -> None:
     """Beside the tenant's queues (its route key), or to every partition when the command names no tenant."""
     if cmd.tenant is not None or cmd.transaction_id is not None:
         partitions: list[int | None] = [None]

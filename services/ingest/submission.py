@@ -12,7 +12,7 @@ from typing import Literal
 
 from mailstream.core.clock import Clock
 from mailstream.events.bodies import put_body
-from mailstream.events.kafka import EventProducer
+from mailstream.events.producer import EventSink
 from mailstream.events.records import AcceptedMessage, BodyRef, LogRecord, SmtpResponse, TransactionStatus
 from mailstream.events.topics import ACCEPTED, EVENTS, STATUS, route_key
 from mailstream.ingest.routing_meta import RoutingError, resolve_routing
@@ -80,7 +80,7 @@ Refusal = Callable[[str, str | None, str | None, str, datetime], str | None]
 
 
 class Submitter:
-    def __init__(self, producer: EventProducer, clock: Clock, refusal: Refusal | None = None) -> None:
+    def __init__(self, producer: EventSink, clock: Clock, refusal: Refusal | None = None) -> None:
         self._producer = producer
         self._clock = clock
         self._refusal = refusal  # an early answer for draining and disabled queues; stage 1 has the last word

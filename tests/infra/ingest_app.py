@@ -14,7 +14,7 @@ import asyncio
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, TypeVar, cast
+from typing import Any, TypeVar
 
 import httpx
 import pytest
@@ -22,7 +22,6 @@ from fastapi import FastAPI
 
 from mailstream.config.model import Config, parse_config
 from mailstream.core.clock import ManualClock
-from mailstream.events.kafka import EventProducer
 from mailstream.events.memory import MemoryBus, MemoryProducer
 from mailstream.events.records import QueueStats, Record, SourceUsage, TransactionStatus
 from mailstream.events.serde import decode, encode
@@ -142,11 +141,9 @@ class IngestApp:
         producer = MemoryProducer()
         statuses = StatusView(StatusStore(config.ingest.status_db))
         capacity = CapacityView()
-        # Submitter and queue_router are annotated with EventProducer but use only what EventSink declares.
-        sink = cast(EventProducer, producer)
-        submitter = Submitter(sink, clock, capacity.refusal)
+        submitter = Submitter(producer, clock, capacity.refusal)
         app = create_app(config.ingest, submitter, statuses, clock,
-                         routers=[queue_router(config, capacity, sink, clock, statuses)])
+                         routers=[queue_router(config, capacity, producer, clock, statuses)])
         return cls(config, producer, statuses, capacity, clock, app)
 
     def client(self, key: str | None = ADMIN_KEY) -> httpx.AsyncClient:
