@@ -1,11 +1,14 @@
 """The whole pipeline as real processes: ingest, scheduler and delivery against one broker.
 
 Each service runs as `python -m mailstream.<service> --config FILE`, exactly as in
-production; only the ports, data folders and consumer-group names are made unique.
+production; only the ports, data folders and consumer-group names are made unique. A stack
+can run several processes of each service (`Stack.replicas`) and set the topics' partition
+count (`Stack.partitions`), for the scale-out benchmark.
 """
 
 from __future__ import annotations
 
+import copy
 import os
 import socket
 import subprocess
@@ -28,10 +31,14 @@ ACME_KEY = "test-acme-key-0123456789"
 GLOBEX_KEY = "test-globex-key-0123456789"
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
+def free_port(avoid: set[int] | None = None) -> int:
+    """A port the kernel considers free now, and not one of `avoid` (ports already handed out but not yet bound)."""
+    while True:
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            port = int(s.getsockname()[1])
+        if port not in (avoid or set()):
+            return port
 
 
 def stack_config(bootstrap: str, smarthost: tuple[str, int], workdir: Path, **overrides: Any) -> dict[str, Any]:
@@ -55,33 +62,90 @@ def stack_config(bootstrap: str, smarthost: tuple[str, int], workdir: Path, **ov
     return config
 
 
+SERVICES = ("scheduler", "delivery", "ingest")  # the order they start in
+
+
+def service_of(instance: str) -> str:
+    """"ingest-2" -> "ingest": an instance is named after its service, replicas after the first get "-<n>"."""
+    return instance.partition("-")[0]
+
+
 @dataclass
 class Stack:
+    """The services as processes. `replicas` runs N processes of a service (default one each): the first is
+    named after the service and uses `config` as it is; replica n ≥ 2 is "<service>-<n>" with ports of its
+    own (and, for ingest, its own status database) but the same consumer groups, so Kafka spreads the
+    partitions among them. `partitions` sets MAILSTREAM_PARTITIONS, the topics' partition count, for every
+    service (None: inherit the environment's, default 8)."""
+
     config: dict[str, Any]
     workdir: Path
     procs: dict[str, subprocess.Popen[bytes]] = field(default_factory=dict)
+    replicas: dict[str, int] = field(default_factory=dict)
+    partitions: int | None = None
+    _configs: dict[str, dict[str, Any]] = field(default_factory=dict, repr=False)
 
     @property
     def api(self) -> str:
-        return f"http://127.0.0.1:{self.config['ingest']['port']}"
+        return self.api_of("ingest")
+
+    @property
+    def apis(self) -> list[str]:
+        """Every ingest replica's base URL: a client spreads its requests across them."""
+        return [self.api_of(name) for name in self.instances("ingest")]
 
     @property
     def bootstrap(self) -> str:
         return str(self.config["kafka"]["bootstrap_servers"])
 
+    def api_of(self, instance: str) -> str:
+        return f"http://127.0.0.1:{self.instance_config(instance)['ingest']['port']}"
+
+    def instances(self, service: str | None = None) -> list[str]:
+        """Instance names of one service, or of all in start order."""
+        services = [service] if service else list(SERVICES)
+        return [s if n == 1 else f"{s}-{n}" for s in services for n in range(1, self.replicas.get(s, 1) + 1)]
+
+    def instance_config(self, instance: str) -> dict[str, Any]:
+        """The configuration one instance runs with: `config` for the first of a service; a replica's own
+        ports are picked once and kept, so a restarted replica comes back where it was."""
+        service = service_of(instance)
+        if instance == service:
+            return self.config
+        if instance not in self._configs:
+            config = copy.deepcopy(self.config)
+            port_key = {"ingest": "port", "scheduler": "web_port", "delivery": "metrics_port"}[service]
+            config[service][port_key] = free_port(avoid=self._ports())
+            if service == "ingest":
+                config["ingest"]["status_db"] = str(self.workdir / f"status-{instance.rpartition('-')[2]}.sqlite3")
+            self._configs[instance] = config
+        return self._configs[instance]
+
+    def _ports(self) -> set[int]:
+        keys = (("ingest", "port"), ("scheduler", "web_port"), ("delivery", "metrics_port"))
+        return {int(c[s][k]) for c in (self.config, *self._configs.values()) for s, k in keys if k in c.get(s, {})}
+
+    def _config_file(self, instance: str) -> Path:
+        name = "mailstream.yaml" if instance == service_of(instance) else f"mailstream-{instance}.yaml"
+        path = self.workdir / name
+        path.write_text(yaml.safe_dump(self.instance_config(instance)))
+        return path
+
     def start(self) -> Stack:
-        (self.workdir / "mailstream.yaml").write_text(yaml.safe_dump(self.config))
-        for service in ("scheduler", "delivery", "ingest"):
-            self.start_service(service, wait=False)
+        for instance in self.instances():
+            self.start_service(instance, wait=False)
         self._wait_ready(90.0, list(self.procs))
         return self
 
     def start_service(self, service: str, *, wait: bool = True) -> None:
+        """Start (or restart) one instance: a service name, or a replica's name such as "ingest-2"."""
         env = {**os.environ, "MAILSTREAM_LOG_LEVEL": "INFO"}
         env.pop("KAFKA_BOOTSTRAP_SERVERS", None)  # the file says which broker
+        if self.partitions is not None:
+            env["MAILSTREAM_PARTITIONS"] = str(self.partitions)
         log = (self.workdir / f"{service}.log").open("ab")
         self.procs[service] = subprocess.Popen(
-            [sys.executable, "-m", f"mailstream.{service}", "--config", str(self.workdir / "mailstream.yaml")],
+            [sys.executable, "-m", f"mailstream.{service_of(service)}", "--config", str(self._config_file(service))],
             stdout=log, stderr=subprocess.STDOUT, env=env, cwd=self.workdir)
         if wait:
             self._wait_ready(90.0, [service])
@@ -92,14 +156,17 @@ class Stack:
         proc.kill()
         proc.wait()
 
+    def _probe(self, instance: str) -> str:
+        config, service = self.instance_config(instance), service_of(instance)
+        if service == "ingest":
+            return f"{self.api_of(instance)}/readyz"
+        if service == "delivery":
+            return f"http://127.0.0.1:{config['delivery']['metrics_port']}/healthz"
+        return f"http://127.0.0.1:{config['scheduler']['web_port']}/healthz"
+
     def _wait_ready(self, timeout: float, services: list[str]) -> None:
-        probes = {
-            "ingest": f"{self.api}/readyz",
-            "delivery": f"http://127.0.0.1:{self.config['delivery']['metrics_port']}/healthz",
-            "scheduler": f"http://127.0.0.1:{self.config['scheduler']['web_port']}/healthz",
-        }
         deadline = time.monotonic() + timeout
-        pending = {name: url for name, url in probes.items() if name in services}
+        pending = {name: self._probe(name) for name in services}
         while pending and time.monotonic() < deadline:
             for name, url in list(pending.items()):
                 if self.procs[name].poll() is not None:
