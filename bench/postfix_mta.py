@@ -71,8 +71,8 @@ def tuning(concurrency: int, relay: str) -> dict[str, str]:
     """The main.cf settings that differ from Postfix's defaults, each with why (README: what was tuned)."""
     limit = max(20, concurrency)
     return {
-        f"default_destination_concurrency_limit = {limit}": "≥ the bench concurrency (default 20): every "
-        "delivery goes to one next hop, the sink, so this bounds Postfix's parallel SMTP client connections",
+        f"default_destination_concurrency_limit = {limit}": "at least the bench concurrency (Postfix's default "
+        "is 20): every delivery goes to one next hop, the sink, so this bounds Postfix's SMTP client connections",
         f"default_process_limit = {max(100, 3 * concurrency)}": "room for one smtpd per smtp-source session, "
         "the smtp clients and cleanup (default 100)",
         f"smtp_connection_cache_destinations = {relay}": "reuse SMTP connections to the sink, as mailstream's "

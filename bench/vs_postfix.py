@@ -254,6 +254,17 @@ def report(result: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
+def finite(value: Any) -> Any:
+    """`value` with NaN (a percentile of nothing) as null, so that --json prints strict JSON."""
+    if isinstance(value, float) and math.isnan(value):
+        return None
+    if isinstance(value, dict):
+        return {k: finite(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [finite(v) for v in value]
+    return value
+
+
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     try:
@@ -261,7 +272,7 @@ def main(argv: list[str] | None = None) -> int:
     except (RuntimeError, httpx.HTTPError, OSError) as exc:
         print(f"benchmark failed: {exc}", file=sys.stderr)
         return 1
-    print(json.dumps(result) if args.json else report(result))
+    print(json.dumps(finite(result), allow_nan=False) if args.json else report(result))
     return 0 if result["ok"] else 1
 
 
