@@ -9,7 +9,10 @@
 #   broker.sh wait     wait until a started broker is ready
 #
 # Env: KAFKA_PORT (19092), KAFKA_CONTROLLER_PORT (19093), MAILSTREAM_RUN ($PWD/.run),
-#      MAILSTREAM_CACHE (~/.cache/mailstream), KAFKA_HEAP (1g), KAFKA_START_TIMEOUT (90).
+#      MAILSTREAM_CACHE (~/.cache/mailstream), KAFKA_HEAP (1g), KAFKA_START_TIMEOUT (90),
+#      KAFKA_JVM_OPTS (extra JVM flags, split on spaces). The broker runs C1-compiled only
+#      (-XX:TieredStopAtLevel=1): on a 2-core machine a fresh broker's C2 compiler took ~40 % of
+#      its CPU for minutes; see docs/performance.md.
 # If KAFKA_BOOTSTRAP_SERVERS is set, an external cluster is used: start/wait/status only
 # check that it accepts TCP connections.
 set -euo pipefail
@@ -125,7 +128,8 @@ cmd_start() {
   # JVM flags as in Kafka's kafka-server-start.sh / kafka-run-class.sh.
   nohup java -Xms"$HEAP" -Xmx"$HEAP" -server -XX:+UseG1GC -XX:MaxGCPauseMillis=20 \
     -XX:InitiatingHeapOccupancyPercent=35 -XX:+ExplicitGCInvokesConcurrent -XX:MaxInlineLevel=15 \
-    -Djava.awt.headless=true "${LOG_OPTS[@]}" -cp "$LIBS/*" \
+    -XX:TieredStopAtLevel=1 \
+    -Djava.awt.headless=true "${LOG_OPTS[@]}" ${KAFKA_JVM_OPTS:-} -cp "$LIBS/*" \
     kafka.Kafka "$RUN/server.properties" >"$LOG" 2>&1 </dev/null &
   pid=$!
   echo "$pid" >"$PIDFILE"

@@ -116,6 +116,12 @@ class Consumed:
     value: bytes
 
 
+# A fetch returns as soon as it has one byte by default, so every small write answers every waiting consumer
+# and each consumer asks again at once: thousands of fetches a second that cost the broker more than the
+# records. Waiting up to 20 ms for more data bounds each consumer to ~50 fetches a second under load.
+BATCHED_FETCH: dict[str, Any] = {"fetch.min.bytes": 1024 * 1024, "fetch.wait.max.ms": 20}
+
+
 def consume_now(consumer: Consumer, max_records: int, timeout: float) -> list[Message]:
     """Up to `max_records` records, returned as soon as there is one (waiting at most `timeout`).
 
@@ -150,6 +156,7 @@ class EventConsumer:
             "session.timeout.ms": 10_000,
             "heartbeat.interval.ms": 1_000,
             "fetch.message.max.bytes": 64 * 1024 * 1024 + 4096,
+            **BATCHED_FETCH,
             **extra,
         })
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"consumer-{group_id}")
@@ -339,6 +346,7 @@ class TopicTailer:
             "group.id": f"mailstream-tail-{topic}",
             "enable.auto.commit": False,
             "auto.offset.reset": "earliest",
+            **BATCHED_FETCH,
             **extra,
         })
         self._consumer.assign([

@@ -30,7 +30,7 @@ from confluent_kafka import (
     TopicPartition,
 )
 
-from mailstream.events.kafka import consume_now, producer_config
+from mailstream.events.kafka import BATCHED_FETCH, consume_now, producer_config
 from mailstream.observability.logs import get_logger
 
 log = get_logger(__name__)
@@ -113,6 +113,10 @@ class TransactionalProcessor:
     names a topic: then the failed batch is replayed one record per transaction, and the record that
     fails alone is written there (with the error and its origin in headers) instead of being handled.
 
+    A busy stage gathers records for up to ``commit_interval`` seconds after its last commit before it
+    commits again (a transaction costs the broker a marker per partition written, whatever it carries), and
+    writes to ``compacted`` topics (and the changelog) keep only the last value per key of a transaction.
+
     An output larger than ``max_message_bytes`` (keep it at most the topics' ``max.message.bytes``)
     is refused by ``produce()`` and aborts the batch like any other abortable error.
     """
@@ -121,7 +125,8 @@ class TransactionalProcessor:
                  handler: PartitionHandler, clock: Callable[[], datetime], tick_interval: float = 1.0,
                  max_batch: int = 500, transaction_timeout_ms: int = 10_000, name: str = "processor",
                  session_timeout_ms: int = 6_000, poll_timeout: float = 0.1,
-                 max_message_bytes: int = 1024 * 1024, dead_letter: str | None = None) -> None:
+                 max_message_bytes: int = 1024 * 1024, dead_letter: str | None = None,
+                 commit_interval: float = 0.05, compacted: Sequence[str] = ()) -> None:
         if not inputs:
             raise ValueError("at least one input topic")
         if changelog in inputs:
@@ -138,6 +143,13 @@ class TransactionalProcessor:
         self._txn_timeout_ms = transaction_timeout_ms
         self._session_timeout_ms = session_timeout_ms
         self._poll_timeout = poll_timeout
+        self._commit_interval = commit_interval
+        # Writes to compacted topics wait for the commit, keeping the last per key: a message accepted and
+        # promoted in one batch costs one state write and one status, not two of each.
+        self._compacted = frozenset({changelog, *compacted})
+        self._latest: dict[tuple[str, int | None, bytes], Write] = {}
+        self._last_commit = 0.0  # time.monotonic() of the last commit
+        self._generation = 0  # counts rebalances, so a batch gathered across one is not used
         self._max_message_bytes = max_message_bytes
         self._dead_letter = dead_letter
         # After a handler failure: one record per transaction up to these offsets, to find the culprit.
@@ -217,8 +229,7 @@ class TransactionalProcessor:
                            changelog=self._changelog)
             last_tick = self._clock()
             while not stop.is_set():
-                batch = 1 if self._careful_until else self._max_batch
-                records = self._usable(consume_now(consumer, batch, self._poll_timeout))
+                records = self._gather(consumer)
                 now = self._clock()
                 tick = bool(self._owned) and (now - last_tick >= self._tick_interval or now < last_tick)
                 if tick:
@@ -229,6 +240,24 @@ class TransactionalProcessor:
             self._log.info("stopped_during_restore")
         finally:
             self._close()
+
+    def _gather(self, consumer: Consumer) -> list[Message]:
+        """The next batch: records as soon as there are some, then more until ``commit_interval`` has passed
+        since the last commit. Every transaction costs the broker a marker per partition it wrote, whatever
+        it carries, so a busy stage commits fuller transactions instead of more of them."""
+        if self._careful_until:
+            return self._usable(consume_now(consumer, 1, self._poll_timeout))
+        records = self._usable(consume_now(consumer, self._max_batch, self._poll_timeout))
+        generation = self._generation
+        while records and len(records) < self._max_batch:
+            remaining = self._last_commit + self._commit_interval - time.monotonic()
+            if remaining <= 0:
+                break
+            more = self._usable(consumer.consume(self._max_batch - len(records), remaining))
+            if self._generation != generation:  # a rebalance rewound the partitions: read again from there
+                return more
+            records.extend(more)
+        return records
 
     def _usable(self, msgs: list[Message]) -> list[Message]:
         # librdkafka drops records fetched before a revoke or seek from the batch being built (version
@@ -282,6 +311,7 @@ class TransactionalProcessor:
             return
         self._records_processed += len(records)
         self._committed += 1
+        self._last_commit = time.monotonic()
         self._failures = 0
         self._last_ok = True
         for msg in records:
@@ -322,10 +352,18 @@ class TransactionalProcessor:
         self._dead_lettered += 1
 
     def _write(self, w: Write) -> None:
-        producer = self._kafka.producer
         if w.topic == self._changelog and w.partition not in self._owned:
             raise ValueError(f"state write for partition {w.partition}, which this member does not own")
         self._begin()
+        if w.topic in self._compacted:  # only the last value of a key in a transaction survives compaction
+            where = (w.topic, w.partition, w.key)
+            self._latest.pop(where, None)
+            self._latest[where] = w
+            return
+        self._produce(w)
+
+    def _produce(self, w: Write) -> None:
+        producer = self._kafka.producer
         extra: dict[str, Any] = {} if w.partition is None else {"partition": w.partition}
         while True:
             try:
@@ -336,11 +374,15 @@ class TransactionalProcessor:
 
     def _begin(self) -> None:
         if not self._in_txn:
+            self._latest.clear()
             self._kafka.producer.begin_transaction()
             self._in_txn = True
 
     def _commit(self) -> None:
         consumer, producer = self._kafka.consumer, self._kafka.producer
+        latest, self._latest = self._latest, {}
+        for w in latest.values():
+            self._produce(w)
         offsets = self._offsets()
         metadata = consumer.consumer_group_metadata()
         self._retrying("send_offsets_to_transaction",
@@ -407,6 +449,7 @@ class TransactionalProcessor:
             raise ProcessorFatalError(f"abort_transaction failed: {exc}") from exc
         finally:
             self._in_txn = False
+            self._latest.clear()
 
     def _recover(self) -> None:
         """After an abort the handler may be ahead of the committed state: rebuild it and rewind."""
@@ -427,6 +470,7 @@ class TransactionalProcessor:
 
     def _on_assign(self, consumer: Consumer, tps: list[TopicPartition]) -> None:
         owned = self._co_partitioned(tps)
+        self._generation += 1
         started = time.monotonic()
         restored = self._take(owned)
         consumer.assign([TopicPartition(t, p, self._start[(t, p)]) for t in self._inputs for p in owned])
@@ -443,6 +487,7 @@ class TransactionalProcessor:
 
     def _drop(self, event: str) -> None:
         owned, self._owned = sorted(self._owned), frozenset()
+        self._generation += 1
         self._joined = False
         self._careful_until.clear()  # a new owner finds a bad record again by itself
         self._poison = None
@@ -569,6 +614,7 @@ class TransactionalProcessor:
             "partition.assignment.strategy": "range",
             "session.timeout.ms": self._session_timeout_ms,
             "heartbeat.interval.ms": max(100, self._session_timeout_ms // 6),
+            **BATCHED_FETCH,
         })
         # Outside the group: assign() only, never commits (librdkafka still wants a group.id).
         restorer = Consumer({

@@ -51,8 +51,10 @@ def main(argv: list[str] | None = None) -> int:
     submitter = Submitter(producer, system_clock, capacity.refusal)  # draining/disabled queues refused early
     app = create_app(config.ingest, submitter, view, system_clock, lifespan=lifespan,
                      routers=[queue_router(config, capacity, producer, system_clock, view)])
+    # Keep-alive longer than clients' and load balancers' idle timeouts, so the server is not the side that
+    # closes a connection a client is about to reuse (the client's request then fails mid-send).
     uvicorn.run(app, host=config.ingest.host, port=args.port or config.ingest.port, log_config=None,
-                access_log=False)
+                access_log=False, timeout_keep_alive=75)
     return 0
 
 

@@ -31,6 +31,8 @@ _JVM_FLAGS = [
     "-XX:InitiatingHeapOccupancyPercent=35",
     "-XX:+ExplicitGCInvokesConcurrent",
     "-XX:MaxInlineLevel=15",
+    # C1 only: on 2 cores a fresh broker's C2 compiler took ~40 % of its CPU for minutes (docs/performance.md).
+    "-XX:TieredStopAtLevel=1",
     "-Djava.awt.headless=true",
 ]
 
