@@ -114,8 +114,7 @@ class TransactionalProcessor:
     fails alone is written there (with the error and its origin in headers) instead of being handled.
 
     A busy stage gathers records for up to ``commit_interval`` seconds after its last commit before it
-    commits again (a transaction costs the broker a marker per partition written, whatever it carries), and
-    writes to ``compacted`` topics (and the changelog) keep only the last value per key of a transaction.
+    commits again (a transaction costs the broker a marker per partition written, whatever it carries).
 
     An output larger than ``max_message_bytes`` (keep it at most the topics' ``max.message.bytes``)
     is refused by ``produce()`` and aborts the batch like any other abortable error.
@@ -126,7 +125,7 @@ class TransactionalProcessor:
                  max_batch: int = 500, transaction_timeout_ms: int = 10_000, name: str = "processor",
                  session_timeout_ms: int = 6_000, poll_timeout: float = 0.1,
                  max_message_bytes: int = 1024 * 1024, dead_letter: str | None = None,
-                 commit_interval: float = 0.05, compacted: Sequence[str] = ()) -> None:
+                 commit_interval: float = 0.05) -> None:
         if not inputs:
             raise ValueError("at least one input topic")
         if changelog in inputs:
@@ -144,10 +143,6 @@ class TransactionalProcessor:
         self._session_timeout_ms = session_timeout_ms
         self._poll_timeout = poll_timeout
         self._commit_interval = commit_interval
-        # Writes to compacted topics wait for the commit, keeping the last per key: a message accepted and
-        # promoted in one batch costs one state write and one status, not two of each.
-        self._compacted = frozenset({changelog, *compacted})
-        self._latest: dict[tuple[str, int | None, bytes], Write] = {}
         self._last_commit = 0.0  # time.monotonic() of the last commit
         self._generation = 0  # counts rebalances, so a batch gathered across one is not used
         self._max_message_bytes = max_message_bytes
@@ -355,11 +350,6 @@ class TransactionalProcessor:
         if w.topic == self._changelog and w.partition not in self._owned:
             raise ValueError(f"state write for partition {w.partition}, which this member does not own")
         self._begin()
-        if w.topic in self._compacted:  # only the last value of a key in a transaction survives compaction
-            where = (w.topic, w.partition, w.key)
-            self._latest.pop(where, None)
-            self._latest[where] = w
-            return
         self._produce(w)
 
     def _produce(self, w: Write) -> None:
@@ -374,15 +364,11 @@ class TransactionalProcessor:
 
     def _begin(self) -> None:
         if not self._in_txn:
-            self._latest.clear()
             self._kafka.producer.begin_transaction()
             self._in_txn = True
 
     def _commit(self) -> None:
         consumer, producer = self._kafka.consumer, self._kafka.producer
-        latest, self._latest = self._latest, {}
-        for w in latest.values():
-            self._produce(w)
         offsets = self._offsets()
         metadata = consumer.consumer_group_metadata()
         self._retrying("send_offsets_to_transaction",
@@ -449,7 +435,6 @@ class TransactionalProcessor:
             raise ProcessorFatalError(f"abort_transaction failed: {exc}") from exc
         finally:
             self._in_txn = False
-            self._latest.clear()
 
     def _recover(self) -> None:
         """After an abort the handler may be ahead of the committed state: rebuild it and rewind."""

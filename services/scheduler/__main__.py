@@ -18,7 +18,7 @@ from mailstream.cli import prepare, service_parser
 from mailstream.config.model import Config
 from mailstream.core.clock import system_clock
 from mailstream.events.processor import TransactionalProcessor
-from mailstream.events.topics import DEAD_LETTER, EGRESS_STATE, PARTITIONS, QUEUE_STATE, READY, STATUS
+from mailstream.events.topics import DEAD_LETTER, EGRESS_STATE, PARTITIONS, QUEUE_STATE, READY
 from mailstream.observability.http import serve_health
 from mailstream.observability.logs import get_logger
 from mailstream.scheduler.egress_stage import EgressStage
@@ -35,8 +35,7 @@ def build_processors(config: Config) -> tuple[list[TransactionalProcessor], Queu
     processors = [
         TransactionalProcessor(bootstrap=bootstrap, group_id=f"{group}-queues", inputs=INPUTS,
                                changelog=QUEUE_STATE.name, partitions=PARTITIONS, handler=queues,
-                               clock=system_clock, tick_interval=0.2, name="queues", dead_letter=DEAD_LETTER.name,
-                               compacted=[STATUS.name]),
+                               clock=system_clock, tick_interval=0.2, name="queues", dead_letter=DEAD_LETTER.name),
         TransactionalProcessor(bootstrap=bootstrap, group_id=f"{group}-egress", inputs=[READY.name],
                                changelog=EGRESS_STATE.name, partitions=PARTITIONS, handler=egress,
                                clock=system_clock, tick_interval=0.2, name="egress", dead_letter=DEAD_LETTER.name),
