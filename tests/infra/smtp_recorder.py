@@ -27,6 +27,7 @@ class Received:
     ehlo: str | None
     tls: bool
     login: str | None
+    at: float = field(default_factory=time.monotonic)  # when it was accepted
 
 
 @dataclass
