@@ -19,6 +19,7 @@ from mailstream.events.topics import STATUS
 from mailstream.observability.logs import get_logger
 
 log = get_logger(__name__)
+APPLY_BATCH = 200  # statuses folded in per SQLite transaction, between which requests are served
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS status (id TEXT PRIMARY KEY, version INTEGER NOT NULL, tenant TEXT, record BLOB NOT NULL);
@@ -39,17 +40,19 @@ class StatusStore:
     def offsets(self) -> dict[int, int]:
         return dict(self._db.execute("SELECT partition, next_offset FROM offsets").fetchall())
 
-    def apply(self, records: list[tuple[int, int, TransactionStatus]]) -> set[str]:
-        """Apply (partition, offset, status) triples atomically; returns ids that changed."""
+    def apply(self, records: list[tuple[int, int, TransactionStatus]],
+              raw: list[bytes] | None = None) -> set[str]:
+        """Apply (partition, offset, status) triples atomically; returns ids that changed. `raw`, when given,
+        holds each status as it was read (stored as is instead of encoded again)."""
         changed: set[str] = set()
         with contextlib.closing(self._db.cursor()) as cur:
             cur.execute("BEGIN")
-            for partition, offset, status in records:
+            for i, (partition, offset, status) in enumerate(records):
                 cur.execute(
                     "INSERT INTO status (id, version, tenant, record) VALUES (?, ?, ?, ?) "
                     "ON CONFLICT(id) DO UPDATE SET version=excluded.version, tenant=excluded.tenant, "
                     "record=excluded.record WHERE excluded.version > status.version",
-                    (status.id, status.version, status.tenant, encode(status)),
+                    (status.id, status.version, status.tenant, raw[i] if raw is not None else encode(status)),
                 )
                 if cur.rowcount:
                     changed.add(status.id)
@@ -91,9 +94,10 @@ class StatusView:
             await asyncio.wait_for(newer(), timeout)
         return self.get(tx_id)
 
-    async def apply(self, records: list[tuple[int, int, TransactionStatus]]) -> set[str]:
+    async def apply(self, records: list[tuple[int, int, TransactionStatus]],
+                    raw: list[bytes] | None = None) -> set[str]:
         """Store (partition, offset, status) triples and wake the waiters; returns the ids that changed."""
-        changed = self.store.apply(records)
+        changed = self.store.apply(records, raw)
         if changed:
             async with self._changed:
                 self._changed.notify_all()
@@ -104,16 +108,17 @@ class StatusView:
         tailer = TopicTailer(bootstrap, STATUS.name, STATUS.partitions, self.store.offsets())
         try:
             while True:
-                batch = await tailer.poll_batch(timeout=0.2)
+                # Small batches: the event loop that answers requests also folds the view in.
+                batch = await tailer.poll_batch(max_records=APPLY_BATCH, timeout=0.2)
                 if not batch:
                     self.caught_up.set()
                     continue
-                records = []
+                records, raw = [], []
                 for msg in batch:
                     try:
-                        records.append(
-                            (msg.partition() or 0, msg.offset() or 0, decode(msg.value(), TransactionStatus))
-                        )
+                        value = msg.value() or b""
+                        records.append((msg.partition() or 0, msg.offset() or 0, decode(value, TransactionStatus)))
+                        raw.append(value)
                     except SerdeError as exc:  # a poison record must not stop the view
                         log.error(
                             "status_record_unreadable",
@@ -121,6 +126,6 @@ class StatusView:
                             offset=msg.offset(),
                             error=str(exc),
                         )
-                await self.apply(records)
+                await self.apply(records, raw)
         finally:
             await tailer.close()
