@@ -10,7 +10,6 @@ path waits for a connection slot. A global gate bounds the open connections of t
 from __future__ import annotations
 
 import asyncio
-import math
 from collections import deque
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
@@ -27,8 +26,11 @@ Sleep = Callable[[float], Awaitable[None]]  # asyncio.sleep; tests pass one that
 class Gate:
     """Connection slots shared by every path; an idle connection gives its slot up when a path waits."""
 
-    def __init__(self, slots: int) -> None:
+    def __init__(self, slots: int, path_share: float = 0.5) -> None:
         self.slots = slots
+        # A path without a connection_limit may hold at most this share of the slots, so one slow
+        # destination (a tarpit holding a slot per message for minutes) leaves the others connections.
+        self.path_slots = max(1, int(slots * path_share))
         self._free = asyncio.Semaphore(slots)
         self.waiting = 0
         self._idle: dict[asyncio.Future[bool], None] = {}  # insertion-ordered: the longest idle goes first
@@ -121,7 +123,7 @@ class PathDispatcher:
 
     def _spawn(self) -> None:
         """Start dispatchers for the jobs no idle or starting one will take, up to what the shape allows."""
-        cap = min(self.shape.limit or math.inf, self._gate.slots)
+        cap = min(self.shape.limit or self._gate.path_slots, self._gate.slots)
         uncovered = self._waiting_jobs() - len(self._idlers) - self._woken - self._starting
         while uncovered > 0 and self._ledger.open + self._starting < cap:
             self._starting += 1
