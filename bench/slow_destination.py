@@ -22,6 +22,7 @@ from pathlib import Path
 
 from mailstream.config.model import Config
 from mailstream.core.clock import system_clock
+from mailstream.delivery.dispatch import Gate
 from mailstream.delivery.worker import DeliveryWorker
 from mailstream.events.bodies import put_body
 from mailstream.events.kafka import EventProducer, ensure_topics
@@ -87,7 +88,8 @@ async def measure(bootstrap: str, args: argparse.Namespace) -> int:
             run = uuid.uuid4().hex[:6]
             slow = tasks_for(config, SLOW, run, args.tarpit_messages, body)
             await publish(producer, slow)
-            in_flight = min(args.tarpit_messages, config.delivery.concurrency)
+            # An unshaped path holds at most the gate's path share of the worker's connection slots.
+            in_flight = min(args.tarpit_messages, Gate(config.delivery.concurrency).path_slots)
             if not await until(lambda: tarpit.connections >= in_flight, args.timeout):  # each holds one
                 raise RuntimeError(f"the tarpit got {tarpit.connections} of {in_flight} connections")
             beside = [await fast_round(producer, sink, *both, f"tarpit{i}", args.timeout)
