@@ -188,8 +188,6 @@ class DeliveryWorker:
                     task = asyncio.create_task(self._handle(record, bodies, producer))
                     running.add(task)
                     task.add_done_callback(functools.partial(finished, record))
-                if not batch:
-                    await asyncio.sleep(0)  # let finished attempts run their callbacks
                 now = time.monotonic()
                 if now >= next_commit:
                     next_commit = now + self._settings.commit_interval

@@ -230,7 +230,7 @@ class EventConsumer:
 
 
 class OffsetReader:
-    """Random access by (partition, offset) into one topic, many records per pass (bodies, tests).
+    """Random access by (partition, offset) into one topic, many records per pass (message bodies).
 
     A pass assigns each wanted partition at its lowest wanted offset, reads forward to its highest,
     then unassigns: nothing is fetched between passes. Records in between are read too, which is
@@ -249,12 +249,6 @@ class OffsetReader:
             **extra,
         })
         self._lock = threading.Lock()
-
-    def read(self, partition: int, offset: int, timeout: float = 10.0) -> bytes:
-        found = self.read_many({partition: {offset}}, timeout)
-        if (partition, offset) not in found:
-            raise KafkaUnavailable(f"{self._topic}[{partition}]@{offset} not readable within {timeout}s")
-        return found[(partition, offset)]
 
     def read_many(self, wanted: dict[int, set[int]], timeout: float = 10.0) -> dict[tuple[int, int], bytes]:
         """The values found at the wanted offsets; an offset that is gone (or not yet written) is left out."""

@@ -350,9 +350,6 @@ class TransactionalProcessor:
         if w.topic == self._changelog and w.partition not in self._owned:
             raise ValueError(f"state write for partition {w.partition}, which this member does not own")
         self._begin()
-        self._produce(w)
-
-    def _produce(self, w: Write) -> None:
         producer = self._kafka.producer
         extra: dict[str, Any] = {} if w.partition is None else {"partition": w.partition}
         while True:
