@@ -9,6 +9,7 @@ each accepted submission, without dumping messages to disk.
 
 from __future__ import annotations
 
+import argparse
 import contextlib
 import os
 import subprocess
@@ -38,6 +39,15 @@ class Load:
     batch: int = 1  # recipients per HTTP request (mailstream only)
     timeout: float = 300.0  # seconds to wait for the last delivery after the last submit
     tenants: tuple[str, ...] = ()  # requests spread round robin over these tenants (mailstream only; http_inject)
+
+
+def add_load_options(parser: argparse.ArgumentParser, *, messages_help: str, concurrency_help: str,
+                     timeout_help: str) -> None:
+    """The options that set a `Load`'s count, parallelism, size and patience, shared by the benches."""
+    parser.add_argument("--messages", type=int, default=2000, help=messages_help)
+    parser.add_argument("--concurrency", type=int, default=16, help=concurrency_help)
+    parser.add_argument("--size", type=int, default=2048, help="message size in bytes (headers included)")
+    parser.add_argument("--timeout", type=float, default=300.0, help=timeout_help)
 
 
 @dataclass(frozen=True)

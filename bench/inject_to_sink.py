@@ -22,18 +22,17 @@ from typing import Any
 import httpx
 
 from bench import http_inject
-from bench.harness import Load, SmtpSink, Tools, run_smtp_source, smtp_sink
+from bench.harness import Load, SmtpSink, Tools, add_load_options, run_smtp_source, smtp_sink
 from tests.infra.broker import LocalBroker
 from tests.infra.stack import Stack, stack_config
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--messages", type=int, default=2000, help="recipients (= transactions) to send")
-    p.add_argument("--concurrency", type=int, default=16, help="parallel HTTP requests and smtp-source sessions")
-    p.add_argument("--size", type=int, default=2048, help="message size in bytes (headers included)")
+    add_load_options(p, messages_help="recipients (= transactions) to send",
+                     concurrency_help="parallel HTTP requests and smtp-source sessions",
+                     timeout_help="seconds to wait for every delivery")
     p.add_argument("--batch", type=int, default=1, help="recipients per inject request")
-    p.add_argument("--timeout", type=float, default=300.0, help="seconds to wait for every delivery")
     p.add_argument("--json", action="store_true", help="print one JSON object instead of the figure block")
     return p.parse_args(argv)
 

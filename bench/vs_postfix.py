@@ -30,7 +30,7 @@ from typing import Any
 import httpx
 
 from bench import http_inject, postfix_mta
-from bench.harness import Load, SmtpSink, Tools, fs_type
+from bench.harness import Load, SmtpSink, Tools, add_load_options, fs_type
 from mailstream.events.topics import PARTITIONS
 from tests.infra.broker import LocalBroker
 from tests.infra.stack import Stack, stack_config
@@ -44,10 +44,9 @@ DELIVERY_TIMEOUTS = {"connect_timeout": "30s", "command_timeout": "5m"}
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--messages", type=int, default=2000, help="messages (= recipients = transactions) per run")
-    p.add_argument("--concurrency", type=int, default=16, help="smtp-source sessions and HTTP requests in flight")
-    p.add_argument("--size", type=int, default=2048, help="message size in bytes (headers included)")
-    p.add_argument("--timeout", type=float, default=300.0, help="seconds to wait for the last delivery of a run")
+    add_load_options(p, messages_help="messages (= recipients = transactions) per run",
+                     concurrency_help="smtp-source sessions and HTTP requests in flight",
+                     timeout_help="seconds to wait for the last delivery of a run")
     p.add_argument("--warmup", type=int, default=64, help="unmeasured messages sent before each run (0: none)")
     p.add_argument("--scenarios", default="postfix,http1,http100",
                    help=f"comma-separated, from {','.join(SCENARIOS)} (default: postfix,http1,http100)")
