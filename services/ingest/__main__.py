@@ -14,10 +14,10 @@ from mailstream.cli import prepare, service_parser
 from mailstream.core.clock import system_clock
 from mailstream.events.kafka import EventProducer
 from mailstream.ingest.app import create_app
-from mailstream.ingest.capacity_view import CapacityView
 from mailstream.ingest.queue_api import queue_router
 from mailstream.ingest.status_view import StatusStore, StatusView
-from mailstream.ingest.submission import Submitter
+from mailstream.intake.capacity_view import CapacityView
+from mailstream.intake.submission import Submitter
 from mailstream.observability.logs import get_logger
 
 

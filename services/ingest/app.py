@@ -22,7 +22,7 @@ from mailstream.ingest.inject_request import InjectRequest
 from mailstream.ingest.message_builder import GeneratedMessage, expand
 from mailstream.ingest.problems import Problem, from_validation_error, read_json
 from mailstream.ingest.status_view import StatusView
-from mailstream.ingest.submission import Outgoing, Submitter, new_transaction_id
+from mailstream.intake.submission import Outgoing, Submitter, new_transaction_id
 
 REQUESTS = Counter("mailstream_ingest_requests_total", "Injection requests by outcome", ["outcome"])
 RECIPIENTS = Counter("mailstream_ingest_recipients_total", "Recipients by result", ["result"])

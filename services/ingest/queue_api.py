@@ -27,10 +27,10 @@ from mailstream.events.producer import EventSink
 from mailstream.events.records import ADMIN_ISSUER, QueueAction, QueueCommand, QueueState
 from mailstream.events.topics import QUEUE_COMMANDS, route_key
 from mailstream.ingest.auth import KeyRing, Principal
-from mailstream.ingest.capacity_view import CapacityView
 from mailstream.ingest.problems import Problem, from_validation_error, read_json
 from mailstream.ingest.queue_report import server_rows, sources_for_tenant, stats_report
 from mailstream.ingest.status_view import StatusView
+from mailstream.intake.capacity_view import CapacityView
 
 Name = Field(default=None, min_length=1, max_length=255)
 MAX_BODY = 16 * 1024

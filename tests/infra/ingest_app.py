@@ -27,10 +27,10 @@ from mailstream.events.records import QueueStats, Record, SourceUsage, Transacti
 from mailstream.events.serde import decode, encode
 from mailstream.events.topics import QUEUE_STATS, SOURCE_USAGE, STATUS, TopicSpec
 from mailstream.ingest.app import create_app
-from mailstream.ingest.capacity_view import CapacityView
 from mailstream.ingest.queue_api import queue_router
 from mailstream.ingest.status_view import StatusStore, StatusView
-from mailstream.ingest.submission import Submitter
+from mailstream.intake.capacity_view import CapacityView
+from mailstream.intake.submission import Submitter
 
 ADMIN_KEY = "admin-key-0123456789"
 ACME_KEY = "acme-key-0123456789"
@@ -104,7 +104,7 @@ def tail_the_bus(monkeypatch: pytest.MonkeyPatch, bus: MemoryBus) -> list[BusTai
         made.append(BusTailer(bus, topic, partitions, start))
         return made[-1]
 
-    for module in ("mailstream.ingest.status_view", "mailstream.ingest.capacity_view"):
+    for module in ("mailstream.ingest.status_view", "mailstream.intake.capacity_view"):
         monkeypatch.setattr(f"{module}.TopicTailer", tailer)
     return made
 

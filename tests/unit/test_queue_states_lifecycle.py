@@ -19,7 +19,7 @@ from mailstream.events import fixtures
 from mailstream.events.records import DeliveryResponse, QueueCommand, QueuedMessage, TransactionStatus
 from mailstream.events.serde import MAGIC, decode, encode, registry
 from mailstream.events.topics import QUEUE_STATS
-from mailstream.ingest.capacity_view import CapacityView
+from mailstream.intake.capacity_view import CapacityView
 from mailstream.scheduler.holds import Holds
 from mailstream.scheduler.lifecycle import (
     Effects,

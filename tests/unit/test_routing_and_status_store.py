@@ -8,8 +8,8 @@ from pathlib import Path
 import pytest
 
 from mailstream.events import fixtures
-from mailstream.ingest.routing_meta import RoutingError, resolve_routing
 from mailstream.ingest.status_view import StatusStore
+from mailstream.intake.routing import RoutingError, resolve_routing
 
 
 def test_tenant_key_fixes_the_tenant() -> None:

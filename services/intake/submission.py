@@ -15,7 +15,7 @@ from mailstream.events.bodies import put_body
 from mailstream.events.producer import EventSink
 from mailstream.events.records import AcceptedMessage, BodyRef, LogRecord, SmtpResponse, TransactionStatus
 from mailstream.events.topics import ACCEPTED, EVENTS, STATUS, route_key
-from mailstream.ingest.routing_meta import RoutingError, resolve_routing
+from mailstream.intake.routing import RoutingError, resolve_routing
 
 
 @dataclass(frozen=True, slots=True)
