@@ -97,7 +97,7 @@ _RETRY_INTERVAL = ("Delay before the first retry of a deferred message; each fur
 _MAX_RETRY_INTERVAL = "Longest delay between two retries; unset: no cap."
 _MAX_AGE = "A message not delivered this long after it was accepted expires (its own `expires_at` comes first)."
 _MAX_MESSAGE_RATE = "Rate at which the queue's messages go on to egress, e.g. `100/h`; unset: no limit."
-_PRIORITY = "Priority of the queue's messages."
+_PRIORITY = "Priority of the queue's messages that name none (`metadata.priority`)."
 _SEND_WINDOW = "When the queue's messages may go on to egress; unset: at any time."
 
 

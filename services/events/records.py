@@ -88,7 +88,7 @@ class AcceptedMessage(Record):
     body: BodyRef
     headers: dict[str, str] = {}
     metadata: dict[str, str] = {}
-    priority: int = 5
+    priority: int | None = None  # None: the sender named none; stage 1 applies the queue's
     send_at: datetime | None = None
     expires_at: datetime | None = None
     reception_protocol: Literal["HTTP", "ESMTP"]

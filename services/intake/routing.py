@@ -24,7 +24,7 @@ class Routing:
     tenant: str | None
     campaign: str | None
     routing_domain: str | None
-    priority: int
+    priority: int | None  # None: not named; the scheduler applies the queue's configured priority
     send_at: datetime | None
     expires_at: datetime | None
     extra: dict[str, str]
@@ -59,8 +59,9 @@ def resolve_routing(meta: Mapping[str, Any], domain: str, *, bound_tenant: str |
         if tenant is not None and tenant != bound_tenant:
             raise RoutingError(f"metadata.tenant {tenant!r} is not the tenant of this API key")
         tenant = bound_tenant
-    priority = meta.get("priority", 5)
-    if isinstance(priority, bool) or not isinstance(priority, int) or not 0 <= priority <= 10:
+    priority = meta.get("priority")
+    if priority is not None and (isinstance(priority, bool) or not isinstance(priority, int)
+                                 or not 0 <= priority <= 10):
         raise RoutingError("metadata.priority must be an integer from 0 to 10")
     campaign = _text(meta, "campaign")
     routing_domain = _text(meta, "routing_domain")

@@ -67,15 +67,16 @@ def deadline(q: QueuedMessage, retry: RetryPolicy) -> datetime:
     return q.expires_at if q.expires_at is not None else q.transaction.created_at + retry.max_age
 
 
-def on_accepted(msg: AcceptedMessage, partition: int, egress_pool: str) -> Effects:
-    """The message joins its scheduled queue as 'scheduled' (ingest already wrote that status, v0)."""
+def on_accepted(msg: AcceptedMessage, partition: int, egress_pool: str, *, priority: int = 5) -> Effects:
+    """The message joins its scheduled queue as 'scheduled' (ingest already wrote that status, v0), at its
+    own priority, else at `priority`, its queue's."""
     tx = TransactionStatus(
         id=msg.id, version=0, status="scheduled", queue=msg.queue, tenant=msg.tenant, campaign=msg.campaign,
         sender=msg.sender, recipient=msg.recipient, message_id=msg.message_id, created_at=msg.received_at,
         updated_at=msg.received_at, next_attempt_at=msg.send_at, egress_pool=egress_pool)
     q = QueuedMessage(accepted_partition=partition, body=msg.body, routing_domain=msg.routing_domain,
-                      domain=msg.domain, priority=msg.priority, send_at=msg.send_at, expires_at=msg.expires_at,
-                      transaction=tx)
+                      domain=msg.domain, priority=priority if msg.priority is None else msg.priority,
+                      send_at=msg.send_at, expires_at=msg.expires_at, transaction=tx)
     if msg.queue == NULL_QUEUE:
         q = advance(q, msg.received_at, status="cancelled",
                     final_reason="discarded: the null queue discards its messages")

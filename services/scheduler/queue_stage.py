@@ -141,8 +141,8 @@ class QueueStage:
                 msg = decode(value, AcceptedMessage)
                 if msg.id in book.messages:
                     return  # ingest retried a send: the message is already queued
-                pool = self._policy_of_accepted(msg).egress_pool
-                effects = on_accepted(msg, partition, pool)
+                policy = self._policy_of_accepted(msg)
+                effects = on_accepted(msg, partition, policy.egress_pool, priority=policy.priority)
                 verdict = book.holds.verdict(msg.queue, msg.tenant, msg.campaign, msg.domain, now)
                 if effects.state is not None and verdict.refusal is not None and verdict.bounce is None:
                     effects = refuse(effects.state, now, *verdict.refusal)  # stage 1 decides, whatever ingest saw

@@ -119,6 +119,23 @@ def test_small_urgent_queue_is_not_starved_by_bulk_backlog() -> None:
     assert set(order[:10]) == set(urgent)  # the higher priority goes first, whatever the backlog
 
 
+def test_configured_priority_applies_to_messages_that_name_none() -> None:
+    config = {**CONFIG, "queues": {"egress_pool": "warm", "priority": 2,
+                                   "rules": [{"campaign": "reset", "priority": 9}]}}
+    clock = ManualClock(START)
+    campaign = Campaign(config)
+    bulk = campaign.submit(100, START, campaign="bulk", queue="bulk:acme@example.com", priority=None)
+    reset = campaign.submit(10, START, campaign="reset", queue="reset:acme@example.com", priority=None)
+    named = campaign.submit(10, START, campaign="reset", queue="reset:acme@example.com", priority=10)
+    low = campaign.submit(10, START, campaign="reset", queue="reset:acme@example.com", priority=0)
+    campaign.run(clock, START + timedelta(hours=2, minutes=5))  # all wait for the window (08:00), then go by priority
+    order = [task.id for _, task in campaign.sent]
+    assert len(order) == 130
+    # A named priority wins over the queue's; the rule's 9 beats the queues' default of 2.
+    assert [set(order[:10]), set(order[10:20]), set(order[20:120]), set(order[120:])] \
+        == [set(named), set(reset), set(bulk), set(low)]
+
+
 def test_same_priority_queues_take_turns() -> None:
     config = {**CONFIG, "egress": {**CONFIG["egress"],  # type: ignore[dict-item]
                                    "sources": [{"name": f"ip-{i}", "daily_limit": 10, "send_window": WINDOW}

@@ -73,7 +73,7 @@ async def test_accepted_recipients_are_written_body_once_then_accepted_status_an
     assert ann.message_id == "fixed@acme.test"
     assert ann.headers["Subject"] == "same for all"
     assert ann.metadata == {"job": "42"}  # the reserved keys steer; the others ride along as strings
-    assert (ann.priority, bob.priority) == (5, 9)
+    assert (ann.priority, bob.priority) == (None, 9)  # ann's is her queue's, applied by the scheduler
     assert ann.reception_protocol == "HTTP"
     assert ann.received_at == T0
 
