@@ -38,7 +38,11 @@ def next_reset(now: datetime, tz: ZoneInfo) -> datetime:
 
 @dataclass(frozen=True, slots=True)
 class DailyUsage:
-    """How much of the cap `day` has used; a new day starts from zero, so no reset event is needed."""
+    """How much of the cap `day` has used; a new day starts from zero, so no reset event is needed.
+
+    Only the latest day is held. A day before it (the clock was set back across midnight) reads as the
+    latest day and is counted against it: setting the clock back never frees capacity.
+    """
 
     day: date | None = None
     used: int = 0
@@ -48,15 +52,13 @@ class DailyUsage:
             raise ValueError(f"daily usage cannot be negative, not {self.used}")
 
     def used_on(self, day: date) -> int:
-        return self.used if day == self.day else 0
+        return 0 if self.day is None or day > self.day else self.used
 
     def record(self, day: date, n: int = 1) -> DailyUsage:
-        """Count `n` more on `day`. A day older than the one held is ignored: it cannot affect today's cap."""
+        """Count `n` more on `day` (on the day held, if `day` is before it)."""
         if n < 0:
             raise ValueError(f"cannot record a negative usage {n}")
-        if self.day is not None and day < self.day:
-            return self
-        return DailyUsage(day, self.used_on(day) + n)
+        return DailyUsage(day if self.day is None or day > self.day else self.day, self.used_on(day) + n)
 
 
 def remaining(limit: int | None, usage: DailyUsage, day: date) -> int | None:

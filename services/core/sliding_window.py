@@ -1,10 +1,11 @@
 """Sliding-window limits ("at most 2 per 30 minutes"): the sends of the last `span` are kept and counted.
 
-The state is the (UTC, sorted) instants of recent sends, pruned as it goes, so it never holds much more than `limit`.
+The state is the (sorted) instants of recent sends, pruned as it goes, so it never holds much more than `limit`.
 """
 
 from __future__ import annotations
 
+from bisect import bisect_right
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
@@ -30,19 +31,24 @@ def _as_utc(now: datetime) -> datetime:
 
 
 def _in_window(window: SlidingWindow, sent: tuple[datetime, ...], now: datetime) -> tuple[datetime, ...]:
-    """The sends that still count at `now` (UTC), in UTC and in order."""
-    cutoff = now - window.span
-    return tuple(sorted(instant for instant in map(_as_utc, sent) if instant > cutoff))
+    """The sends that still count at `now`, in order. (Sorting a state kept sorted is one pass; instants
+    compare across time zones, so none is converted.)"""
+    try:
+        kept = sorted(sent)
+        return tuple(kept[bisect_right(kept, now - window.span):])
+    except TypeError:  # a naive instant cannot be compared with an aware one
+        raise ValueError(f"{sent!r} holds a naive instant: pass timezone-aware datetimes") from None
 
 
 def admit(window: SlidingWindow, sent: tuple[datetime, ...],
           now: datetime) -> tuple[bool, tuple[datetime, ...]]:
-    """(admitted, new state): the state is pruned either way and gains `now` when admitted."""
+    """(admitted, new state): the state is pruned either way and gains `now` (in UTC) when admitted."""
     utc = _as_utc(now)
     kept = _in_window(window, sent, utc)
     if len(kept) >= window.limit:
         return False, kept
-    return True, tuple(sorted((*kept, utc)))
+    at = bisect_right(kept, utc)  # the end, unless the clock was set back
+    return True, (*kept[:at], utc, *kept[at:])
 
 
 def next_free(window: SlidingWindow, sent: tuple[datetime, ...], now: datetime) -> datetime:

@@ -19,11 +19,11 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
 from mailstream.config.scheduling import EgressPool, EgressSource
-from mailstream.core.daily_limit import day_of, next_reset
+from mailstream.core import sliding_window
+from mailstream.core.daily_limit import day_of, next_reset, remaining
 from mailstream.core.fair_queue import FairQueue
 from mailstream.core.partitioner import partition_of
 from mailstream.core.round_robin import WrrState, most_remaining, wrr_next
-from mailstream.core.sliding_window import SlidingWindow, next_free
 from mailstream.core.throttle import Gcra, admit, next_admit_at
 from mailstream.events.records import (
     DeliveryResponse,
@@ -42,13 +42,18 @@ from mailstream.observability.logs import get_logger
 from mailstream.scheduler.handover import HANDED_OVER, merge_usage, scope_group
 from mailstream.scheduler.packed import PackedValues
 from mailstream.scheduler.policy import Policies
-from mailstream.scheduler.stage import Limits, Snapshots, Timers, Writes, restore, send
+from mailstream.scheduler.stage import Limits, Snapshots, Timers, Writes, counted, daily, restore, send
 
 log = get_logger(__name__)
 HELD = "h:"
 SETTLEMENT = b"g:"
 REANNOUNCE = timedelta(seconds=5)
 NO_SOURCE_RETRY = timedelta(minutes=1)  # a pool with no usable source at all is looked at again soon
+
+
+def _window(source: EgressSource) -> sliding_window.SlidingWindow | None:
+    limit = source.sliding_window
+    return sliding_window.SlidingWindow(limit.limit, limit.span) if limit is not None else None
 
 
 @dataclass(frozen=True, slots=True)
@@ -297,11 +302,11 @@ class EgressStage:
         if source.send_window is not None:
             at = max(at, source.send_window.next_open(now))
         usage = book.limits.get("s:" + source.name)
-        if source.daily_limit is not None and self._used_today(usage, now) >= source.daily_limit:
+        if remaining(source.daily_limit, daily(usage), day_of(now, self.policies.reset_zone)) == 0:
             at = max(at, next_reset(now, self.policies.reset_zone))
-        if source.sliding_window is not None:
-            window = SlidingWindow(source.sliding_window.limit, source.sliding_window.span)
-            at = max(at, next_free(window, usage.sends, now))
+        window = _window(source)
+        if window is not None:
+            at = max(at, sliding_window.next_free(window, usage.sends, now))
         rate = self.policies.path(source.name, c.site, c.domain).max_message_rate
         if rate is not None:
             at = max(at, next_admit_at(rate, Gcra(book.limits.get("p:" + c.path).tat), now))
@@ -312,25 +317,21 @@ class EgressStage:
         soonest = min((t for t in times if t > now), default=None)
         return soonest or now + NO_SOURCE_RETRY
 
-    def _used_today(self, usage: LimitState, now: datetime) -> int:
-        return usage.used if usage.day == day_of(now, self.policies.reset_zone).isoformat() else 0
-
     def _remaining(self, book: EgressBook, source: EgressSource, now: datetime) -> int | None:
-        if source.daily_limit is None:
-            return None
-        return max(0, source.daily_limit - self._used_today(book.limits.get("s:" + source.name), now))
+        usage = daily(book.limits.get("s:" + source.name))
+        return remaining(source.daily_limit, usage, day_of(now, self.policies.reset_zone))
 
     def _charge(self, book: EgressBook, partition: int, c: Candidate, now: datetime, out: Writes) -> None:
         """Count the send against the source's day and sliding window and the path's rate."""
         scope = "s:" + c.source.name
         usage = book.limits.get(scope)
         sends = usage.sends
-        if c.source.sliding_window is not None:
-            cutoff = now - c.source.sliding_window.span
-            sends = (*(t for t in sends if t > cutoff), now)
-        today = day_of(now, self.policies.reset_zone).isoformat()
-        book.limits.set(out, partition, scope, usage.model_copy(update={
-            "day": today, "used": self._used_today(usage, now) + 1, "sends": sends}))
+        window = _window(c.source)
+        if window is not None:
+            admitted, sends = sliding_window.admit(window, sends, now)
+            assert admitted, "a source is chosen only when its sliding window has room"
+        day = daily(usage).record(day_of(now, self.policies.reset_zone))
+        book.limits.set(out, partition, scope, counted(usage, day, sends=sends))
         rate = self.policies.path(c.source.name, c.site, c.domain).max_message_rate
         if rate is not None:
             path_scope = "p:" + c.path

@@ -18,7 +18,7 @@ from datetime import datetime, timedelta
 
 from mailstream.core.backoff import RetryPolicy
 from mailstream.core.bounce_classify import BounceClassifier
-from mailstream.core.daily_limit import day_of, next_reset
+from mailstream.core.daily_limit import day_of, next_reset, remaining
 from mailstream.core.fair_queue import FairQueue
 from mailstream.core.queue_scope import QueueScope
 from mailstream.core.queue_state import ACTIVE, Verdict
@@ -73,7 +73,7 @@ from mailstream.scheduler.lifecycle import (
 )
 from mailstream.scheduler.packed import PackedValues
 from mailstream.scheduler.policy import Policies, QueuePolicy
-from mailstream.scheduler.stage import Limits, Snapshots, Timers, Writes, restore, send
+from mailstream.scheduler.stage import Limits, Snapshots, Timers, Writes, counted, daily, restore, send
 from mailstream.scheduler.tally import TOTALS, Filed, Tally
 
 log = get_logger(__name__)
@@ -294,8 +294,7 @@ class QueueStage:
                 ok, _, retry_after = admit(tenant.max_message_rate, Gcra(state.tat), now)
                 if not ok:
                     waits.append(now + retry_after)
-            today = day_of(now, self.policies.reset_zone).isoformat()
-            if tenant.daily_limit is not None and state.day == today and state.used >= tenant.daily_limit:
+            if remaining(tenant.daily_limit, daily(state), day_of(now, self.policies.reset_zone)) == 0:
                 waits.append(next_reset(now, self.policies.reset_zone))
         return max(waits) if waits else None
 
@@ -310,12 +309,11 @@ class QueueStage:
         if tenant is not None and q.transaction.tenant and (tenant.max_message_rate or tenant.daily_limit):
             scope = "t:" + q.transaction.tenant
             state = book.limits.get(scope)
-            today = day_of(now, self.policies.reset_zone).isoformat()
-            used = state.used + 1 if state.day == today else 1
             tat = state.tat
             if tenant.max_message_rate is not None:
                 tat = admit(tenant.max_message_rate, Gcra(tat), now)[1].tat
-            book.limits.set(out, partition, scope, state.model_copy(update={"day": today, "used": used, "tat": tat}))
+            usage = daily(state).record(day_of(now, self.policies.reset_zone))
+            book.limits.set(out, partition, scope, counted(state, usage, tat=tat))
 
     # -- state -----------------------------------------------------------------------------------
     def _apply(self, book: QueueBook, partition: int, tx_id: str, effects: Effects, out: Writes,

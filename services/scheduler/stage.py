@@ -10,9 +10,10 @@ from __future__ import annotations
 
 import heapq
 from collections.abc import Iterator
-from datetime import datetime, timedelta
+from datetime import date, datetime, timedelta
 from typing import Any, Protocol
 
+from mailstream.core.daily_limit import DailyUsage
 from mailstream.events.records import LimitState, Record
 from mailstream.events.serde import decode, encode
 
@@ -53,6 +54,17 @@ class Limits:
         for scope, state in self._states.items():
             if scope.startswith(prefix):
                 yield scope[len(prefix):], state
+
+
+def daily(state: LimitState) -> DailyUsage:
+    """A scope's count of the day, for `mailstream.core.daily_limit` to reckon with."""
+    return DailyUsage(date.fromisoformat(state.day) if state.day else None, state.used)
+
+
+def counted(state: LimitState, usage: DailyUsage, **changes: object) -> LimitState:
+    """The state with the day's count `usage` (and other `changes`)."""
+    return state.model_copy(update={"day": usage.day.isoformat() if usage.day else None, "used": usage.used,
+                                    **changes})
 
 
 def restore(state: dict[bytes, bytes], limits: Limits, prefix: str) -> Iterator[tuple[str, bytes]]:

@@ -94,9 +94,10 @@ def test_usage_counts_per_day() -> None:
     assert usage.record(MONDAY, 0) == usage
 
 
-def test_a_late_record_for_an_earlier_day_is_ignored() -> None:
+def test_an_earlier_day_counts_against_the_day_held() -> None:
     tuesday = DailyUsage(MONDAY + timedelta(days=1), 7)
-    assert tuesday.record(MONDAY, 3) is tuesday
+    assert tuesday.used_on(MONDAY) == 7  # a clock set back across midnight frees no capacity
+    assert tuesday.record(MONDAY, 3) == DailyUsage(MONDAY + timedelta(days=1), 10)
 
 
 def test_negative_usage_is_refused() -> None:
@@ -123,15 +124,13 @@ def test_a_limit_below_one_is_refused(limit: int) -> None:
 
 
 @given(st.lists(st.tuples(st.integers(0, 3), st.integers(0, 50)), max_size=30), st.integers(1, 500))
-def test_usage_matches_a_per_day_tally(records: list[tuple[int, int]], limit: int) -> None:
-    usage, tally, latest = DailyUsage(), dict[int, int](), -1
+def test_usage_matches_a_tally_of_the_latest_day(records: list[tuple[int, int]], limit: int) -> None:
+    usage, latest, count = DailyUsage(), -1, 0  # the latest day recorded, and all recorded since it began
     for offset, n in records:
         usage = usage.record(MONDAY + timedelta(days=offset), n)
-        if offset >= latest:
-            latest = offset
-            tally[offset] = tally.get(offset, 0) + n
+        latest, count = (offset, n) if offset > latest else (latest, count + n)
     for offset in range(4):
         day = MONDAY + timedelta(days=offset)
-        expected = tally.get(offset, 0) if offset == latest else 0
+        expected = count if offset <= latest else 0
         assert usage.used_on(day) == expected
         assert remaining(limit, usage, day) == max(0, limit - expected)
