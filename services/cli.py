@@ -40,15 +40,31 @@ def main() -> int:
     """`mailstream SERVICE [--config FILE]`: one entry point for every service."""
     import runpy
 
-    services = ("ingest", "scheduler", "delivery", "capture-sink")
-    usage = f"usage: mailstream {{{','.join(services)}}} [--config FILE]  (SERVICE --help: its options)"
+    services = ("ingest", "scheduler", "delivery", "gateway", "capture-sink")
+    usage = (f"usage: mailstream {{{','.join(services)}}} [--config FILE]  (SERVICE --help: its options)\n"
+             "       mailstream hash-password  (reads a password on stdin, prints the hash for gateway.users)")
     if len(sys.argv) == 2 and sys.argv[1] in ("-h", "--help"):
         print(usage)
         return 0
+    if len(sys.argv) == 2 and sys.argv[1] == "hash-password":
+        return _hash_password()
     if len(sys.argv) < 2 or sys.argv[1] not in services:
         print(usage, file=sys.stderr)
         return 2
     name = sys.argv.pop(1)
     module = "mailstream.devtools.capture_sink" if name == "capture-sink" else f"mailstream.{name}"
     runpy.run_module(module, run_name="__main__", alter_sys=True)
+    return 0
+
+
+def _hash_password() -> int:
+    import getpass
+
+    from mailstream.core.password_hash import hash_password
+
+    password = getpass.getpass("password: ") if sys.stdin.isatty() else sys.stdin.readline().rstrip("\r\n")
+    if not password:
+        print("hash-password: empty password", file=sys.stderr)
+        return 2
+    print(hash_password(password))
     return 0

@@ -12,11 +12,9 @@ import hashlib
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from datetime import datetime
-from email.errors import HeaderParseError, MessageError
-from email.header import decode_header, make_header
+from email.errors import MessageError
 from email.headerregistry import Address as HeaderAddress
 from email.message import MIMEPart
-from email.parser import HeaderParser
 from email.utils import format_datetime
 from types import MappingProxyType
 from typing import Any
@@ -33,12 +31,11 @@ from mailstream.ingest.inject_request import (
     parse_mailbox,
     split_header_block,
 )
+from mailstream.intake.summary import message_id_of, summary_headers
 
 # 7-bit bodies (quoted-printable/base64 for anything else) so no relay on the way needs
 # 8BITMIME or has to downgrade, which would also break DKIM signatures.
 POLICY = email.policy.SMTP.clone(cte_type="7bit")
-SUMMARY_HEADERS = ("Subject", "From", "To", "Message-ID", "Date")
-
 # Immutable: substitution values are shared by all recipients (and are the request's own
 # data), so a template must not be able to change them for the next recipient.
 _ENV = ImmutableSandboxedEnvironment(undefined=StrictUndefined, autoescape=False, keep_trailing_newline=True)
@@ -98,13 +95,13 @@ def expand(
         except _RecipientError as exc:
             results.append(RecipientFailure(index, recipient.email, str(exc)))
             continue
-        headers = _summary_headers(data)
+        headers = summary_headers(data)
         results.append(
             GeneratedMessage(
                 index=index,
                 recipient=addr,
                 data=data,
-                message_id=headers.get("Message-ID", "").removeprefix("<").removesuffix(">").strip(),
+                message_id=message_id_of(headers),
                 headers=MappingProxyType(headers),
                 metadata=MappingProxyType({**request.metadata, **recipient.metadata}),
             )
@@ -251,23 +248,3 @@ def _add_part(add: Callable[..., None], attachment: Attachment) -> None:
         add(attachment.data, subtype=subtype, **options)  # str data: encoded as utf-8 text
     else:
         add(attachment.payload(), maintype, subtype, **options)
-
-
-def _summary_headers(data: bytes) -> dict[str, str]:
-    head = data.split(b"\r\n\r\n", 1)[0].decode("utf-8", "replace")
-    parsed = HeaderParser(policy=email.policy.compat32).parsestr(head + "\r\n\r\n", headersonly=True)
-    summary = {}
-    for name in SUMMARY_HEADERS:
-        raw = parsed[name]
-        if raw is not None:
-            summary[name] = _decode_words("".join(str(raw).splitlines()).strip())
-    return summary
-
-
-def _decode_words(value: str) -> str:
-    # Only RFC 2047 words are decoded; parsing addresses would "repair" (rewrite) what a raw
-    # message's author wrote, and the summary should show what recipients will see.
-    try:
-        return str(make_header(decode_header(value)))
-    except (HeaderParseError, LookupError, UnicodeDecodeError):
-        return value

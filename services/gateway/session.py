@@ -1,0 +1,185 @@
+"""The gateway's aiosmtpd handler: envelope policy at MAIL and RCPT, then DATA handed to the submission
+path the HTTP API uses — one transaction per recipient, one body — and answered after cut-through."""
+
+from __future__ import annotations
+
+import email.utils
+import uuid
+from dataclasses import dataclass
+from typing import Any
+
+from prometheus_client import Counter
+
+from mailstream.config.gateway import GatewayConfig, Listener
+from mailstream.core.clock import Clock
+from mailstream.events.kafka import KafkaUnavailable
+from mailstream.events.producer import EventSink
+from mailstream.events.records import QueueCommand
+from mailstream.events.topics import QUEUE_COMMANDS, route_key
+from mailstream.gateway.attempts import AttemptWatch
+from mailstream.gateway.cut_through import FirstAttempt, Then, decide
+from mailstream.gateway.policy import Destination, Refused, RelayPolicy, address_domain, check_sender
+from mailstream.gateway.protocol import GatewayEnvelope, GatewaySession, GatewaySMTP
+from mailstream.gateway.replies import reply
+from mailstream.intake.capacity_view import CapacityView
+from mailstream.intake.routing import RoutingError, resolve_routing
+from mailstream.intake.submission import Outgoing, Submitter
+from mailstream.intake.summary import message_id_of, summary_headers
+from mailstream.observability.logs import get_logger
+
+log = get_logger(__name__)
+CUT_THROUGH = Counter("mailstream_gateway_cut_through_total", "DATA replies by how cut-through ended",
+                      ["listener", "outcome"])
+MESSAGES = Counter("mailstream_gateway_messages_total", "Messages by listener and result", ["listener", "result"])
+ISSUER = "gateway"  # QueueCommand.issued_by of the cancels cut-through sends
+
+
+@dataclass(frozen=True, slots=True)
+class GatewayParts:
+    config: GatewayConfig
+    submitter: Submitter
+    producer: EventSink
+    capacity: CapacityView | None
+    watch: AttemptWatch | None
+    clock: Clock
+
+
+def _bad_line_endings(data: bytes) -> bool:
+    return b"\r" in data.replace(b"\r\n", b"") or b"\n" in data.replace(b"\r\n", b"")
+
+
+class GatewayHandler:
+    def __init__(self, listener: Listener, parts: GatewayParts) -> None:
+        self._listener = listener
+        self._parts = parts
+        self._relay = RelayPolicy(parts.config.ingress_domains)
+
+    async def handle_EHLO(self, server: GatewaySMTP, session: GatewaySession, envelope: GatewayEnvelope,
+                          hostname: str, responses: list[str]) -> list[str]:
+        session.host_name = hostname
+        keep = [r for r in responses if r != "250 HELP"]
+        return [*keep, "250-PIPELINING", "250-ENHANCEDSTATUSCODES", "250-DSN", "250 HELP"]
+
+    async def handle_MAIL(self, server: GatewaySMTP, session: GatewaySession, envelope: GatewayEnvelope,
+                          address: str, mail_options: list[str]) -> str:
+        if server.draining:
+            return "421 4.3.2 shutting down, try again later"
+        if self._listener.mode == "submission":
+            if not session.authenticated or session.user is None:
+                return reply(530, "5.7.0", "authentication required")
+            try:
+                check_sender(session.user, "" if address == "<>" else address, smtputf8=envelope.smtp_utf8)
+            except Refused as refused:
+                return refused.reply
+        elif address != "<>":
+            try:
+                address_domain(address, smtputf8=envelope.smtp_utf8)
+            except Refused as refused:
+                return refused.reply
+        envelope.mail_from = address
+        envelope.mail_options.extend(mail_options)
+        return reply(250, "2.1.0", "sender ok")
+
+    def _destination(self, session: GatewaySession, envelope: GatewayEnvelope, address: str) -> Destination:
+        if self._listener.mode == "submission":
+            return RelayPolicy.submission(session.user, address, smtputf8=envelope.smtp_utf8)
+        return self._relay.ingress(address, smtputf8=envelope.smtp_utf8)
+
+    async def handle_RCPT(self, server: GatewaySMTP, session: GatewaySession, envelope: GatewayEnvelope,
+                          address: str, rcpt_options: list[str]) -> str:
+        if len(envelope.rcpt_tos) >= self._listener.max_recipients:
+            return reply(452, "4.5.3", f"too many recipients (at most {self._listener.max_recipients})")
+        try:
+            destination = self._destination(session, envelope, address)
+            domain = address.rpartition("@")[2].lower()
+            route = resolve_routing(destination.metadata, domain, bound_tenant=destination.tenant)
+        except Refused as refused:
+            return refused.reply
+        except RoutingError as exc:
+            return reply(550, "5.7.1", str(exc))
+        capacity = self._parts.capacity
+        refused_by = capacity.refusal(route.queue, route.tenant, route.campaign, domain, self._parts.clock()) \
+            if capacity is not None else None
+        if refused_by is not None:
+            return reply(550, "5.7.1", refused_by)
+        envelope.rcpt_tos.append(address)
+        envelope.rcpt_options.extend(rcpt_options)
+        envelope.destinations.append(destination)
+        return reply(250, "2.1.5", "recipient ok")
+
+    def _message(self, session: GatewaySession, envelope: GatewayEnvelope, content: bytes) -> bytes:
+        """The message as it goes on: a Received trace field first (RFC 5321 4.4), and on submission the
+        Message-ID and Date a client may leave to its submission server (RFC 6409 8)."""
+        config = self._parts.config
+        now = self._parts.clock()
+        with_ = ("ESMTPS" if session.ssl is not None or self._listener.tls.mode == "implicit" else "ESMTP") + \
+            ("A" if session.authenticated else "")
+        peer = session.client or "unknown"
+        helo = (session.host_name or "unknown").replace("\r", "").replace("\n", "")[:255]
+        trace = (f"Received: from {helo} ([{peer}])\r\n\tby {config.hostname} (mailstream) with {with_}\r\n"
+                 f"\tid {session.id}; {email.utils.format_datetime(now)}\r\n").encode("utf-8", "replace")
+        added = b""
+        if self._listener.mode == "submission":
+            head = content.split(b"\r\n\r\n", 1)[0].lower()
+            names = {line.split(b":", 1)[0].strip() for line in head.split(b"\r\n") if b":" in line}
+            if b"message-id" not in names:
+                added += f"Message-ID: <{uuid.uuid4().hex}@{config.message_id_domain}>\r\n".encode()
+            if b"date" not in names:
+                added += f"Date: {email.utils.format_datetime(now)}\r\n".encode()
+        return trace + added + content
+
+    async def handle_DATA(self, server: GatewaySMTP, session: GatewaySession, envelope: GatewayEnvelope) -> str:
+        content = envelope.original_content or b""
+        if _bad_line_endings(content):
+            MESSAGES.labels(self._listener.name, "refused").inc()
+            return reply(554, "5.6.0", "bare CR or LF in the message: lines must end with CRLF (RFC 5321 2.3.8)")
+        head = content.split(b"\r\n\r\n", 1)[0]
+        if not envelope.smtp_utf8 and not head.isascii():
+            MESSAGES.labels(self._listener.name, "refused").inc()
+            return reply(554, "5.6.7", "non-ASCII header fields need SMTPUTF8 (RFC 6532)")
+        data = self._message(session, envelope, content)
+        summary = summary_headers(data)
+        message_id = message_id_of(summary)
+        sender = "" if envelope.mail_from in (None, "<>") else str(envelope.mail_from)
+        outgoing = []
+        for rcpt, destination, (notify, orcpt) in zip(envelope.rcpt_tos, envelope.destinations, envelope.rcpt_dsn,
+                                                      strict=True):
+            meta: dict[str, Any] = {**destination.metadata, "tenant": destination.tenant}
+            dsn = {"dsn_notify": notify, "dsn_orcpt": orcpt, "dsn_ret": envelope.dsn_ret,
+                   "dsn_envid": envelope.dsn_envid}
+            meta.update({k: v for k, v in dsn.items() if v})
+            outgoing.append(Outgoing(rcpt, data, message_id, summary, meta))
+        try:
+            result = await self._parts.submitter.submit(outgoing, sender=sender, bound_tenant=None, protocol="ESMTP")
+        except KafkaUnavailable as exc:
+            MESSAGES.labels(self._listener.name, "unavailable").inc()
+            log.warning("event_log_unavailable", session=session.id, error=str(exc))
+            return reply(451, "4.3.0", "the message store is not accepting mail, try again later")
+        if not result.accepted:
+            MESSAGES.labels(self._listener.name, "refused").inc()
+            return reply(554, "5.7.1", result.failed[0][1] if result.failed else "no recipient accepted")
+        MESSAGES.labels(self._listener.name, "accepted").inc()
+        answer = await self._cut_through([m.id for m in result.accepted], result)
+        log.info("message", session=session.id, listener=self._listener.name, sender=sender,
+                 recipients=len(result.accepted), refused=len(result.failed), reply=answer,
+                 transactions=[m.id for m in result.accepted])
+        return answer
+
+    async def _cut_through(self, ids: list[str], result: Any) -> str:
+        parts = self._parts
+        wait = parts.config.cut_through_wait.total_seconds()
+        now = parts.clock()
+        held = any(m.send_at is not None and m.send_at > now for m in result.accepted)
+        if parts.watch is None or wait <= 0 or held:
+            CUT_THROUGH.labels(self._listener.name, "skipped").inc()
+            return reply(250, "2.0.0", f"queued as {ids[0]}" + (f" and {len(ids) - 1} more" if len(ids) > 1 else ""))
+        attempts: list[FirstAttempt | None] = await parts.watch.wait(ids, wait)
+        verdict = decide(self._listener.mode, attempts)
+        CUT_THROUGH.labels(self._listener.name, "timeout" if None in attempts else "answered").inc()
+        for message, then in zip(result.accepted, verdict.then, strict=True):
+            if then is Then.CANCEL:
+                await parts.producer.send(QUEUE_COMMANDS, route_key(message.tenant, message.queue), QueueCommand(
+                    id=uuid.uuid4().hex, action="cancel", queue=message.queue, tenant=message.tenant,
+                    reason="the sending MTA was told to retry", issued_at=now, issued_by=ISSUER,
+                    transaction_id=message.id))
+        return verdict.reply

@@ -1,0 +1,78 @@
+"""The gateway's listeners in the test's own event loop, over an in-memory event log: real SMTP on
+loopback (aiosmtpd serving, smtplib/aiosmtplib calling), no broker. What the gateway wrote is read back
+from the twin's topics; a first delivery attempt is fed to its AttemptWatch as mail.status would bring it."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+from mailstream.config.gateway import GatewayConfig
+from mailstream.core.clock import ManualClock
+from mailstream.events.memory import MemoryProducer
+from mailstream.events.records import AcceptedMessage, AttemptRecord, QueueCommand, SmtpResponse, TransactionStatus
+from mailstream.events.serde import decode, encode
+from mailstream.events.topics import ACCEPTED, BODIES, QUEUE_COMMANDS
+from mailstream.gateway.attempts import AttemptWatch
+from mailstream.gateway.server import Gateway
+from mailstream.gateway.session import GatewayParts
+from mailstream.intake.submission import Submitter, reception_status
+from tests.infra.gateway import GatewayPorts, gateway_section
+
+START = datetime(2026, 12, 2, 9, 0, tzinfo=UTC)
+
+
+@dataclass
+class GatewayApp:
+    gateway: Gateway
+    producer: MemoryProducer
+    watch: AttemptWatch
+    clock: ManualClock
+    ports: GatewayPorts
+
+    def accepted(self) -> list[AcceptedMessage]:
+        return [decode(r.value, AcceptedMessage) for r in self.producer.bus.read(ACCEPTED.name)]
+
+    def bodies(self) -> int:
+        return len(self.producer.bus.read(BODIES.name))
+
+    def cancels(self) -> list[QueueCommand]:
+        return [decode(r.value, QueueCommand) for r in self.producer.bus.read(QUEUE_COMMANDS.name)]
+
+    def answer(self, message: AcceptedMessage, code: int, enhanced: str, text: str) -> None:
+        """The first attempt of `message` ends with this reply, as stage 1 would publish it on mail.status."""
+        attempt = AttemptRecord(attempt=1, outcome="delivered" if code < 400 else "bounced" if code >= 500
+                                else "deferred", response=SmtpResponse(code=code, enhanced_code=enhanced, content=text),
+                                egress_source="direct", egress_path="direct->sink", started_at=self.clock(),
+                                completed_at=self.clock())
+        status = reception_status(message).model_copy(update={"version": 2, "num_attempts": 1,
+                                                               "attempts": (attempt,)})
+        self.watch.apply(message.id.encode(), encode(status))
+
+
+@asynccontextmanager
+async def gateway_app(workdir: Path, **overrides: Any) -> AsyncIterator[GatewayApp]:
+    section, ports = gateway_section(workdir, **{"cut_through_wait": "0s", **overrides})
+    config = GatewayConfig.model_validate(section)
+    producer = MemoryProducer()
+    clock = ManualClock(START)
+    watch = AttemptWatch()
+    parts = GatewayParts(config, Submitter(producer, clock), producer, None, watch, clock)
+    gateway = Gateway(config, parts)
+    await gateway.start()
+    try:
+        yield GatewayApp(gateway, producer, watch, clock, ports)
+    finally:
+        await gateway.stop(grace=0.5)
+
+
+def later(clock: ManualClock, seconds: float) -> None:
+    clock.advance(timedelta(seconds=seconds))
+
+
+def status_of(message: AcceptedMessage) -> TransactionStatus:
+    return reception_status(message)
