@@ -8,10 +8,12 @@ from mailstream.events.records import (
     AcceptedMessage,
     AttemptRecord,
     BodyRef,
+    CancelNotice,
     DeliveryResponse,
     DeliveryTask,
     Dispatched,
     EgressSettlement,
+    EgressVerdict,
     LimitState,
     LogRecord,
     MessageBody,
@@ -89,6 +91,16 @@ def ready() -> ReadyMessage:
         priority=7, body=BODY, created_at=T0, ready_at=T0, expires_at=T0)
 
 
+def cancel_notice() -> CancelNotice:
+    return CancelNotice(id="tx-1", attempt=1, queue="spring:acme@example.com", tenant="acme", egress_pool="warm",
+                        reason="complaints", cancelled_at=T0)
+
+
+def egress_verdict() -> EgressVerdict:
+    return EgressVerdict(id="tx-1", attempt=1, attempt_id="tx-1/1", queue="spring:acme@example.com", tenant="acme",
+                         verdict="CANCELLED", reason="complaints", decided_at=T0)
+
+
 def limit_state() -> LimitState:
     return LimitState(day="2026-11-22", used=17, sends=(T0, T0), tat=T0, rr_index=1, rr_weight=2)
 
@@ -131,4 +143,4 @@ def source_usage() -> SourceUsage:
 ALL: tuple[Record, ...] = (
     accepted(), task(), response(), status(), queued(), log_record(), body(), OK_250, BODY, ready(),
     limit_state(), usage_handover(), egress_settlement(), dispatched(), queue_command(), suspension(),
-    status_counts(), queue_stats(), source_usage())
+    status_counts(), queue_stats(), source_usage(), cancel_notice(), egress_verdict())

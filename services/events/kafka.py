@@ -13,14 +13,15 @@ import time
 from collections.abc import Iterable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
 
 from confluent_kafka import Consumer, KafkaError, KafkaException, Message, Producer, TopicPartition
 from confluent_kafka.admin import AdminClient, NewTopic  # type: ignore[attr-defined]
 
 from mailstream.events.records import Record
-from mailstream.events.serde import encode
 from mailstream.events.topics import TopicSpec
+
+R = TypeVar("R", bound=Record)
 
 
 class KafkaUnavailable(RuntimeError):
@@ -60,9 +61,9 @@ class EventProducer:
         while not self._closing.is_set():
             self._producer.poll(0.05)
 
-    async def send(self, topic: TopicSpec, key: str, record: Record, partition: int | None = None) -> Delivered:
+    async def send(self, topic: TopicSpec[R], key: str, record: R, partition: int | None = None) -> Delivered:
         """`partition` overrides the key's placement (a command every partition of a stage must see)."""
-        return await self.send_raw(topic.name, key.encode(), encode(record), partition)
+        return await self.send_raw(topic.name, key.encode(), topic.encode(record), partition)
 
     async def send_raw(self, topic: str, key: bytes | None, value: bytes, partition: int | None = None) -> Delivered:
         loop = asyncio.get_running_loop()
@@ -287,7 +288,7 @@ class OffsetReader:
         self._consumer.close()
 
 
-def ensure_topics(bootstrap: str, specs: Iterable[TopicSpec], *, replication_factor: int = 1,
+def ensure_topics(bootstrap: str, specs: Iterable[TopicSpec[Any]], *, replication_factor: int = 1,
                   timeout: float = 30.0) -> None:
     """Create missing topics; refuse to run against a topic whose partition count differs."""
     admin = AdminClient({"bootstrap.servers": bootstrap})

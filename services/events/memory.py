@@ -4,7 +4,10 @@ benchmarks and tests.
 Handlers written for `TransactionalProcessor` run here unchanged: topics are lists, a changelog is a
 dict per partition, every partition is owned by the one processor, and time is whatever the caller
 says. Code written against `EventSink` (as `EventProducer` provides it) writes to the same lists through
-`MemoryProducer`. Nothing here is durable; it exists so scheduling can be simulated over days in seconds
+`MemoryProducer`. Unlike Kafka, the twin refuses a handler's output or changelog write, and a producer's
+record, of a type its topic does not declare, so every test that runs a stage or a service on it checks
+`topics.py` against what is written (raw bytes put on the bus directly are left alone: a test's garbage).
+Nothing here is durable; it exists so scheduling can be simulated over days in seconds
 and a service's own code tested without a broker.
 """
 
@@ -13,13 +16,21 @@ from __future__ import annotations
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Protocol
+from typing import Any, Protocol, TypeVar
 
 from mailstream.core.partitioner import partition_of
 from mailstream.events.kafka import Delivered, KafkaUnavailable
 from mailstream.events.records import Record
-from mailstream.events.serde import encode
-from mailstream.events.topics import PARTITIONS, TopicSpec
+from mailstream.events.topics import ALL_TOPICS, PARTITIONS, TopicSpec
+
+R = TypeVar("R", bound=Record)
+SPECS = {t.name: t for t in ALL_TOPICS}
+
+
+def _check(topic: TopicSpec[Any] | None, value: bytes) -> None:
+    """Refuse a value whose record type the topic does not declare (records of other topics aside)."""
+    if topic is not None and topic.values and not topic.carries(value):
+        topic.decode(value)  # raises SerdeError naming what the topic carries and what this is
 
 
 @dataclass(frozen=True, slots=True)
@@ -64,8 +75,8 @@ class MemoryProducer:
         self._next_offset: dict[tuple[str, int], int] = {}
         self._counted: dict[str, tuple[list[MemoryRecord], int]] = {}  # (the topic's list, how many numbered)
 
-    async def send(self, topic: TopicSpec, key: str, record: Record, partition: int | None = None) -> Delivered:
-        return await self.send_raw(topic.name, key.encode(), encode(record), partition)
+    async def send(self, topic: TopicSpec[R], key: str, record: R, partition: int | None = None) -> Delivered:
+        return await self.send_raw(topic.name, key.encode(), topic.encode(record), partition)
 
     async def send_raw(self, topic: str, key: bytes | None, value: bytes, partition: int | None = None) -> Delivered:
         self._writable()
@@ -82,7 +93,7 @@ class MemoryProducer:
         await self.flush()
         self.closed = True
 
-    def records(self, topic: TopicSpec | str) -> list[MemoryRecord]:
+    def records(self, topic: TopicSpec[Any] | str) -> list[MemoryRecord]:
         """Everything on `topic`, in the order it was sent."""
         return self.bus.read(topic if isinstance(topic, str) else topic.name)
 
@@ -110,11 +121,15 @@ class MemoryOutput:
     bus: MemoryBus
     changelog: dict[int, dict[bytes, bytes]]
     keep_changelog: bool = True  # off in benchmarks: the changelog lives in Kafka, not in the worker
+    changelog_topic: TopicSpec[Any] | None = None  # when named, what is put must be of its record types
 
     def send(self, topic: str, key: bytes, value: bytes, partition: int | None = None) -> None:
+        _check(SPECS.get(topic), value)
         self.bus.send(topic, key, value, partition)
 
     def put(self, partition: int, key: bytes, value: bytes | None) -> None:
+        if value is not None:
+            _check(self.changelog_topic, value)
         if not self.keep_changelog:
             return
         state = self.changelog.setdefault(partition, {})
@@ -129,16 +144,18 @@ class MemoryProcessor:
 
     `owned` defaults to every partition. `resume_from` is a changelog (shared, as Kafka's is) to
     restart from: the handler's state comes back from it and reading starts after what the inputs
-    already hold, as a member resuming from committed offsets would.
+    already hold, as a member resuming from committed offsets would. `changelog` names the stage's
+    changelog topic, whose record types the handler's state writes must be of.
     """
 
     def __init__(self, bus: MemoryBus, inputs: Sequence[str], handler: Handler, *,
                  keep_changelog: bool = True, owned: Iterable[int] | None = None,
-                 resume_from: dict[int, dict[bytes, bytes]] | None = None) -> None:
+                 resume_from: dict[int, dict[bytes, bytes]] | None = None,
+                 changelog: TopicSpec[Any] | None = None) -> None:
         self.bus, self.inputs, self.handler = bus, tuple(inputs), handler
         self.owned = frozenset(range(bus.partitions) if owned is None else owned)
         self.read_upto = {t: len(bus.read(t)) if resume_from is not None else 0 for t in self.inputs}
-        self.out = MemoryOutput(bus, resume_from if resume_from is not None else {}, keep_changelog)
+        self.out = MemoryOutput(bus, resume_from if resume_from is not None else {}, keep_changelog, changelog)
         for p in sorted(self.owned):
             handler.assigned(p, dict(self.out.changelog.get(p, {})))
 

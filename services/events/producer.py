@@ -4,17 +4,19 @@
 
 from __future__ import annotations
 
-from typing import Protocol
+from typing import Protocol, TypeVar
 
 from mailstream.events.kafka import Delivered
 from mailstream.events.records import Record
 from mailstream.events.topics import TopicSpec
 
+R = TypeVar("R", bound=Record)
+
 
 class EventSink(Protocol):
-    async def send(self, topic: TopicSpec, key: str, record: Record, partition: int | None = None) -> Delivered:
-        """Encode `record` and write it under `key`; returns once it is acknowledged. `partition` overrides
-        the key's placement."""
+    async def send(self, topic: TopicSpec[R], key: str, record: R, partition: int | None = None) -> Delivered:
+        """Encode `record` (of a type `topic` carries) and write it under `key`; returns once it is acknowledged.
+        `partition` overrides the key's placement."""
         ...
 
     async def send_raw(self, topic: str, key: bytes | None, value: bytes, partition: int | None = None) -> Delivered:

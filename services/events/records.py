@@ -14,7 +14,9 @@ MessageStatus = Literal[
     "bounced", "delivered", "expired", "cancelled",
 ]
 FINAL_STATUSES: frozenset[str] = frozenset({"bounced", "delivered", "expired", "cancelled"})
+# EXPIRED and CANCELLED only in records written before 2026-12-02: stage 2 now writes an EgressVerdict.
 AttemptOutcome = Literal["DELIVERED", "TRANSIENT", "PERMANENT", "EXPIRED", "CANCELLED"]
+EgressVerdictKind = Literal["EXPIRED", "CANCELLED"]
 QueueState = Literal["active", "suspended", "draining", "disabled"]
 LogRecordType = Literal[
     "Reception", "Delivery", "TransientFailure", "Bounce", "Expiration", "AdminBounce", "Rejection",
@@ -225,7 +227,34 @@ class ReadyMessage(Record):
     created_at: datetime
     ready_at: datetime
     expires_at: datetime
-    cancel_reason: str | None = None  # a cancel notice for the held attempt, not a promotion
+    cancel_reason: str | None = None  # set only by writers before 2026-12-02: a CancelNotice (events.legacy)
+
+
+class CancelNotice(Record):
+    """Stage 1 recalls an attempt it promoted (mail.ready, after the promotion on the same partition)."""
+
+    schema_name = "mailstream.CancelNotice"
+    id: str
+    attempt: int
+    queue: str
+    tenant: str | None = None
+    egress_pool: str
+    reason: str
+    cancelled_at: datetime
+
+
+class EgressVerdict(Record):
+    """Stage 2 ended a held attempt unsent (mail.responses, beside the delivery workers' responses)."""
+
+    schema_name = "mailstream.EgressVerdict"
+    id: str
+    attempt: int
+    attempt_id: str
+    queue: str
+    tenant: str | None = None
+    verdict: EgressVerdictKind
+    reason: str
+    decided_at: datetime
 
 
 class LimitState(Record):

@@ -1,4 +1,8 @@
-"""Every topic, declared once: name, key, value type, partitions and retention.
+"""Every topic, declared once: name, what its key is, the record types written to it, partitions and retention.
+
+A topic's value type is one type: the union of the record types on it (most topics carry one), and
+`TopicSpec.decode` reads a value as that union, refusing a record of any other schema. Keys are UTF-8
+strings; `key` says what they name.
 
 All keyed topics share one partition count, because each scheduler stage's state is
 co-partitioned with the topics that feed it (changelog partition N holds the state of input
@@ -9,22 +13,33 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass
+from typing import Any, Generic, TypeVar
 
 from mailstream.events.records import (
     AcceptedMessage,
+    CancelNotice,
     DeliveryResponse,
     DeliveryTask,
     Dispatched,
+    EgressSettlement,
+    EgressVerdict,
     LimitState,
     LogRecord,
     MessageBody,
     QueueCommand,
+    QueuedMessage,
     QueueStats,
+    QueueSuspension,
     ReadyMessage,
     Record,
     SourceUsage,
+    StatusCounts,
     TransactionStatus,
+    UsageHandover,
 )
+from mailstream.events.serde import SerdeError, decode, encode, schema_name
+
+V = TypeVar("V", bound=Record)
 
 
 def _partitions() -> int:
@@ -41,10 +56,10 @@ DAY_MS = 24 * 3600 * 1000
 
 
 @dataclass(frozen=True, slots=True)
-class TopicSpec:
+class TopicSpec(Generic[V]):
     name: str
-    key: str
-    value_type: type[Record] | None  # None: records of other topics, kept as they were
+    key: str  # what the key names
+    values: tuple[type[V], ...]  # every record type written to it; none: records of other topics, as they were
     partitions: int = PARTITIONS
     cleanup_policy: str = "delete"
     retention_ms: int = 7 * DAY_MS
@@ -57,44 +72,75 @@ class TopicSpec:
             "max.message.bytes": str(self.max_message_bytes),
         }
 
+    def encode(self, record: V) -> bytes:
+        """The record's bytes; TypeError if it is not of a type this topic carries (mypy checks that too)."""
+        if type(record) not in self.values:
+            raise TypeError(f"{self.name} carries {', '.join(t.__name__ for t in self.values) or 'no own records'}, "
+                            f"not {type(record).__name__}")
+        return encode(record)
+
+    def decode(self, data: bytes | None) -> V:
+        """The value as the record type it was written as; SerdeError if that is not one of this topic's."""
+        name = schema_name(data)
+        for value_type in self.values:
+            if value_type.schema_name == name:
+                return decode(data, value_type)
+        raise SerdeError(f"{self.name} carries {', '.join(t.schema_name for t in self.values) or 'no own records'}, "
+                         f"not {name or 'an unknown schema'}")
+
+    def carries(self, data: bytes | None) -> bool:
+        """Whether the encoded value is of one of this topic's record types (its schema is not checked)."""
+        name = schema_name(data)
+        return any(t.schema_name == name for t in self.values)
+
 
 # Bodies outlive the longest max_age (7 days by default) so a retry can still read them.
-BODIES = TopicSpec("mail.bodies", "body sha256", MessageBody,
-                   retention_ms=10 * DAY_MS, max_message_bytes=64 * 1024 * 1024)
+BODIES: TopicSpec[MessageBody] = TopicSpec("mail.bodies", "body sha256", (MessageBody,),
+                                           retention_ms=10 * DAY_MS, max_message_bytes=64 * 1024 * 1024)
 # mail.accepted and mail.responses are keyed by route key (the tenant, else the queue name): one
 # partition owns every queue of a tenant, so tenant-wide limits are counted in one place.
-ACCEPTED = TopicSpec("mail.accepted", "route key", AcceptedMessage, retention_ms=10 * DAY_MS)
-RESPONSES = TopicSpec("mail.responses", "route key", DeliveryResponse, retention_ms=10 * DAY_MS)
+ACCEPTED: TopicSpec[AcceptedMessage] = TopicSpec("mail.accepted", "route key", (AcceptedMessage,),
+                                                 retention_ms=10 * DAY_MS)
+# Delivery workers answer each attempt; stage 2 answers an attempt it ended unsent.
+RESPONSES: TopicSpec[DeliveryResponse | EgressVerdict] = TopicSpec(
+    "mail.responses", "route key", (DeliveryResponse, EgressVerdict), retention_ms=10 * DAY_MS)
 # mail.ready is keyed by egress group (pools that share a source): one partition owns every source
-# of the group, so daily caps and source choice are decided in one place.
-READY = TopicSpec("mail.ready", "egress group", ReadyMessage, retention_ms=10 * DAY_MS)
-DELIVERY = TopicSpec("mail.delivery", "egress path", DeliveryTask)
-EVENTS = TopicSpec("mail.events", "transaction id", LogRecord, retention_ms=30 * DAY_MS)
-STATUS = TopicSpec("mail.status", "transaction id", TransactionStatus,
-                   cleanup_policy="compact", retention_ms=-1)
+# of the group, so daily caps and source choice are decided in one place. Besides stage 1's promotions
+# and cancel notices it carries stage 2's own handovers and settlements when a new configuration regroups.
+READY: TopicSpec[ReadyMessage | CancelNotice | UsageHandover | EgressSettlement] = TopicSpec(
+    "mail.ready", "egress group", (ReadyMessage, CancelNotice, UsageHandover, EgressSettlement),
+    retention_ms=10 * DAY_MS)
+DELIVERY: TopicSpec[DeliveryTask] = TopicSpec("mail.delivery", "egress path", (DeliveryTask,))
+EVENTS: TopicSpec[LogRecord] = TopicSpec("mail.events", "transaction id", (LogRecord,), retention_ms=30 * DAY_MS)
+STATUS: TopicSpec[TransactionStatus] = TopicSpec("mail.status", "transaction id", (TransactionStatus,),
+                                                 cleanup_policy="compact", retention_ms=-1)
 
-# State of the two scheduler stages (compacted; key: "<kind>:<name>", value: QueuedMessage, ReadyMessage,
-# LimitState, QueueSuspension or StatusCounts). Written in the same Kafka transaction as the stage's outputs.
-QUEUE_STATE = TopicSpec("mail.scheduler.queues-state", "state key", LimitState,
-                        cleanup_policy="compact", retention_ms=-1)
-EGRESS_STATE = TopicSpec("mail.scheduler.egress-state", "state key", LimitState,
-                         cleanup_policy="compact", retention_ms=-1)
+# State of the two scheduler stages (compacted; key: "<kind>:<name>"), written in the same Kafka transaction
+# as the stage's outputs: stage 1's messages, limit counters, queue controls and finished totals; stage 2's
+# held messages, limit counters and the grouping it settled under.
+QUEUE_STATE: TopicSpec[QueuedMessage | LimitState | QueueSuspension | StatusCounts] = TopicSpec(
+    "mail.scheduler.queues-state", "state key", (QueuedMessage, LimitState, QueueSuspension, StatusCounts),
+    cleanup_policy="compact", retention_ms=-1)
+EGRESS_STATE: TopicSpec[ReadyMessage | LimitState | EgressSettlement] = TopicSpec(
+    "mail.scheduler.egress-state", "state key", (ReadyMessage, LimitState, EgressSettlement),
+    cleanup_policy="compact", retention_ms=-1)
 
 # Stage 1's other inputs, keyed by route key like mail.accepted: stage 2 tells it which attempts it
 # dispatched (status in_delivery), and admins suspend or resume queues (a command naming no tenant
 # goes to every partition).
-DISPATCHED = TopicSpec("mail.dispatched", "route key", Dispatched, retention_ms=10 * DAY_MS)
-QUEUE_COMMANDS = TopicSpec("mail.queue-commands", "route key", QueueCommand, retention_ms=10 * DAY_MS)
+DISPATCHED: TopicSpec[Dispatched] = TopicSpec("mail.dispatched", "route key", (Dispatched,), retention_ms=10 * DAY_MS)
+QUEUE_COMMANDS: TopicSpec[QueueCommand] = TopicSpec("mail.queue-commands", "route key", (QueueCommand,),
+                                                    retention_ms=10 * DAY_MS)
 # What the stages publish for the capacity API (compacted; republished every few seconds when changed).
-QUEUE_STATS = TopicSpec("mail.queue-stats", "<partition>/<tenant>", QueueStats,
-                        cleanup_policy="compact", retention_ms=-1)
-SOURCE_USAGE = TopicSpec("mail.source-usage", "egress source", SourceUsage,
-                         cleanup_policy="compact", retention_ms=-1)
+QUEUE_STATS: TopicSpec[QueueStats] = TopicSpec("mail.queue-stats", "<partition>/<tenant>", (QueueStats,),
+                                               cleanup_policy="compact", retention_ms=-1)
+SOURCE_USAGE: TopicSpec[SourceUsage] = TopicSpec("mail.source-usage", "egress source", (SourceUsage,),
+                                                 cleanup_policy="compact", retention_ms=-1)
 
 # A stage's input record its handler fails on, as it was, with the error and origin in headers.
-DEAD_LETTER = TopicSpec("mail.dead-letter", "the record's own key", None, retention_ms=30 * DAY_MS)
+DEAD_LETTER: TopicSpec[Record] = TopicSpec("mail.dead-letter", "the record's own key", (), retention_ms=30 * DAY_MS)
 
-ALL_TOPICS: tuple[TopicSpec, ...] = (BODIES, ACCEPTED, READY, DELIVERY, RESPONSES, EVENTS, STATUS,
+ALL_TOPICS: tuple[TopicSpec[Any], ...] = (BODIES, ACCEPTED, READY, DELIVERY, RESPONSES, EVENTS, STATUS,
                                      QUEUE_STATE, EGRESS_STATE, DISPATCHED, QUEUE_COMMANDS, QUEUE_STATS,
                                      SOURCE_USAGE, DEAD_LETTER)
 

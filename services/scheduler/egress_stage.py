@@ -7,9 +7,9 @@ remaining capacity) sees every source's true usage. Tasks go to mail.delivery ke
 and a notice of each to mail.dispatched (keyed by route key) so stage 1 shows it in_delivery. Every
 few seconds each source's usage goes to mail.source-usage for the capacity API.
 
-A ReadyMessage with a cancel_reason is stage 1's cancel notice, not a promotion: it follows the
-promotion on the same partition, so if the attempt is still held it is dropped and answered
-CANCELLED; if it was already dispatched, the attempt goes on and stage 1 ends it on its response.
+A CancelNotice from stage 1 follows the promotion on the same partition: if the attempt is still held
+it is dropped and answered with an EgressVerdict CANCELLED (as one that expires while held is answered
+EXPIRED); if it was already dispatched, the attempt goes on and stage 1 ends it on its response.
 """
 
 from __future__ import annotations
@@ -25,18 +25,20 @@ from mailstream.core.fair_queue import FairQueue
 from mailstream.core.partitioner import partition_of
 from mailstream.core.round_robin import WrrState, most_remaining, wrr_next
 from mailstream.core.throttle import Gcra, admit, next_admit_at
+from mailstream.events.legacy import as_cancel_notice
 from mailstream.events.records import (
-    DeliveryResponse,
+    CancelNotice,
     DeliveryTask,
     Dispatched,
     EgressSettlement,
+    EgressVerdict,
+    EgressVerdictKind,
     LimitState,
     ReadyMessage,
-    SmtpResponse,
     SourceUsage,
     UsageHandover,
 )
-from mailstream.events.serde import SerdeError, decode, encode, schema_name
+from mailstream.events.serde import SerdeError, decode, encode
 from mailstream.events.topics import DELIVERY, DISPATCHED, PARTITIONS, READY, RESPONSES, SOURCE_USAGE, route_key
 from mailstream.observability.logs import get_logger
 from mailstream.scheduler.handover import HANDED_OVER, merge_usage, scope_group
@@ -84,7 +86,7 @@ class EgressStage:
         self._owners: dict[str, int] = {}  # egress group -> its partition
         self.books: dict[int, EgressBook] = {}
         self.budget = release_budget
-        self.snapshots = Snapshots(SOURCE_USAGE.name, snapshot_every)
+        self.snapshots = Snapshots(SOURCE_USAGE, snapshot_every)
 
     # -- PartitionHandler ------------------------------------------------------------------------
     def assigned(self, partition: int, state: dict[bytes, bytes]) -> None:
@@ -105,35 +107,36 @@ class EgressStage:
             return
         book = self.books.setdefault(partition, EgressBook())
         self._settle(book, partition, now, out)
-        kind = schema_name(value)
-        if kind == UsageHandover.schema_name:
-            handover = decode(value, UsageHandover)
+        try:
+            record = READY.decode(value)
+        except SerdeError as exc:
+            log.error("record_unreadable", topic=topic, partition=partition, error=str(exc))
+            return
+        if isinstance(record, UsageHandover):
+            handover = record
             owner = scope_group(self.policies, handover.scope)
             if owner is not None and self._owner(owner) != partition:  # sent under another grouping
-                send(out, READY.name, owner, handover)
+                send(out, READY, owner, handover)
                 return
             merged = merge_usage(book.limits.get(handover.scope), handover.state)
             book.limits.set(out, partition, handover.scope, merged)
             log.info("usage_taken_over", scope=handover.scope, partition=partition, previous=handover.from_partition)
             return
-        if kind == EgressSettlement.schema_name:
-            self._heard(book, partition, decode(value, EgressSettlement), out)
+        if isinstance(record, EgressSettlement):
+            self._heard(book, partition, record, out)
             self._release(book, partition, now, out, self.budget)
             return
-        try:
-            ready = decode(value, ReadyMessage)
-        except SerdeError as exc:
-            log.error("record_unreadable", topic=topic, partition=partition, error=str(exc))
-            return
-        home = self._home(ready)
+        if isinstance(record, ReadyMessage):
+            record = as_cancel_notice(record) or record  # a notice as written before CancelNotice existed
+        home = self._home(record.egress_pool)
         if home is not None and self._owner(home) != partition:  # routed by a stage 1 on another grouping
-            send(out, READY.name, home, ready)
+            send(out, READY, home, record)
             return
-        if ready.cancel_reason is not None:
-            self._recall(book, partition, ready, now, out)
-        elif ready.id not in book.held:
-            self._hold(book, ready, value)
-            out.put(partition, (HELD + ready.id).encode(), value)
+        if isinstance(record, CancelNotice):
+            self._recall(book, partition, record, now, out)
+        elif record.id not in book.held:
+            self._hold(book, record, value)
+            out.put(partition, (HELD + record.id).encode(), value)
         self._release(book, partition, now, out, self.budget)
 
     def on_tick(self, now: datetime, out: Writes) -> None:
@@ -167,7 +170,7 @@ class EgressStage:
     def _announce(self, partition: int, out: Writes) -> None:
         marker = EgressSettlement(fingerprint=self.policies.grouping, partitions=(partition,))
         for other in range(self.partitions):
-            send(out, READY.name, str(partition), marker, partition=other)
+            send(out, READY, str(partition), marker, partition=other)
 
     def _heard(self, book: EgressBook, partition: int, marker: EgressSettlement, out: Writes) -> None:
         if marker.fingerprint != book.settled_under:  # its sender announces again until we are on it too
@@ -193,9 +196,9 @@ class EgressStage:
         for tx_id in list(book.held):
             raw = book.held[tx_id]
             ready = decode(raw, ReadyMessage)
-            home = self._home(ready)
+            home = self._home(ready.egress_pool)
             if home is not None and self._owner(home) != partition:
-                send(out, READY.name, home, ready)
+                send(out, READY, home, ready)
                 del book.held[tx_id]
                 out.put(partition, (HELD + tx_id).encode(), None)
                 moved += 1
@@ -205,16 +208,16 @@ class EgressStage:
             if owner is None or self._owner(owner) == partition:
                 continue
             if scope.startswith(HANDED_OVER):
-                send(out, READY.name, owner, UsageHandover(scope=scope, state=state, from_partition=partition))
+                send(out, READY, owner, UsageHandover(scope=scope, state=state, from_partition=partition))
             book.limits.drop(out, partition, scope)
             handed.append(scope)
         if moved or handed:
             log.warning("egress_regrouped", partition=partition, messages_moved=moved, scopes_handed_over=handed)
 
-    def _home(self, ready: ReadyMessage) -> str | None:
-        """The egress group of the message's pool; None for a pool this configuration does not know
+    def _home(self, egress_pool: str) -> str | None:
+        """The egress group of a message's pool; None for a pool this configuration does not know
         (it stays where it is and goes out through the default pool)."""
-        return self.policies.group_of(ready.egress_pool) if self.policies.pool(ready.egress_pool) else None
+        return self.policies.group_of(egress_pool) if self.policies.pool(egress_pool) else None
 
     def _owner(self, group: str) -> int:
         owner = self._owners.get(group)
@@ -260,8 +263,8 @@ class EgressStage:
                 sender=ready.sender, recipient=ready.recipient, domain=ready.domain,
                 routing_domain=ready.routing_domain, tenant=ready.tenant, campaign=ready.campaign, body=ready.body,
                 created_at=ready.created_at, issued_at=now)
-            send(out, DELIVERY.name, chosen.path, task)
-            send(out, DISPATCHED.name, route_key(ready.tenant, ready.queue), Dispatched(
+            send(out, DELIVERY, chosen.path, task)
+            send(out, DISPATCHED, route_key(ready.tenant, ready.queue), Dispatched(
                 id=ready.id, attempt=ready.attempt, attempt_id=task.attempt_id, queue=ready.queue, tenant=ready.tenant,
                 egress_source=chosen.source.name, egress_path=chosen.path, issued_at=now))
             del book.held[tx_id]
@@ -344,25 +347,23 @@ class EgressStage:
             return
         ready = decode(raw, ReadyMessage)
         reason = f"max_age reached while waiting for egress capacity in pool {ready.egress_pool}"
-        answer = DeliveryResponse(
-            id=ready.id, attempt=ready.attempt, attempt_id=f"{ready.id}/{ready.attempt}", queue=ready.queue,
-            outcome="EXPIRED", response=SmtpResponse(code=551, enhanced_code="5.4.7", content=reason),
-            egress_source="", egress_path="", started_at=now, completed_at=now)
-        send(out, RESPONSES.name, route_key(ready.tenant, ready.queue), answer)
+        self._answer(ready, "EXPIRED", reason, now, out)
         out.put(partition, (HELD + tx_id).encode(), None)
 
-    def _recall(self, book: EgressBook, partition: int, notice: ReadyMessage, now: datetime, out: Writes) -> None:
+    def _recall(self, book: EgressBook, partition: int, notice: CancelNotice, now: datetime, out: Writes) -> None:
         raw = book.held.get(notice.id)
         if raw is None or decode(raw, ReadyMessage).attempt != notice.attempt:
             return  # dispatched already: its response ends it
         del book.held[notice.id]
         out.put(partition, (HELD + notice.id).encode(), None)
-        answer = DeliveryResponse(
-            id=notice.id, attempt=notice.attempt, attempt_id=f"{notice.id}/{notice.attempt}", queue=notice.queue,
-            outcome="CANCELLED", response=SmtpResponse(code=551, enhanced_code="5.7.1", content=notice.cancel_reason
-                                                       or "cancelled"),
-            egress_source="", egress_path="", started_at=now, completed_at=now)
-        send(out, RESPONSES.name, route_key(notice.tenant, notice.queue), answer)
+        self._answer(notice, "CANCELLED", notice.reason, now, out)
+
+    def _answer(self, held: ReadyMessage | CancelNotice, verdict: EgressVerdictKind, reason: str, now: datetime,
+                out: Writes) -> None:
+        """Tell stage 1 the held attempt ended unsent."""
+        send(out, RESPONSES, route_key(held.tenant, held.queue), EgressVerdict(
+            id=held.id, attempt=held.attempt, attempt_id=f"{held.id}/{held.attempt}", queue=held.queue,
+            tenant=held.tenant, verdict=verdict, reason=reason, decided_at=now))
 
     def _hold(self, book: EgressBook, ready: ReadyMessage, raw: bytes) -> None:
         tx_id = sys.intern(ready.id)  # one string per message, however many indexes name it

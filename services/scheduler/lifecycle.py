@@ -13,11 +13,14 @@ from datetime import datetime
 from mailstream.core.backoff import RetryPolicy, next_attempt
 from mailstream.core.bounce_classify import BounceClassifier
 from mailstream.core.queue_name import NULL_QUEUE
+from mailstream.events.legacy import as_egress_verdict
 from mailstream.events.records import (
     AcceptedMessage,
     AttemptRecord,
+    CancelNotice,
     DeliveryResponse,
     Dispatched,
+    EgressVerdict,
     LogRecord,
     LogRecordType,
     QueuedMessage,
@@ -40,7 +43,7 @@ class Effects:
     delete: bool = False
     statuses: list[TransactionStatus] = field(default_factory=list)
     logs: list[LogRecord] = field(default_factory=list)
-    recall: ReadyMessage | None = None  # a cancel notice for stage 2, which holds the message's attempt
+    recall: CancelNotice | None = None  # for stage 2, which holds the message's attempt
 
 
 def log_record(kind: LogRecordType, tx: TransactionStatus, q: QueuedMessage, response: SmtpResponse,
@@ -110,13 +113,11 @@ def promote(q: QueuedMessage, now: datetime, egress_pool: str) -> tuple[ReadyMes
 def on_response(q: QueuedMessage | None, resp: DeliveryResponse, retry: RetryPolicy, classifier: BounceClassifier,
                 now: datetime, rng: random.Random) -> Effects:
     """Fold one attempt's outcome in; a response for an attempt that is not outstanding changes nothing."""
-    if q is None or q.transaction.status not in ("ready", "in_delivery") \
-            or resp.attempt != q.transaction.num_attempts + 1:
+    unsent = as_egress_verdict(resp)
+    if unsent is not None:  # stage 2's verdict as written before it had its own record type
+        return on_verdict(q, unsent, now)
+    if q is None or not _outstanding(q, resp.attempt):
         return Effects()
-    if resp.outcome == "EXPIRED":  # waited for egress capacity past its deadline; no attempt was made
-        return expire(q, now, resp.response.content, attempt=resp)
-    if resp.outcome == "CANCELLED":  # stage 2 dropped it on our cancel notice; no attempt was made
-        return cancelled(q, now, q.cancel_reason or resp.response.content, attempt=resp)
     record = AttemptRecord(attempt=resp.attempt, outcome=resp.outcome, response=resp.response,
                            egress_source=resp.egress_source, egress_path=resp.egress_path,
                            peer_address=resp.peer_address, started_at=resp.started_at,
@@ -151,6 +152,20 @@ def on_response(q: QueuedMessage | None, resp: DeliveryResponse, retry: RetryPol
     q = q.model_copy(update={"transaction": q.transaction.model_copy(
         update={"status": "deferred", "next_attempt_at": plan.at})})
     return Effects(state=q, statuses=[q.transaction], logs=[failure])
+
+
+def on_verdict(q: QueuedMessage | None, verdict: EgressVerdict, now: datetime) -> Effects:
+    """Stage 2 ended the attempt unsent: it expired waiting for egress capacity, or it was recalled."""
+    if q is None or not _outstanding(q, verdict.attempt):
+        return Effects()
+    if verdict.verdict == "EXPIRED":
+        return expire(q, now, verdict.reason)
+    return cancelled(q, now, q.cancel_reason or verdict.reason)
+
+
+def _outstanding(q: QueuedMessage, attempt: int) -> bool:
+    """The message is at stage 2 and `attempt` is the one it waits for there."""
+    return q.transaction.status in AT_EGRESS and attempt == q.transaction.num_attempts + 1
 
 
 def on_dispatched(q: QueuedMessage | None, notice: Dispatched, now: datetime) -> Effects:
@@ -221,7 +236,9 @@ def cancel(q: QueuedMessage | None, now: datetime, reason: str) -> Effects:
     pending = q.model_copy(update={"cancel_reason": reason})
     if q.transaction.status == "in_delivery":
         return Effects(state=pending)
-    recall = _ready(q, now, q.transaction.egress_pool or "").model_copy(update={"cancel_reason": reason})
+    tx = q.transaction
+    recall = CancelNotice(id=tx.id, attempt=tx.num_attempts + 1, queue=tx.queue, tenant=tx.tenant,
+                          egress_pool=tx.egress_pool or "", reason=reason, cancelled_at=now)
     return Effects(state=pending, recall=recall)
 
 

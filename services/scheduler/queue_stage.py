@@ -27,8 +27,8 @@ from mailstream.core.throttle import Gcra, admit
 from mailstream.events.records import (
     ADMIN_ISSUER,
     AcceptedMessage,
-    DeliveryResponse,
     Dispatched,
+    EgressVerdict,
     LimitState,
     QueueCommand,
     QueuedMessage,
@@ -63,6 +63,7 @@ from mailstream.scheduler.lifecycle import (
     on_accepted,
     on_dispatched,
     on_response,
+    on_verdict,
     promote,
     refuse,
     restate,
@@ -110,7 +111,7 @@ class QueueStage:
         self.rng = rng or random.Random()
         self.books: dict[int, QueueBook] = {}
         self.budget = promote_budget
-        self.snapshots = Snapshots(QUEUE_STATS.name, snapshot_every)
+        self.snapshots = Snapshots(QUEUE_STATS, snapshot_every)
 
     # -- PartitionHandler ------------------------------------------------------------------------
     def assigned(self, partition: int, state: dict[bytes, bytes]) -> None:
@@ -148,11 +149,14 @@ class QueueStage:
                     effects = refuse(effects.state, now, *verdict.refusal)  # stage 1 decides, whatever ingest saw
                 self._apply(book, partition, msg.id, effects, out, now, verdict)
             elif topic == RESPONSES.name:
-                resp = decode(value, DeliveryResponse)
+                resp = RESPONSES.decode(value)
                 q = self._load(book, resp.id)
-                retry = self._policy(q).retry if q else RetryPolicy()  # no message: the response is moot
-                self._apply(book, partition, resp.id,
-                            on_response(q, resp, retry, self.classifier, now, self.rng), out, now)
+                if isinstance(resp, EgressVerdict):  # stage 2 ended the attempt unsent
+                    self._apply(book, partition, resp.id, on_verdict(q, resp, now), out, now)
+                else:
+                    retry = self._policy(q).retry if q else RetryPolicy()  # no message: the response is moot
+                    self._apply(book, partition, resp.id,
+                                on_response(q, resp, retry, self.classifier, now, self.rng), out, now)
             elif topic == DISPATCHED.name:
                 notice = decode(value, Dispatched)
                 self._apply(book, partition, notice.id, on_dispatched(self._load(book, notice.id), notice, now),
@@ -217,7 +221,7 @@ class QueueStage:
             self._count(book, partition, q, policy, now, out)
             ready, effects = promote(q, now, policy.egress_pool)
             ready = ready.model_copy(update={"expires_at": deadline(q, policy.retry)})
-            send(out, READY.name, self.policies.group_of(policy.egress_pool), ready)
+            send(out, READY, self.policies.group_of(policy.egress_pool), ready)
             self._apply(book, partition, tx_id, effects, out, now)
             budget -= 1
 
@@ -333,14 +337,14 @@ class QueueStage:
                 or any(s.queue_state != "active" for s in effects.statuses):
             effects = stamped(effects, "active")  # its queue's controls have ended
         if effects.recall is not None:
-            send(out, READY.name, self.policies.group_of(effects.recall.egress_pool), effects.recall)
+            send(out, READY, self.policies.group_of(effects.recall.egress_pool), effects.recall)
         for status in effects.statuses:
-            send(out, STATUS.name, status.id, status)
+            send(out, STATUS, status.id, status)
             if status.is_final:
                 key, totals = book.tally.finish(status)
                 out.put(partition, key, encode(totals))
         for record in effects.logs:
-            send(out, EVENTS.name, record.id, record)
+            send(out, EVENTS, record.id, record)
         tx_id = sys.intern(tx_id)  # one string per message, however many indexes name it
         key = (MESSAGE + tx_id).encode()
         if effects.state is not None:

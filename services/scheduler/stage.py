@@ -11,11 +11,14 @@ from __future__ import annotations
 import heapq
 from collections.abc import Iterator
 from datetime import date, datetime, timedelta
-from typing import Any, Protocol
+from typing import Any, Generic, Protocol, TypeVar
 
 from mailstream.core.daily_limit import DailyUsage
 from mailstream.events.records import LimitState, Record
 from mailstream.events.serde import decode, encode
+from mailstream.events.topics import TopicSpec
+
+R = TypeVar("R", bound=Record)
 
 
 class Writes(Protocol):
@@ -23,8 +26,9 @@ class Writes(Protocol):
     def put(self, partition: int, key: bytes, value: bytes | None) -> None: ...
 
 
-def send(out: Writes, topic: str, key: str, record: Record, partition: int | None = None) -> None:
-    out.send(topic, key.encode(), encode(record), partition)
+def send(out: Writes, topic: TopicSpec[R], key: str, record: R, partition: int | None = None) -> None:
+    """Write a record of a type `topic` carries (mypy and `TopicSpec.encode` both refuse another)."""
+    out.send(topic.name, key.encode(), topic.encode(record), partition)
 
 
 class Limits:
@@ -96,14 +100,14 @@ class Timers:
         return fired
 
 
-class Snapshots:
+class Snapshots(Generic[R]):
     """Publishes records that describe a stage's state to a compacted topic, for read models (the
     capacity API): at most once per `every`, and only the records whose content changed since.
 
     What was published is remembered in memory only, so a restart or a new owner republishes all.
     """
 
-    def __init__(self, topic: str, every: timedelta) -> None:
+    def __init__(self, topic: TopicSpec[R], every: timedelta) -> None:
         self.topic, self.every = topic, every
         self._published: dict[str, dict[str, Any]] = {}
         self._next: datetime | None = None
@@ -114,7 +118,7 @@ class Snapshots:
         self._next = now + self.every
         return True
 
-    def offer(self, out: Writes, key: str, record: Record, *, ignore: frozenset[str] = frozenset({"as_of"})) -> None:
+    def offer(self, out: Writes, key: str, record: R, *, ignore: frozenset[str] = frozenset({"as_of"})) -> None:
         content = record.model_dump(exclude=set(ignore))
         if self._published.get(key) != content:
             self._published[key] = content

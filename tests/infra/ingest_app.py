@@ -149,7 +149,7 @@ class IngestApp:
     def client(self, key: str | None = ADMIN_KEY) -> httpx.AsyncClient:
         return asgi_client(self.app, key)
 
-    def written(self, topic: TopicSpec, kind: type[R]) -> list[tuple[str, R]]:
+    def written(self, topic: TopicSpec[Any], kind: type[R]) -> list[tuple[str, R]]:
         """(key, decoded value) of every record on `topic`, in the order they were written."""
         return [((r.key or b"").decode(), decode(r.value, kind)) for r in self.producer.records(topic)]
 

@@ -83,7 +83,7 @@ def latest_by_key(records: list[Record]) -> dict[bytes, bytes]:
 def partitions_of(bootstrap: str, keys: list[str], partitions: int) -> dict[str, int]:
     """Where the services' producers (murmur2) place each key, learnt from librdkafka itself."""
     probe = f"test.placement.{uuid.uuid4().hex[:10]}"
-    ensure_topics(bootstrap, [TopicSpec(probe, "any", LimitState, partitions=partitions, retention_ms=60_000)])
+    ensure_topics(bootstrap, [TopicSpec(probe, "any", (LimitState,), partitions=partitions, retention_ms=60_000)])
     producer = Producer(producer_config(bootstrap))
     placed: dict[str, int] = {}
 

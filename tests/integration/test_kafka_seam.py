@@ -19,8 +19,8 @@ from mailstream.events.topics import ALL_TOPICS, BODIES, TopicSpec
 pytestmark = pytest.mark.integration
 
 
-def _spec(partitions: int = 4) -> TopicSpec:
-    return TopicSpec(f"test.{uuid.uuid4().hex[:10]}", "test key", DeliveryTask, partitions=partitions)
+def _spec(partitions: int = 4) -> TopicSpec[DeliveryTask]:
+    return TopicSpec(f"test.{uuid.uuid4().hex[:10]}", "test key", (DeliveryTask,), partitions=partitions)
 
 
 def test_ensure_topics_creates_once_and_refuses_a_partition_mismatch(kafka_bootstrap: str) -> None:
@@ -30,7 +30,7 @@ def test_ensure_topics_creates_once_and_refuses_a_partition_mismatch(kafka_boots
     topic = AdminClient({"bootstrap.servers": kafka_bootstrap}).list_topics(timeout=10).topics[spec.name]
     assert len(topic.partitions) == 4
     with pytest.raises(KafkaUnavailable, match="has 4 partitions"):
-        ensure_topics(kafka_bootstrap, [TopicSpec(spec.name, "k", DeliveryTask, partitions=8)])
+        ensure_topics(kafka_bootstrap, [TopicSpec(spec.name, "k", (DeliveryTask,), partitions=8)])
 
 
 def test_all_declared_topics_are_created_with_their_policies(kafka_bootstrap: str) -> None:

@@ -47,9 +47,9 @@ def make_topics(bootstrap: str, partitions: int) -> Topics:
     tag = uuid.uuid4().hex[:10]
     t = Topics(f"test.eos.{tag}.in", f"test.eos.{tag}.out", f"test.eos.{tag}.changelog", partitions)
     ensure_topics(bootstrap, [
-        TopicSpec(t.inp, "scope", DeliveryTask, partitions=partitions),
-        TopicSpec(t.out, "scope", DeliveryTask, partitions=partitions),
-        TopicSpec(t.changelog, "state key", DeliveryTask, partitions=partitions,
+        TopicSpec(t.inp, "scope", (DeliveryTask,), partitions=partitions),
+        TopicSpec(t.out, "scope", (DeliveryTask,), partitions=partitions),
+        TopicSpec(t.changelog, "state key", (DeliveryTask,), partitions=partitions,
                   cleanup_policy="compact", retention_ms=-1),
     ])
     return t
@@ -408,7 +408,7 @@ def test_a_handler_failure_aborts_the_whole_batch(kafka_bootstrap: str) -> None:
 def test_a_record_the_handler_fails_on_goes_to_the_dead_letter_topic(kafka_bootstrap: str) -> None:
     t = make_topics(kafka_bootstrap, 2)
     dead = t.inp.replace(".in", ".dead")
-    ensure_topics(kafka_bootstrap, [TopicSpec(dead, "the record's key", None, partitions=1)])
+    ensure_topics(kafka_bootstrap, [TopicSpec(dead, "the record's key", (), partitions=1)])
     group = f"poison-{uuid.uuid4().hex[:8]}"
     values = [f"r{i}".encode() for i in range(100)]
     produce(kafka_bootstrap, t.inp, [(0, b"k", v) for v in values] + [(1, b"k", b"other")])

@@ -16,7 +16,17 @@ from mailstream.events import fixtures
 from mailstream.events.memory import MemoryBus, MemoryProcessor
 from mailstream.events.records import AcceptedMessage, DeliveryResponse, DeliveryTask, TransactionStatus
 from mailstream.events.serde import decode, encode
-from mailstream.events.topics import ACCEPTED, DELIVERY, PARTITIONS, READY, RESPONSES, STATUS, route_key
+from mailstream.events.topics import (
+    ACCEPTED,
+    DELIVERY,
+    EGRESS_STATE,
+    PARTITIONS,
+    QUEUE_STATE,
+    READY,
+    RESPONSES,
+    STATUS,
+    route_key,
+)
 from mailstream.scheduler.egress_stage import EgressStage
 from mailstream.scheduler.policy import Policies
 from mailstream.scheduler.queue_stage import INPUTS, QueueStage
@@ -39,8 +49,8 @@ class Campaign:
     def __init__(self, config: dict[str, object]) -> None:
         self.policies = Policies(parse_config(config, env={}))
         self.bus = MemoryBus(PARTITIONS)
-        self.queues = MemoryProcessor(self.bus, INPUTS, QueueStage(self.policies))
-        self.egress = MemoryProcessor(self.bus, [READY.name], EgressStage(self.policies))
+        self.queues = MemoryProcessor(self.bus, INPUTS, QueueStage(self.policies), changelog=QUEUE_STATE)
+        self.egress = MemoryProcessor(self.bus, [READY.name], EgressStage(self.policies), changelog=EGRESS_STATE)
         self.sent: list[tuple[datetime, DeliveryTask]] = []
         self._tasks_read = 0
 

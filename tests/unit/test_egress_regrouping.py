@@ -15,7 +15,7 @@ from mailstream.events import fixtures
 from mailstream.events.memory import MemoryBus, MemoryProcessor
 from mailstream.events.records import DeliveryTask
 from mailstream.events.serde import decode, encode
-from mailstream.events.topics import DELIVERY, READY
+from mailstream.events.topics import DELIVERY, EGRESS_STATE, READY
 from mailstream.scheduler.egress_stage import EgressStage
 from mailstream.scheduler.policy import Policies
 
@@ -37,7 +37,7 @@ def config(shared: bool) -> Policies:
 def worker(shared: bool, owned: set[int], bus: MemoryBus, changelog: Changelog) -> MemoryProcessor:
     """A stage 2 worker owning `owned` of the shared bus, resuming from the (shared) changelog."""
     stage = EgressStage(config(shared), partitions=PARTITIONS)
-    return MemoryProcessor(bus, [READY.name], stage, owned=owned, resume_from=changelog)
+    return MemoryProcessor(bus, [READY.name], stage, owned=owned, resume_from=changelog, changelog=EGRESS_STATE)
 
 
 def offer(bus: MemoryBus, n: int, key: str, tag: str) -> None:

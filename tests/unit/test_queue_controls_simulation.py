@@ -28,8 +28,10 @@ from mailstream.events.topics import (
     ACCEPTED,
     DELIVERY,
     DISPATCHED,
+    EGRESS_STATE,
     PARTITIONS,
     QUEUE_COMMANDS,
+    QUEUE_STATE,
     QUEUE_STATS,
     READY,
     RESPONSES,
@@ -62,8 +64,10 @@ class Twin:
         self.queue_stage, self.egress_stage = QueueStage(policies), EgressStage(policies)
         # A restart: state comes back from the changelogs, inputs are not replayed.
         queue_state, egress_state = changelogs if changelogs is not None else (None, None)
-        self.queues = MemoryProcessor(self.bus, QUEUE_INPUTS, self.queue_stage, resume_from=queue_state)
-        self.egress = MemoryProcessor(self.bus, [READY.name], self.egress_stage, resume_from=egress_state)
+        self.queues = MemoryProcessor(self.bus, QUEUE_INPUTS, self.queue_stage, resume_from=queue_state,
+                                      changelog=QUEUE_STATE)
+        self.egress = MemoryProcessor(self.bus, [READY.name], self.egress_stage, resume_from=egress_state,
+                                      changelog=EGRESS_STATE)
         if changelogs is None:  # stage 2 first settles its egress grouping (every partition tells every other), as a
             # worker does in its first ticks, so that a scenario starts with egress open
             self.egress.tick(START)

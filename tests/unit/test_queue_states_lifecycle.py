@@ -112,8 +112,9 @@ def test_cancelling_a_message_held_by_stage_2_recalls_its_attempt() -> None:
     assert effects.statuses == []
     assert not effects.delete
     assert effects.recall is not None
-    assert (effects.recall.id, effects.recall.attempt, effects.recall.cancel_reason, effects.recall.egress_pool) == (
+    assert (effects.recall.id, effects.recall.attempt, effects.recall.reason, effects.recall.egress_pool) == (
         q.transaction.id, 1, "stop", "pool")
+    assert effects.recall.cancelled_at == LATER
     assert cancel(effects.state, LATER, "again") == Effects()  # one cancel per attempt
 
 

@@ -13,9 +13,16 @@ from datetime import timedelta
 
 from mailstream.core.clock import ManualClock
 from mailstream.events import fixtures
-from mailstream.events.records import DeliveryResponse, DeliveryTask, LogRecord, TransactionStatus
+from mailstream.events.records import (
+    DeliveryResponse,
+    DeliveryTask,
+    EgressVerdict,
+    LogRecord,
+    ReadyMessage,
+    TransactionStatus,
+)
 from mailstream.events.serde import decode, encode
-from mailstream.events.topics import DELIVERY, EVENTS, RESPONSES, STATUS, route_key
+from mailstream.events.topics import DELIVERY, EVENTS, READY, RESPONSES, STATUS, route_key
 from tests.unit.test_queue_controls_simulation import CONFIG, START, Twin, counts
 
 SLOW = {**CONFIG, "tenants": {"acme": {"max_message_rate": "1/min"}}}  # one promotion a minute
@@ -155,8 +162,28 @@ def test_a_message_stage_2_holds_is_recalled_and_never_sent() -> None:
     assert latest(twin, waiting[0]).final_reason == "cancelled: cancelled by request"
     assert latest(twin, waiting[1]).final_reason == "cancelled: recall"
     assert logs(twin, waiting) == {"AdminBounce": 4}
-    answers = [decode(r.value, DeliveryResponse) for r in twin.bus.read(RESPONSES.name)]
-    assert sorted(a.id for a in answers if a.outcome == "CANCELLED") == sorted(waiting)
+    answers = [v for r in twin.bus.read(RESPONSES.name) if isinstance(v := RESPONSES.decode(r.value), EgressVerdict)]
+    assert sorted(a.id for a in answers if a.verdict == "CANCELLED") == sorted(waiting)
+
+
+def test_a_cancel_notice_in_the_shape_written_before_cancel_notices_is_still_obeyed() -> None:
+    """A restart after the upgrade reads the notices an older stage 1 left on mail.ready: a ReadyMessage with
+    cancel_reason recalls the held attempt as a CancelNotice does."""
+    clock = ManualClock(START)
+    twin = Twin(TIGHT)
+    ids = twin.submit(4, START)
+    twin.run(clock, START + timedelta(minutes=5))
+    waiting = [tx for tx in ids if latest(twin, tx).status == "ready"]
+    assert len(waiting) == 2
+    promoted = [r for r in twin.bus.read(READY.name) if isinstance(v := READY.decode(r.value), ReadyMessage)
+                and v.id == waiting[0]]
+    [record] = promoted
+    old_notice = decode(record.value, ReadyMessage).model_copy(update={"cancel_reason": "old shape"})
+    twin.bus.send(READY.name, record.key, encode(old_notice))
+    twin.run(clock, START + timedelta(days=2))
+    assert latest(twin, waiting[0]).final_reason == "cancelled: old shape"
+    assert twin.statuses(waiting) == {"cancelled": 1, "delivered": 1}
+    assert waiting[0] not in {t.id for t in twin.sent}
 
 
 def test_a_message_in_delivery_finishes_its_attempt_and_is_not_retried() -> None:

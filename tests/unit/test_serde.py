@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import io
-import json
 import shutil
 import subprocess
 from pathlib import Path
@@ -15,7 +14,6 @@ from fastavro.utils import generate_many
 
 from mailstream.events import fixtures, serde
 from mailstream.events.records import DeliveryTask, Record, TransactionStatus
-from mailstream.events.topics import ALL_TOPICS
 
 SCHEMAS = serde.schemas_dir()
 REPO = Path(__file__).resolve().parents[2]  # the checkout: its git history holds earlier schemas
@@ -26,18 +24,6 @@ def test_round_trip(record: Record) -> None:
     data = serde.encode(record)
     assert data[:2] == b"\xc3\x01"
     assert serde.decode(data, type(record)) == record
-
-
-def test_every_topic_value_type_has_a_schema() -> None:
-    for topic in ALL_TOPICS:
-        if topic.value_type is not None:  # the dead-letter topic keeps other topics' records
-            assert topic.value_type.schema_name in serde.registry().current
-
-
-def test_every_record_field_is_in_its_schema() -> None:
-    for record in fixtures.ALL:
-        schema = json.loads((SCHEMAS / f"{record.schema_name}.avsc").read_text())
-        assert sorted(f["name"] for f in schema["fields"]) == sorted(type(record).model_fields)
 
 
 @pytest.mark.parametrize("bad", [None, b"", b"\x00\x01" + b"x" * 20, b"\xc3\x01" + b"\xff" * 8 + b"x"])
