@@ -4,17 +4,18 @@ from the twin's topics; a first delivery attempt is fed to its AttemptWatch as m
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+import asyncio
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 from mailstream.config.gateway import GatewayConfig
 from mailstream.core.clock import ManualClock
 from mailstream.events.memory import MemoryProducer
-from mailstream.events.records import AcceptedMessage, AttemptRecord, QueueCommand, SmtpResponse, TransactionStatus
+from mailstream.events.records import AcceptedMessage, AttemptRecord, QueueCommand, SmtpResponse
 from mailstream.events.serde import decode, encode
 from mailstream.events.topics import ACCEPTED, BODIES, QUEUE_COMMANDS
 from mailstream.gateway.attempts import AttemptWatch
@@ -45,8 +46,8 @@ class GatewayApp:
 
     def answer(self, message: AcceptedMessage, code: int, enhanced: str, text: str) -> None:
         """The first attempt of `message` ends with this reply, as stage 1 would publish it on mail.status."""
-        attempt = AttemptRecord(attempt=1, outcome="delivered" if code < 400 else "bounced" if code >= 500
-                                else "deferred", response=SmtpResponse(code=code, enhanced_code=enhanced, content=text),
+        attempt = AttemptRecord(attempt=1, outcome="DELIVERED" if code < 400 else "PERMANENT" if code >= 500
+                                else "TRANSIENT", response=SmtpResponse(code=code, enhanced_code=enhanced, content=text),
                                 egress_source="direct", egress_path="direct->sink", started_at=self.clock(),
                                 completed_at=self.clock())
         status = reception_status(message).model_copy(update={"version": 2, "num_attempts": 1,
@@ -70,9 +71,9 @@ async def gateway_app(workdir: Path, **overrides: Any) -> AsyncIterator[GatewayA
         await gateway.stop(grace=0.5)
 
 
-def later(clock: ManualClock, seconds: float) -> None:
-    clock.advance(timedelta(seconds=seconds))
-
-
-def status_of(message: AcceptedMessage) -> TransactionStatus:
-    return reception_status(message)
+async def until(condition: Callable[[], object], timeout: float = 5.0) -> None:
+    """Wait for something the gateway does on its own (a session ending, a record written)."""
+    deadline = asyncio.get_running_loop().time() + timeout
+    while not condition():
+        assert asyncio.get_running_loop().time() < deadline, "condition not met in time"
+        await asyncio.sleep(0.01)
