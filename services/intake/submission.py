@@ -13,7 +13,8 @@ from typing import Literal
 from mailstream.core.clock import Clock
 from mailstream.events.bodies import put_body
 from mailstream.events.producer import EventSink
-from mailstream.events.records import AcceptedMessage, BodyRef, LogRecord, SmtpResponse, TransactionStatus
+from mailstream.events.records import AcceptedMessage, BodyRef, LogRecord, SmtpResponse
+from mailstream.events.status import reception_status as reception_status  # one v0 for ingest and stage 1
 from mailstream.events.topics import ACCEPTED, EVENTS, STATUS, route_key
 from mailstream.intake.routing import RoutingError, resolve_routing
 
@@ -37,23 +38,6 @@ class SubmitResult:
 
 def new_transaction_id() -> str:
     return uuid.uuid4().hex
-
-
-def reception_status(msg: AcceptedMessage) -> TransactionStatus:
-    return TransactionStatus(
-        id=msg.id,
-        version=0,
-        status="scheduled",
-        queue=msg.queue,
-        tenant=msg.tenant,
-        campaign=msg.campaign,
-        sender=msg.sender,
-        recipient=msg.recipient,
-        message_id=msg.message_id,
-        created_at=msg.received_at,
-        updated_at=msg.received_at,
-        next_attempt_at=msg.send_at,
-    )
 
 
 def reception_record(msg: AcceptedMessage) -> LogRecord:

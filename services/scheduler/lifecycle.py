@@ -9,6 +9,7 @@ from __future__ import annotations
 import random
 from dataclasses import dataclass, field
 from datetime import datetime
+from typing import Final, Unpack
 
 from mailstream.core.backoff import RetryPolicy, next_attempt
 from mailstream.core.bounce_classify import BounceClassifier
@@ -29,9 +30,10 @@ from mailstream.events.records import (
     SmtpResponse,
     TransactionStatus,
 )
+from mailstream.events.status import StatusChange, changed, next_version, reception_status
 
 WAITING = frozenset({"scheduled", "deferred"})  # in the scheduled queue, not yet handed to egress
-SUSPENDED = "suspended"  # in the scheduled queue, held there while a suspension covers it
+SUSPENDED: Final = "suspended"  # in the scheduled queue, held there while a suspension covers it
 QUEUED = WAITING | {SUSPENDED}  # every status of a message the scheduled queue holds (it expires there)
 AT_EGRESS = frozenset({"ready", "in_delivery"})  # handed to stage 2; its response brings it back
 LIVE = QUEUED | AT_EGRESS
@@ -60,9 +62,9 @@ def log_record(kind: LogRecordType, tx: TransactionStatus, q: QueuedMessage, res
         campaign=tx.campaign, message_id=tx.message_id)
 
 
-def advance(q: QueuedMessage, now: datetime, **changes: object) -> QueuedMessage:
-    tx = q.transaction.model_copy(update={"version": q.transaction.version + 1, "updated_at": now, **changes})
-    return q.model_copy(update={"transaction": tx})
+def advance(q: QueuedMessage, now: datetime, **changes: Unpack[StatusChange]) -> QueuedMessage:
+    """The message with its transaction's next version (an unknown field or status is refused here)."""
+    return q.model_copy(update={"transaction": next_version(q.transaction, now, **changes)})
 
 
 def deadline(q: QueuedMessage, retry: RetryPolicy) -> datetime:
@@ -73,10 +75,7 @@ def deadline(q: QueuedMessage, retry: RetryPolicy) -> datetime:
 def on_accepted(msg: AcceptedMessage, partition: int, egress_pool: str, *, priority: int = 5) -> Effects:
     """The message joins its scheduled queue as 'scheduled' (ingest already wrote that status, v0), at its
     own priority, else at `priority`, its queue's."""
-    tx = TransactionStatus(
-        id=msg.id, version=0, status="scheduled", queue=msg.queue, tenant=msg.tenant, campaign=msg.campaign,
-        sender=msg.sender, recipient=msg.recipient, message_id=msg.message_id, created_at=msg.received_at,
-        updated_at=msg.received_at, next_attempt_at=msg.send_at, egress_pool=egress_pool)
+    tx = reception_status(msg, egress_pool)
     q = QueuedMessage(accepted_partition=partition, body=msg.body, routing_domain=msg.routing_domain,
                       domain=msg.domain, priority=priority if msg.priority is None else msg.priority,
                       send_at=msg.send_at, expires_at=msg.expires_at, transaction=tx)
@@ -149,8 +148,7 @@ def on_response(q: QueuedMessage | None, resp: DeliveryResponse, retry: RetryPol
         expired = expire(q, now, plan.reason, attempt=resp)
         expired.logs.insert(0, failure)
         return expired
-    q = q.model_copy(update={"transaction": q.transaction.model_copy(
-        update={"status": "deferred", "next_attempt_at": plan.at})})
+    q = q.model_copy(update={"transaction": changed(q.transaction, status="deferred", next_attempt_at=plan.at)})
     return Effects(state=q, statuses=[q.transaction], logs=[failure])
 
 
@@ -204,7 +202,7 @@ def held(effects: Effects, now: datetime) -> Effects:
     tx = state.transaction
     statuses = list(effects.statuses)
     if statuses and statuses[-1].id == tx.id and statuses[-1].version == tx.version:
-        state = state.model_copy(update={"transaction": tx.model_copy(update={"status": SUSPENDED})})
+        state = state.model_copy(update={"transaction": changed(tx, status=SUSPENDED)})
         statuses[-1] = state.transaction
     else:
         state = advance(state, now, status=SUSPENDED)
@@ -266,7 +264,7 @@ def then(first: Effects, second: Effects) -> Effects:
 def stamped(effects: Effects, queue_state: QueueState) -> Effects:
     """The same effects with every status written saying the queue's state."""
     def stamp(tx: TransactionStatus) -> TransactionStatus:
-        return tx if tx.queue_state == queue_state else tx.model_copy(update={"queue_state": queue_state})
+        return tx if tx.queue_state == queue_state else changed(tx, queue_state=queue_state)
 
     state = effects.state
     if state is not None and state.transaction.queue_state != queue_state:
