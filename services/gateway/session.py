@@ -31,7 +31,6 @@ log = get_logger(__name__)
 CUT_THROUGH = Counter("mailstream_gateway_cut_through_total", "DATA replies by how cut-through ended",
                       ["listener", "outcome"])
 MESSAGES = Counter("mailstream_gateway_messages_total", "Messages by listener and result", ["listener", "result"])
-ISSUER = "gateway"  # QueueCommand.issued_by of the cancels cut-through sends
 
 
 @dataclass(frozen=True, slots=True)
@@ -169,17 +168,18 @@ class GatewayHandler:
         parts = self._parts
         wait = parts.config.cut_through_wait.total_seconds()
         now = parts.clock()
+        named = f" as {ids[0]}" + (f" and {len(ids) - 1} more" if len(ids) > 1 else "")  # like Postfix's queue id
         held = any(m.send_at is not None and m.send_at > now for m in result.accepted)
         if parts.watch is None or wait <= 0 or held:
             CUT_THROUGH.labels(self._listener.name, "skipped").inc()
-            return reply(250, "2.0.0", f"queued as {ids[0]}" + (f" and {len(ids) - 1} more" if len(ids) > 1 else ""))
+            return reply(250, "2.0.0", "queued" + named)
         attempts: list[FirstAttempt | None] = await parts.watch.wait(ids, wait)
         verdict = decide(self._listener.mode, attempts)
         CUT_THROUGH.labels(self._listener.name, "timeout" if None in attempts else "answered").inc()
         for message, then in zip(result.accepted, verdict.then, strict=True):
-            if then is Then.CANCEL:
+            if then is Then.CANCEL:  # on behalf of the message's tenant, whose mail it is (stage 1 checks)
                 await parts.producer.send(QUEUE_COMMANDS, route_key(message.tenant, message.queue), QueueCommand(
                     id=uuid.uuid4().hex, action="cancel", queue=message.queue, tenant=message.tenant,
-                    reason="the sending MTA was told to retry", issued_at=now, issued_by=ISSUER,
+                    reason="the sending MTA was told to retry", issued_at=now, issued_by=f"tenant:{message.tenant}",
                     transaction_id=message.id))
-        return verdict.reply
+        return verdict.reply + named if verdict.reply.startswith("2") else verdict.reply

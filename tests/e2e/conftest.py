@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
+from typing import Any
 
 import pytest
 
 from mailstream.devtools.capture_sink import CaptureSink
+from tests.infra.gateway import GatewayPorts, gateway_section
 from tests.infra.stack import Stack, running_stack
 
 
@@ -18,6 +20,19 @@ def sink() -> Iterator[CaptureSink]:
 
 
 @pytest.fixture(scope="session")
-def stack(kafka_bootstrap: str, sink: CaptureSink, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
-    with running_stack(kafka_bootstrap, sink.address, tmp_path_factory.mktemp("stack")) as s:
+def gateway_config(tmp_path_factory: pytest.TempPathFactory) -> tuple[dict[str, Any], GatewayPorts]:
+    return gateway_section(tmp_path_factory.mktemp("gateway"))
+
+
+@pytest.fixture(scope="session")
+def stack(kafka_bootstrap: str, sink: CaptureSink, gateway_config: tuple[dict[str, Any], GatewayPorts],
+          tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
+    with running_stack(kafka_bootstrap, sink.address, tmp_path_factory.mktemp("stack"),
+                       gateway=gateway_config[0]) as s:
         yield s
+
+
+@pytest.fixture(scope="session")
+def gateway(stack: Stack, gateway_config: tuple[dict[str, Any], GatewayPorts]) -> GatewayPorts:
+    """The SMTP listeners of the shared stack's gateway."""
+    return gateway_config[1]

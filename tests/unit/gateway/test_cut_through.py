@@ -79,5 +79,5 @@ async def test_ingress_timeout_answers_450_and_cancels(tmp_path: Path) -> None:
         assert refused.value.code == 450
         [message] = app.accepted()
         [cancel] = app.cancels()
-        assert (cancel.action, cancel.transaction_id, cancel.tenant) == ("cancel", message.id, "acme")
+        assert (cancel.action, cancel.transaction_id, cancel.issued_by) == ("cancel", message.id, "tenant:acme")
         await client.quit()

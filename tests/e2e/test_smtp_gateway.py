@@ -1,0 +1,75 @@
+"""Mail handed over SMTP goes through the same pipeline as the HTTP API's: gateway -> Kafka -> scheduler ->
+delivery -> the sink, the status readable through the transaction API, and cut-through telling the client."""
+
+from __future__ import annotations
+
+import re
+import smtplib
+import uuid
+
+import pytest
+
+from mailstream.devtools.capture_sink import CaptureSink
+from mailstream.events.records import AcceptedMessage
+from mailstream.events.serde import decode
+from mailstream.events.topics import ACCEPTED
+from tests.infra.gateway import ACME_PASSWORD, ACME_USER, INGRESS_DOMAIN, GatewayPorts
+from tests.infra.stack import Stack
+from tests.infra.topics import read_all
+
+pytestmark = [pytest.mark.e2e, pytest.mark.integration]
+
+
+def _message(subject: str) -> bytes:
+    return f"From: app@acme.test\r\nTo: someone\r\nSubject: {subject}\r\n\r\nHello over SMTP.\r\n".encode()
+
+
+def _transaction_id(reply: bytes) -> str:
+    found = re.search(rb" as ([0-9a-f]{32})", reply)
+    assert found is not None, reply
+    return found[1].decode()
+
+
+def test_submission_over_starttls_is_delivered_and_reported_by_cut_through(stack: Stack, gateway: GatewayPorts,
+                                                                           sink: CaptureSink) -> None:
+    rcpt = f"smtp-{uuid.uuid4().hex[:8]}@example.com"
+    subject = f"gateway {uuid.uuid4().hex[:8]}"
+    with smtplib.SMTP("127.0.0.1", gateway.submission, timeout=60) as smtp:
+        smtp.starttls(context=gateway.client_context())
+        smtp.login(ACME_USER, ACME_PASSWORD)
+        smtp.mail("app@acme.test")
+        smtp.rcpt(rcpt)
+        code, reply = smtp.data(_message(subject))
+    assert code == 250
+    assert reply.startswith(b"2.0.0 delivered as ")  # the first attempt came back within the cut-through wait
+    status = stack.wait_status(_transaction_id(reply), {"delivered"})
+    assert (status["tenant"], status["sender"], status["recipient"]) == ("acme", "app@acme.test", rcpt)
+    [received] = [m for m in sink.messages if rcpt in m.rcpt_tos]
+    message = received.message()
+    assert message["Subject"] == subject
+    assert "gateway.mailstream.test" in message["Received"]
+
+
+def test_a_permanent_failure_every_recipient_got_is_the_data_reply(stack: Stack, gateway: GatewayPorts) -> None:
+    rcpt = f"bounce-{uuid.uuid4().hex[:8]}@example.com"  # the sink answers 550 5.1.1
+    with smtplib.SMTP("127.0.0.1", gateway.submission_plain, timeout=60) as smtp:
+        smtp.login(ACME_USER, ACME_PASSWORD)
+        smtp.mail("app@acme.test")
+        smtp.rcpt(rcpt)
+        code, reply = smtp.data(_message("will bounce"))
+    assert (code, reply) == (550, b"5.1.1 mailbox unknown")
+
+
+def test_ingress_passes_a_temporary_failure_back_and_stops_retrying(stack: Stack, gateway: GatewayPorts) -> None:
+    rcpt = f"defer-{uuid.uuid4().hex[:8]}@{INGRESS_DOMAIN}"  # the sink answers 451 4.3.0
+    with smtplib.SMTP("127.0.0.1", gateway.ingress, timeout=60) as smtp:
+        smtp.ehlo("peer.remote.example")
+        smtp.mail("peer@remote.example")
+        smtp.rcpt(rcpt)
+        code, reply = smtp.data(_message("deferred"))
+    assert (code, reply) == (451, b"4.3.0 try again later")
+    accepted = [decode(value, AcceptedMessage) for _, _, _, value in read_all(stack.bootstrap, ACCEPTED.name,
+                                                                            ACCEPTED.partitions) if value]
+    [tx] = [m.id for m in accepted if m.recipient == rcpt]
+    status = stack.wait_status(tx, {"cancelled"})  # the peer retries it, so mailstream must not
+    assert status["done"] is True
