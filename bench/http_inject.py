@@ -16,7 +16,7 @@ import httpx
 from confluent_kafka import Consumer, TopicPartition
 
 from bench.harness import Load, ProcessSampler, SmtpSink, pct, rank_latency
-from mailstream.config.egress_paths import path_name
+from mailstream.core.egress_path import EgressPath
 from mailstream.core.partitioner import partition_of
 from mailstream.events.records import TransactionStatus
 from mailstream.events.serde import decode
@@ -32,7 +32,7 @@ CHANGELOGS = {QUEUE_STATE.name, EGRESS_STATE.name}  # the scheduler stages' stat
 def tenant_keys(tenant: str, smarthost: str) -> tuple[str, str, str]:
     """The keys a tenant's mail is written with under `tenant_config`: its route key (mail.accepted, mail.dispatched,
     mail.responses), its egress group (mail.ready) and its egress path (mail.delivery)."""
-    return route_key(tenant, ""), f"pool-{tenant}", path_name(f"src-{tenant}", smarthost)
+    return route_key(tenant, ""), f"pool-{tenant}", EgressPath(f"src-{tenant}", smarthost).key()
 
 
 KEYED_TOPICS = ("mail.accepted", "mail.ready", "mail.delivery")  # in the order of tenant_keys

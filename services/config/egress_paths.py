@@ -12,6 +12,7 @@ from __future__ import annotations
 from typing import Any
 
 from mailstream.config.scheduling import EgressConfig, EgressSource, PathShape
+from mailstream.core.egress_path import EgressPath
 
 
 def site_of(source: EgressSource, smarthost: str | None, domain: str) -> str:
@@ -21,8 +22,9 @@ def site_of(source: EgressSource, smarthost: str | None, domain: str) -> str:
     return smarthost or domain
 
 
-def path_name(source: str, site: str) -> str:
-    return f"{source}->{site}"
+def path_of(source: EgressSource, smarthost: str | None, domain: str) -> EgressPath:
+    """The egress path a source's mail to `domain` travels: the scheduler names it, the delivery worker shapes it."""
+    return EgressPath(source.name, site_of(source, smarthost, domain))
 
 
 class PathShapes:

@@ -21,10 +21,12 @@ from pydantic import (
     JsonValue,
     PlainValidator,
     SecretStr,
+    field_validator,
     model_validator,
 )
 
 from mailstream.core.duration import parse_duration
+from mailstream.core.egress_path import EgressPath
 from mailstream.core.send_window import SendWindow
 from mailstream.core.throttle import ThrottleSpec
 
@@ -141,6 +143,12 @@ class EgressSource(Section):
         "limit.", json_schema_extra=MESSAGES_PER_DAY)
     sliding_window: SlidingWindowLimit | None = Field(None, description="Unset: no limit over a sliding window.")
     send_window: Window | None = Field(None, description="When the source may send; unset: at any time.")
+
+    @field_validator("name")
+    @classmethod
+    def _names_a_path(cls, name: str) -> str:
+        EgressPath(name, "site")  # refuses a name that could not be parsed back out of an egress path
+        return name
 
 
 class PoolEntry(Section):

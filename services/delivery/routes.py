@@ -4,15 +4,16 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from mailstream.config.egress_paths import path_name, site_of
+from mailstream.config.egress_paths import path_of
 from mailstream.config.model import DeliveryConfig
 from mailstream.config.scheduling import EgressSource
+from mailstream.core.egress_path import EgressPath
 from mailstream.delivery.smtp_client import Destination, Login, StartTls
 
 
 @dataclass(frozen=True, slots=True)
 class Route:
-    path: str  # "source->site", as the scheduler names it
+    path: EgressPath  # as the scheduler names it
     hosts: tuple[Destination, ...]  # empty: the MX hosts of `domain`, looked up when connecting
     domain: str
     starttls: StartTls
@@ -25,7 +26,7 @@ def host_port(text: str) -> Destination:
 
 
 def route_for(source: EgressSource, delivery: DeliveryConfig, domain: str) -> Route:
-    path = path_name(source.name, site_of(source, delivery.smarthost, domain))
+    path = path_of(source, delivery.smarthost, domain)
     relay = source.relay
     if relay is not None:
         login = None

@@ -23,6 +23,7 @@ from mailstream.config.egress_paths import PathShapes
 from mailstream.config.model import Config
 from mailstream.config.scheduling import EgressSource
 from mailstream.core.clock import Clock
+from mailstream.core.egress_path import EgressPath
 from mailstream.core.path_connections import ConnectionShape
 from mailstream.core.smtp_reply import outcome_of
 from mailstream.delivery.dispatch import Connector, Gate, PathDispatcher
@@ -66,7 +67,7 @@ class DeliveryWorker:
         self._shapes = PathShapes(config.egress)
         self._gate = Gate(dc.concurrency)
         self._mx = MxResolver(dc.nameservers, dc.smtp_port, timeout=dc.connect_timeout.total_seconds())
-        self._paths: dict[str, PathDispatcher] = {}
+        self._paths: dict[EgressPath, PathDispatcher] = {}
         self._done: OrderedDict[str, DeliveryResponse] = OrderedDict()
         self._stopping = asyncio.Event()
         self.healthy = False
@@ -75,10 +76,9 @@ class DeliveryWorker:
         """The path's dispatcher; its shaping is resolved for the first task's domain, as KumoMTA's ready queue."""
         found = self._paths.get(route.path)
         if found is None:
-            site = route.path.removeprefix(f"{source.name}->")
-            shape = self._shapes.shape(source.name, site, route.domain)
+            shape = self._shapes.shape(route.path.source, route.path.site, route.domain)
             found = self._paths[route.path] = PathDispatcher(
-                route.path, ConnectionShape(shape.connection_limit, shape.max_connection_rate,
+                route.path.key(), ConnectionShape(shape.connection_limit, shape.max_connection_rate,
                                             shape.max_deliveries_per_connection),
                 self._connector(source, route), self._gate, self._clock,
                 self._config.delivery.idle_timeout.total_seconds())

@@ -21,6 +21,7 @@ from datetime import datetime, timedelta
 from mailstream.config.scheduling import EgressPool, EgressSource
 from mailstream.core import sliding_window
 from mailstream.core.daily_limit import day_of, next_reset, remaining
+from mailstream.core.egress_path import EgressPath
 from mailstream.core.fair_queue import FairQueue
 from mailstream.core.partitioner import partition_of
 from mailstream.core.round_robin import WrrState, most_remaining, wrr_next
@@ -64,7 +65,7 @@ class Candidate:
     source: EgressSource
     domain: str
     site: str
-    path: str
+    path: str  # EgressPath(source, site).key(): mail.delivery's key
 
 
 @dataclass(slots=True)
@@ -278,7 +279,8 @@ class EgressStage:
             if source is None or entry.weight == 0:
                 continue
             site = self.policies.site(source, ready.domain, ready.routing_domain)
-            found.append(Candidate(i, source, ready.routing_domain or ready.domain, site, f"{source.name}->{site}"))
+            found.append(Candidate(i, source, ready.routing_domain or ready.domain, site,
+                                   EgressPath(source.name, site).key()))
         return found
 
     def _choose(self, book: EgressBook, pool: EgressPool, candidates: list[Candidate], rotation_scope: str,

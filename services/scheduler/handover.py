@@ -8,6 +8,7 @@ it to its own, so the day's count survives the change instead of starting again 
 
 from __future__ import annotations
 
+from mailstream.core.egress_path import EgressPath
 from mailstream.events.records import LimitState
 from mailstream.scheduler.policy import Policies
 
@@ -19,8 +20,8 @@ def scope_group(policies: Policies, scope: str) -> str | None:
     kind, _, name = scope.partition(":")
     if kind == "s":
         return policies.group_of_source(name)
-    if kind == "p":
-        return policies.group_of_source(name.partition("->")[0])
+    if kind == "p":  # "p:<source->site>"
+        return policies.group_of_source(EgressPath.parse(name).source)
     if kind == "w":  # "w:<pool>|<destination>"
         return policies.groups.get(name.partition("|")[0])
     return None

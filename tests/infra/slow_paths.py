@@ -15,8 +15,9 @@ from typing import Any
 
 from confluent_kafka import Consumer, TopicPartition
 
-from mailstream.config.egress_paths import path_name, site_of
+from mailstream.config.egress_paths import site_of
 from mailstream.config.model import Config, parse_config
+from mailstream.core.egress_path import EgressPath
 from mailstream.events.kafka import EventConsumer, EventProducer
 from mailstream.events.records import BodyRef, DeliveryTask
 from mailstream.events.topics import DELIVERY
@@ -52,7 +53,7 @@ def tasks_for(config: Config, source: str, run: str, count: int, body: BodyRef) 
         tx = f"{run}-{source}-{i}"
         tasks.append(DeliveryTask(
             id=tx, attempt=1, attempt_id=f"{tx}/1", queue="example.com", egress_pool="all", egress_source=source,
-            egress_path=path_name(source, site), sender=f"bounce@{source}.test",
+            egress_path=EgressPath(source, site).key(), sender=f"bounce@{source}.test",
             recipient=f"{source}-{i}-{run}@example.com", domain="example.com", body=body,
             created_at=now, issued_at=now))
     return tasks

@@ -14,9 +14,10 @@ from typing import Any
 
 import pytest
 
-from mailstream.config.egress_paths import path_name, site_of
+from mailstream.config.egress_paths import site_of
 from mailstream.config.model import Config, parse_config
 from mailstream.core.clock import system_clock
+from mailstream.core.egress_path import EgressPath
 from mailstream.delivery.worker import DeliveryWorker
 from mailstream.events.bodies import put_body
 from mailstream.events.kafka import EventConsumer, EventProducer, ensure_topics
@@ -104,7 +105,7 @@ async def test_each_source_sends_through_its_own_relay_or_the_smarthost(
             tx = f"{run}-{source}-{i}"
             tasks.append(DeliveryTask(
                 id=tx, attempt=1, attempt_id=f"{tx}/1", queue="example.com", egress_pool="all",
-                egress_source=source, egress_path=path_name(source, site), sender=f"bounce@{source}.test",
+                egress_source=source, egress_path=EgressPath(source, site).key(), sender=f"bounce@{source}.test",
                 recipient=f"{source}-{i}-{run}@example.com", domain="example.com", body=body,
                 created_at=now, issued_at=now))
 

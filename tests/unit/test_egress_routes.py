@@ -4,8 +4,9 @@ from __future__ import annotations
 
 from typing import Any
 
-from mailstream.config.egress_paths import PathShapes, path_name, site_of
+from mailstream.config.egress_paths import PathShapes, site_of
 from mailstream.config.model import Config, parse_config
+from mailstream.core.egress_path import EgressPath
 from mailstream.core.send_window import SendWindow
 from mailstream.core.throttle import ThrottleSpec
 from mailstream.delivery.routes import route_for
@@ -31,7 +32,7 @@ def config(smarthost: str | None = None, **egress: Any) -> Config:
 def test_a_relay_wins_over_the_smarthost_with_its_credentials_and_tls() -> None:
     c = config(smarthost="127.0.0.1:2525")
     route = route_for(c.egress.source("relayed"), c.delivery, "example.com")
-    assert route.path == "relayed->relay.example.net:2587"
+    assert route.path.key() == "relayed->relay.example.net:2587"
     assert route.hosts == (Destination("relay.example.net", 2587),)
     assert (route.starttls, route.login) == ("required", Login("u", "p"))
     plain = route_for(c.egress.source("plain-relay"), c.delivery, "example.com")
@@ -41,10 +42,10 @@ def test_a_relay_wins_over_the_smarthost_with_its_credentials_and_tls() -> None:
 def test_without_a_relay_the_smarthost_else_the_domains_mx() -> None:
     smart = config(smarthost="[::1]:2525")
     route = route_for(smart.egress.source("direct"), smart.delivery, "example.com")
-    assert (route.path, route.hosts) == ("direct->[::1]:2525", (Destination("::1", 2525),))
+    assert (route.path.key(), route.hosts) == ("direct->[::1]:2525", (Destination("::1", 2525),))
     mx = config()
     route = route_for(mx.egress.source("direct"), mx.delivery, "example.com")
-    assert (route.path, route.hosts, route.domain) == ("direct->example.com", (), "example.com")
+    assert (route.path.key(), route.hosts, route.domain) == ("direct->example.com", (), "example.com")
 
 
 def test_the_scheduler_names_the_same_path_the_worker_sends_on() -> None:
@@ -53,7 +54,7 @@ def test_the_scheduler_names_the_same_path_the_worker_sends_on() -> None:
         policies = Policies(c)
         for source in c.egress.sources:
             site = policies.site(source, "example.com", "routed.example")
-            assert path_name(source.name, site) == route_for(source, c.delivery, "routed.example").path
+            assert EgressPath(source.name, site) == route_for(source, c.delivery, "routed.example").path
             assert site == site_of(source, smarthost, "routed.example")
 
 
