@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Run the whole stack locally: Kafka broker, capture SMTP sink, ingest, scheduler, delivery.
+# Run the whole stack locally: Kafka broker, capture SMTP sink, ingest, scheduler, delivery, SMTP gateway.
 #
 #   scripts/stack.sh [config.yaml]      (default: deploy/config/local.yaml)
 #
@@ -25,13 +25,29 @@ bash deploy/kafka/broker.sh start
 export KAFKA_BOOTSTRAP_SERVERS=${KAFKA_BOOTSTRAP_SERVERS:-127.0.0.1:${KAFKA_PORT:-19092}}
 
 py=.venv/bin/python
+# The gateway's STARTTLS certificate: a throwaway CA and a localhost certificate, made once.
+if [[ ! -f $MAILSTREAM_RUN/tls/cert.pem ]]; then
+  mkdir -p "$MAILSTREAM_RUN/tls"
+  $py - "$MAILSTREAM_RUN/tls" <<'PY'
+import sys, trustme
+ca = trustme.CA()
+cert = ca.issue_cert("localhost", "127.0.0.1")
+cert.private_key_and_cert_chain_pem.write_to_path(f"{sys.argv[1]}/cert.pem")
+cert.private_key_pem.write_to_path(f"{sys.argv[1]}/key.pem")
+ca.cert_pem.write_to_path(f"{sys.argv[1]}/ca.pem")
+PY
+fi
 $py -m mailstream.devtools.capture_sink --listen 127.0.0.1:2525 --maildir "$MAILSTREAM_RUN/mail" \
   >"$MAILSTREAM_RUN/sink.log" 2>&1 & pids+=($!)
-for service in scheduler delivery ingest; do
+for service in scheduler delivery ingest gateway; do
   $py -m "mailstream.$service" --config "$config" >"$MAILSTREAM_RUN/$service.log" 2>&1 & pids+=($!)
 done
 
-port=$($py -c "from mailstream.config import load_config; print(load_config('$config').ingest.port)")
+read -r port gateway_health submission ingress < <($py -c "
+from mailstream.config import load_config
+c = load_config('$config')
+ports = {x.mode: x.port for x in c.gateway.listeners}
+print(c.ingest.port, c.gateway.web_port, ports.get('submission', 0), ports.get('ingress', 0))")
 echo "stack.sh: waiting for the API on 127.0.0.1:$port ..." >&2
 for _ in $(seq 1 120); do
   curl -sf "http://127.0.0.1:$port/readyz" >/dev/null && break
@@ -41,6 +57,8 @@ for _ in $(seq 1 120); do
   sleep 0.5
 done
 curl -sf "http://127.0.0.1:$port/readyz" >/dev/null || { echo "stack.sh: API not ready" >&2; exit 1; }
+for _ in $(seq 1 60); do curl -sf "http://127.0.0.1:$gateway_health/healthz" >/dev/null && break; sleep 0.5; done
+curl -sf "http://127.0.0.1:$gateway_health/healthz" >/dev/null || { echo "stack.sh: gateway not ready" >&2; exit 1; }
 
 cat <<MSG
 
@@ -58,6 +76,23 @@ Submit a message:
 Then follow it with the id from "transactions":
 
   curl -s -H 'Authorization: Bearer dev-acme-key-change-me' http://127.0.0.1:$port/api/transactions/<id>
+
+Or hand it over SMTP: the submission listener on 127.0.0.1:$submission (STARTTLS, AUTH as acme-dev;
+the test CA is $MAILSTREAM_RUN/tls/ca.pem) — with swaks (Debian package swaks):
+
+  swaks --server 127.0.0.1:$submission --tls --tls-ca-path $MAILSTREAM_RUN/tls/ca.pem \\
+    --auth PLAIN --auth-user acme-dev --auth-password dev-password-change-me \\
+    --from news@acme.example --to ann@example.com --header 'Subject: Hello over SMTP'
+
+or with Python's smtplib:
+
+  python3 -c "import smtplib, ssl; s = smtplib.SMTP('127.0.0.1', $submission)
+s.starttls(context=ssl.create_default_context(cafile='$MAILSTREAM_RUN/tls/ca.pem'))
+s.login('acme-dev', 'dev-password-change-me')
+print(s.sendmail('news@acme.example', ['ann@example.com'], 'Subject: Hello\\r\\n\\r\\nHi Ann.\\r\\n'))"
+
+The DATA reply names the transaction ("250 2.0.0 delivered as <id>"). Other MTAs can send to
+inbound.localhost through the ingress listener on 127.0.0.1:$ingress (no AUTH; any other domain: 550 5.7.1).
 
 Press Ctrl-C to stop.
 MSG

@@ -122,7 +122,7 @@ class IngressDomain(Section):
 
 
 class GatewayConfig(Section):
-    """The SMTP gateway (`python -m mailstream.gateway`)."""
+    """Its listeners, who may authenticate, the domains it receives mail for, and cut-through."""
 
     hostname: str = Field(default_factory=socket.getfqdn,
                           description="Name in the greeting, the EHLO reply and the `Received:` header it adds.")

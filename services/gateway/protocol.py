@@ -151,6 +151,7 @@ class GatewaySMTP(SMTP):
         self._greeting_reply = False  # replies to EHLO/HELO carry no enhanced code (RFC 2034)
         self._refused = False
         self._drained = False
+        self._client = "unknown"
         self.session: GatewaySession | None
 
     def _create_session(self) -> GatewaySession:
@@ -162,7 +163,7 @@ class GatewaySMTP(SMTP):
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         if self.transport is None:  # a new connection, not the TLS layer STARTTLS puts under it
             peer = transport.get_extra_info("peername")
-            client = str(peer[0]) if peer else "unknown"
+            client = self._client = str(peer[0]) if peer else "unknown"
             refused = self._limits.admit(self, client)
             if refused is not None:
                 self._refused = True
@@ -178,14 +179,19 @@ class GatewaySMTP(SMTP):
             if transport.get_extra_info("ssl_object") is not None:
                 TLS_HANDSHAKES.labels(self.listener.name, "implicit").inc()
             return
+        # STARTTLS: aiosmtpd starts a new session, forgetting what was said before (RFC 3207 4.2); the client
+        # address and the session id for the logs stay.
+        before = self.session
         super().connection_made(transport)
+        assert self.session is not None and before is not None
+        self.session.client, self.session.id = before.client, before.id
         TLS_HANDSHAKES.labels(self.listener.name, "starttls").inc()
 
     def connection_lost(self, error: Exception | None) -> None:
         if self._refused:
             return
-        if self.session is not None and self in self._limits.open:
-            self._limits.release(self, self.session.client)
+        if self in self._limits.open:
+            self._limits.release(self, self._client)
             OPEN_SESSIONS.labels(self.listener.name).dec()
         super().connection_lost(error)
 
@@ -199,10 +205,10 @@ class GatewaySMTP(SMTP):
         if not self._greeting_reply:
             line = with_enhanced(line)
         code = line[:3].decode("ascii", "replace")
-        REPLIES.labels(self.listener.name, code).inc()
+        if line[3:4] != b"-":  # a multi-line reply counts once
+            REPLIES.labels(self.listener.name, code).inc()
         if code == "535":
-            assert self.session is not None
-            self._failures.failed(self.session.client)
+            self._failures.failed(self._client)
             AUTH_FAILURES.labels(self.listener.name).inc()
             await asyncio.sleep(self._failure_delay)  # guessing is slow, and says nothing by its timing
         await super().push(line)
@@ -264,7 +270,7 @@ class GatewaySMTP(SMTP):
         COMMANDS.labels(self.listener.name, "AUTH").inc()
         session = self.session
         assert session is not None
-        if self._failures.blocked(session.client):
+        if self._failures.blocked(self._client):
             await self.push("454 4.7.0 too many failed authentication attempts, try again later")
             return
         self._presented = None

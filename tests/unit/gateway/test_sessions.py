@@ -12,7 +12,7 @@ import pytest
 
 from mailstream.events.topics import STATUS
 from tests.infra.gateway import ACME_PASSWORD, ACME_USER, GLOBEX_PASSWORD, GLOBEX_USER, INGRESS_DOMAIN
-from tests.infra.gateway_app import GatewayApp, gateway_app
+from tests.infra.gateway_app import GatewayApp, gateway_app, until
 
 MESSAGE = b"From: app@acme.test\r\nTo: someone@example.test\r\nSubject: hello\r\n\r\nHi there.\r\n"
 
@@ -66,7 +66,12 @@ async def test_auth_is_offered_only_after_starttls_and_binds_the_tenant(app: Gat
     assert accepted.tenant == "acme"
     assert accepted.queue == "acme@example.test"
     assert accepted.reception_protocol == "ESMTP"
+    [body] = app.producer.bus.read("mail.bodies")
+    assert b"([127.0.0.1])" in body.value  # the client address outlives the session STARTTLS restarts
+    assert b"with ESMTPSA" in body.value
     await client.quit()
+    limits = next(r.limits for r in app.gateway.listeners if r.listener.name == "submission")
+    await until(lambda: not limits.by_client)  # the connection's slot is given back under its address
 
 
 async def test_implicit_tls_listener_speaks_tls_from_the_first_byte(app: GatewayApp) -> None:
