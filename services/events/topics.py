@@ -124,6 +124,10 @@ QUEUE_STATE: TopicSpec[QueuedMessage | LimitState | QueueSuspension | StatusCoun
 EGRESS_STATE: TopicSpec[ReadyMessage | LimitState | EgressSettlement] = TopicSpec(
     "mail.scheduler.egress-state", "state key", (ReadyMessage, LimitState, EgressSettlement),
     cleanup_policy="compact", retention_ms=-1)
+# The gateway's notifier (delivery status notifications): the Reception of each SMTP-accepted message that may
+# owe its sender one, and a failure held until cut-through has had its say (key: "r:<id>" / "f:<id>").
+NOTICE_STATE: TopicSpec[LogRecord] = TopicSpec("mail.gateway.notice-state", "state key", (LogRecord,),
+                                               cleanup_policy="compact", retention_ms=-1)
 
 # Stage 1's other inputs, keyed by route key like mail.accepted: stage 2 tells it which attempts it
 # dispatched (status in_delivery), and admins suspend or resume queues (a command naming no tenant
@@ -142,7 +146,7 @@ DEAD_LETTER: TopicSpec[Record] = TopicSpec("mail.dead-letter", "the record's own
 
 ALL_TOPICS: tuple[TopicSpec[Any], ...] = (BODIES, ACCEPTED, READY, DELIVERY, RESPONSES, EVENTS, STATUS,
                                      QUEUE_STATE, EGRESS_STATE, DISPATCHED, QUEUE_COMMANDS, QUEUE_STATS,
-                                     SOURCE_USAGE, DEAD_LETTER)
+                                     SOURCE_USAGE, DEAD_LETTER, NOTICE_STATE)
 
 
 def route_key(tenant: str | None, queue: str) -> str:
