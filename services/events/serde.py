@@ -49,12 +49,13 @@ class SchemaRegistry:
         history = directory / "history"
         if history.is_dir():
             for path in sorted(history.glob("*/*.avsc")):  # a version's named types come from its own folder
-                self._register(load_schema(str(path), _write_hint=False))
+                self._register(load_schema(str(path), _write_hint=False), replace=False)
 
-    def _register(self, schema: Schema) -> bytes:
+    def _register(self, schema: Schema, *, replace: bool = True) -> bytes:
         fp = bytes.fromhex(fingerprint(to_parsing_canonical_form(schema), "CRC-64-AVRO"))
         name = schema["name"] if isinstance(schema, dict) else str(schema)
-        self.by_fingerprint[fp] = (name, schema)
+        if replace or fp not in self.by_fingerprint:  # a kept copy of a current schema: the current file reads
+            self.by_fingerprint[fp] = (name, schema)
         return fp
 
     def parse(self) -> None:
