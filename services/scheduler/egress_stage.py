@@ -42,14 +42,14 @@ from mailstream.events.records import (
 from mailstream.events.serde import SerdeError, decode, encode
 from mailstream.events.topics import DELIVERY, DISPATCHED, PARTITIONS, READY, RESPONSES, SOURCE_USAGE, route_key
 from mailstream.observability.logs import get_logger
+from mailstream.scheduler import egress_keys
+from mailstream.scheduler.egress_keys import Held, PathRate, Rotation, Settlement, SourceLimit
 from mailstream.scheduler.handover import HANDED_OVER, merge_usage, scope_group
 from mailstream.scheduler.packed import PackedValues
 from mailstream.scheduler.policy import Policies
-from mailstream.scheduler.stage import Limits, Snapshots, Timers, Writes, counted, daily, restore, send
+from mailstream.scheduler.stage import Limits, Snapshots, Timers, Writes, counted, daily, entries, send
 
 log = get_logger(__name__)
-HELD = "h:"
-SETTLEMENT = b"g:"
 REANNOUNCE = timedelta(seconds=5)
 NO_SOURCE_RETRY = timedelta(minutes=1)  # a pool with no usable source at all is looked at again soon
 
@@ -73,7 +73,7 @@ class EgressBook:
     held: PackedValues = field(default_factory=PackedValues)  # encoded ReadyMessage by transaction id
     lanes: FairQueue = field(default_factory=FairQueue)
     deadlines: Timers = field(default_factory=Timers)
-    limits: Limits = field(default_factory=Limits)
+    limits: Limits[egress_keys.Scope] = field(default_factory=Limits)
     settled_under: str | None = None  # the egress grouping this partition last handed over under
     heard: set[int] = field(default_factory=set)  # partitions that have settled under it too
     announce_at: datetime | None = None  # while not all have: when to tell them again
@@ -92,11 +92,15 @@ class EgressStage:
     # -- PartitionHandler ------------------------------------------------------------------------
     def assigned(self, partition: int, state: dict[bytes, bytes]) -> None:
         book = self.books[partition] = EgressBook()
-        for _, value in restore(state, book.limits, HELD):
-            self._hold(book, decode(value, ReadyMessage), value)
-        if SETTLEMENT in state:
-            settlement = decode(state[SETTLEMENT], EgressSettlement)
-            book.settled_under, book.heard = settlement.fingerprint, set(settlement.partitions)
+        for key, value in entries(state, egress_keys.parse, partition):
+            match key:
+                case Held():
+                    self._hold(book, decode(value, ReadyMessage), value)
+                case Settlement():
+                    settlement = decode(value, EgressSettlement)
+                    book.settled_under, book.heard = settlement.fingerprint, set(settlement.partitions)
+                case _:
+                    book.limits.restore(key, value)
         self.snapshots.forget()  # sources are not keyed by partition: republish them all
 
     def revoked(self, partition: int) -> None:
@@ -115,12 +119,13 @@ class EgressStage:
             return
         if isinstance(record, UsageHandover):
             handover = record
-            owner = scope_group(self.policies, handover.scope)
+            scope = egress_keys.parse_scope(handover.scope)
+            owner = scope_group(self.policies, scope)
             if owner is not None and self._owner(owner) != partition:  # sent under another grouping
                 send(out, READY, owner, handover)
                 return
-            merged = merge_usage(book.limits.get(handover.scope), handover.state)
-            book.limits.set(out, partition, handover.scope, merged)
+            merged = merge_usage(book.limits.get(scope), handover.state)
+            book.limits.set(out, partition, scope, merged)
             log.info("usage_taken_over", scope=handover.scope, partition=partition, previous=handover.from_partition)
             return
         if isinstance(record, EgressSettlement):
@@ -137,7 +142,7 @@ class EgressStage:
             self._recall(book, partition, record, now, out)
         elif record.id not in book.held:
             self._hold(book, record, value)
-            out.put(partition, (HELD + record.id).encode(), value)
+            out.put(partition, Held(record.id).key(), value)
         self._release(book, partition, now, out, self.budget)
 
     def on_tick(self, now: datetime, out: Writes) -> None:
@@ -186,7 +191,7 @@ class EgressStage:
     def _save_settlement(self, book: EgressBook, partition: int, out: Writes) -> None:
         assert book.settled_under is not None
         state = EgressSettlement(fingerprint=book.settled_under, partitions=tuple(sorted(book.heard)))
-        out.put(partition, SETTLEMENT, encode(state))
+        out.put(partition, Settlement().key(), encode(state))
 
     def _settled(self, book: EgressBook) -> bool:
         return len(book.heard) == self.partitions
@@ -201,17 +206,17 @@ class EgressStage:
             if home is not None and self._owner(home) != partition:
                 send(out, READY, home, ready)
                 del book.held[tx_id]
-                out.put(partition, (HELD + tx_id).encode(), None)
+                out.put(partition, Held(tx_id).key(), None)
                 moved += 1
         handed = []
-        for scope, state in list(book.limits.scopes("")):
+        for scope, state in book.limits.items():
             owner = scope_group(self.policies, scope)
             if owner is None or self._owner(owner) == partition:
                 continue
-            if scope.startswith(HANDED_OVER):
-                send(out, READY, owner, UsageHandover(scope=scope, state=state, from_partition=partition))
+            if isinstance(scope, HANDED_OVER):
+                send(out, READY, owner, UsageHandover(scope=scope.scope, state=state, from_partition=partition))
             book.limits.drop(out, partition, scope)
-            handed.append(scope)
+            handed.append(scope.scope)
         if moved or handed:
             log.warning("egress_regrouped", partition=partition, messages_moved=moved, scopes_handed_over=handed)
 
@@ -248,7 +253,7 @@ class EgressStage:
             candidates = self._candidates(pool, ready)
             # One rotation per pool and destination: a pool-wide one would fall into step with the round
             # robin over queues and send each domain through the same few sources.
-            rotation_scope = f"w:{pool.name}|{ready.routing_domain or ready.domain}"
+            rotation_scope = Rotation.of(pool.name, ready.routing_domain or ready.domain)
             chosen, rotation = self._choose(book, pool, candidates, rotation_scope, now)
             if chosen is None:
                 book.lanes.push(lane, priority, tx_id, front=True)
@@ -269,7 +274,7 @@ class EgressStage:
                 id=ready.id, attempt=ready.attempt, attempt_id=task.attempt_id, queue=ready.queue, tenant=ready.tenant,
                 egress_source=chosen.source.name, egress_path=chosen.path, issued_at=now))
             del book.held[tx_id]
-            out.put(partition, (HELD + tx_id).encode(), None)
+            out.put(partition, Held(tx_id).key(), None)
             budget -= 1
 
     def _candidates(self, pool: EgressPool, ready: ReadyMessage) -> list[Candidate]:
@@ -283,7 +288,7 @@ class EgressStage:
                                    EgressPath(source.name, site).key()))
         return found
 
-    def _choose(self, book: EgressBook, pool: EgressPool, candidates: list[Candidate], rotation_scope: str,
+    def _choose(self, book: EgressBook, pool: EgressPool, candidates: list[Candidate], rotation_scope: Rotation,
                 now: datetime) -> tuple[Candidate | None, WrrState | None]:
         """The pool's pick among sources usable now, and the round robin's next position."""
         by_index = {c.index: c for c in candidates}
@@ -306,7 +311,7 @@ class EgressStage:
         source, at = c.source, now
         if source.send_window is not None:
             at = max(at, source.send_window.next_open(now))
-        usage = book.limits.get("s:" + source.name)
+        usage = book.limits.get(SourceLimit(source.name))
         if remaining(source.daily_limit, daily(usage), day_of(now, self.policies.reset_zone)) == 0:
             at = max(at, next_reset(now, self.policies.reset_zone))
         window = _window(source)
@@ -314,7 +319,7 @@ class EgressStage:
             at = max(at, sliding_window.next_free(window, usage.sends, now))
         rate = self.policies.path(source.name, c.site, c.domain).max_message_rate
         if rate is not None:
-            at = max(at, next_admit_at(rate, Gcra(book.limits.get("p:" + c.path).tat), now))
+            at = max(at, next_admit_at(rate, Gcra(book.limits.get(PathRate(c.path)).tat), now))
         return at
 
     def _next_capacity(self, book: EgressBook, candidates: list[Candidate], now: datetime) -> datetime:
@@ -323,12 +328,12 @@ class EgressStage:
         return soonest or now + NO_SOURCE_RETRY
 
     def _remaining(self, book: EgressBook, source: EgressSource, now: datetime) -> int | None:
-        usage = daily(book.limits.get("s:" + source.name))
+        usage = daily(book.limits.get(SourceLimit(source.name)))
         return remaining(source.daily_limit, usage, day_of(now, self.policies.reset_zone))
 
     def _charge(self, book: EgressBook, partition: int, c: Candidate, now: datetime, out: Writes) -> None:
         """Count the send against the source's day and sliding window and the path's rate."""
-        scope = "s:" + c.source.name
+        scope = SourceLimit(c.source.name)
         usage = book.limits.get(scope)
         sends = usage.sends
         window = _window(c.source)
@@ -339,7 +344,7 @@ class EgressStage:
         book.limits.set(out, partition, scope, counted(usage, day, sends=sends))
         rate = self.policies.path(c.source.name, c.site, c.domain).max_message_rate
         if rate is not None:
-            path_scope = "p:" + c.path
+            path_scope = PathRate(c.path)
             _, gcra, _ = admit(rate, Gcra(book.limits.get(path_scope).tat), now)
             book.limits.set(out, partition, path_scope, LimitState(tat=gcra.tat))
 
@@ -350,14 +355,14 @@ class EgressStage:
         ready = decode(raw, ReadyMessage)
         reason = f"max_age reached while waiting for egress capacity in pool {ready.egress_pool}"
         self._answer(ready, "EXPIRED", reason, now, out)
-        out.put(partition, (HELD + tx_id).encode(), None)
+        out.put(partition, Held(tx_id).key(), None)
 
     def _recall(self, book: EgressBook, partition: int, notice: CancelNotice, now: datetime, out: Writes) -> None:
         raw = book.held.get(notice.id)
         if raw is None or decode(raw, ReadyMessage).attempt != notice.attempt:
             return  # dispatched already: its response ends it
         del book.held[notice.id]
-        out.put(partition, (HELD + notice.id).encode(), None)
+        out.put(partition, Held(notice.id).key(), None)
         self._answer(notice, "CANCELLED", notice.reason, now, out)
 
     def _answer(self, held: ReadyMessage | CancelNotice, verdict: EgressVerdictKind, reason: str, now: datetime,
@@ -376,7 +381,10 @@ class EgressStage:
     def _publish(self, now: datetime, out: Writes) -> None:
         """Each counted source's day, sends that day and sends inside its sliding window (only what changed)."""
         for book in self.books.values():
-            for name, usage in book.limits.scopes("s:"):
+            for scope, usage in book.limits.items():
+                if not isinstance(scope, SourceLimit):
+                    continue
+                name = scope.name
                 source = self.policies.source(name)
                 window = source.sliding_window if source is not None else None
                 sends = tuple(t for t in usage.sends if window is not None and t > now - window.span)

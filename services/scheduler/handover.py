@@ -8,23 +8,20 @@ it to its own, so the day's count survives the change instead of starting again 
 
 from __future__ import annotations
 
-from mailstream.core.egress_path import EgressPath
 from mailstream.events.records import LimitState
+from mailstream.scheduler.egress_keys import PathRate, Scope, SourceLimit
 from mailstream.scheduler.policy import Policies
 
-HANDED_OVER = ("s:", "p:")  # a source's day and sliding window, a path's rate; pools' rotations just restart
+HANDED_OVER = (SourceLimit, PathRate)  # a source's day and sliding window, a path's rate; rotations just restart
 
 
-def scope_group(policies: Policies, scope: str) -> str | None:
+def scope_group(policies: Policies, scope: Scope) -> str | None:
     """The egress group that owns a limit scope under the current configuration (None: nothing does)."""
-    kind, _, name = scope.partition(":")
-    if kind == "s":
-        return policies.group_of_source(name)
-    if kind == "p":  # "p:<source->site>"
-        return policies.group_of_source(EgressPath.parse(name).source)
-    if kind == "w":  # "w:<pool>|<destination>"
-        return policies.groups.get(name.partition("|")[0])
-    return None
+    if isinstance(scope, SourceLimit):
+        return policies.group_of_source(scope.name)
+    if isinstance(scope, PathRate):
+        return policies.group_of_source(scope.path.source)
+    return policies.groups.get(scope.pool)
 
 
 def merge_usage(mine: LimitState, handed: LimitState) -> LimitState:

@@ -2,8 +2,8 @@
 
 A scope has at most one state (suspended, draining or disabled; none is 'active'), set by suspend,
 drain or disable and cleared by resume, and at most one bounce, which cancels the scope's messages
-until its `until` (KumoMTA's admin bounce). Both are changelog state ("z:" and "x:" + the scope key),
-so they are exact and survive restarts. A tenant's key neither lifts nor rewrites an admin's control.
+until its `until` (KumoMTA's admin bounce). Both are changelog state (`queue_keys.Control`), so they
+are exact and survive restarts. A tenant's key neither lifts nor rewrites an admin's control.
 """
 
 from __future__ import annotations
@@ -14,10 +14,9 @@ from mailstream.core.queue_scope import QueueScope
 from mailstream.core.queue_state import ACTIVE, RuleName, Verdict, verdict
 from mailstream.events.records import ADMIN_ISSUER, QueueCommand, QueueSuspension
 from mailstream.events.serde import decode, encode
+from mailstream.scheduler.queue_keys import Control
 from mailstream.scheduler.stage import Writes
 
-PREFIX = "z:"  # a scope's queue state
-BOUNCE_PREFIX = "x:"  # a scope's bounce
 RULE_OF: dict[str, RuleName] = {"suspend": "suspended", "drain": "draining", "disable": "disabled",
                                 "cancel": "bounce"}
 
@@ -26,13 +25,13 @@ def scope_of(s: QueueSuspension | QueueCommand) -> QueueScope:
     return QueueScope(queue=s.queue, tenant=s.tenant, campaign=s.campaign, domain=s.domain)
 
 
-def _key(rule: RuleName, scope: QueueScope) -> str:
-    return (BOUNCE_PREFIX if rule == "bounce" else PREFIX) + scope.key
+def _key(rule: RuleName, scope: QueueScope) -> Control:
+    return Control("bounce" if rule == "bounce" else "state", scope.key)
 
 
 class Holds:
     def __init__(self) -> None:
-        self._active: dict[str, tuple[QueueScope, QueueSuspension]] = {}  # by changelog key
+        self._active: dict[Control, tuple[QueueScope, QueueSuspension]] = {}  # by changelog key
 
     def __len__(self) -> int:
         return len(self._active)
@@ -56,7 +55,7 @@ class Holds:
         if rule is None:  # resume: back to active
             if self._active.pop(key, None) is None:
                 return None
-            out.put(partition, key.encode(), None)
+            out.put(partition, key.key(), None)
             return scope
         if command.until is not None and command.until <= now and rule != "bounce":
             return None  # lapsed before it arrived (a bounce still cancels what is queued now)
@@ -64,7 +63,7 @@ class Holds:
                                   domain=scope.domain, reason=command.reason, since=command.issued_at,
                                   until=command.until, issued_by=command.issued_by, state=rule)
         self._active[key] = (scope, control)
-        out.put(partition, key.encode(), encode(control))
+        out.put(partition, key.key(), encode(control))
         return scope
 
     def lapse(self, now: datetime, out: Writes, partition: int, *, busy: bool) -> list[QueueScope]:
@@ -77,7 +76,7 @@ class Holds:
                  if (c.state == "bounce" and not busy and (c.until is None or c.until <= now))
                  or (c.state != "bounce" and c.until is not None and c.until <= now)]
         for key in ended:
-            out.put(partition, key.encode(), None)
+            out.put(partition, key.key(), None)
         return [self._active.pop(key)[0] for key in ended]
 
     def verdict(self, queue: str, tenant: str | None, campaign: str | None, domain: str,

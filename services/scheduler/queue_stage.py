@@ -46,7 +46,7 @@ from mailstream.events.topics import (
     STATUS,
 )
 from mailstream.observability.logs import get_logger
-from mailstream.scheduler import holds
+from mailstream.scheduler import queue_keys
 from mailstream.scheduler.holds import Holds
 from mailstream.scheduler.lifecycle import (
     AT_EGRESS,
@@ -74,12 +74,12 @@ from mailstream.scheduler.lifecycle import (
 )
 from mailstream.scheduler.packed import PackedValues
 from mailstream.scheduler.policy import Policies, QueuePolicy
-from mailstream.scheduler.stage import Limits, Snapshots, Timers, Writes, counted, daily, restore, send
-from mailstream.scheduler.tally import TOTALS, Filed, Tally
+from mailstream.scheduler.queue_keys import Control, Message, QueueRate, TenantLimit, Totals
+from mailstream.scheduler.stage import Limits, Snapshots, Timers, Writes, counted, daily, entries, send
+from mailstream.scheduler.tally import Filed, Tally
 
 log = get_logger(__name__)
 INPUTS = (ACCEPTED.name, RESPONSES.name, DISPATCHED.name, QUEUE_COMMANDS.name)  # all keyed by route key
-MESSAGE = "m:"
 CLOSED_HORIZON = timedelta(days=1)  # windows that never open together are looked at again daily
 CANCELLED_BY_REQUEST = "cancelled by request"
 
@@ -91,7 +91,7 @@ class QueueBook:
     messages: PackedValues = field(default_factory=PackedValues)  # encoded QueuedMessage: bodies never here
     lanes: FairQueue = field(default_factory=FairQueue)  # due now, by priority, round robin over queues
     timers: Timers = field(default_factory=Timers)  # send_at, retry and expiry instants
-    limits: Limits = field(default_factory=Limits)
+    limits: Limits[queue_keys.Scope] = field(default_factory=Limits)
     tally: Tally = field(default_factory=Tally)  # counts by status; where each message is filed
     holds: Holds = field(default_factory=Holds)  # queue states and bounces in force
     recheck: deque[str] = field(default_factory=deque)  # messages a control that changed may concern
@@ -116,13 +116,16 @@ class QueueStage:
     # -- PartitionHandler ------------------------------------------------------------------------
     def assigned(self, partition: int, state: dict[bytes, bytes]) -> None:
         book = self.books[partition] = QueueBook()
-        for key, value in restore(state, book.limits, ""):
-            if key.startswith(MESSAGE):
-                book.messages[sys.intern(key[len(MESSAGE):])] = value
-            elif key.startswith((holds.PREFIX, holds.BOUNCE_PREFIX)):
-                book.holds.restore(value)
-            elif key.startswith(TOTALS):
-                book.tally.restore_totals(value)
+        for key, value in entries(state, queue_keys.parse, partition):
+            match key:
+                case Message(tx_id):
+                    book.messages[sys.intern(tx_id)] = value
+                case QueueRate() | TenantLimit():
+                    book.limits.restore(key, value)
+                case Control():
+                    book.holds.restore(value)
+                case Totals():
+                    book.tally.restore_totals(value)
         for tx_id, value in book.messages.items():
             q = decode(value, QueuedMessage)
             self._index(book, q)
@@ -287,13 +290,13 @@ class QueueStage:
             return next_open_all(policy.windows, now) or now + CLOSED_HORIZON
         waits: list[datetime] = []
         if policy.max_message_rate is not None:
-            ok, _, retry_after = admit(policy.max_message_rate, Gcra(book.limits.get("q:" + q.transaction.queue).tat),
-                                       now)
+            rate = book.limits.get(QueueRate(q.transaction.queue))
+            ok, _, retry_after = admit(policy.max_message_rate, Gcra(rate.tat), now)
             if not ok:
                 waits.append(now + retry_after)
         tenant = policy.tenant
         if tenant is not None and q.transaction.tenant:
-            state = book.limits.get("t:" + q.transaction.tenant)
+            state = book.limits.get(TenantLimit(q.transaction.tenant))
             if tenant.max_message_rate is not None:
                 ok, _, retry_after = admit(tenant.max_message_rate, Gcra(state.tat), now)
                 if not ok:
@@ -306,18 +309,18 @@ class QueueStage:
                out: Writes) -> None:
         """Charge the promotion to the queue's and the tenant's limits (only those that are configured)."""
         if policy.max_message_rate is not None:
-            scope = "q:" + q.transaction.queue
+            scope = QueueRate(q.transaction.queue)
             _, gcra, _ = admit(policy.max_message_rate, Gcra(book.limits.get(scope).tat), now)
             book.limits.set(out, partition, scope, LimitState(tat=gcra.tat))
         tenant = policy.tenant
         if tenant is not None and q.transaction.tenant and (tenant.max_message_rate or tenant.daily_limit):
-            scope = "t:" + q.transaction.tenant
-            state = book.limits.get(scope)
+            tenant_scope = TenantLimit(q.transaction.tenant)
+            state = book.limits.get(tenant_scope)
             tat = state.tat
             if tenant.max_message_rate is not None:
                 tat = admit(tenant.max_message_rate, Gcra(tat), now)[1].tat
             usage = daily(state).record(day_of(now, self.policies.reset_zone))
-            book.limits.set(out, partition, scope, counted(state, usage, tat=tat))
+            book.limits.set(out, partition, tenant_scope, counted(state, usage, tat=tat))
 
     # -- state -----------------------------------------------------------------------------------
     def _apply(self, book: QueueBook, partition: int, tx_id: str, effects: Effects, out: Writes,
@@ -341,12 +344,12 @@ class QueueStage:
         for status in effects.statuses:
             send(out, STATUS, status.id, status)
             if status.is_final:
-                key, totals = book.tally.finish(status)
-                out.put(partition, key, encode(totals))
+                totals_key, totals = book.tally.finish(status)
+                out.put(partition, totals_key.key(), encode(totals))
         for record in effects.logs:
             send(out, EVENTS, record.id, record)
         tx_id = sys.intern(tx_id)  # one string per message, however many indexes name it
-        key = (MESSAGE + tx_id).encode()
+        key = Message(tx_id).key()
         if effects.state is not None:
             value = encode(effects.state)
             book.messages[tx_id] = value

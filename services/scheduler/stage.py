@@ -1,4 +1,4 @@
-"""What the two scheduler stages share: the write seam, per-partition limit state, timers.
+"""What the two scheduler stages share: the write seam, the common parts of changelog keys, limit state, timers.
 
 A stage is a `PartitionHandler` for `mailstream.events.processor.TransactionalProcessor`: every
 state change is a changelog `put` and every output a `send`, and the processor commits both with
@@ -9,16 +9,21 @@ drives the same stages without a broker, for simulations and benchmarks.
 from __future__ import annotations
 
 import heapq
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from datetime import date, datetime, timedelta
-from typing import Any, Generic, Protocol, TypeVar
+from typing import Any, ClassVar, Generic, Protocol, TypeVar
 
 from mailstream.core.daily_limit import DailyUsage
 from mailstream.events.records import LimitState, Record
 from mailstream.events.serde import decode, encode
 from mailstream.events.topics import TopicSpec
+from mailstream.observability.logs import get_logger
 
+log = get_logger(__name__)
 R = TypeVar("R", bound=Record)
+S = TypeVar("S", bound="LimitScope")
+K = TypeVar("K")
 
 
 class Writes(Protocol):
@@ -31,33 +36,72 @@ def send(out: Writes, topic: TopicSpec[R], key: str, record: R, partition: int |
     out.send(topic.name, key.encode(), topic.encode(record), partition)
 
 
-class Limits:
-    """The LimitState of each scope a partition owns ("s:<source>", "t:<tenant>", ...), written through."""
+LIMIT = "l:"  # both stages keep each LimitState under "l:" + its scope
 
-    PREFIX = "l:"
+
+class MalformedKey(ValueError):
+    """A changelog key of none of the shapes its stage writes."""
+
+
+def split(key: bytes | str, prefixes: tuple[str, ...]) -> tuple[str, str]:
+    """(prefix, rest) of a key that starts with one of `prefixes` and names something after it."""
+    try:
+        text = key.decode() if isinstance(key, bytes) else key
+    except UnicodeDecodeError:
+        raise MalformedKey(f"{key!r} is not UTF-8") from None
+    for prefix in prefixes:
+        if text.startswith(prefix) and len(text) > len(prefix):
+            return prefix, text[len(prefix):]
+    raise MalformedKey(f"{text!r} is none of {', '.join(p + '...' for p in prefixes)}")
+
+
+@dataclass(frozen=True, slots=True)
+class LimitScope:
+    """What a LimitState counts: a `KIND` (the stages' key modules declare them) and a name."""
+
+    KIND: ClassVar[str]
+    name: str
+
+    @property
+    def scope(self) -> str:
+        """"<kind><name>", as a UsageHandover names it."""
+        return self.KIND + self.name
+
+    def key(self) -> bytes:
+        return (LIMIT + self.scope).encode()
+
+
+def entries(state: dict[bytes, bytes], parse: Callable[[bytes], K], partition: int) -> Iterator[tuple[K, bytes]]:
+    """A restored changelog's entries with their keys parsed; a key of no shape is logged and passed over."""
+    for raw, value in state.items():
+        try:
+            yield parse(raw), value
+        except MalformedKey as exc:
+            log.error("changelog_key_unreadable", partition=partition, error=str(exc))
+
+
+class Limits(Generic[S]):
+    """The LimitState of each scope a partition owns, written through to its changelog."""
 
     def __init__(self) -> None:
-        self._states: dict[str, LimitState] = {}
+        self._states: dict[S, LimitState] = {}
 
-    def restore(self, key: str, value: bytes) -> None:
-        self._states[key] = decode(value, LimitState)
+    def restore(self, scope: S, value: bytes) -> None:
+        self._states[scope] = decode(value, LimitState)
 
-    def get(self, scope: str) -> LimitState:
+    def get(self, scope: S) -> LimitState:
         return self._states.get(scope) or LimitState()
 
-    def set(self, out: Writes, partition: int, scope: str, state: LimitState) -> None:
+    def set(self, out: Writes, partition: int, scope: S, state: LimitState) -> None:
         self._states[scope] = state
-        out.put(partition, (self.PREFIX + scope).encode(), encode(state))
+        out.put(partition, scope.key(), encode(state))
 
-    def drop(self, out: Writes, partition: int, scope: str) -> None:
+    def drop(self, out: Writes, partition: int, scope: S) -> None:
         del self._states[scope]
-        out.put(partition, (self.PREFIX + scope).encode(), None)
+        out.put(partition, scope.key(), None)
 
-    def scopes(self, prefix: str) -> Iterator[tuple[str, LimitState]]:
-        """(name, state) of the scopes "<prefix><name>" held."""
-        for scope, state in self._states.items():
-            if scope.startswith(prefix):
-                yield scope[len(prefix):], state
+    def items(self) -> list[tuple[S, LimitState]]:
+        return list(self._states.items())
 
 
 def daily(state: LimitState) -> DailyUsage:
@@ -69,16 +113,6 @@ def counted(state: LimitState, usage: DailyUsage, **changes: object) -> LimitSta
     """The state with the day's count `usage` (and other `changes`)."""
     return state.model_copy(update={"day": usage.day.isoformat() if usage.day else None, "used": usage.used,
                                     **changes})
-
-
-def restore(state: dict[bytes, bytes], limits: Limits, prefix: str) -> Iterator[tuple[str, bytes]]:
-    """Put restored limit scopes into `limits`; yield (name, value) of the entries under `prefix`."""
-    for raw_key, value in state.items():
-        key = raw_key.decode()
-        if key.startswith(Limits.PREFIX):
-            limits.restore(key[len(Limits.PREFIX):], value)
-        elif key.startswith(prefix):
-            yield key[len(prefix):], value
 
 
 class Timers:

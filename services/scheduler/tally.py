@@ -7,15 +7,12 @@ survive restarts and move with the partition.
 
 from __future__ import annotations
 
-import json
 from collections import Counter
 from dataclasses import dataclass
 
 from mailstream.events.records import QueuedMessage, StatusCounts, TransactionStatus
 from mailstream.events.serde import decode
-
-TOTALS = "c:"
-Row = tuple[str | None, str | None, str]  # tenant, campaign, egress pool
+from mailstream.scheduler.queue_keys import Row, Totals
 
 
 @dataclass(frozen=True, slots=True)
@@ -39,10 +36,6 @@ class Filed:
         return self.tenant, self.campaign, self.pool
 
 
-def totals_key(row: Row) -> bytes:
-    return (TOTALS + json.dumps(row, separators=(",", ":"))).encode()
-
-
 class Tally:
     def __init__(self) -> None:
         self.filed: dict[str, Filed] = {}
@@ -62,12 +55,12 @@ class Tally:
             filed = self.filed[tx_id] = self._shared.setdefault(filed, filed)
             self._live.setdefault(filed.row, Counter())[filed.status] += 1
 
-    def finish(self, status: TransactionStatus) -> tuple[bytes, StatusCounts]:
+    def finish(self, status: TransactionStatus) -> tuple[Totals, StatusCounts]:
         """Count a final status; returns the changelog entry of the row's new totals."""
         row: Row = (status.tenant, status.campaign, status.egress_pool or "")
         totals = self._final.setdefault(row, Counter())
         totals[status.status] += 1
-        return totals_key(row), StatusCounts(tenant=row[0], campaign=row[1], egress_pool=row[2], counts=dict(totals))
+        return Totals(row), StatusCounts(tenant=row[0], campaign=row[1], egress_pool=row[2], counts=dict(totals))
 
     def restore_totals(self, value: bytes) -> None:
         counts = decode(value, StatusCounts)

@@ -54,6 +54,10 @@ from mailstream.events.topics import (
     STATUS,
     route_key,
 )
+from mailstream.scheduler import egress_keys, queue_keys
+from mailstream.scheduler.egress_keys import Held, SourceLimit
+from mailstream.scheduler.queue_keys import Message, TenantLimit
+from mailstream.scheduler.stage import LimitScope
 from tests.infra.logs import log_events
 from tests.infra.stack import free_port
 from tests.infra.topics import committed_offsets, end_offsets, latest_by_key, partitions_of, read_all
@@ -384,9 +388,10 @@ def test_limits_hold_and_no_attempt_is_emitted_twice_across_sigkill_and_rebalanc
     # Nothing lost: every message is delivered, held by egress, or waiting in its queue; never two of these.
     egress_state = latest_by_key(read_all(kafka_bootstrap, EGRESS_STATE.name, PARTITIONS))
     queue_state = latest_by_key(read_all(kafka_bootstrap, QUEUE_STATE.name, PARTITIONS))
-    held = {k.decode()[2:] for k in egress_state if k.startswith(b"h:")}
-    queued = {k.decode()[2:]: decode(v, QueuedMessage) for k, v in queue_state.items()
-              if k.startswith(b"m:") and k.decode()[2:] in ids}
+    held = {key.tx_id for key in map(egress_keys.parse, egress_state) if isinstance(key, Held)}
+    queue_entries = [(queue_keys.parse(k), v) for k, v in queue_state.items()]
+    queued = {key.tx_id: decode(v, QueuedMessage) for key, v in queue_entries
+              if isinstance(key, Message) and key.tx_id in ids}
     sent = {t.id for t in tasks}
     held_mine = held & set(ids)
     waiting = {i for i, q in queued.items() if q.transaction.status == "scheduled"}
@@ -405,11 +410,11 @@ def test_limits_hold_and_no_attempt_is_emitted_twice_across_sigkill_and_rebalanc
     assert {i for i, s in statuses.items() if s.status == "ready"} == held_mine
 
     # The limit counters the owners committed say the same.
-    limits = {k.decode()[2:]: decode(v, LimitState) for k, v in {**egress_state, **queue_state}.items()
-              if k.startswith(b"l:")}
-    assert {s: limits[f"s:{plan.n(s)}"].used for _, e in POOLS.values() for s, _, _ in e} == \
+    limits = {key: decode(v, LimitState) for key, v in (
+        *((egress_keys.parse(k), v) for k, v in egress_state.items()), *queue_entries) if isinstance(key, LimitScope)}
+    assert {s: limits[SourceLimit(plan.n(s))].used for _, e in POOLS.values() for s, _, _ in e} == \
         {s: cap for _, e in POOLS.values() for s, _, cap in e}
-    assert {t: limits[f"t:{plan.n(t)}"].used for t, (_, _, cap) in TENANTS.items() if cap} == \
+    assert {t: limits[TenantLimit(plan.n(t))].used for t, (_, _, cap) in TENANTS.items() if cap} == \
         {t: cap for t, (_, _, cap) in TENANTS.items() if cap}
 
     raw = [v for _, _, _, v in read_all(kafka_bootstrap, DELIVERY.name, PARTITIONS, start=starts[DELIVERY.name],
