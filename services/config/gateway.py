@@ -142,6 +142,11 @@ class GatewayConfig(Section):
     auth_failure_window: Duration = Field(timedelta(minutes=10), description="See `max_auth_failures`.")
     message_id_domain: str = Field(default_factory=socket.getfqdn,
                                    description="Domain of the `Message-ID` added to submitted mail that has none.")
+    notices: bool = Field(
+        True, description="Send delivery status notifications (RFC 3464) to the senders of SMTP-accepted mail that "
+        "bounces or expires; the gateway processes share the work through the consumer group `<app_id>-notices`.")
+    app_id: str = Field("mailstream-gateway", description="Prefix of the notifier's consumer group and "
+                        "transactional ids.")
     web_port: Port = Field(6068, description="Port of `/healthz` and Prometheus `/metrics`, on 127.0.0.1.",
                            json_schema_extra=TCP_PORT)
 

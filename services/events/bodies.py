@@ -7,6 +7,8 @@ import hashlib
 from collections import OrderedDict
 from concurrent.futures import ThreadPoolExecutor
 
+from confluent_kafka import KafkaError, Message, Producer
+
 from mailstream.events.kafka import KafkaUnavailable, OffsetReader
 from mailstream.events.producer import EventSink
 from mailstream.events.records import BodyRef, MessageBody
@@ -23,6 +25,25 @@ async def put_body(producer: EventSink, data: bytes) -> BodyRef:
     where = await producer.send_raw(BODIES.name, digest.encode(), encode(MessageBody(sha256=digest, data=data)))
     return BodyRef(topic=where.topic, partition=where.partition, offset=where.offset,
                    sha256=digest, size=len(data))
+
+
+def put_body_blocking(producer: Producer, data: bytes, timeout: float = 30.0) -> BodyRef:
+    """put_body for a caller on a thread of its own (a stage's handler): waits for the acknowledgement."""
+    digest = hashlib.sha256(data).hexdigest()
+    delivered: list[Message] = []
+    failed: list[KafkaError] = []
+
+    def on_delivery(err: KafkaError | None, msg: Message) -> None:
+        (failed.append(err) if err is not None else delivered.append(msg))
+
+    producer.produce(BODIES.name, encode(MessageBody(sha256=digest, data=data)), digest.encode(),
+                     on_delivery=on_delivery)
+    producer.flush(timeout)
+    if failed or not delivered:
+        raise KafkaUnavailable(f"body not written: {failed[0] if failed else 'no acknowledgement in time'}")
+    msg = delivered[0]
+    return BodyRef(topic=BODIES.name, partition=msg.partition() or 0, offset=msg.offset() or 0, sha256=digest,
+                   size=len(data))
 
 
 Waiters = dict[tuple[int, int], list[tuple[BodyRef, "asyncio.Future[bytes]"]]]

@@ -4,14 +4,23 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import signal
 import sys
+import threading
+from datetime import timedelta
+
+from confluent_kafka import Producer
 
 from mailstream.cli import prepare, service_parser
 from mailstream.config.model import Config
 from mailstream.core.clock import system_clock
-from mailstream.events.kafka import EventProducer
+from mailstream.events.bodies import put_body_blocking
+from mailstream.events.kafka import EventProducer, producer_config
+from mailstream.events.processor import TransactionalProcessor
+from mailstream.events.topics import DEAD_LETTER, EVENTS, NOTICE_STATE
 from mailstream.gateway.attempts import AttemptWatch
+from mailstream.gateway.notifier import Notifier
 from mailstream.gateway.server import Gateway
 from mailstream.gateway.session import GatewayParts
 from mailstream.intake.capacity_view import CapacityView
@@ -20,7 +29,30 @@ from mailstream.observability.http import serve_health
 from mailstream.observability.logs import get_logger
 
 log = get_logger(__name__)
+NOTICE_MARGIN = timedelta(seconds=5)  # beyond the cut-through wait: the gateway writes its Rejection at once
 SHUTDOWN_GRACE = 30.0  # seconds for transactions in progress; below Kubernetes' default 30 s + the cut-through wait
+
+
+def notifier(config: Config) -> TransactionalProcessor:
+    """The DSN stage over mail.events; it holds a failure past the cut-through wait (plus time for the gateway
+    to record that it told the client) before deciding that a notice is owed."""
+    bootstrap = config.kafka.bootstrap_servers
+    body_producer = Producer(producer_config(bootstrap))
+    handler = Notifier(reporting_mta=config.gateway.hostname, hold=config.gateway.cut_through_wait + NOTICE_MARGIN,
+                       write_body=functools.partial(put_body_blocking, body_producer))
+    return TransactionalProcessor(bootstrap=bootstrap, group_id=f"{config.gateway.app_id}-notices",
+                                  inputs=[EVENTS.name], changelog=NOTICE_STATE.name, partitions=EVENTS.partitions,
+                                  handler=handler, clock=system_clock, tick_interval=1.0, name="notices",
+                                  dead_letter=DEAD_LETTER.name)
+
+
+def _run_notifier(processor: TransactionalProcessor, stop: threading.Event, stopping: asyncio.Event,
+                  loop: asyncio.AbstractEventLoop) -> None:
+    try:
+        processor.run(stop)
+    except BaseException as exc:  # a fatal stage error ends the process: let the supervisor restart it
+        log.error("notifier_failed", error=str(exc))
+        loop.call_soon_threadsafe(stopping.set)
 
 
 async def _run(config: Config, web_port: int) -> int:
@@ -45,11 +77,22 @@ async def _run(config: Config, web_port: int) -> int:
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stopping.set)
-    runner = await serve_health("127.0.0.1", web_port, lambda: not stopping.is_set())
+    stop_notices = threading.Event()
+    notices = notifier(config) if config.gateway.notices else None
+    thread = None
+    if notices is not None:
+        thread = threading.Thread(target=_run_notifier, args=(notices, stop_notices, stopping, loop),
+                                  name="notices")
+        thread.start()
+    runner = await serve_health("127.0.0.1", web_port,
+                                lambda: not stopping.is_set() and (notices is None or notices.healthy))
     log.info("ready", listeners=[f"{r.listener.name}:{r.port}" for r in gateway.listeners])
     await stopping.wait()
     log.info("stopping")
     await gateway.stop(SHUTDOWN_GRACE)
+    stop_notices.set()
+    if thread is not None:
+        await asyncio.to_thread(thread.join)
     for tail in tails:
         tail.cancel()
         with contextlib.suppress(asyncio.CancelledError):

@@ -6,6 +6,7 @@ from __future__ import annotations
 import email.utils
 import uuid
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Any
 
 from prometheus_client import Counter
@@ -14,8 +15,8 @@ from mailstream.config.gateway import GatewayConfig, Listener
 from mailstream.core.clock import Clock
 from mailstream.events.kafka import KafkaUnavailable
 from mailstream.events.producer import EventSink
-from mailstream.events.records import QueueCommand
-from mailstream.events.topics import QUEUE_COMMANDS, route_key
+from mailstream.events.records import AcceptedMessage, LogRecord, QueueCommand, SmtpResponse
+from mailstream.events.topics import EVENTS, QUEUE_COMMANDS, route_key
 from mailstream.gateway.attempts import AttemptWatch
 from mailstream.gateway.cut_through import FirstAttempt, Then, decide
 from mailstream.gateway.policy import Destination, Refused, RelayPolicy, address_domain, check_sender
@@ -41,6 +42,15 @@ class GatewayParts:
     capacity: CapacityView | None
     watch: AttemptWatch | None
     clock: Clock
+
+
+def rejection_record(message: AcceptedMessage, attempt: FirstAttempt, now: datetime) -> LogRecord:
+    """The client was given this permanent failure as the DATA reply (KumoMTA's Rejection)."""
+    return LogRecord(type="Rejection", id=message.id, sender=message.sender, recipient=message.recipient,
+                     queue=message.queue, size=message.body.size, timestamp=now, created=message.received_at,
+                     response=SmtpResponse(code=attempt.code, enhanced_code=attempt.enhanced, content=attempt.text),
+                     reception_protocol="ESMTP", tenant=message.tenant, campaign=message.campaign,
+                     message_id=message.message_id)
 
 
 def _bad_line_endings(data: bytes) -> bool:
@@ -176,7 +186,9 @@ class GatewayHandler:
         attempts: list[FirstAttempt | None] = await parts.watch.wait(ids, wait)
         verdict = decide(self._listener.mode, attempts)
         CUT_THROUGH.labels(self._listener.name, "timeout" if None in attempts else "answered").inc()
-        for message, then in zip(result.accepted, verdict.then, strict=True):
+        for message, attempt, then in zip(result.accepted, attempts, verdict.then, strict=True):
+            if then is Then.TOLD and attempt is not None:  # the client knows: the notifier sends no DSN
+                await parts.producer.send(EVENTS, message.id, rejection_record(message, attempt, now))
             if then is Then.CANCEL:  # on behalf of the message's tenant, whose mail it is (stage 1 checks)
                 await parts.producer.send(QUEUE_COMMANDS, route_key(message.tenant, message.queue), QueueCommand(
                     id=uuid.uuid4().hex, action="cancel", queue=message.queue, tenant=message.tenant,

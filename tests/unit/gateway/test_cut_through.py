@@ -8,6 +8,9 @@ from pathlib import Path
 import aiosmtplib
 import pytest
 
+from mailstream.events.records import LogRecord
+from mailstream.events.serde import decode
+from mailstream.events.topics import EVENTS
 from mailstream.gateway.cut_through import FirstAttempt, Mode, Then, decide
 from tests.infra.gateway import ACME_PASSWORD, ACME_USER, INGRESS_DOMAIN
 from tests.infra.gateway_app import gateway_app, until
@@ -67,6 +70,10 @@ async def test_data_reply_waits_for_the_first_attempt(tmp_path: Path) -> None:
             await sending
         assert (refused.value.code, refused.value.message) == (550, "5.1.1 gone@example.test: no such user")
         assert app.cancels() == []
+        # Recorded, so the notifier knows the client was told and sends no DSN.
+        told = [decode(r.value, LogRecord) for r in app.producer.bus.read(EVENTS.name)]
+        assert [(r.type, r.id) for r in told] == [("Reception", message.id), ("Rejection", message.id)]
+        assert told[1].response.code == 550
         await client.quit()
 
 
