@@ -183,7 +183,8 @@ class GatewaySMTP(SMTP):
         # address and the session id for the logs stay.
         before = self.session
         super().connection_made(transport)
-        assert self.session is not None and before is not None
+        assert self.session is not None
+        assert before is not None
         self.session.client, self.session.id = before.client, before.id
         TLS_HANDSHAKES.labels(self.listener.name, "starttls").inc()
 
