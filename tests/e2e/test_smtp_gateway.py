@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import re
 import smtplib
+import time
 import uuid
 
 import pytest
@@ -73,3 +74,31 @@ def test_ingress_passes_a_temporary_failure_back_and_stops_retrying(stack: Stack
     [tx] = [m.id for m in accepted if m.recipient == rcpt]
     status = stack.wait_status(tx, {"cancelled"})  # the peer retries it, so mailstream must not
     assert status["done"] is True
+
+
+def test_a_later_bounce_sends_the_sender_a_delivery_status_notification(stack: Stack, gateway: GatewayPorts,
+                                                                        sink: CaptureSink) -> None:
+    tag = uuid.uuid4().hex[:8]
+    sender = f"dsn-{tag}@acme.test"
+    good, bad = f"ok-{tag}@example.com", f"bounce-{tag}@example.com"
+    with smtplib.SMTP("127.0.0.1", gateway.submission_plain, timeout=60) as smtp:
+        smtp.login(ACME_USER, ACME_PASSWORD)
+        smtp.mail(sender, ["RET=HDRS", "ENVID=env-" + tag])
+        smtp.rcpt(good, ["NOTIFY=FAILURE"])
+        smtp.rcpt(bad, ["NOTIFY=FAILURE", f"ORCPT=rfc822;{bad}"])
+        code, reply = smtp.data(_message("half of it bounces"))
+    assert code == 250
+    assert reply.startswith(b"2.0.0 queued as ")  # one delivered, one refused: stored and forwarded
+    deadline = time.monotonic() + 60
+    while not (found := [m for m in sink.messages if m.rcpt_tos == (sender,)]):
+        assert time.monotonic() < deadline, "no DSN reached the sender"
+        time.sleep(0.2)
+    [dsn] = found
+    assert dsn.mail_from in ("", "<>")  # from the null sender: a DSN never causes another
+    report = dsn.message()
+    assert report.get_content_type() == "multipart/report"
+    status = report.get_payload()[1].get_payload()
+    assert status[0]["Original-Envelope-Id"] == f"env-{tag}"
+    assert status[1]["Final-Recipient"] == f"rfc822; {bad}"
+    assert status[1]["Status"] == "5.1.1"
+    assert not [m for m in sink.messages if m.rcpt_tos == (sender,) and good in m.data.decode(errors="replace")]

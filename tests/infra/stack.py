@@ -148,10 +148,10 @@ class Stack:
         env.pop("KAFKA_BOOTSTRAP_SERVERS", None)  # the file says which broker
         if self.partitions is not None:
             env["MAILSTREAM_PARTITIONS"] = str(self.partitions)
-        log = (self.workdir / f"{service}.log").open("ab")
-        self.procs[service] = subprocess.Popen(
-            [sys.executable, "-m", f"mailstream.{service_of(service)}", "--config", str(self._config_file(service))],
-            stdout=log, stderr=subprocess.STDOUT, env=env, cwd=self.workdir)
+        with (self.workdir / f"{service}.log").open("ab") as log:  # the child keeps its own descriptor
+            self.procs[service] = subprocess.Popen(
+                [sys.executable, "-m", f"mailstream.{service_of(service)}", "--config",
+                 str(self._config_file(service))], stdout=log, stderr=subprocess.STDOUT, env=env, cwd=self.workdir)
         if wait:
             self._wait_ready(90.0, [service])
 
