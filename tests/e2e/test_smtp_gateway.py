@@ -8,13 +8,14 @@ import smtplib
 import time
 import uuid
 
+import httpx
 import pytest
 
 from mailstream.devtools.capture_sink import CaptureSink
 from mailstream.events.records import AcceptedMessage
 from mailstream.events.serde import decode
 from mailstream.events.topics import ACCEPTED
-from tests.infra.gateway import ACME_PASSWORD, ACME_USER, INGRESS_DOMAIN, GatewayPorts
+from tests.infra.gateway import ACME_PASSWORD, ACME_USER, INGRESS_DOMAIN, GatewayPorts, delivery_status
 from tests.infra.stack import Stack
 from tests.infra.topics import read_all
 
@@ -95,10 +96,24 @@ def test_a_later_bounce_sends_the_sender_a_delivery_status_notification(stack: S
         time.sleep(0.2)
     [dsn] = found
     assert dsn.mail_from in ("", "<>")  # from the null sender: a DSN never causes another
-    report = dsn.message()
-    assert report.get_content_type() == "multipart/report"
-    status = report.get_payload()[1].get_payload()
-    assert status[0]["Original-Envelope-Id"] == f"env-{tag}"
-    assert status[1]["Final-Recipient"] == f"rfc822; {bad}"
-    assert status[1]["Status"] == "5.1.1"
+    per_message, per_recipient = delivery_status(dsn.message())
+    assert per_message["Original-Envelope-Id"] == f"env-{tag}"
+    assert per_recipient["Final-Recipient"] == f"rfc822; {bad}"
+    assert per_recipient["Status"] == "5.1.1"
     assert not [m for m in sink.messages if m.rcpt_tos == (sender,) and good in m.data.decode(errors="replace")]
+
+
+def test_the_gateway_reports_health_and_metrics(stack: Stack, gateway: GatewayPorts) -> None:
+    with smtplib.SMTP("127.0.0.1", gateway.ingress, timeout=30) as smtp:
+        smtp.ehlo("metrics.test")
+        assert smtp.mail("<>")[0] == 250
+        assert smtp.rcpt("nobody@elsewhere.example")[0] == 550
+    base = f"http://127.0.0.1:{stack.config['gateway']['web_port']}"
+    assert httpx.get(f"{base}/healthz", timeout=10).json() == {"status": "ok"}
+    metrics = httpx.get(f"{base}/metrics", timeout=10).text
+    for name in ('mailstream_gateway_sessions_total{listener="ingress",outcome="opened"}',
+                 'mailstream_gateway_replies_total{code="550",listener="ingress"}',
+                 'mailstream_gateway_commands_total{command="RCPT",listener="ingress"}',
+                 "mailstream_gateway_cut_through_total", "mailstream_gateway_tls_handshakes_total",
+                 "mailstream_gateway_auth_failures_total"):
+        assert name in metrics, name

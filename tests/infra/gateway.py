@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import ssl
 from dataclasses import dataclass
+from email.message import EmailMessage
 from pathlib import Path
 from typing import Any
 
@@ -68,3 +69,13 @@ def gateway_section(workdir: Path, **overrides: Any) -> tuple[dict[str, Any], Ga
     }
     section.update(overrides)
     return section, ports
+
+
+def delivery_status(report: EmailMessage) -> tuple[dict[str, str], dict[str, str]]:
+    """The per-message and (first) per-recipient fields of a multipart/report's message/delivery-status part."""
+    assert report.get_content_type() == "multipart/report"
+    _, status, *_ = report.iter_parts()
+    blocks = status.get_payload()
+    assert isinstance(blocks, list)
+    per_message, per_recipient, *_ = (dict(block.items()) for block in blocks if not isinstance(block, str))
+    return per_message, per_recipient

@@ -46,8 +46,9 @@ class GatewayApp:
 
     def answer(self, message: AcceptedMessage, code: int, enhanced: str, text: str) -> None:
         """The first attempt of `message` ends with this reply, as stage 1 would publish it on mail.status."""
-        attempt = AttemptRecord(attempt=1, outcome="DELIVERED" if code < 400 else "PERMANENT" if code >= 500
-                                else "TRANSIENT", response=SmtpResponse(code=code, enhanced_code=enhanced, content=text),
+        outcome = "DELIVERED" if code < 400 else "PERMANENT" if code >= 500 else "TRANSIENT"
+        attempt = AttemptRecord(attempt=1, outcome=outcome,
+                                response=SmtpResponse(code=code, enhanced_code=enhanced, content=text),
                                 egress_source="direct", egress_path="direct->sink", started_at=self.clock(),
                                 completed_at=self.clock())
         status = reception_status(message).model_copy(update={"version": 2, "num_attempts": 1,

@@ -15,6 +15,7 @@ from mailstream.events.serde import decode
 from mailstream.events.topics import ACCEPTED, EVENTS, NOTICE_STATE, STATUS
 from mailstream.gateway.dsn import Notice, build_notice, owes_notice
 from mailstream.gateway.notifier import Notifier, notice_id
+from tests.infra.gateway import delivery_status
 
 T0 = datetime(2026, 12, 2, 9, 0, tzinfo=UTC)
 HOLD = timedelta(seconds=15)
@@ -106,15 +107,12 @@ def test_the_report_follows_rfc_3464() -> None:
                         mailer_daemon="MAILER-DAEMON@gw.test", message_id="n1@gw.test", now=T0 + timedelta(days=5))
     message = email.message_from_bytes(data, policy=email.policy.default)
     assert isinstance(message, EmailMessage)
-    assert message.get_content_type() == "multipart/report"
     assert message.get_param("report-type") == "delivery-status"
     assert message["In-Reply-To"] == "<orig@acme.test>"
     assert message["Auto-Submitted"] == "auto-replied"
-    human, status, headers = message.iter_parts()
+    human, _, headers = message.iter_parts()
     assert (human.get_content_type(), headers.get_content_type()) == ("text/plain", "text/rfc822-headers")
-    blocks = status.get_payload()
-    assert isinstance(blocks, list)
-    per_message, per_recipient = (dict(block.items()) for block in blocks if not isinstance(block, str))
+    per_message, per_recipient = delivery_status(message)
     assert per_message["Reporting-MTA"] == "dns; gw.test"
     assert per_message["Original-Envelope-Id"] == "QQ+314"
     assert per_recipient["Original-Recipient"] == "rfc822; Bob@example.com"

@@ -201,3 +201,24 @@ async def test_stdlib_smtplib_submits_over_starttls_with_auth_login(app: Gateway
     assert await asyncio.to_thread(send) == {}
     assert [m.recipient for m in app.accepted()] == ["x@example.test", "y@example.test"]
 
+
+
+async def test_shutdown_finishes_the_transaction_in_progress_and_refuses_new_ones(tmp_path: Path) -> None:
+    async with gateway_app(tmp_path) as app:
+        busy = await plain_client(app)
+        idle = await plain_client(app)
+        await busy.mail("app@acme.test")
+        await busy.rcpt("a@example.test")
+        stopping = asyncio.ensure_future(app.gateway.stop(grace=10))
+        with pytest.raises(aiosmtplib.SMTPResponseException) as told:
+            await idle.noop()  # between transactions: told 421 4.3.2 and closed
+        assert (told.value.code, told.value.message.split()[0]) == (421, "4.3.2")
+        code, _ = await busy.data(MESSAGE)  # in a transaction: it is finished
+        assert code == 250
+        assert len(app.accepted()) == 1
+        with pytest.raises(aiosmtplib.SMTPResponseException) as after:
+            await busy.mail("app@acme.test")
+        assert after.value.code == 421
+        await asyncio.wait_for(stopping, 10)
+        with pytest.raises(ConnectionRefusedError):
+            await asyncio.open_connection("127.0.0.1", app.ports.submission_plain)  # no longer listening
