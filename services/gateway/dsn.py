@@ -14,7 +14,12 @@ from datetime import datetime
 
 from mailstream.events.records import LogRecord
 
-FAILED = ("Bounce", "Expiration")
+FAILED = ("Bounce", "Expiration", "Rejection")  # Rejection: stage 1 refused it (a draining or disabled queue)
+TOLD = "told"  # LogRecord.meta key of the gateway's Rejection: the client got this failure as the DATA reply
+
+
+def told_client(record: LogRecord) -> bool:
+    return record.type == "Rejection" and TOLD in record.meta
 
 
 def owes_notice(reception: LogRecord) -> bool:

@@ -17,14 +17,14 @@ from mailstream.events.processor import Output
 from mailstream.events.records import AcceptedMessage, BodyRef, LogRecord
 from mailstream.events.status import reception_status
 from mailstream.events.topics import ACCEPTED, EVENTS, STATUS, route_key
-from mailstream.gateway.dsn import FAILED, Notice, build_notice, owes_notice
+from mailstream.gateway.dsn import FAILED, Notice, build_notice, owes_notice, told_client
 from mailstream.intake.routing import resolve_routing
 from mailstream.intake.submission import reception_record
 from mailstream.intake.summary import summary_headers
 from mailstream.observability.logs import get_logger
 
 log = get_logger(__name__)
-ENDED_WITHOUT_NOTICE = ("Delivery", "AdminBounce", "Rejection")  # delivered, cancelled by someone, or told
+ENDED_WITHOUT_NOTICE = ("Delivery", "AdminBounce")  # delivered, or cancelled by someone who knows
 
 
 def notice_id(transaction_id: str) -> str:
@@ -65,7 +65,7 @@ class Notifier:
         if record.type == "Reception":
             if owes_notice(record):
                 self._put(out, partition, b"r:" + tx, value)
-        elif record.type in ENDED_WITHOUT_NOTICE:
+        elif record.type in ENDED_WITHOUT_NOTICE or told_client(record):
             self._put(out, partition, b"r:" + tx, None)
             self._put(out, partition, b"f:" + tx, None)
         elif record.type in FAILED and b"r:" + tx in state:

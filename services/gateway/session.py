@@ -19,6 +19,7 @@ from mailstream.events.records import AcceptedMessage, LogRecord, QueueCommand, 
 from mailstream.events.topics import EVENTS, QUEUE_COMMANDS, route_key
 from mailstream.gateway.attempts import AttemptWatch
 from mailstream.gateway.cut_through import FirstAttempt, Then, decide
+from mailstream.gateway.dsn import TOLD
 from mailstream.gateway.policy import Destination, Refused, RelayPolicy, address_domain, check_sender
 from mailstream.gateway.protocol import GatewayEnvelope, GatewaySession, GatewaySMTP
 from mailstream.gateway.replies import reply
@@ -50,7 +51,7 @@ def rejection_record(message: AcceptedMessage, attempt: FirstAttempt, now: datet
                      queue=message.queue, size=message.body.size, timestamp=now, created=message.received_at,
                      response=SmtpResponse(code=attempt.code, enhanced_code=attempt.enhanced, content=attempt.text),
                      reception_protocol="ESMTP", tenant=message.tenant, campaign=message.campaign,
-                     message_id=message.message_id)
+                     message_id=message.message_id, meta={TOLD: "DATA reply"})
 
 
 def _bad_line_endings(data: bytes) -> bool:

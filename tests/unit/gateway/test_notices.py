@@ -13,7 +13,7 @@ from mailstream.events.processor import Output
 from mailstream.events.records import AcceptedMessage, BodyRef, LogRecord, SmtpResponse
 from mailstream.events.serde import decode
 from mailstream.events.topics import ACCEPTED, EVENTS, NOTICE_STATE, STATUS
-from mailstream.gateway.dsn import Notice, build_notice, owes_notice
+from mailstream.gateway.dsn import TOLD, Notice, build_notice, owes_notice
 from mailstream.gateway.notifier import Notifier, notice_id
 from tests.infra.gateway import delivery_status
 
@@ -76,9 +76,14 @@ def test_a_failure_inside_the_window_waits_and_a_rejection_cancels_it() -> None:
     assert notices(out) == []  # held: cut-through may have told the client
     out, _ = run([reception(), ended("Bounce", T0 + timedelta(seconds=2))], tick_at=T0 + HOLD)
     assert len(notices(out)) == 1  # nobody told the client: the notice goes
-    out, _ = run([reception(), ended("Bounce", T0 + timedelta(seconds=2)), ended("Rejection", T0 + timedelta(
-        seconds=3))], tick_at=T0 + HOLD)
+    told = ended("Rejection", T0 + timedelta(seconds=3)).model_copy(update={"meta": {TOLD: "DATA reply"}})
+    out, _ = run([reception(), ended("Bounce", T0 + timedelta(seconds=2)), told], tick_at=T0 + HOLD)
     assert notices(out) == []  # the client was given the failure as the DATA reply
+
+
+def test_a_message_the_scheduler_refused_after_acceptance_is_reported() -> None:
+    out, _ = run([reception(), ended("Rejection", T0 + timedelta(minutes=1))])  # e.g. its queue began draining
+    assert len(notices(out)) == 1
 
 
 @pytest.mark.parametrize("first", [
