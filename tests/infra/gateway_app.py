@@ -21,6 +21,7 @@ from mailstream.events.topics import ACCEPTED, BODIES, QUEUE_COMMANDS
 from mailstream.gateway.attempts import AttemptWatch
 from mailstream.gateway.server import Gateway
 from mailstream.gateway.session import GatewayParts
+from mailstream.intake.capacity_view import CapacityView
 from mailstream.intake.submission import Submitter, reception_status
 from tests.infra.gateway import GatewayPorts, gateway_section
 
@@ -57,13 +58,14 @@ class GatewayApp:
 
 
 @asynccontextmanager
-async def gateway_app(workdir: Path, **overrides: Any) -> AsyncIterator[GatewayApp]:
+async def gateway_app(workdir: Path, capacity: CapacityView | None = None,
+                      **overrides: Any) -> AsyncIterator[GatewayApp]:
     section, ports = gateway_section(workdir, **{"cut_through_wait": "0s", **overrides})
     config = GatewayConfig.model_validate(section)
     producer = MemoryProducer()
     clock = ManualClock(START)
     watch = AttemptWatch()
-    parts = GatewayParts(config, Submitter(producer, clock), producer, None, watch, clock)
+    parts = GatewayParts(config, Submitter(producer, clock), producer, capacity, watch, clock)
     gateway = Gateway(config, parts)
     await gateway.start()
     try:

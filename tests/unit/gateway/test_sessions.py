@@ -10,9 +10,11 @@ from pathlib import Path
 import aiosmtplib
 import pytest
 
+from mailstream.events.records import QueueStats, QueueSuspension
 from mailstream.events.topics import STATUS
+from mailstream.intake.capacity_view import CapacityView
 from tests.infra.gateway import ACME_PASSWORD, ACME_USER, GLOBEX_PASSWORD, GLOBEX_USER, INGRESS_DOMAIN
-from tests.infra.gateway_app import GatewayApp, gateway_app, until
+from tests.infra.gateway_app import START, GatewayApp, gateway_app, until
 
 MESSAGE = b"From: app@acme.test\r\nTo: someone@example.test\r\nSubject: hello\r\n\r\nHi there.\r\n"
 
@@ -222,3 +224,18 @@ async def test_shutdown_finishes_the_transaction_in_progress_and_refuses_new_one
         await asyncio.wait_for(stopping, 10)
         with pytest.raises(ConnectionRefusedError):
             await asyncio.open_connection("127.0.0.1", app.ports.submission_plain)  # no longer listening
+
+
+async def test_a_draining_queue_refuses_its_recipients_at_rcpt_and_the_others_go_on(tmp_path: Path) -> None:
+    capacity = CapacityView()
+    draining = QueueSuspension(id="cmd-1", tenant="acme", domain="closing.test", reason="migrating", since=START,
+                               issued_by="admin", state="draining")
+    capacity.stats["0/acme"] = QueueStats(partition=0, tenant="acme", rows=(), suspensions=(draining,), as_of=START)
+    async with gateway_app(tmp_path, capacity=capacity) as app:
+        client = await plain_client(app)
+        errors, _ = await client.sendmail("app@acme.test", ["a@closing.test", "b@open.test"], MESSAGE)
+        code, text = errors["a@closing.test"]
+        assert (code, text.split()[0]) == (550, "5.7.1")
+        assert "draining" in text
+        assert [m.recipient for m in app.accepted()] == ["b@open.test"]
+        await client.quit()
