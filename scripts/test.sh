@@ -24,14 +24,15 @@ bash scripts/check_wheel.sh # the wheel, installed in a new virtualenv, runs out
 if [[ ${CI:-} == true ]]; then export MAILSTREAM_REQUIRE_BROKER=1; fi
 
 if [[ -z ${KAFKA_BOOTSTRAP_SERVERS:-} ]]; then
-  export MAILSTREAM_RUN=$PWD/.run/test
-  rm -rf "$MAILSTREAM_RUN/kafka" # fresh cluster: no topics or groups left from a previous run
+  # One folder per run, so two runs on one machine never share (or wipe) each other's broker.
+  export MAILSTREAM_RUN=$PWD/.run/test/$$
+  rm -rf "$MAILSTREAM_RUN" # fresh cluster: no topics or groups left from a previous run
   # Free ports, so a developer's local stack on 19092/19093 can keep running.
   read -r KAFKA_PORT KAFKA_CONTROLLER_PORT < <(.venv/bin/python -c '
 from tests.infra.broker import free_ports
 print(*free_ports(2))')
   export KAFKA_PORT KAFKA_CONTROLLER_PORT
-  trap 'bash deploy/kafka/broker.sh stop' EXIT
+  trap 'bash deploy/kafka/broker.sh stop; rm -rf "$MAILSTREAM_RUN"' EXIT
   trap 'exit 130' INT TERM # make the EXIT trap run on Ctrl-C / kill too
   bash deploy/kafka/broker.sh start
   export KAFKA_BOOTSTRAP_SERVERS=127.0.0.1:$KAFKA_PORT
