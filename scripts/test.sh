@@ -3,7 +3,7 @@
 #
 #   scripts/test.sh [pytest args]        (default: -q tests)
 #
-# Starts a throwaway broker on free ports (data in .run/test/kafka, wiped each run) unless
+# Starts a throwaway broker on free ports (data in .run/test/<pid>/kafka, removed after the run) unless
 # KAFKA_BOOTSTRAP_SERVERS points at an existing cluster, and stops it on exit.
 set -euo pipefail
 cd "$(dirname "$0")/.."
