@@ -14,7 +14,7 @@ echo "test.sh: ruff check ." >&2
 .venv/bin/ruff check .
 echo "test.sh: mypy" >&2
 .venv/bin/mypy         # the mailstream package (pyproject.toml)
-.venv/bin/mypy tests bench
+.venv/bin/mypy tests bench examples
 echo "test.sh: lint-imports" >&2
 .venv/bin/lint-imports --no-cache --no-logo # the import contracts in pyproject.toml: a pure core, independent services
 echo "test.sh: scripts/check_wheel.sh" >&2
