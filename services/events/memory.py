@@ -1,12 +1,13 @@
 """In-memory twin of the Kafka topics, the producer and the transactional processor, for simulations,
 benchmarks and tests.
 
-Handlers written for `TransactionalProcessor` run here unchanged: topics are lists, a changelog is a
-dict per partition, every partition is owned by the one processor, and time is whatever the caller
-says. Code written against `EventSink` (as `EventProducer` provides it) writes to the same lists through
-`MemoryProducer`. Unlike Kafka, the twin refuses a handler's output or changelog write, and a producer's
-record, of a type its topic does not declare, so every test that runs a stage or a service on it checks
-`topics.py` against what is written (raw bytes put on the bus directly are left alone: a test's garbage).
+Handlers written for `TransactionalProcessor` (`mailstream.events.handler.PartitionHandler`) run here
+unchanged: topics are lists, a changelog is a dict per partition, every partition is owned by the one
+processor, and time is whatever the caller says. Code written against `EventSink` (as `EventProducer`
+provides it) writes to the same lists through `MemoryProducer`. Unlike Kafka, the twin refuses a
+handler's output or changelog write, and a producer's record, of a type its topic does not declare, so
+every test that runs a stage or a service on it checks `topics.py` against what is written (raw bytes
+put on the bus directly are left alone: a test's garbage).
 Nothing here is durable; it exists so scheduling can be simulated over days in seconds
 and a service's own code tested without a broker.
 """
@@ -16,9 +17,10 @@ from __future__ import annotations
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any, Protocol, TypeVar
+from typing import Any, TypeVar
 
 from mailstream.core.partitioner import partition_of
+from mailstream.events.handler import PartitionHandler
 from mailstream.events.kafka import Delivered, KafkaUnavailable
 from mailstream.events.records import Record
 from mailstream.events.topics import ALL_TOPICS, PARTITIONS, TopicSpec
@@ -39,13 +41,6 @@ class MemoryRecord:
     partition: int
     key: bytes | None
     value: bytes
-
-
-class Handler(Protocol):
-    def assigned(self, partition: int, state: dict[bytes, bytes]) -> None: ...
-    def on_record(self, partition: int, topic: str, key: bytes | None, value: bytes, now: datetime,
-                  out: MemoryOutput) -> None: ...
-    def on_tick(self, now: datetime, out: MemoryOutput) -> None: ...
 
 
 @dataclass(slots=True)
@@ -148,7 +143,7 @@ class MemoryProcessor:
     changelog topic, whose record types the handler's state writes must be of.
     """
 
-    def __init__(self, bus: MemoryBus, inputs: Sequence[str], handler: Handler, *,
+    def __init__(self, bus: MemoryBus, inputs: Sequence[str], handler: PartitionHandler, *,
                  keep_changelog: bool = True, owned: Iterable[int] | None = None,
                  resume_from: dict[int, dict[bytes, bytes]] | None = None,
                  changelog: TopicSpec[Any] | None = None) -> None:

@@ -13,7 +13,7 @@ import hashlib
 from collections.abc import Callable
 from datetime import datetime, timedelta
 
-from mailstream.events.processor import Output
+from mailstream.events.handler import Writes
 from mailstream.events.records import AcceptedMessage, BodyRef, LogRecord
 from mailstream.events.status import reception_status
 from mailstream.events.topics import ACCEPTED, EVENTS, STATUS, route_key
@@ -46,7 +46,7 @@ class Notifier:
     def revoked(self, partition: int) -> None:
         self._state.pop(partition, None)
 
-    def _put(self, out: Output, partition: int, key: bytes, value: bytes | None) -> None:
+    def _put(self, out: Writes, partition: int, key: bytes, value: bytes | None) -> None:
         state = self._state[partition]
         if value is None:
             if state.pop(key, None) is not None:
@@ -56,7 +56,7 @@ class Notifier:
             out.put(partition, key, value)
 
     def on_record(self, partition: int, topic: str, key: bytes | None, value: bytes, now: datetime,
-                  out: Output) -> None:
+                  out: Writes) -> None:
         if not value:
             return
         record = EVENTS.decode(value)
@@ -75,7 +75,7 @@ class Notifier:
             else:
                 self._notify(partition, reception, record, now, out)
 
-    def on_tick(self, now: datetime, out: Output) -> None:
+    def on_tick(self, now: datetime, out: Writes) -> None:
         for partition, state in self._state.items():
             due = []
             for key, value in state.items():
@@ -86,7 +86,7 @@ class Notifier:
             for reception, failure in due:
                 self._notify(partition, reception, failure, now, out)
 
-    def _notify(self, partition: int, reception: LogRecord, failure: LogRecord, now: datetime, out: Output) -> None:
+    def _notify(self, partition: int, reception: LogRecord, failure: LogRecord, now: datetime, out: Writes) -> None:
         dsn_id = notice_id(reception.id)
         data = build_notice(Notice(reception, failure), reporting_mta=self._reporting_mta,
                             mailer_daemon=f"MAILER-DAEMON@{self._reporting_mta}",

@@ -26,6 +26,7 @@ from mailstream.core.fair_queue import FairQueue
 from mailstream.core.partitioner import partition_of
 from mailstream.core.round_robin import WrrState, most_remaining, wrr_next
 from mailstream.core.throttle import Gcra, admit, next_admit_at
+from mailstream.events.handler import Writes
 from mailstream.events.legacy import as_cancel_notice
 from mailstream.events.records import (
     CancelNotice,
@@ -47,7 +48,7 @@ from mailstream.scheduler.egress_keys import Held, PathRate, Rotation, Settlemen
 from mailstream.scheduler.handover import HANDED_OVER, merge_usage, scope_group
 from mailstream.scheduler.packed import PackedValues
 from mailstream.scheduler.policy import Policies
-from mailstream.scheduler.stage import Limits, Snapshots, Timers, Writes, counted, daily, entries, send
+from mailstream.scheduler.stage import Limits, Snapshots, Timers, counted, daily, entries, send
 
 log = get_logger(__name__)
 REANNOUNCE = timedelta(seconds=5)

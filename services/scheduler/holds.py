@@ -12,10 +12,10 @@ from datetime import datetime
 
 from mailstream.core.queue_scope import QueueScope
 from mailstream.core.queue_state import ACTIVE, RuleName, Verdict, verdict
+from mailstream.events.handler import Writes
 from mailstream.events.records import ADMIN_ISSUER, QueueCommand, QueueSuspension
 from mailstream.events.serde import decode, encode
 from mailstream.scheduler.queue_keys import Control
-from mailstream.scheduler.stage import Writes
 
 RULE_OF: dict[str, RuleName] = {"suspend": "suspended", "drain": "draining", "disable": "disabled",
                                 "cancel": "bounce"}

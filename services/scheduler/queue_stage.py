@@ -24,6 +24,7 @@ from mailstream.core.queue_scope import QueueScope
 from mailstream.core.queue_state import ACTIVE, Verdict
 from mailstream.core.send_window import all_open, next_open_all
 from mailstream.core.throttle import Gcra, admit
+from mailstream.events.handler import Writes
 from mailstream.events.records import (
     ADMIN_ISSUER,
     AcceptedMessage,
@@ -75,7 +76,7 @@ from mailstream.scheduler.lifecycle import (
 from mailstream.scheduler.packed import PackedValues
 from mailstream.scheduler.policy import Policies, QueuePolicy
 from mailstream.scheduler.queue_keys import Control, Message, QueueRate, TenantLimit, Totals
-from mailstream.scheduler.stage import Limits, Snapshots, Timers, Writes, counted, daily, entries, send
+from mailstream.scheduler.stage import Limits, Snapshots, Timers, counted, daily, entries, send
 from mailstream.scheduler.tally import Filed, Tally
 
 log = get_logger(__name__)

@@ -12,9 +12,10 @@ import heapq
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from datetime import date, datetime, timedelta
-from typing import Any, ClassVar, Generic, Protocol, TypeVar
+from typing import Any, ClassVar, Generic, TypeVar
 
 from mailstream.core.daily_limit import DailyUsage
+from mailstream.events.handler import Writes
 from mailstream.events.records import LimitState, Record
 from mailstream.events.serde import decode, encode
 from mailstream.events.topics import TopicSpec
@@ -24,11 +25,6 @@ log = get_logger(__name__)
 R = TypeVar("R", bound=Record)
 S = TypeVar("S", bound="LimitScope")
 K = TypeVar("K")
-
-
-class Writes(Protocol):
-    def send(self, topic: str, key: bytes, value: bytes, partition: int | None = None) -> None: ...
-    def put(self, partition: int, key: bytes, value: bytes | None) -> None: ...
 
 
 def send(out: Writes, topic: TopicSpec[R], key: str, record: R, partition: int | None = None) -> None:

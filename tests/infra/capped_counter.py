@@ -16,7 +16,7 @@ import time
 from datetime import UTC, datetime
 from types import FrameType
 
-from mailstream.events.processor import Output, TransactionalProcessor
+from mailstream.events.processor import TransactionalProcessor, Writes
 from mailstream.observability.logs import configure_logging, get_logger
 
 log = get_logger(__name__)
@@ -39,7 +39,7 @@ class CappedCounter:
         self.counts.pop(partition, None)
 
     def on_record(self, partition: int, topic: str, key: bytes | None, value: bytes, now: datetime,
-                  out: Output) -> None:
+                  out: Writes) -> None:
         if key is None:
             return
         counts = self.counts[partition]
@@ -56,7 +56,7 @@ class CappedCounter:
             while True:
                 time.sleep(1)
 
-    def on_tick(self, now: datetime, out: Output) -> None:
+    def on_tick(self, now: datetime, out: Writes) -> None:
         pass
 
 

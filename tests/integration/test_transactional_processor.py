@@ -20,7 +20,7 @@ import pytest
 from confluent_kafka import Consumer, Producer, TopicPartition
 
 from mailstream.events.kafka import ensure_topics
-from mailstream.events.processor import Output, TransactionalProcessor
+from mailstream.events.processor import TransactionalProcessor, Writes
 from mailstream.events.records import DeliveryTask
 from mailstream.events.topics import TopicSpec
 from tests.infra import topics
@@ -295,11 +295,11 @@ class TickCounter:
         self.records.pop(partition, None)
 
     def on_record(self, partition: int, topic: str, key: bytes | None, value: bytes, now: datetime,
-                  out: Output) -> None:
+                  out: Writes) -> None:
         self.records[partition] += 1
         out.put(partition, b"records", str(self.records[partition]).encode())
 
-    def on_tick(self, now: datetime, out: Output) -> None:
+    def on_tick(self, now: datetime, out: Writes) -> None:
         for p in sorted(self.ticks):
             self.ticks[p] += 1
             out.put(p, b"ticks", str(self.ticks[p]).encode())
@@ -369,7 +369,7 @@ class Echo:
         self.counts.pop(partition, None)
 
     def on_record(self, partition: int, topic: str, key: bytes | None, value: bytes, now: datetime,
-                  out: Output) -> None:
+                  out: Writes) -> None:
         if value == self.fail_on:
             time.sleep(0.3)  # the batch's records reach the broker: the abort must undo them
             raise RuntimeError("handler failed")
@@ -380,7 +380,7 @@ class Echo:
         out.send(self.out_topic, key or b"", value, partition=partition)
         out.put(partition, b"n", str(self.counts[partition]).encode())
 
-    def on_tick(self, now: datetime, out: Output) -> None:
+    def on_tick(self, now: datetime, out: Writes) -> None:
         pass
 
 
