@@ -32,6 +32,7 @@ import httpx
 from bench import http_inject, postfix_mta
 from bench.harness import Load, SmtpSink, Tools, add_load_options, fs_type
 from mailstream.events.topics import PARTITIONS
+from tests.infra import postfix_mta as private_postfix
 from tests.infra.broker import LocalBroker
 from tests.infra.stack import Stack, stack_config
 
@@ -148,7 +149,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     load = Load(args.messages, args.concurrency, args.size, 1, args.timeout)
     skipped: dict[str, str] = {}
     peer = "postfix" in args.scenarios
-    if peer and (reason := postfix_mta.unavailable_reason()) is not None:
+    if peer and (reason := private_postfix.unavailable_reason()) is not None:
         print(f"postfix: SKIPPED, {reason}; no ratio can be given", file=sys.stderr)
         skipped["postfix"], peer = reason, False
     started_load = os.getloadavg()
@@ -177,7 +178,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                      "partitions_reached": placed},
         "machine": {"cpus": os.cpu_count(), "platform": platform.platform(), "temp_fs": temp_fs,
                     "load_average_start": started_load, "load_average_end": os.getloadavg(),
-                    "postfix": postfix_mta.version(), "kafka": os.environ.get("KAFKA_BOOTSTRAP_SERVERS") or
+                    "postfix": private_postfix.version(), "kafka": os.environ.get("KAFKA_BOOTSTRAP_SERVERS") or
                     "private broker (tests.infra.broker.LocalBroker)"},
         "postfix_tuning": postfix_mta.tuning(args.concurrency, "[127.0.0.1]:<sink port>") if peer else None,
         "postfix_mean_delivered_per_s": mean,

@@ -1,12 +1,14 @@
 #!/usr/bin/env bash
 # Idempotent setup of a fresh Debian machine for tests and the local stack.
 #
-#   scripts/bootstrap.sh [venv|postfix|java|kafka]...   (default: all, in that order)
+#   scripts/bootstrap.sh [venv|postfix|swaks|java|kafka]...   (default: all, in that order)
 #
 #   venv     .venv with python3 >= 3.11; `pip install -e '.[dev,bench]'` only when
 #            pyproject.toml changed since the last successful install
 #   postfix  Postfix's smtp-sink/smtp-source (load generator and fake MX) and, as root, the MTA that
-#            bench/vs_postfix.py runs as private instances; the system daemon is never left running
+#            bench/vs_postfix.py runs as private instances, with Cyrus SASL's PLAIN/LOGIN for the relay test
+#            that authenticates to the gateway; the system daemon is never left running
+#   swaks    the SMTP test client (with Net::SSLeay for --tls) the gateway's end-to-end tests drive
 #   java     a JRE (17) and Maven, to fetch and run the Kafka broker
 #   kafka    deploy/kafka/broker.sh fetch (broker jars from Maven Central)
 set -euo pipefail
@@ -85,8 +87,39 @@ step_postfix() {
     apt_install postfix
     say "installed postfix: /usr/sbin/smtp-sink, /usr/sbin/smtp-source and the MTA (bench/vs_postfix.py)"
   fi
+  # Postfix's smtp client finds SASL mechanisms as Cyrus plugins; a Recommends, so not there by default.
+  if dpkg -s libsasl2-modules >/dev/null 2>&1; then say "libsasl2-modules present"; else apt_install libsasl2-modules; fi
   # The bench starts private instances (postfix -c DIR, loopback only); never leave the system MTA on :25.
   if postfix status >/dev/null 2>&1; then say "stopping the postfix daemon"; postfix stop >/dev/null 2>&1 || true; fi
+}
+
+# Without root: unpack swaks (a perl script) and Net::SSLeay, which it needs for TLS, and run it with that
+# module on perl's path. It still needs the system's perl (Debian package perl, not just perl-base).
+swaks_unpacked() {
+  local dir=$CACHE/swaks tmp lib
+  tmp=$(mktemp -d)
+  say "no root: unpacking the swaks and libnet-ssleay-perl .debs into $dir"
+  (cd "$tmp" && apt-get download -qq swaks libnet-ssleay-perl) || die "apt-get download swaks failed"
+  rm -rf "$dir" && mkdir -p "$dir/bin"
+  for deb in "$tmp"/*.deb; do dpkg-deb -x "$deb" "$dir/root"; done
+  rm -rf "$tmp"
+  lib=$(dirname "$(dirname "$(find "$dir/root" -path '*/Net/SSLeay.pm' | head -n 1)")")
+  printf '#!/bin/sh\nPERL5LIB="%s${PERL5LIB:+:$PERL5LIB}" exec perl "%s/root/usr/bin/swaks" "$@"\n' \
+    "$lib" "$dir" >"$dir/bin/swaks"
+  chmod +x "$dir/bin/swaks"
+  say "swaks wrapper in $dir/bin"
+}
+
+step_swaks() {
+  if command -v swaks >/dev/null && swaks --support 2>&1 | grep -q '=== TLS supported'; then
+    say "swaks present (with TLS)"
+  elif is_root; then
+    apt_install swaks libnet-ssleay-perl
+  elif [[ -x $CACHE/swaks/bin/swaks ]]; then
+    say "swaks present ($CACHE/swaks/bin)"
+  else
+    swaks_unpacked
+  fi
 }
 
 step_java() {
@@ -99,8 +132,8 @@ step_java() {
 step_kafka() { bash deploy/kafka/broker.sh fetch; }
 
 steps=("$@")
-((${#steps[@]})) || steps=(venv postfix java kafka)
+((${#steps[@]})) || steps=(venv postfix swaks java kafka)
 for step in "${steps[@]}"; do
-  declare -F "step_$step" >/dev/null || die "unknown step '$step' (venv|postfix|java|kafka)"
+  declare -F "step_$step" >/dev/null || die "unknown step '$step' (venv|postfix|swaks|java|kafka)"
   "step_$step"
 done
