@@ -17,6 +17,7 @@ from typing import Annotated, Any, Literal
 import yaml
 from pydantic import BeforeValidator, Field, SecretStr, ValidationError, model_validator
 
+from mailstream.config.dkim import DkimConfig
 from mailstream.config.gateway import GatewayConfig
 from mailstream.config.scheduling import TCP_PORT, EgressConfig, QueueDefaults, Section, TenantLimits
 from mailstream.core.duration import parse_duration
@@ -160,6 +161,7 @@ class Config(Section):
     delivery: DeliveryConfig = Field(DeliveryConfig(),
                                      description="The delivery workers (`python -m mailstream.delivery`).")
     gateway: GatewayConfig = Field(GatewayConfig(), description="The SMTP gateway (`python -m mailstream.gateway`).")
+    dkim: DkimConfig = Field(DkimConfig(), description="DKIM signing, done by ingest and the gateway alike.")
     egress: EgressConfig = Field(
         EgressConfig(), description="Read by the scheduler (limits, source choice), the delivery workers "
         "(addresses, relays, connection shaping) and ingest (the capacity API).")

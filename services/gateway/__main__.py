@@ -24,6 +24,7 @@ from mailstream.gateway.notifier import Notifier
 from mailstream.gateway.server import Gateway
 from mailstream.gateway.session import GatewayParts
 from mailstream.intake.capacity_view import CapacityView
+from mailstream.intake.dkim import DkimKeyError, DkimSigner
 from mailstream.intake.submission import Submitter
 from mailstream.observability.http import serve_health
 from mailstream.observability.logs import get_logger
@@ -59,11 +60,16 @@ async def _run(config: Config, web_port: int) -> int:
     bootstrap = config.kafka.bootstrap_servers
     # A write the cluster cannot take within 30 s is answered 451 rather than holding the client for librdkafka's
     # default of five minutes.
+    try:
+        signer = DkimSigner(config.dkim)
+    except DkimKeyError as exc:
+        print(f"gateway: {exc}", file=sys.stderr)
+        return 2
     producer = EventProducer(bootstrap, **{"message.timeout.ms": 30_000})
     capacity = CapacityView()
     watch = AttemptWatch() if config.gateway.cut_through_wait.total_seconds() > 0 else None
-    parts = GatewayParts(config.gateway, Submitter(producer, system_clock, capacity.refusal), producer, capacity,
-                         watch, system_clock)
+    submitter = Submitter(producer, system_clock, capacity.refusal, signer)
+    parts = GatewayParts(config.gateway, submitter, producer, capacity, watch, system_clock)
     gateway = Gateway(config.gateway, parts)
     try:
         await gateway.start()

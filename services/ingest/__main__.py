@@ -17,6 +17,7 @@ from mailstream.ingest.app import create_app
 from mailstream.ingest.queue_api import queue_router
 from mailstream.ingest.status_view import StatusStore, StatusView
 from mailstream.intake.capacity_view import CapacityView
+from mailstream.intake.dkim import DkimKeyError, DkimSigner
 from mailstream.intake.submission import Submitter
 from mailstream.observability.logs import get_logger
 
@@ -48,7 +49,12 @@ def main(argv: list[str] | None = None) -> int:
             await producer.close()
             view.store.close()
 
-    submitter = Submitter(producer, system_clock, capacity.refusal)  # draining/disabled queues refused early
+    try:
+        signer = DkimSigner(config.dkim)
+    except DkimKeyError as exc:
+        print(f"ingest: {exc}", file=sys.stderr)
+        return 2
+    submitter = Submitter(producer, system_clock, capacity.refusal, signer)  # draining/disabled queues refused early
     app = create_app(config.ingest, submitter, view, system_clock, lifespan=lifespan,
                      routers=[queue_router(config, capacity, producer, system_clock, view)])
     # Keep-alive longer than clients' and load balancers' idle timeouts, so the server is not the side that

@@ -16,7 +16,8 @@ from mailstream.events.producer import EventSink
 from mailstream.events.records import AcceptedMessage, BodyRef, LogRecord, SmtpResponse
 from mailstream.events.status import reception_status as reception_status  # one v0 for ingest and stage 1
 from mailstream.events.topics import ACCEPTED, EVENTS, STATUS, route_key
-from mailstream.intake.routing import RoutingError, resolve_routing
+from mailstream.intake.dkim import DkimSigner
+from mailstream.intake.routing import Routing, RoutingError, resolve_routing
 
 
 @dataclass(frozen=True, slots=True)
@@ -63,11 +64,29 @@ def reception_record(msg: AcceptedMessage) -> LogRecord:
 Refusal = Callable[[str, str | None, str | None, str, datetime], str | None]
 
 
+INLINE_SIGNATURES = 4  # more bodies than this are signed off the event loop (RSA costs ~8 ms each)
+
+
 class Submitter:
-    def __init__(self, producer: EventSink, clock: Clock, refusal: Refusal | None = None) -> None:
+    def __init__(self, producer: EventSink, clock: Clock, refusal: Refusal | None = None,
+                 signer: DkimSigner | None = None) -> None:
         self._producer = producer
         self._clock = clock
         self._refusal = refusal  # an early answer for draining and disabled queues; stage 1 has the last word
+        self._signer = signer if signer else None
+
+    async def _signed(self, routed: list[tuple[Outgoing, Routing]]) -> list[bytes]:
+        """Each message as it will be written: DKIM-signed once per distinct body and tenant."""
+        signer = self._signer
+        if signer is None:
+            return [msg.data for msg, _ in routed]
+        distinct = {(hashlib.sha256(msg.data).digest(), route.tenant): msg.data for msg, route in routed}
+
+        def sign_all() -> dict[tuple[bytes, str | None], bytes]:
+            return {key: signer.sign(data, key[1]) for key, data in distinct.items()}
+
+        signed = sign_all() if len(distinct) <= INLINE_SIGNATURES else await asyncio.to_thread(sign_all)
+        return [signed[hashlib.sha256(msg.data).digest(), route.tenant] for msg, route in routed]
 
     async def submit(
         self,
@@ -94,14 +113,15 @@ class Submitter:
                 result.failed.append((msg.recipient, refused))
             else:
                 routed.append((msg, route))
+        data = await self._signed(routed)
+        digests = [hashlib.sha256(d).hexdigest() for d in data]
         bodies: dict[str, asyncio.Task[BodyRef]] = {}
-        for msg, _ in routed:
-            digest = hashlib.sha256(msg.data).hexdigest()
+        for digest, body in zip(digests, data, strict=True):
             if digest not in bodies:  # recipients sharing one body share one write
-                bodies[digest] = asyncio.ensure_future(put_body(self._producer, msg.data))
+                bodies[digest] = asyncio.ensure_future(put_body(self._producer, body))
         await asyncio.gather(*bodies.values())
         writes = []
-        for msg, route in routed:
+        for (msg, route), digest in zip(routed, digests, strict=True):
             accepted = AcceptedMessage(
                 id=new_transaction_id(),
                 submission_id=submission_id,
@@ -113,7 +133,7 @@ class Submitter:
                 recipient=msg.recipient,
                 domain=msg.recipient.rpartition("@")[2].lower(),
                 message_id=msg.message_id,
-                body=bodies[hashlib.sha256(msg.data).hexdigest()].result(),
+                body=bodies[digest].result(),
                 headers=msg.headers,
                 metadata=route.extra,
                 priority=route.priority,
