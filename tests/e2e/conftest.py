@@ -8,6 +8,8 @@ from typing import Any
 import pytest
 
 from mailstream.devtools.capture_sink import CaptureSink
+from tests.infra.dkim_keys import DkimTestKey, ed25519_key, rsa_key, txt_rdata
+from tests.infra.dns_server import LoopbackDns
 from tests.infra.gateway import GatewayPorts, gateway_section
 from tests.infra.stack import Stack, running_stack
 
@@ -25,10 +27,24 @@ def gateway_config(tmp_path_factory: pytest.TempPathFactory) -> tuple[dict[str, 
 
 
 @pytest.fixture(scope="session")
+def dkim_keys(tmp_path_factory: pytest.TempPathFactory) -> list[DkimTestKey]:
+    """acme.test signs with both algorithms."""
+    directory = tmp_path_factory.mktemp("dkim")
+    return [ed25519_key(directory, "acme.test", "ed1"), rsa_key(directory, "acme.test", "rsa1")]
+
+
+@pytest.fixture(scope="session")
+def dkim_dns(dkim_keys: list[DkimTestKey]) -> Iterator[LoopbackDns]:
+    """Publishes the DKIM public keys, as the receiving side looks them up."""
+    with LoopbackDns({(k.name, "TXT"): [txt_rdata(k.txt)] for k in dkim_keys}) as server:
+        yield server
+
+
+@pytest.fixture(scope="session")
 def stack(kafka_bootstrap: str, sink: CaptureSink, gateway_config: tuple[dict[str, Any], GatewayPorts],
-          tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
+          dkim_keys: list[DkimTestKey], tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
     with running_stack(kafka_bootstrap, sink.address, tmp_path_factory.mktemp("stack"),
-                       gateway=gateway_config[0]) as s:
+                       gateway=gateway_config[0], dkim={"keys": [k.config() for k in dkim_keys]}) as s:
         yield s
 
 
