@@ -53,13 +53,19 @@ class SmtpAttempt:
     resend: bool = False
 
 
+def printable(text: str) -> str:
+    """A peer's text as valid Unicode: aiosmtplib keeps bytes that are not UTF-8 as lone surrogates, which
+    no UTF-8 encoder (so no Avro record) accepts; each becomes U+FFFD."""
+    return text.encode("utf-8", "surrogateescape").decode("utf-8", "replace")
+
+
 def _reply(code: int, text: str, command: str) -> SmtpResponse:
-    enhanced, content = split_enhanced_code(code, text)
+    enhanced, content = split_enhanced_code(code, printable(text))
     return SmtpResponse(code=code, enhanced_code=enhanced, content=content, command=command)
 
 
 def _failure(command: str, peer: str, exc: BaseException) -> SmtpResponse:
-    what = "timed out" if isinstance(exc, TimeoutError | aiosmtplib.SMTPTimeoutError) else str(exc)
+    what = "timed out" if isinstance(exc, TimeoutError | aiosmtplib.SMTPTimeoutError) else printable(str(exc))
     return SmtpResponse(code=451, enhanced_code="4.4.1", command=command,
                         content=f"mailstream: {command} to {peer} failed: {what}")
 
@@ -125,8 +131,9 @@ class SmtpSession:
         except aiosmtplib.SMTPResponseException as exc:
             await _quit(client)
             if command == "AUTH":  # our credentials, not the recipient: retry later, never bounce
-                return SmtpAttempt(SmtpResponse(code=451, enhanced_code="4.7.8", command="AUTH",
-                                   content=f"mailstream: {peer} refused AUTH: {exc.code} {exc.message}"), peer, tls)
+                refused = f"mailstream: {peer} refused AUTH: {exc.code} {printable(exc.message)}"
+                return SmtpAttempt(SmtpResponse(code=451, enhanced_code="4.7.8", command="AUTH", content=refused),
+                                   peer, tls)
             return SmtpAttempt(_reply(exc.code, exc.message, command), peer, tls)
         except (*_NETWORK_ERRORS, ValueError) as exc:
             client.close()

@@ -1,6 +1,9 @@
 """A tarpit: an SMTP server on loopback that waits `delay` seconds before every reply (the greeting, EHLO,
 MAIL, RCPT, DATA, the end of the data, RSET, QUIT), and accepts every message in the end.
 
+`slow` narrows the wait to some steps (named as in `STEPS`; the others answer at once), and `final_reply`
+is the raw line that ends each message (a bad peer's bytes, say one that is not UTF-8).
+
 It runs its own event loop on a thread, so the client under test shares nothing with it. It records
 when each connection opened and when each message was accepted (`time.monotonic()`, as
 `tests.infra.smtp_recorder` does), so tests compare its times with other servers' times.
@@ -11,8 +14,11 @@ from __future__ import annotations
 import asyncio
 import threading
 import time
+from collections.abc import Collection
 from dataclasses import dataclass
 from types import TracebackType
+
+STEPS = ("greeting", "EHLO", "MAIL", "RCPT", "DATA", "end", "RSET", "QUIT")
 
 
 @dataclass(frozen=True)
@@ -23,8 +29,13 @@ class Accepted:
 
 
 class Tarpit:
-    def __init__(self, delay: float, host: str = "127.0.0.1") -> None:
+    def __init__(self, delay: float, host: str = "127.0.0.1", *, slow: Collection[str] = STEPS,
+                 final_reply: bytes = b"250 2.0.0 accepted, eventually") -> None:
+        if unknown := set(slow) - set(STEPS):
+            raise ValueError(f"no such steps: {sorted(unknown)}")
         self.delay = delay
+        self.slow = frozenset(slow)
+        self.final_reply = final_reply
         self.host = host
         self.port = 0
         self.opened: list[float] = []  # time.monotonic() of each connection
@@ -64,41 +75,43 @@ class Tarpit:
         with self._lock:
             self.opened.append(time.monotonic())
 
-        async def reply(text: str) -> None:
-            await asyncio.sleep(self.delay)
-            writer.write(text.encode() + b"\r\n")
+        async def reply(step: str, text: bytes) -> None:
+            if step in self.slow:
+                await asyncio.sleep(self.delay)
+            writer.write(text + b"\r\n")
             await writer.drain()
 
         mail_from = rcpt_to = ""
         try:
-            await reply("220 tarpit.test ESMTP")
+            await reply("greeting", b"220 tarpit.test ESMTP")
             while line := await reader.readline():
                 verb = line.split(b" ", 1)[0].split(b":", 1)[0].strip().upper()
                 argument = line.decode(errors="replace").strip()
                 if verb == b"EHLO":
-                    await reply("250-tarpit.test\r\n250 8BITMIME")
+                    await reply("EHLO", b"250-tarpit.test\r\n250 8BITMIME")
                 elif verb in (b"HELO", b"RSET", b"NOOP"):
-                    await reply("250 2.0.0 OK")
+                    await reply("RSET", b"250 2.0.0 OK")
                 elif verb == b"MAIL":
                     mail_from = argument.partition(":")[2].strip().strip("<>")
-                    await reply("250 2.1.0 OK")
+                    await reply("MAIL", b"250 2.1.0 OK")
                 elif verb == b"RCPT":
                     rcpt_to = argument.partition(":")[2].strip().strip("<>")
-                    await reply("250 2.1.5 OK")
+                    await reply("RCPT", b"250 2.1.5 OK")
                 elif verb == b"DATA":
-                    await reply("354 go ahead")
+                    await reply("DATA", b"354 go ahead")
                     while await reader.readline() not in (b".\r\n", b""):
                         pass
-                    await asyncio.sleep(self.delay)
+                    if "end" in self.slow:
+                        await asyncio.sleep(self.delay)
                     with self._lock:
                         self.accepted.append(Accepted(mail_from, rcpt_to, time.monotonic()))
-                    writer.write(b"250 2.0.0 accepted, eventually\r\n")
+                    writer.write(self.final_reply + b"\r\n")
                     await writer.drain()
                 elif verb == b"QUIT":
-                    await reply("221 2.0.0 bye")
+                    await reply("QUIT", b"221 2.0.0 bye")
                     break
                 else:
-                    await reply("502 5.5.2 not here")
+                    await reply("RSET", b"502 5.5.2 not here")
         except (ConnectionError, asyncio.CancelledError):
             pass
         finally:
