@@ -8,6 +8,7 @@ from contextlib import AbstractAsyncContextManager
 from typing import Any
 
 from fastapi import APIRouter, FastAPI, Request, Response
+from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from prometheus_client import CONTENT_TYPE_LATEST, Counter, generate_latest
 from pydantic import ValidationError
@@ -18,9 +19,15 @@ from mailstream.core.clock import Clock
 from mailstream.events.kafka import KafkaUnavailable
 from mailstream.events.records import TransactionStatus
 from mailstream.ingest.auth import KeyRing, Principal
-from mailstream.ingest.inject_request import InjectRequest
+from mailstream.ingest.inject_request import InjectRequest, shared_metadata_errors
 from mailstream.ingest.message_builder import GeneratedMessage, expand
-from mailstream.ingest.problems import Problem, from_validation_error, read_json
+from mailstream.ingest.problems import (
+    Problem,
+    from_request_validation,
+    from_validation_error,
+    invalid,
+    read_json,
+)
 from mailstream.ingest.status_view import StatusView
 from mailstream.intake.submission import Outgoing, Submitter, new_transaction_id
 
@@ -55,6 +62,10 @@ def create_app(
     async def _problem(_: Request, exc: Problem) -> Response:
         return exc.response()
 
+    @app.exception_handler(RequestValidationError)
+    async def _bad_parameter(_: Request, exc: RequestValidationError) -> Response:
+        return from_request_validation(exc.errors()).response()
+
     @app.exception_handler(KafkaUnavailable)
     async def _kafka_down(_: Request, exc: KafkaUnavailable) -> Response:
         REQUESTS.labels("unavailable").inc()
@@ -77,6 +88,10 @@ def create_app(
         except ValidationError as exc:
             REQUESTS.labels("invalid").inc()
             raise from_validation_error(exc) from None
+        shared = shared_metadata_errors(inject_request.metadata)
+        if shared:
+            REQUESTS.labels("invalid").inc()
+            raise invalid(shared)
         build = functools.partial(expand, inject_request, message_id_domain=config.message_id_domain, now=clock(),
                                   make_id=new_transaction_id)
         # Templating thousands of recipients must not stall the loop; a few are cheaper than the thread hop.

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import json
 import re
 from typing import Annotated, Any, Literal
 
@@ -25,12 +26,16 @@ from pydantic import (
     model_validator,
 )
 
+from mailstream.intake.routing import RoutingError, check_steering
+
 _ATEXT = re.compile(r"[A-Za-z0-9!#$%&'*+\-/=?^_`{|}~]+")
 _LABEL_CHARS = re.compile(r"[a-z0-9-]+")
 _FIELD_NAME = re.compile(r"[!-9;-~]+")  # RFC 5322 ftext: printable ASCII except ':'
 _MIME_TYPE = re.compile(r"[A-Za-z0-9][A-Za-z0-9!#$&^_.+-]*/[A-Za-z0-9][A-Za-z0-9!#$&^_.+-]*")
 # Headers whose value the MIME builder owns; a user copy would contradict the body it builds.
 _OWNED = frozenset({"content-type", "content-transfer-encoding", "content-disposition", "mime-version"})
+# Request-wide metadata rides in every recipient's mail.accepted record (1 MiB at most, with the headers).
+METADATA_LIMIT = 256 * 1024
 # Only parses, never renders: syntax errors become request errors before any recipient is tried.
 _SYNTAX_ENV = Environment(keep_trailing_newline=True)
 
@@ -123,6 +128,13 @@ class Address(BaseModel):
     @classmethod
     def _valid_email(cls, value: str) -> str:
         return parse_mailbox(value)
+
+    @field_validator("name")
+    @classmethod
+    def _single_line(cls, value: str | None) -> str | None:
+        if value is not None and ("\r" in value or "\n" in value):
+            raise ValueError("a display name must be a single line")
+        return value
 
 
 class Attachment(BaseModel):
@@ -294,3 +306,17 @@ class InjectRequest(BaseModel):
                 except TemplateSyntaxError as exc:
                     raise ValueError(f"{path}: template syntax error, line {exc.lineno}: {exc.message}") from exc
         return content
+
+
+def shared_metadata_errors(metadata: dict[str, Any]) -> list[tuple[str, str]]:
+    """(field, message) wrong with the request's own metadata: as every recipient carries it, one such error
+    refuses the whole request."""
+    try:
+        check_steering(metadata)
+    except RoutingError as exc:
+        return [(exc.field, str(exc).removeprefix(exc.field).strip())]
+    size = len(json.dumps(metadata, ensure_ascii=False).encode())
+    if size > METADATA_LIMIT:
+        return [("metadata", f"is {size} bytes as JSON; at most {METADATA_LIMIT} (every recipient's record carries "
+                             "it)")]
+    return []

@@ -86,6 +86,8 @@ def expand(
             results.append(RecipientFailure(index, recipient.email, f"invalid recipient address: {exc}"))
             continue
         try:
+            if recipient.name is not None and ("\r" in recipient.name or "\n" in recipient.name):
+                raise _RecipientError(f"recipients[{index}].name: a display name must be a single line")
             rendered = sources if templates is None else _render(templates, _variables(request, recipient, addr))
             if isinstance(request.content, str):
                 data = _raw_message(rendered["content"], now, new_message_id)
@@ -155,7 +157,10 @@ def _raw_message(text: str, now: datetime, new_message_id: Callable[[], str]) ->
     message = "\r\n".join([*added, *lines]) + "\r\n\r\n" + body.replace("\n", "\r\n")
     if not message.endswith("\r\n"):
         message += "\r\n"
-    return message.encode("utf-8")
+    try:
+        return message.encode("utf-8")
+    except UnicodeEncodeError as exc:  # a template can make a lone surrogate the request could not hold
+        raise _RecipientError(f"cannot build message: {exc.reason} at character {exc.start}") from exc
 
 
 def _mime_message(

@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
-import json
 from typing import Any
 
 from fastapi import Request
 from fastapi.responses import JSONResponse
 from pydantic import ValidationError
+
+from mailstream.ingest.json_body import JsonBodyError, parse
 
 PROBLEM_JSON = "application/problem+json"
 _REQUIRED: Any = object()
@@ -47,15 +48,29 @@ def field_path(loc: tuple[int | str, ...]) -> str:
     return out or "(body)"
 
 
+def invalid(errors: list[tuple[str, str]]) -> Problem:
+    """422 naming each (field, message), the first in the detail."""
+    return Problem(422, "Invalid request", f"{errors[0][0]}: {errors[0][1]}",
+                   [{"field": f, "message": m} for f, m in errors])
+
+
 def from_validation_error(exc: ValidationError) -> Problem:
-    errors = [{"field": field_path(tuple(e["loc"])), "message": e["msg"]} for e in exc.errors()]
-    first = errors[0]
-    return Problem(422, "Invalid request", f"{first['field']}: {first['message']}", errors)
+    return invalid([(field_path(tuple(e["loc"])), e["msg"]) for e in exc.errors()])
+
+
+def from_request_validation(errors: Any) -> Problem:
+    """FastAPI's own check of path and query parameters (`?wait=soon`): the field is named without its place."""
+    return invalid([(field_path(tuple(e["loc"])[1:] if e["loc"][0] in _PLACES else tuple(e["loc"])), e["msg"])
+                    for e in errors])
+
+
+_PLACES = ("path", "query", "header", "cookie", "body")
 
 
 async def read_json(request: Request, limit: int, *, empty: Any = _REQUIRED) -> Any:
     """The request's JSON body, refused with 413 past `limit` bytes (checked while reading, whatever
-    Content-Length claims) and 400 if it is not JSON; `empty` is returned for an empty body, if given."""
+    Content-Length claims), 400 if it is not JSON and 422 naming the place of what JSON allows but nothing can
+    use (json_body); `empty` is returned for an empty body, if given."""
     declared = request.headers.get("content-length")
     if declared is not None and declared.isdigit() and int(declared) > limit:
         raise Problem(413, "Payload too large", f"request body exceeds {limit} bytes")
@@ -67,6 +82,8 @@ async def read_json(request: Request, limit: int, *, empty: Any = _REQUIRED) -> 
     if not raw and empty is not _REQUIRED:
         return empty
     try:
-        return json.loads(raw)
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise Problem(400, "Malformed JSON", f"request body is not JSON: {exc}") from None
+        return parse(raw)
+    except JsonBodyError as exc:
+        if exc.status == 400:
+            raise Problem(400, "Malformed JSON", str(exc)) from None
+        raise invalid(exc.errors) from None

@@ -36,6 +36,7 @@ Name = Field(default=None, min_length=1, max_length=255)
 MAX_BODY = 16 * 1024
 ACTION_OF_STATE: dict[QueueState, QueueAction] = {"active": "resume", "suspended": "suspend", "draining": "drain",
                                                   "disabled": "disable"}
+MAX_DURATION = timedelta(days=366)  # longer is a state to set without an end
 DEFAULT_BOUNCE = timedelta(minutes=5)  # KumoMTA's default: new matches are cancelled for this long
 Reason = Field(default=None, max_length=500)
 
@@ -67,9 +68,14 @@ class SuspendRequest(ScopeRequest):
             return None
         if not isinstance(value, str | int | float) or isinstance(value, bool):
             raise ValueError("duration is a string such as '2h' or a number of seconds")
-        parsed = parse_duration(value)
+        try:
+            parsed = parse_duration(value)
+        except OverflowError:
+            parsed = MAX_DURATION * 2  # past what timedelta holds: refused below as too long
         if parsed <= timedelta(0):
             raise ValueError("duration must be positive")
+        if parsed > MAX_DURATION:  # an end the scheduler can keep and a datetime can hold
+            raise ValueError(f"duration is longer than {MAX_DURATION.days} days")
         return parsed
 
 

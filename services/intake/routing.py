@@ -15,7 +15,11 @@ RESERVED = ("tenant", "campaign", "routing_domain", "queue", "priority", "send_a
 
 
 class RoutingError(ValueError):
-    """Metadata that cannot steer a message; the text names the key."""
+    """Metadata that cannot steer a message; the text names the key, `field` is its path (metadata.<key>)."""
+
+    def __init__(self, message: str, field: str = "metadata") -> None:
+        super().__init__(message)
+        self.field = field
 
 
 @dataclass(frozen=True, slots=True)
@@ -35,7 +39,7 @@ def _text(meta: Mapping[str, Any], key: str) -> str | None:
     if value is None or value == "":
         return None
     if not isinstance(value, str):
-        raise RoutingError(f"metadata.{key} must be a string")
+        raise RoutingError(f"metadata.{key} must be a string", f"metadata.{key}")
     return value
 
 
@@ -46,10 +50,31 @@ def _time(meta: Mapping[str, Any], key: str) -> datetime | None:
     try:
         parsed = datetime.fromisoformat(value)
     except ValueError:
-        raise RoutingError(f"metadata.{key} must be an RFC 3339 time, got {value!r}") from None
+        raise RoutingError(f"metadata.{key} must be an RFC 3339 time, got {value[:40]!r}", f"metadata.{key}") from None
     if parsed.tzinfo is None:
-        raise RoutingError(f"metadata.{key} needs a UTC offset, got {value!r}")
-    return parsed.astimezone(UTC)
+        raise RoutingError(f"metadata.{key} needs a UTC offset, got {value[:40]!r}", f"metadata.{key}")
+    try:
+        return parsed.astimezone(UTC)
+    except OverflowError:  # 9999-12-31T23:59-01:00 is a valid text of a time past datetime's last day in UTC
+        raise RoutingError(f"metadata.{key} {value!r} is beyond the calendar in UTC", f"metadata.{key}") from None
+
+
+def _priority(meta: Mapping[str, Any]) -> int | None:
+    priority = meta.get("priority")
+    if priority is not None and (isinstance(priority, bool) or not isinstance(priority, int)
+                                 or not 0 <= priority <= 10):
+        raise RoutingError("metadata.priority must be an integer from 0 to 10", "metadata.priority")
+    return priority
+
+
+def check_steering(meta: Mapping[str, Any]) -> None:
+    """resolve_routing's checks that need neither a recipient nor a key, for metadata every recipient shares:
+    wrong there, it is wrong for all of them, so the whole request can be refused before anything is written."""
+    for key in ("tenant", "campaign", "routing_domain", "queue"):
+        _text(meta, key)
+    _priority(meta)
+    _time(meta, "send_at")
+    _time(meta, "expires_at")
 
 
 def resolve_routing(meta: Mapping[str, Any], domain: str, *, bound_tenant: str | None) -> Routing:
@@ -57,12 +82,9 @@ def resolve_routing(meta: Mapping[str, Any], domain: str, *, bound_tenant: str |
     tenant = _text(meta, "tenant")
     if bound_tenant is not None:
         if tenant is not None and tenant != bound_tenant:
-            raise RoutingError(f"metadata.tenant {tenant!r} is not the tenant of this API key")
+            raise RoutingError(f"metadata.tenant {tenant!r} is not the tenant of this API key", "metadata.tenant")
         tenant = bound_tenant
-    priority = meta.get("priority")
-    if priority is not None and (isinstance(priority, bool) or not isinstance(priority, int)
-                                 or not 0 <= priority <= 10):
-        raise RoutingError("metadata.priority must be an integer from 0 to 10")
+    priority = _priority(meta)
     campaign = _text(meta, "campaign")
     routing_domain = _text(meta, "routing_domain")
     try:

@@ -120,31 +120,63 @@ class Submitter:
             if digest not in bodies:  # recipients sharing one body share one write
                 bodies[digest] = asyncio.ensure_future(put_body(self._producer, body))
         await asyncio.gather(*bodies.values())
-        writes = []
+        records: list[Write] = []  # the request's accepted/status/Reception records: all written, or none
         for (msg, route), digest in zip(routed, digests, strict=True):
-            accepted = AcceptedMessage(
-                id=new_transaction_id(),
-                submission_id=submission_id,
-                queue=route.queue,
-                tenant=route.tenant,
-                campaign=route.campaign,
-                routing_domain=route.routing_domain,
-                sender=sender,
-                recipient=msg.recipient,
-                domain=msg.recipient.rpartition("@")[2].lower(),
-                message_id=msg.message_id,
-                body=bodies[digest].result(),
-                headers=msg.headers,
-                metadata=route.extra,
-                priority=route.priority,
-                send_at=route.send_at,
-                expires_at=route.expires_at,
-                reception_protocol=protocol,
-                received_at=now,
-            )
+            try:
+                accepted = AcceptedMessage(
+                    id=new_transaction_id(),
+                    submission_id=submission_id,
+                    queue=route.queue,
+                    tenant=route.tenant,
+                    campaign=route.campaign,
+                    routing_domain=route.routing_domain,
+                    sender=sender,
+                    recipient=msg.recipient,
+                    domain=msg.recipient.rpartition("@")[2].lower(),
+                    message_id=msg.message_id,
+                    body=bodies[digest].result(),
+                    headers=msg.headers,
+                    metadata=route.extra,
+                    priority=route.priority,
+                    send_at=route.send_at,
+                    expires_at=route.expires_at,
+                    reception_protocol=protocol,
+                    received_at=now,
+                )
+                encoded = encoded_records(accepted)
+            except ValueError as exc:  # a record the log could never take: its recipient fails, not the request
+                result.failed.append((msg.recipient, f"cannot be recorded: {exc}"))
+                continue
             result.accepted.append(accepted)
-            writes.append(self._producer.send(ACCEPTED, route_key(accepted.tenant, accepted.queue), accepted))
-            writes.append(self._producer.send(STATUS, accepted.id, reception_status(accepted)))
-            writes.append(self._producer.send(EVENTS, accepted.id, reception_record(accepted)))
-        await asyncio.gather(*writes)
+            records.extend(encoded)
+        if records:
+            await self._write(records)
         return result
+
+    async def _write(self, records: Sequence[Write]) -> None:
+        await asyncio.gather(*(self._producer.send_raw(topic, key, value) for topic, key, value in records))
+
+
+Write = tuple[str, bytes, bytes]  # (topic, key, value)
+# Kafka's record overhead beside key and value (batch and record headers), so a record just under a topic's
+# max.message.bytes is not let through to be refused by the broker.
+RECORD_OVERHEAD = 512
+
+
+def encoded_records(accepted: AcceptedMessage) -> list[Write]:
+    """The three records of an accepted message, encoded; ValueError when one cannot be encoded or is larger
+    than its topic takes (metadata and headers too large), which no retry could change."""
+    out: list[Write] = []
+    for topic, key, value in (
+            (ACCEPTED.name, route_key(accepted.tenant, accepted.queue), ACCEPTED.encode(accepted)),
+            (STATUS.name, accepted.id, STATUS.encode(reception_status(accepted))),
+            (EVENTS.name, accepted.id, EVENTS.encode(reception_record(accepted)))):
+        limit = TOPIC_LIMITS[topic]
+        if len(value) + len(key) + RECORD_OVERHEAD > limit:
+            raise ValueError(f"its metadata and headers make a {topic} record of {len(value)} bytes; the topic "
+                             f"takes at most {limit - RECORD_OVERHEAD}")
+        out.append((topic, key.encode(), value))
+    return out
+
+
+TOPIC_LIMITS = {t.name: t.max_message_bytes for t in (ACCEPTED, STATUS, EVENTS)}
