@@ -40,7 +40,7 @@ from mailstream.events.records import (
     SourceUsage,
     UsageHandover,
 )
-from mailstream.events.serde import SerdeError, decode, encode
+from mailstream.events.serde import decode, encode
 from mailstream.events.topics import DELIVERY, DISPATCHED, PARTITIONS, READY, RESPONSES, SOURCE_USAGE, route_key
 from mailstream.observability.logs import get_logger
 from mailstream.scheduler import egress_keys
@@ -113,11 +113,7 @@ class EgressStage:
             return
         book = self.books.setdefault(partition, EgressBook())
         self._settle(book, partition, now, out)
-        try:
-            record = READY.decode(value)
-        except SerdeError as exc:
-            log.error("record_unreadable", topic=topic, partition=partition, error=str(exc))
-            return
+        record = READY.decode(value)  # SerdeError: unreadable, for the processor to set aside
         if isinstance(record, UsageHandover):
             handover = record
             scope = egress_keys.parse_scope(handover.scope)

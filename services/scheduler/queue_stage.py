@@ -35,7 +35,7 @@ from mailstream.events.records import (
     QueuedMessage,
     QueueStats,
 )
-from mailstream.events.serde import SerdeError, decode, encode
+from mailstream.events.serde import decode, encode
 from mailstream.events.topics import (
     ACCEPTED,
     DISPATCHED,
@@ -141,42 +141,38 @@ class QueueStage:
     def on_record(self, partition: int, topic: str, key: bytes | None, value: bytes, now: datetime,
                   out: Writes) -> None:
         book = self.books.setdefault(partition, QueueBook())
-        try:
-            if topic == ACCEPTED.name:
-                msg = decode(value, AcceptedMessage)
-                if msg.id in book.messages:
-                    return  # ingest retried a send: the message is already queued
-                policy = self._policy_of_accepted(msg)
-                effects = on_accepted(msg, partition, policy.egress_pool, priority=policy.priority)
-                verdict = book.holds.verdict(msg.queue, msg.tenant, msg.campaign, msg.domain, now)
-                if effects.state is not None and verdict.refusal is not None and verdict.bounce is None:
-                    effects = refuse(effects.state, now, *verdict.refusal)  # stage 1 decides, whatever ingest saw
-                self._apply(book, partition, msg.id, effects, out, now, verdict)
-            elif topic == RESPONSES.name:
-                resp = RESPONSES.decode(value)
-                q = self._load(book, resp.id)
-                if isinstance(resp, EgressVerdict):  # stage 2 ended the attempt unsent
-                    self._apply(book, partition, resp.id, on_verdict(q, resp, now), out, now)
-                else:
-                    retry = self._policy(q).retry if q else RetryPolicy()  # no message: the response is moot
-                    self._apply(book, partition, resp.id,
-                                on_response(q, resp, retry, self.classifier, now, self.rng), out, now)
-            elif topic == DISPATCHED.name:
-                notice = decode(value, Dispatched)
-                self._apply(book, partition, notice.id, on_dispatched(self._load(book, notice.id), notice, now),
-                            out, now)
-            elif topic == QUEUE_COMMANDS.name:
-                command = decode(value, QueueCommand)
-                if command.transaction_id is not None:
-                    self._cancel_one(book, partition, command, now, out)
-                else:
-                    scope = book.holds.apply(command, now, out, partition)
-                    if scope is not None:
-                        log.info("queue_command", action=command.action, scope=scope.key, partition=partition)
-                        book.recheck.extend(_matching(book, scope, LIVE))
-        except SerdeError as exc:
-            log.error("record_unreadable", topic=topic, partition=partition, error=str(exc))
-            return
+        if topic == ACCEPTED.name:
+            msg = decode(value, AcceptedMessage)
+            if msg.id in book.messages:
+                return  # ingest retried a send: the message is already queued
+            policy = self._policy_of_accepted(msg)
+            effects = on_accepted(msg, partition, policy.egress_pool, priority=policy.priority)
+            verdict = book.holds.verdict(msg.queue, msg.tenant, msg.campaign, msg.domain, now)
+            if effects.state is not None and verdict.refusal is not None and verdict.bounce is None:
+                effects = refuse(effects.state, now, *verdict.refusal)  # stage 1 decides, whatever ingest saw
+            self._apply(book, partition, msg.id, effects, out, now, verdict)
+        elif topic == RESPONSES.name:
+            resp = RESPONSES.decode(value)
+            q = self._load(book, resp.id)
+            if isinstance(resp, EgressVerdict):  # stage 2 ended the attempt unsent
+                self._apply(book, partition, resp.id, on_verdict(q, resp, now), out, now)
+            else:
+                retry = self._policy(q).retry if q else RetryPolicy()  # no message: the response is moot
+                self._apply(book, partition, resp.id,
+                            on_response(q, resp, retry, self.classifier, now, self.rng), out, now)
+        elif topic == DISPATCHED.name:
+            notice = decode(value, Dispatched)
+            self._apply(book, partition, notice.id, on_dispatched(self._load(book, notice.id), notice, now),
+                        out, now)
+        elif topic == QUEUE_COMMANDS.name:
+            command = decode(value, QueueCommand)
+            if command.transaction_id is not None:
+                self._cancel_one(book, partition, command, now, out)
+            else:
+                scope = book.holds.apply(command, now, out, partition)
+                if scope is not None:
+                    log.info("queue_command", action=command.action, scope=scope.key, partition=partition)
+                    book.recheck.extend(_matching(book, scope, LIVE))
         self._promote(book, partition, now, out, self._recheck(book, partition, now, out, self.budget))
 
     def on_tick(self, now: datetime, out: Writes) -> None:

@@ -1,4 +1,4 @@
-"""The transactional processor against a real broker: exact caps across SIGKILL, ticks, restore, aborts."""
+"""The transactional processor against a real broker: exact caps across SIGKILL, ticks, restore, dead letters."""
 
 from __future__ import annotations
 
@@ -17,11 +17,13 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from confluent_kafka import Consumer, Producer, TopicPartition
+from confluent_kafka import Consumer, Message, Producer, TopicPartition
 
+from mailstream.events import fixtures
 from mailstream.events.kafka import ensure_topics
 from mailstream.events.processor import TransactionalProcessor, Writes
 from mailstream.events.records import DeliveryTask
+from mailstream.events.serde import decode, encode
 from mailstream.events.topics import TopicSpec
 from tests.infra import topics
 from tests.infra.logs import log_events
@@ -75,6 +77,16 @@ def wait_for(cond: Callable[[], bool], timeout: float, what: str, interval: floa
         if time.monotonic() > deadline:
             raise AssertionError(f"timed out after {timeout}s waiting for {what}")
         time.sleep(interval)
+
+
+def dead_lettered(bootstrap: str, topic: str) -> list[Message]:
+    """The records set aside in a (one-partition) dead-letter topic."""
+    consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": f"dl-{uuid.uuid4().hex[:8]}",
+                         "isolation.level": "read_committed", "auto.offset.reset": "earliest"})
+    consumer.assign([TopicPartition(topic, 0, 0)])
+    records = [m for m in consumer.consume(10, 5.0) if m.error() is None]
+    consumer.close()
+    return records
 
 
 def wall_clock() -> datetime:
@@ -421,15 +433,43 @@ def test_a_record_the_handler_fails_on_goes_to_the_dead_letter_topic(kafka_boots
     good = [v for v in values if v != b"r37"]
     assert sorted(v for _, _, v in read_all(kafka_bootstrap, t.out, 2) if v is not None) == sorted([*good, b"other"])
     assert {p: v for p, _, v in read_all(kafka_bootstrap, t.changelog, 2)} == {0: b"99", 1: b"1"}
-    consumer = Consumer({"bootstrap.servers": kafka_bootstrap, "group.id": f"dl-{group}",
-                         "isolation.level": "read_committed", "auto.offset.reset": "earliest"})
-    consumer.assign([TopicPartition(dead, 0, 0)])
-    diverted = [m for m in consumer.consume(10, 5.0) if m.error() is None]
-    consumer.close()
+    diverted = dead_lettered(kafka_bootstrap, dead)
     assert [m.value() for m in diverted] == [b"r37"]
     headers = dict(diverted[0].headers() or [])
     assert headers["error"] == b"RuntimeError: handler failed"
     assert (headers["topic"], headers["partition"], headers["offset"]) == (t.inp.encode(), b"0", b"37")
+
+
+class Reading(Echo):
+    """An Echo of the records it can read as delivery tasks, as a stage reads its inputs: it raises on any other."""
+
+    def on_record(self, partition: int, topic: str, key: bytes | None, value: bytes, now: datetime,
+                  out: Writes) -> None:
+        decode(value, DeliveryTask)
+        super().on_record(partition, topic, key, value, now, out)
+
+
+def test_a_record_the_handler_cannot_read_goes_to_the_dead_letter_topic(kafka_bootstrap: str) -> None:
+    t = make_topics(kafka_bootstrap, 2)
+    dead = t.inp.replace(".in", ".dead")
+    ensure_topics(kafka_bootstrap, [TopicSpec(dead, "the record's key", (), partitions=1)])
+    tasks = [encode(fixtures.task().model_copy(update={"id": f"tx-{i}"})) for i in range(20)]
+    garbage = b"\xc3\x01 not a record"
+    produce(kafka_bootstrap, t.inp, [(0, b"k", v) for v in [*tasks[:10], garbage, *tasks[10:]]])
+
+    proc = processor(kafka_bootstrap, f"unreadable-{uuid.uuid4().hex[:8]}", t, Reading(t.out), wall_clock,
+                     dead_letter=dead, name="reader")
+    with running(proc):
+        wait_for(lambda: proc.records_processed == 21, 60, "every record, the unreadable one diverted")
+        assert proc.healthy
+    assert proc.records_dead_lettered == 1
+    assert sorted(v for _, _, v in read_all(kafka_bootstrap, t.out, 2) if v is not None) == sorted(tasks)
+    diverted = dead_lettered(kafka_bootstrap, dead)
+    assert [m.value() for m in diverted] == [garbage]
+    headers = dict(diverted[0].headers() or [])
+    assert headers["error"] == b"SerdeError: unknown schema fingerprint 206e6f7420612072 for mailstream.DeliveryTask"
+    assert (headers["topic"], headers["partition"], headers["offset"], headers["processor"]) == \
+        (t.inp.encode(), b"0", b"10", b"reader")
 
 
 def test_an_abortable_error_rewinds_state_and_input(kafka_bootstrap: str) -> None:
