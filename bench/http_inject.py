@@ -22,7 +22,7 @@ from mailstream.events.records import TransactionStatus
 from mailstream.events.serde import decode
 from mailstream.events.topics import EGRESS_STATE, QUEUE_STATE, STATUS, route_key
 from tests.infra.stack import ADMIN_KEY, Stack
-from tests.infra.topics import bytes_written, topic_offsets
+from tests.infra.topics import Offsets, bytes_written, topic_offsets
 
 FAILED = {"bounced", "deferred", "expired", "cancelled"}  # deferred counts: its retry is 20 minutes away
 SERVICES_AND_BROKER = ("ingest", "scheduler", "delivery", "broker")
@@ -164,8 +164,7 @@ def failure_summary(status: TransactionStatus) -> str:
 def measure(stack: Stack, load: Load, sink: SmtpSink, *, tag: str = "", count_bytes: bool = True) -> dict[str, Any]:
     """One run of `load` through the stack; `sink` is the stack's smarthost (its arrivals time the deliveries)."""
     bootstrap = stack.bootstrap
-    prefixes = ("mail.", stack.config["scheduler"]["app_id"])
-    before = topic_offsets(bootstrap, prefixes)
+    before = topic_offsets(bootstrap, record_prefixes(stack))
     consumer, run = kafka_consumer(bootstrap), Run()  # mail.status is assigned at its end offsets before any submit
     consumer.assign([TopicPartition(t, p, high) for (t, p), high in before.items() if t == STATUS.name])
     sink_base = sink.received
@@ -204,13 +203,23 @@ def measure(stack: Stack, load: Load, sink: SmtpSink, *, tag: str = "", count_by
         **sampler.figures(wall, lambda label: label.startswith(SERVICES_AND_BROKER)),
     }
     if count_bytes:
-        time.sleep(1.0)  # let the last status and changelog writes land before counting bytes
-        written = bytes_written(bootstrap, before, topic_offsets(bootstrap, prefixes))
-        n = max(len(run.submitted), 1)  # = delivered in a complete run; partial runs undercount delivery-side writes
-        per_msg = {t: b / n for t, b in sorted(written.items()) if b}
-        total = sum(per_msg.values())
-        mail = sum(b for t, b in per_msg.items() if t.startswith("mail.") and t not in CHANGELOGS)
-        figures["kafka_bytes_per_msg"] = {"mail": mail, "changelogs": total - mail, "all": total, "by_topic": per_msg,
-                                          "partial": bool(figures["missing"]), "ratio_mail": mail / load.size,
-                                          "ratio_all": total / load.size}
+        figures["kafka_bytes_per_msg"] = kafka_bytes(stack, before, len(run.submitted), load.size,
+                                                     partial=bool(figures["missing"]))
     return figures
+
+
+def kafka_bytes(stack: Stack, before: Offsets, submitted: int, size: int, *, partial: bool) -> dict[str, Any]:
+    """Bytes written to the mail.* topics and the scheduler's changelogs since `before`, per submitted message."""
+    time.sleep(1.0)  # let the last status and changelog writes land before counting bytes
+    written = bytes_written(stack.bootstrap, before, topic_offsets(stack.bootstrap, record_prefixes(stack)))
+    n = max(submitted, 1)  # = delivered in a complete run; partial runs undercount delivery-side writes
+    per_msg = {t: b / n for t, b in sorted(written.items()) if b}
+    total = sum(per_msg.values())
+    mail = sum(b for t, b in per_msg.items() if t.startswith("mail.") and t not in CHANGELOGS)
+    return {"mail": mail, "changelogs": total - mail, "all": total, "by_topic": per_msg, "partial": partial,
+            "ratio_mail": mail / size, "ratio_all": total / size}
+
+
+def record_prefixes(stack: Stack) -> tuple[str, ...]:
+    """The topics a run writes: mail.* and the scheduler's changelogs (named after its application id)."""
+    return "mail.", stack.config["scheduler"]["app_id"]

@@ -8,15 +8,17 @@ Scenarios (--scenarios, comma-separated; Postfix, when listed, runs first and la
   postfix   smtp-source -s C -m N -l SIZE → a private Postfix relaying to smtp-sink
   http1     mailstream over HTTP, 1 recipient per request
   http100   mailstream over HTTP, 100 recipients per request
-  smtp      mailstream over SMTP with smtp-source (not built yet: prints so and skips)
-Scale-out: --ingest N --scheduler N --delivery N processes of each service, --partitions P per keyed topic.
+  smtp      mailstream over SMTP: smtp-source -s C -m N -l SIZE → the gateway's ingress listener, with
+            cut-through's default wait (the DATA reply waits for the first delivery attempt)
+  smtp-ct0  the same with gateway.cut_through_wait: 0s (250 as soon as the message is durable)
+Scale-out: --ingest N --scheduler N --delivery N --gateway N processes of each service, --partitions P per keyed
+topic (the gateway processes share the listener's port: SO_REUSEPORT).
 """
 
 from __future__ import annotations
 
 import argparse
 import contextlib
-import importlib.util
 import json
 import math
 import os
@@ -29,15 +31,17 @@ from typing import Any
 
 import httpx
 
-from bench import http_inject, postfix_mta
+from bench import http_inject, postfix_mta, smtp_inject
 from bench.harness import Load, SmtpSink, Tools, add_load_options, fs_type
+from mailstream.config.gateway import GatewayConfig
 from mailstream.events.topics import PARTITIONS
 from tests.infra import postfix_mta as private_postfix
 from tests.infra.broker import LocalBroker
 from tests.infra.stack import Stack, stack_config
 
-SCENARIOS = ("postfix", "http1", "http100", "smtp")
+SCENARIOS = ("postfix", "http1", "http100", "smtp", "smtp-ct0")
 HTTP_BATCH = {"http1": 1, "http100": 100}
+CUT_THROUGH = {"smtp": None, "smtp-ct0": "0s"}  # gateway.cut_through_wait per SMTP scenario (None: the default)
 # mailstream's defaults, not the tests' fail-fast 5 s / 20 s, matching Postfix's smtp_connect_timeout (30 s)
 # and its 300 s command timeouts: on a loaded 2-core machine a 5 s connect-and-greeting can time out.
 DELIVERY_TIMEOUTS = {"connect_timeout": "30s", "command_timeout": "5m"}
@@ -49,11 +53,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                      concurrency_help="smtp-source sessions and HTTP requests in flight",
                      timeout_help="seconds to wait for the last delivery of a run")
     p.add_argument("--warmup", type=int, default=64, help="unmeasured messages sent before each run (0: none)")
-    p.add_argument("--scenarios", default="postfix,http1,http100",
-                   help=f"comma-separated, from {','.join(SCENARIOS)} (default: postfix,http1,http100)")
+    p.add_argument("--scenarios", default=",".join(SCENARIOS),
+                   help=f"comma-separated, from {','.join(SCENARIOS)} (default: all)")
     p.add_argument("--ingest", type=int, default=1, help="ingest processes (the bench spreads requests over them)")
     p.add_argument("--scheduler", type=int, default=1, help="scheduler processes")
     p.add_argument("--delivery", type=int, default=1, help="delivery processes")
+    p.add_argument("--gateway", type=int, default=1, help="gateway processes, sharing the SMTP port")
     p.add_argument("--tenants", type=int, default=1,
                    help="spread mailstream's requests over this many tenants, each with its own egress pool and "
                         "source (default 1: one key per topic, so one partition does all the work)")
@@ -65,23 +70,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     unknown = sorted(set(args.scenarios) - set(SCENARIOS))
     if unknown or not args.scenarios:
         p.error(f"unknown scenarios {unknown}; choose from {', '.join(SCENARIOS)}")
-    for name in ("messages", "concurrency", "size", "ingest", "scheduler", "delivery", "tenants"):
+    for name in ("messages", "concurrency", "size", "ingest", "scheduler", "delivery", "gateway", "tenants"):
         if getattr(args, name) < 1:
             p.error(f"--{name} must be at least 1")
     if args.partitions is not None and args.partitions < 1:
         p.error("--partitions must be at least 1")
     return args
-
-
-def run_smtp_gateway(tools: Tools, stack: Stack, sink: SmtpSink, load: Load) -> dict[str, Any] | None:
-    """The hook for mailstream's SMTP door: once services/gateway listens, start it with the stack and drive it
-    as Postfix is driven, `harness.run_smtp_source(tools, <gateway port>, load)`, counting arrivals at `sink`
-    and following mail.status as `http_inject.measure` does. Until then it says so and returns None."""
-    built = importlib.util.find_spec("mailstream.gateway.__main__") is not None
-    print("mailstream via SMTP (smtp-source → gateway): skipped, "
-          + ("the bench has no driver for services/gateway yet" if built
-             else "the SMTP door is not built yet (services/gateway is empty)"), file=sys.stderr)
-    return None
 
 
 def ok(figures: dict[str, Any]) -> bool:
@@ -110,16 +104,17 @@ def run_mailstream(args: argparse.Namespace, tools: Tools, workdir: Path, load: 
         placed.update(http_inject.placement(tenants, args.partitions or PARTITIONS, smarthost))
         overrides = http_inject.tenant_config(tenants)
         overrides["delivery"] = DELIVERY_TIMEOUTS
+        if CUT_THROUGH.keys() & set(wanted):  # one tenant receives the bench's recipient domain over SMTP
+            overrides["gateway"] = smtp_inject.gateway_section(tenants[0] if tenants else "bench", load.concurrency)
         config = stack_config(bootstrap, sink.address, workdir, **overrides)
         stack = Stack(config, workdir, partitions=args.partitions,
-                      replicas={"ingest": args.ingest, "scheduler": args.scheduler, "delivery": args.delivery})
+                      replicas={"ingest": args.ingest, "scheduler": args.scheduler, "delivery": args.delivery,
+                                "gateway": args.gateway})
         cleanup.callback(stack.stop)
         stack.start()
         for n, scenario in enumerate(wanted):
-            if scenario == "smtp":
-                figures = run_smtp_gateway(tools, stack, sink, load)
-                if figures is not None:
-                    runs.append({"scenario": scenario, "system": "mailstream", **figures})
+            if scenario in CUT_THROUGH:
+                runs.append(run_smtp(args, tools, stack, sink, load, scenario))
                 continue
             batch = HTTP_BATCH[scenario]
             shaped = Load(load.messages, load.concurrency, load.size, batch, load.timeout, tenants)
@@ -135,6 +130,24 @@ def run_mailstream(args: argparse.Namespace, tools: Tools, workdir: Path, load: 
                 print(f"{scenario}: not every message ended delivered; service logs:\n"
                       + "\n".join(stack.log_tail(s, 15) for s in stack.procs), file=sys.stderr)
     return runs
+
+
+def run_smtp(args: argparse.Namespace, tools: Tools, stack: Stack, sink: SmtpSink, load: Load,
+             scenario: str) -> dict[str, Any]:
+    """smtp-source through the gateway with the scenario's cut-through wait (the gateways restart to change it)."""
+    wait = CUT_THROUGH[scenario]
+    smtp_inject.set_cut_through(stack, wait)
+    warm = smtp_inject.measure(stack, tools, replace(load, messages=args.warmup), sink, count_bytes=False) \
+        if args.warmup else None
+    figures = smtp_inject.measure(stack, tools, load, sink)
+    figures["warmup"] = None if warm is None else {k: warm[k] for k in ("messages", "delivered", "failed", "missing",
+                                                                       "failures")}
+    default = GatewayConfig.model_fields["cut_through_wait"].default.total_seconds()
+    figures["cut_through_wait"] = wait or f"{default:g}s (the default)"
+    if not ok(figures) or (warm is not None and not ok(warm)):
+        print(f"{scenario}: not every message ended delivered; service logs:\n"
+              + "\n".join(stack.log_tail(s, 15) for s in stack.procs), file=sys.stderr)
+    return {"scenario": scenario, "system": "mailstream", **figures}
 
 
 def run_peer(tools: Tools, load: Load, warmup: int, n: int) -> dict[str, Any]:
@@ -163,8 +176,6 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         if peer:
             runs.append(run_peer(tools, load, args.warmup, 2))
         temp_fs = fs_type(workdir)
-    if "smtp" in args.scenarios:
-        skipped["smtp"] = "the SMTP door (services/gateway) is not built yet"
     peers = [r["delivered_per_s"] for r in runs if r["system"] == "postfix"]
     mean = sum(peers) / len(peers) if peers else None
     for r in runs:
@@ -174,7 +185,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         "settings": {"messages": args.messages, "size": args.size, "concurrency": args.concurrency,
                      "warmup": args.warmup, "timeout_s": args.timeout, "scenarios": args.scenarios,
                      "ingest": args.ingest, "scheduler": args.scheduler, "delivery": args.delivery,
-                     "partitions": args.partitions or PARTITIONS, "tenants": args.tenants,
+                     "gateway": args.gateway, "partitions": args.partitions or PARTITIONS, "tenants": args.tenants,
                      "partitions_reached": placed},
         "machine": {"cpus": os.cpu_count(), "platform": platform.platform(), "temp_fs": temp_fs,
                     "load_average_start": started_load, "load_average_end": os.getloadavg(),
@@ -198,6 +209,7 @@ def report(result: dict[str, Any]) -> str:
     lines = [
         f"vs_postfix    {s['messages']} x {s['size']} B per run, concurrency {s['concurrency']}, warm-up {s['warmup']} "
         f"per run; mailstream: ingest {s['ingest']}, scheduler {s['scheduler']}, delivery {s['delivery']}, "
+        f"gateway {s['gateway']}, "
         f"partitions {s['partitions']}, tenants {s['tenants']} (partitions their keys reach: "
         + (", ".join(f"{t} {n}" for t, n in s["partitions_reached"].items()) or "-") + ")",
         f"machine       {m['cpus']} CPUs, load average {start_load} at start, {end_load} at end; "
@@ -224,19 +236,16 @@ def report(result: dict[str, Any]) -> str:
     lines += ["", "dlvd/s: first submit → the last message counted at the smtp-sink. p50/p99: submit → delivered; "
               "mailstream: exact per transaction (200 → delivered status read); postfix: estimated (k-th accepted "
               "DATA → k-th arrival at the sink). sys: the system under test only (mailstream: services + broker; "
-              "postfix: its daemons), CPU % of the run's wall time (200 % = both cores), RSS summed per process."]
+              "postfix: its daemons), CPU % of the run's wall time (200 % = both cores), RSS summed per process. "
+              "smtp rows: acc/s counts DATA replies (after cut-through's wait), p50/p99 run from the gateway's "
+              "created_at to the delivered status read (exact)."]
     for r in result["runs"]:
         lines += ["", f"--- {r['scenario']} ({r['system']}, {r['batch']} rcpt/request): wall {r['wall_s']:.1f} s, "
                   f"submitted {r['submitted']}, delivered {r['delivered']}, at the sink {r['sink_received']} "
                   f"over at most {r.get('peak_sink_sessions', 0):.0f} connections at once"]
         if r["system"] == "mailstream":
-            dl, sub, sk = r["delivered_latency_s"], r["submit_latency_s"], r["sink_latency_s"]
-            lines += [
-                f"  confirmed/s {r['confirmed_per_s']:.1f} (to the last delivered status read)",
-                f"  submit lat  p50 {sub['p50'] * 1000:.0f} ms  p99 {sub['p99'] * 1000:.0f} ms (per request)",
-                f"  submit→dlvd p50 {dl['p50']:.3f} s  p99 {dl['p99']:.3f} s (exact); at the sink, estimated as for "
-                f"postfix: p50 {_num(sk['p50'], '.3f')} s  p99 {_num(sk['p99'], '.3f')} s",
-                "  stage p50   " + ", ".join(f"{k} {v:.2f} s" for k, v in r["stage_p50_s"].items())]
+            lines += _latencies(r)
+            lines.append("  stage p50   " + ", ".join(f"{k} {v:.2f} s" for k, v in r["stage_p50_s"].items()))
             kb = r["kafka_bytes_per_msg"]
             lines.append(f"  kafka bytes {kb['mail']:.0f} B/msg in mail.* records ({kb['ratio_mail']:.2f} x size), "
                          f"{kb['all']:.0f} B/msg with the scheduler changelogs ({kb['ratio_all']:.2f} x size)"
@@ -252,6 +261,19 @@ def report(result: dict[str, Any]) -> str:
         lines += ["", "postfix main.cf, changed from the defaults:"]
         lines += [f"  {k}  ({why})" for k, why in result["postfix_tuning"].items()]
     return "\n".join(lines)
+
+
+def _latencies(r: dict[str, Any]) -> list[str]:
+    dl = r["delivered_latency_s"]
+    confirmed = f"  confirmed/s {r['confirmed_per_s']:.1f} (to the last delivered status read)"
+    if "smtp_transaction_s" in r:
+        return [confirmed, f"  cut-through wait {r['cut_through_wait']}; SMTP transaction "
+                f"{r['smtp_transaction_s']:.3f} s on average (concurrency × time to the last DATA reply ÷ messages)",
+                f"  created→dlvd p50 {dl['p50']:.3f} s  p99 {dl['p99']:.3f} s (exact)"]
+    sub, sk = r["submit_latency_s"], r["sink_latency_s"]
+    return [confirmed, f"  submit lat  p50 {sub['p50'] * 1000:.0f} ms  p99 {sub['p99'] * 1000:.0f} ms (per request)",
+            f"  submit→dlvd p50 {dl['p50']:.3f} s  p99 {dl['p99']:.3f} s (exact); at the sink, estimated as for "
+            f"postfix: p50 {_num(sk['p50'], '.3f')} s  p99 {_num(sk['p99'], '.3f')} s"]
 
 
 def finite(value: Any) -> Any:
