@@ -135,6 +135,11 @@ class DeliveryConfig(Section):
         timedelta(seconds=60), description="A message that waits longer than this for a connection of its path "
         "(`connection_limit`, `max_connection_rate`) is deferred (`451 4.4.5`), so the worker goes on polling "
         "Kafka.")
+    attempt_timeout: Duration = Field(
+        timedelta(minutes=10), description="Overall deadline of one delivery attempt, from the moment the worker "
+        "takes the task: waiting for a connection, connecting, greeting and every command included. An attempt "
+        "still unfinished then is deferred (`451 4.4.2`) and its connection dropped, so a server that answers each "
+        "command just within `command_timeout` cannot hold a message (or the partition's commit point) for long.")
     smtp_port: Port = Field(25, description="Port of MX hosts.", json_schema_extra=TCP_PORT)
     nameservers: list[str] = Field(
         [], description="DNS servers for MX lookups, each `ip`, `ip:port` or `[ipv6]:port`; empty: the system's "
