@@ -75,6 +75,23 @@ class IngestConfig(Section):
         "read model of `mail.status` with the offsets it has applied (relative paths: from the working directory).")
     api_keys: list[ApiKey] = Field([], description="The keys the API accepts; a request with no known key is "
                                    "answered 401.")
+    max_message_size: Annotated[int, Field(ge=64 * 1024, le=64 * 1024 * 1024)] = Field(
+        10 * 1024 * 1024, description="Largest message one recipient's request may expand to (templates rendered, "
+        "MIME built; also the most each template may output, in characters); a recipient whose message is larger "
+        "fails alone. At most the 64 MiB `mail.bodies` takes.", json_schema_extra={"unit": "bytes"})
+    expansion_limit: Annotated[int, Field(ge=1024 * 1024)] = Field(
+        64 * 1024 * 1024, description="Largest total of a request's messages together; a request past it is "
+        "answered 413 as soon as expansion passes it, before it is all in memory.", json_schema_extra={"unit": "bytes"})
+    template_time_limit: Duration = Field(
+        timedelta(seconds=5), description="How long a request's templates may take to render, all recipients "
+        "together, when they are more than plain substitutions (loops, arithmetic, calls: rendered in a worker "
+        "process); past it the request is answered 422 naming the recipient rendering was on.")
+    template_workers: Annotated[int, Field(ge=1, le=64)] = Field(
+        2, description="Worker processes that render templates which are more than plain substitutions; started "
+        "when first needed, a request waits for a free one.", json_schema_extra={"unit": "processes"})
+    template_memory_limit: Annotated[int, Field(ge=128 * 1024 * 1024)] = Field(
+        512 * 1024 * 1024, description="Address space each template worker may use; a render that needs more fails "
+        "its recipient (or the request, if the worker dies of it).", json_schema_extra={"unit": "bytes"})
 
 
 class SchedulerConfig(Section):

@@ -48,6 +48,7 @@ def main(argv: list[str] | None = None) -> int:
                     await tail
             await producer.close()
             view.store.close()
+            app.state.render_pool.close()
 
     try:
         signer = DkimSigner(config.dkim)

@@ -20,7 +20,15 @@ from mailstream.events.kafka import KafkaUnavailable
 from mailstream.events.records import TransactionStatus
 from mailstream.ingest.auth import KeyRing, Principal
 from mailstream.ingest.inject_request import InjectRequest, shared_metadata_errors
-from mailstream.ingest.message_builder import GeneratedMessage, expand
+from mailstream.ingest.message_builder import (
+    GeneratedMessage,
+    Limits,
+    RecipientFailure,
+    expand,
+    needs_worker,
+    recipient_variables,
+    template_sources,
+)
 from mailstream.ingest.problems import (
     Problem,
     from_request_validation,
@@ -28,7 +36,9 @@ from mailstream.ingest.problems import (
     invalid,
     read_json,
 )
+from mailstream.ingest.render_pool import RenderJob, RenderPool, TemplateRefused
 from mailstream.ingest.status_view import StatusView
+from mailstream.ingest.templates import ExpansionTooLarge
 from mailstream.intake.submission import Outgoing, Submitter, new_transaction_id
 
 REQUESTS = Counter("mailstream_ingest_requests_total", "Injection requests by outcome", ["outcome"])
@@ -52,9 +62,13 @@ def create_app(
     clock: Clock,
     lifespan: Callable[[FastAPI], AbstractAsyncContextManager[None]] | None = None,
     routers: Sequence[APIRouter] = (),
+    render_pool: RenderPool | None = None,
 ) -> FastAPI:
     keys = KeyRing(config.api_keys)
     app = FastAPI(title="mailstream", version="0.1.0", lifespan=lifespan)
+    pool = render_pool or RenderPool(config.template_workers, config.template_memory_limit)
+    app.state.render_pool = pool  # its owner closes it (the lifespan, a test's harness)
+    limits = Limits(config.max_message_size, config.expansion_limit)
     for router in routers:
         app.include_router(router)
 
@@ -79,6 +93,26 @@ def create_app(
     def principal(request: Request) -> Principal:
         return keys.authenticate(request.headers.get("authorization"))
 
+    async def expanded_messages(request: InjectRequest) -> list[GeneratedMessage | RecipientFailure]:
+        """Templates that are more than substitutions render in a worker process (render_pool), within the time
+        and output bounds; the messages are built here, off the loop for more than a few recipients."""
+        rendered = None
+        try:
+            if needs_worker(request):
+                budget = config.template_time_limit.total_seconds()
+                rendered = await pool.render(RenderJob(template_sources(request), recipient_variables(request),
+                                                       budget, limits.message_bytes, limits.total_bytes))
+            build = functools.partial(expand, request, message_id_domain=config.message_id_domain, now=clock(),
+                                      make_id=new_transaction_id, rendered=rendered, limits=limits)
+            # Building thousands of messages must not stall the loop; a few are cheaper than the thread hop.
+            return build() if len(request.recipients) <= INLINE_RECIPIENTS else await run_in_threadpool(build)
+        except TemplateRefused as exc:
+            REQUESTS.labels("invalid").inc()
+            raise invalid([(exc.field, exc.reason)]) from None
+        except ExpansionTooLarge as exc:
+            REQUESTS.labels("invalid").inc()
+            raise Problem(413, "Payload too large", str(exc)) from None
+
     @app.post("/api/inject/v1")
     async def inject(request: Request) -> JSONResponse:
         who = principal(request)
@@ -92,10 +126,7 @@ def create_app(
         if shared:
             REQUESTS.labels("invalid").inc()
             raise invalid(shared)
-        build = functools.partial(expand, inject_request, message_id_domain=config.message_id_domain, now=clock(),
-                                  make_id=new_transaction_id)
-        # Templating thousands of recipients must not stall the loop; a few are cheaper than the thread hop.
-        expanded = build() if len(inject_request.recipients) <= INLINE_RECIPIENTS else await run_in_threadpool(build)
+        expanded = await expanded_messages(inject_request)
         outgoing = [
             Outgoing(g.recipient, g.data, g.message_id, dict(g.headers), dict(g.metadata))
             for g in expanded

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import email.policy
 import hashlib
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from email.errors import MessageError
@@ -18,9 +18,6 @@ from email.message import MIMEPart
 from email.utils import format_datetime
 from types import MappingProxyType
 from typing import Any
-
-from jinja2 import StrictUndefined, Template
-from jinja2.sandbox import ImmutableSandboxedEnvironment
 
 from mailstream.ingest.inject_request import (
     Address,
@@ -31,14 +28,18 @@ from mailstream.ingest.inject_request import (
     parse_mailbox,
     split_header_block,
 )
+from mailstream.ingest.templates import ExpansionTooLarge, GuardedEnvironment, is_plain, render_all
 from mailstream.intake.summary import message_id_of, summary_headers
 
 # 7-bit bodies (quoted-printable/base64 for anything else) so no relay on the way needs
 # 8BITMIME or has to downgrade, which would also break DKIM signatures.
 POLICY = email.policy.SMTP.clone(cte_type="7bit")
-# Immutable: substitution values are shared by all recipients (and are the request's own
-# data), so a template must not be able to change them for the next recipient.
-_ENV = ImmutableSandboxedEnvironment(undefined=StrictUndefined, autoescape=False, keep_trailing_newline=True)
+
+
+@dataclass(frozen=True, slots=True)
+class Limits:
+    message_bytes: int = 10 * 1024 * 1024  # one recipient's message (and each template's output, in characters)
+    total_bytes: int = 64 * 1024 * 1024  # every message of the request together
 
 
 @dataclass(frozen=True, slots=True)
@@ -62,18 +63,48 @@ class _RecipientError(Exception):
     """Aborts one recipient; the message is the error text reported for it."""
 
 
+def template_sources(request: InjectRequest) -> dict[str, str]:
+    """The request's templated strings by their path (the raw message is one, at `content`)."""
+    return {"content": request.content} if isinstance(request.content, str) else request.content.template_sources()
+
+
+def needs_worker(request: InjectRequest) -> bool:
+    """Whether the request's templates must render in a worker process (templates.is_plain)."""
+    if request.template_dialect == "Static":
+        return False
+    env = GuardedEnvironment(0)
+    return not all(is_plain(env.parse(source)) for source in template_sources(request).values())
+
+
+def recipient_variables(request: InjectRequest) -> list[dict[str, Any] | None]:
+    """What each recipient's templates see; None for a recipient whose address fails (expand reports it)."""
+    out: list[dict[str, Any] | None] = []
+    for recipient in request.recipients:
+        try:
+            out.append(_variables(request, recipient, parse_mailbox(recipient.email)))
+        except ValueError:
+            out.append(None)
+    return out
+
+
 def expand(
     request: InjectRequest,
     *,
     message_id_domain: str,
     now: datetime,
     make_id: Callable[[], str],
+    rendered: Sequence[dict[str, str] | str | None] | None = None,
+    limits: Limits = Limits(),
 ) -> list[GeneratedMessage | RecipientFailure]:
-    """One result per recipient, in request order. Size limits are the caller's business."""
+    """One result per recipient, in request order. `rendered` holds each recipient's templates as a worker
+    rendered them (render_pool), else they are rendered here: only plain ones should be (needs_worker). A
+    message past `limits.message_bytes` fails its recipient; ExpansionTooLarge past `limits.total_bytes`."""
     if now.utcoffset() is None:
         raise ValueError("now must be timezone-aware")
-    sources = {"content": request.content} if isinstance(request.content, str) else request.content.template_sources()
-    templates = None if request.template_dialect == "Static" else {p: _ENV.from_string(s) for p, s in sources.items()}
+    sources = template_sources(request)
+    env = GuardedEnvironment(limits.message_bytes)
+    templates = None if request.template_dialect == "Static" else {p: env.from_string(s) for p, s in sources.items()}
+    total = 0
 
     def new_message_id() -> str:
         return f"<{make_id()}@{message_id_domain}>"
@@ -88,15 +119,28 @@ def expand(
         try:
             if recipient.name is not None and ("\r" in recipient.name or "\n" in recipient.name):
                 raise _RecipientError(f"recipients[{index}].name: a display name must be a single line")
-            rendered = sources if templates is None else _render(templates, _variables(request, recipient, addr))
+            if templates is None:
+                texts: dict[str, str] | str | None = sources
+            elif rendered is not None:
+                texts = rendered[index]
+            else:
+                texts = render_all(templates, _variables(request, recipient, addr), limits.message_bytes)
+            if not isinstance(texts, dict):
+                raise _RecipientError(texts or "not rendered")
             if isinstance(request.content, str):
-                data = _raw_message(rendered["content"], now, new_message_id)
+                data = _raw_message(texts["content"], now, new_message_id)
             else:
                 to = HeaderAddress(display_name=recipient.name or "", addr_spec=addr)
-                data = _mime_message(request.content, rendered, request.envelope_sender, to, now, new_message_id)
+                data = _mime_message(request.content, texts, request.envelope_sender, to, now, new_message_id)
+            if len(data) > limits.message_bytes:
+                raise _RecipientError(f"the message is {len(data)} bytes; at most {limits.message_bytes}")
         except _RecipientError as exc:
             results.append(RecipientFailure(index, recipient.email, str(exc)))
             continue
+        total += len(data)
+        if total > limits.total_bytes:
+            raise ExpansionTooLarge(f"the request's messages come to more than {limits.total_bytes} bytes (at "
+                                    f"recipients[{index}]); send fewer recipients per request")
         headers = summary_headers(data)
         results.append(
             GeneratedMessage(
@@ -129,18 +173,6 @@ def _variables(request: InjectRequest, recipient: Recipient, addr: str) -> dict[
         "to_header": to_header(recipient.name, addr),
         **recipient.substitutions,
     }
-
-
-def _render(templates: Mapping[str, Template], variables: Mapping[str, Any]) -> dict[str, str]:
-    rendered = {}
-    for path, template in templates.items():
-        try:
-            rendered[path] = template.render(variables)
-        # User templates can raise anything (1/0, a method on the wrong type); each such
-        # error belongs to this recipient and must not abort the others.
-        except Exception as exc:
-            raise _RecipientError(f"{path}: cannot render template: {type(exc).__name__}: {exc}") from exc
-    return rendered
 
 
 def _raw_message(text: str, now: datetime, new_message_id: Callable[[], str]) -> bytes:

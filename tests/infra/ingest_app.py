@@ -177,6 +177,7 @@ class IngestApp:
 
     def close(self) -> None:
         self.statuses.store.close()
+        self.app.state.render_pool.close()
 
 
 def problem(response: httpx.Response, status: int) -> dict[str, Any]:
