@@ -28,6 +28,8 @@ from mailstream.events.records import (
     StatusCounts,
     TransactionStatus,
     UsageHandover,
+    WebhookAttempt,
+    WebhookEndpoint,
 )
 
 T0 = datetime(2026, 11, 22, 8, 0, 0, 123000, tzinfo=UTC)
@@ -140,7 +142,20 @@ def source_usage() -> SourceUsage:
     return SourceUsage(source="ip-1", day="2026-11-22", used=17, daily_limit=1000, sends=(T0,), as_of=T0)
 
 
+
+def webhook_endpoint() -> WebhookEndpoint:
+    return WebhookEndpoint(id="wh-1", name="acme events", tenant="acme", url="https://hooks.acme.test/mail",
+                           secret="whsec-0123456789abcdef", events=("delivered", "bounced"), retry_for_ms=86_400_000,
+                           timeout_ms=10_000, created_at=T0, created_by="tenant:acme")
+
+
+def webhook_attempt() -> WebhookAttempt:
+    return WebhookAttempt(endpoint_id="wh-1", tenant="acme", event_id="3-1234", event_type="delivered",
+                          transaction_id="tx-1", attempt=2, status_code=200, duration_ms=38, attempted_at=T0,
+                          outcome="DELIVERED")
+
 ALL: tuple[Record, ...] = (
     accepted(), task(), response(), status(), queued(), log_record(), body(), OK_250, BODY, ready(),
     limit_state(), usage_handover(), egress_settlement(), dispatched(), queue_command(), suspension(),
-    status_counts(), queue_stats(), source_usage(), cancel_notice(), egress_verdict())
+    status_counts(), queue_stats(), source_usage(), cancel_notice(), egress_verdict(), webhook_endpoint(),
+    webhook_attempt())

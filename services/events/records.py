@@ -21,6 +21,9 @@ QueueState = Literal["active", "suspended", "draining", "disabled"]
 LogRecordType = Literal[
     "Reception", "Delivery", "TransientFailure", "Bounce", "Expiration", "AdminBounce", "Rejection",
 ]
+WebhookEventType = Literal["delivered", "deferred", "bounced", "expired", "cancelled", "rejected", "suppressed",
+                           "feedback"]
+WebhookOutcome = Literal["DELIVERED", "RETRYING", "GIVEN_UP"]
 
 
 class Record(BaseModel):
@@ -351,3 +354,36 @@ class SourceUsage(Record):
     daily_limit: int | None = None
     sends: tuple[datetime, ...] = ()
     as_of: datetime
+
+
+class WebhookEndpoint(Record):
+    """An endpoint registered through the API (mail.webhooks, compacted, key: its id)."""
+
+    schema_name = "mailstream.WebhookEndpoint"
+    id: str
+    name: str
+    tenant: str | None = None
+    url: str
+    secret: str
+    events: tuple[WebhookEventType, ...]
+    retry_for_ms: int
+    timeout_ms: int
+    created_at: datetime
+    created_by: str
+
+
+class WebhookAttempt(Record):
+    """One POST of one event to one endpoint (mail.webhook-attempts, key: endpoint id)."""
+
+    schema_name = "mailstream.WebhookAttempt"
+    endpoint_id: str
+    tenant: str | None = None
+    event_id: str
+    event_type: WebhookEventType
+    transaction_id: str
+    attempt: int
+    status_code: int | None = None
+    error: str | None = None
+    duration_ms: int
+    attempted_at: datetime
+    outcome: WebhookOutcome

@@ -36,6 +36,8 @@ from mailstream.events.records import (
     StatusCounts,
     TransactionStatus,
     UsageHandover,
+    WebhookAttempt,
+    WebhookEndpoint,
 )
 from mailstream.events.serde import SerdeError, decode, encode, schema_name
 
@@ -141,12 +143,19 @@ QUEUE_STATS: TopicSpec[QueueStats] = TopicSpec("mail.queue-stats", "<partition>/
 SOURCE_USAGE: TopicSpec[SourceUsage] = TopicSpec("mail.source-usage", "egress source", (SourceUsage,),
                                                  cleanup_policy="compact", retention_ms=-1)
 
+# Webhooks: the endpoints registered through the API (compacted; a tombstone deletes one), and every delivery
+# attempt of the webhooks service (ingest keeps the last few per endpoint for the API).
+WEBHOOKS: TopicSpec[WebhookEndpoint] = TopicSpec("mail.webhooks", "endpoint id", (WebhookEndpoint,),
+                                                 cleanup_policy="compact", retention_ms=-1)
+WEBHOOK_ATTEMPTS: TopicSpec[WebhookAttempt] = TopicSpec("mail.webhook-attempts", "endpoint id", (WebhookAttempt,),
+                                                        retention_ms=7 * DAY_MS)
+
 # A stage's input record its handler fails on, as it was, with the error and origin in headers.
 DEAD_LETTER: TopicSpec[Record] = TopicSpec("mail.dead-letter", "the record's own key", (), retention_ms=30 * DAY_MS)
 
 ALL_TOPICS: tuple[TopicSpec[Any], ...] = (BODIES, ACCEPTED, READY, DELIVERY, RESPONSES, EVENTS, STATUS,
                                      QUEUE_STATE, EGRESS_STATE, DISPATCHED, QUEUE_COMMANDS, QUEUE_STATS,
-                                     SOURCE_USAGE, DEAD_LETTER, NOTICE_STATE)
+                                     SOURCE_USAGE, DEAD_LETTER, NOTICE_STATE, WEBHOOKS, WEBHOOK_ATTEMPTS)
 
 
 def route_key(tenant: str | None, queue: str) -> str:
