@@ -58,6 +58,10 @@ class Listener(Section):
         description="`submission`: authenticated clients of a tenant send to anyone (RFC 6409); `ingress`: other "
         "MTAs send to the domains in `gateway.ingress_domains` only, without AUTH.")
     tls: ListenerTls = Field(ListenerTls(), description="TLS on this listener.")
+    proxy_protocol: bool = Field(
+        False, description="Expect a PROXY protocol header (v1 or v2, as HAProxy and cloud load balancers send) "
+        "before the greeting, and take the client address from it for limits, AUTH throttling and `Received:`. "
+        "Only behind a load balancer that always sends one: anyone else could claim any address.")
     allow_auth_without_tls: bool = Field(
         False, description="Offer AUTH before TLS. Only for a loopback listener in development: credentials would "
         "otherwise cross the network in clear.")
@@ -147,7 +151,8 @@ class GatewayConfig(Section):
         "bounces or expires; the gateway processes share the work through the consumer group `<app_id>-notices`.")
     app_id: str = Field("mailstream-gateway", description="Prefix of the notifier's consumer group and "
                         "transactional ids.")
-    web_port: Port = Field(6068, description="Port of `/healthz` and Prometheus `/metrics`, on 127.0.0.1.",
+    web_host: str = Field("127.0.0.1", description=HEALTH_HOST)
+    web_port: Port = Field(6068, description="Port of `/healthz` and Prometheus `/metrics`, on `web_host`.",
                            json_schema_extra=TCP_PORT)
 
     @model_validator(mode="after")

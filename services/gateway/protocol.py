@@ -140,6 +140,7 @@ class GatewaySMTP(SMTP):
             # AUTH is offered only once the session is encrypted; an implicit-TLS session is from its first byte.
             auth_require_tls=not (implicit or listener.allow_auth_without_tls),
             authenticator=self._take_credentials,
+            proxy_protocol_timeout=10.0 if listener.proxy_protocol else None,
             loop=asyncio.get_running_loop(),
         )
         self.listener = listener
@@ -288,6 +289,18 @@ class GatewaySMTP(SMTP):
         session.authenticated = True
         session.user = user
         await self.push("235 2.7.0 authentication successful")
+
+    def proxied(self, client: str) -> bool:
+        """The PROXY header named the real client: account the session to it instead of the load balancer."""
+        self._limits.release(self, self._client)
+        if self._limits.admit(self, client) is not None:
+            SESSIONS.labels(self.listener.name, "refused").inc()
+            OPEN_SESSIONS.labels(self.listener.name).dec()  # connection_lost counts only admitted sessions
+            return False
+        self._client = client
+        assert self.session is not None
+        self.session.client = client
+        return True
 
     @property
     def draining(self) -> bool:

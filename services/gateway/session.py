@@ -9,6 +9,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
+from aiosmtpd.proxy_protocol import ProxyData
 from prometheus_client import Counter
 
 from mailstream.config.gateway import GatewayConfig, Listener
@@ -63,6 +64,14 @@ class GatewayHandler:
         self._listener = listener
         self._parts = parts
         self._relay = RelayPolicy(parts.config.ingress_domains)
+
+    async def handle_PROXY(self, server: GatewaySMTP, session: GatewaySession, envelope: GatewayEnvelope,
+                           proxy_data: ProxyData) -> bool:
+        """False closes the connection: a malformed header, or the real client over its connection limit."""
+        if not proxy_data.valid or proxy_data.src_addr is None:
+            log.warning("bad_proxy_header", session=session.id, error=proxy_data.error)
+            return False
+        return server.proxied(str(proxy_data.src_addr))
 
     async def handle_EHLO(self, server: GatewaySMTP, session: GatewaySession, envelope: GatewayEnvelope,
                           hostname: str, responses: list[str]) -> list[str]:

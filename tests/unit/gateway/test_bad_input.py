@@ -11,6 +11,7 @@ import pytest
 
 from tests.infra.gateway import ACME_PASSWORD, ACME_USER
 from tests.infra.gateway_app import GatewayApp, gateway_app, until
+from tests.infra.stack import free_port
 
 AUTH = base64.b64encode(f"\0{ACME_USER}\0{ACME_PASSWORD}".encode()).decode()
 
@@ -218,3 +219,34 @@ async def test_an_idle_session_is_told_and_closed(tmp_path: Path) -> None:
         assert await wire.reader.read() == b""
         await wire.close()
 
+
+
+async def test_behind_a_load_balancer_the_proxy_header_names_the_client(tmp_path: Path) -> None:
+    proxied = {"name": "behind-lb", "port": free_port(), "mode": "ingress", "proxy_protocol": True,
+               "max_connections_per_client": 1}
+    async with gateway_app(tmp_path, listeners=[proxied]) as app:
+        reader, writer = await asyncio.open_connection("127.0.0.1", proxied["port"])
+        writer.write(b"PROXY TCP4 203.0.113.9 127.0.0.1 40000 25\r\n")
+        wire = Wire(reader, writer)
+        assert (await wire.reply()).startswith("220 ")
+        assert (await wire.command("EHLO peer.example")).startswith("250 ")
+        assert (await wire.command("MAIL FROM:<a@peer.example>")).startswith("250")
+        assert (await wire.command("RCPT TO:<x@inbound.test>")).startswith("250")
+        assert (await wire.command("DATA")).startswith("354")
+        await wire.send(b"Subject: via lb\r\n\r\nhi\r\n.\r\n")
+        assert (await wire.reply()).startswith("250")
+        [body] = app.producer.bus.read("mail.bodies")
+        assert b"([203.0.113.9])" in body.value
+        limits = app.gateway.listeners[0].limits
+        assert dict(limits.by_client) == {"203.0.113.9": 1}  # the real client's, not the balancer's
+        # A second connection of the same client, through the same balancer, is over its limit.
+        second_reader, second_writer = await asyncio.open_connection("127.0.0.1", proxied["port"])
+        second_writer.write(b"PROXY TCP4 203.0.113.9 127.0.0.1 40001 25\r\n")
+        assert await asyncio.wait_for(second_reader.read(), 15) == b""
+        second_writer.close()
+        # A connection without a valid header gets no greeting.
+        third_reader, third_writer = await asyncio.open_connection("127.0.0.1", proxied["port"])
+        third_writer.write(b"EHLO not-a-proxy-header\r\n")
+        assert await asyncio.wait_for(third_reader.read(), 15) == b""
+        third_writer.close()
+        await wire.close()
