@@ -222,10 +222,11 @@ async def test_an_idle_session_is_told_and_closed(tmp_path: Path) -> None:
 
 
 async def test_behind_a_load_balancer_the_proxy_header_names_the_client(tmp_path: Path) -> None:
-    proxied = {"name": "behind-lb", "port": free_port(), "mode": "ingress", "proxy_protocol": True,
+    port = free_port()
+    proxied = {"name": "behind-lb", "port": port, "mode": "ingress", "proxy_protocol": True,
                "max_connections_per_client": 1}
     async with gateway_app(tmp_path, listeners=[proxied]) as app:
-        reader, writer = await asyncio.open_connection("127.0.0.1", proxied["port"])
+        reader, writer = await asyncio.open_connection("127.0.0.1", port)
         writer.write(b"PROXY TCP4 203.0.113.9 127.0.0.1 40000 25\r\n")
         wire = Wire(reader, writer)
         assert (await wire.reply()).startswith("220 ")
@@ -240,12 +241,12 @@ async def test_behind_a_load_balancer_the_proxy_header_names_the_client(tmp_path
         limits = app.gateway.listeners[0].limits
         assert dict(limits.by_client) == {"203.0.113.9": 1}  # the real client's, not the balancer's
         # A second connection of the same client, through the same balancer, is over its limit.
-        second_reader, second_writer = await asyncio.open_connection("127.0.0.1", proxied["port"])
+        second_reader, second_writer = await asyncio.open_connection("127.0.0.1", port)
         second_writer.write(b"PROXY TCP4 203.0.113.9 127.0.0.1 40001 25\r\n")
         assert await asyncio.wait_for(second_reader.read(), 15) == b""
         second_writer.close()
         # A connection without a valid header gets no greeting.
-        third_reader, third_writer = await asyncio.open_connection("127.0.0.1", proxied["port"])
+        third_reader, third_writer = await asyncio.open_connection("127.0.0.1", port)
         third_writer.write(b"EHLO not-a-proxy-header\r\n")
         assert await asyncio.wait_for(third_reader.read(), 15) == b""
         third_writer.close()
