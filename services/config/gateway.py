@@ -11,7 +11,7 @@ from typing import Annotated, Literal
 
 from pydantic import BeforeValidator, Field, model_validator
 
-from mailstream.config.scheduling import TCP_PORT, Section
+from mailstream.config.scheduling import HEALTH_HOST, TCP_PORT, Section
 from mailstream.core.duration import parse_duration
 from mailstream.core.password_hash import is_password_hash
 

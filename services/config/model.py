@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import socket
+from collections.abc import Mapping
 from datetime import timedelta
 from ipaddress import ip_address
 from pathlib import Path
@@ -18,8 +19,10 @@ import yaml
 from pydantic import BeforeValidator, Field, SecretStr, ValidationError, model_validator
 
 from mailstream.config.dkim import DkimConfig
+from mailstream.config.environment import VariableError, apply_environment
 from mailstream.config.gateway import GatewayConfig
-from mailstream.config.scheduling import TCP_PORT, EgressConfig, QueueDefaults, Section, TenantLimits
+from mailstream.config.scheduling import HEALTH_HOST, TCP_PORT, EgressConfig, QueueDefaults, Section, TenantLimits
+from mailstream.config.webhooks import WebhooksConfig
 from mailstream.core.duration import parse_duration
 
 Duration = Annotated[timedelta, BeforeValidator(parse_duration)]
@@ -100,8 +103,9 @@ class SchedulerConfig(Section):
     app_id: str = Field(
         "mailstream-scheduler", description="Prefix of the two stages' consumer groups (`<app_id>-queues`, "
         "`<app_id>-egress`) and transactional ids: workers with the same `app_id` share the partitions.")
+    web_host: str = Field("127.0.0.1", description=HEALTH_HOST)
     web_port: Port = Field(6066, description="Port of the worker's `/healthz` and Prometheus `/metrics`, on "
-                           "127.0.0.1 (`--web-port` overrides it).", json_schema_extra=TCP_PORT)
+                           "`web_host` (`--web-port` overrides it).", json_schema_extra=TCP_PORT)
 
 
 def nameserver_address(text: str) -> tuple[str, int]:
@@ -143,8 +147,9 @@ class DeliveryConfig(Section):
         "opportunistic", description="`opportunistic`: STARTTLS when the server offers it; `required`: a server "
         "that does not offer it gets no mail (the attempt is deferred, `451 4.7.5`); `disabled`: never. A relay's "
         "own `starttls` comes first.")
+    metrics_host: str = Field("127.0.0.1", description=HEALTH_HOST)
     metrics_port: Port = Field(9102, description="Port of the worker's `/healthz` and Prometheus `/metrics`, on "
-                               "127.0.0.1 (`--metrics-port` overrides it).", json_schema_extra=TCP_PORT)
+                               "`metrics_host` (`--metrics-port` overrides it).", json_schema_extra=TCP_PORT)
     idle_timeout: Duration = Field(
         timedelta(seconds=60), description="A connection left idle this long is closed; until then the next "
         "message of its egress path reuses it.")
@@ -184,6 +189,7 @@ class Config(Section):
                                      description="The delivery workers (`python -m mailstream.delivery`).")
     gateway: GatewayConfig = Field(GatewayConfig(), description="The SMTP gateway (`python -m mailstream.gateway`).")
     dkim: DkimConfig = Field(DkimConfig(), description="DKIM signing, done by ingest and the gateway alike.")
+    webhooks: WebhooksConfig = Field(WebhooksConfig(), description="Webhooks (`python -m mailstream.webhooks`).")
     egress: EgressConfig = Field(
         EgressConfig(), description="Read by the scheduler (limits, source choice), the delivery workers "
         "(addresses, relays, connection shaping) and ingest (the capacity API).")
@@ -211,21 +217,27 @@ def _describe(exc: ValidationError) -> str:
     return "invalid configuration:\n" + "\n".join(lines)
 
 
-def parse_config(data: dict[str, Any], env: dict[str, str] | None = None) -> Config:
-    """Validate a parsed file; KAFKA_BOOTSTRAP_SERVERS in `env` overrides kafka.bootstrap_servers."""
-    env = os.environ if env is None else env  # type: ignore[assignment]
+def parse_config(data: dict[str, Any], env: Mapping[str, str] | None = None) -> Config:
+    """Validate a parsed file with the keys `env` sets (`MAILSTREAM_<SECTION>__<KEY>`, see
+    mailstream.config.environment); KAFKA_BOOTSTRAP_SERVERS, last, overrides kafka.bootstrap_servers."""
+    env = os.environ if env is None else env
+    try:
+        data, variables = apply_environment(data, env)
+    except VariableError as exc:
+        raise ConfigError(f"invalid configuration in the environment: {exc}") from None
     try:
         config = Config.model_validate(data)
     except ValidationError as exc:
-        raise ConfigError(_describe(exc)) from None
-    override = env.get("KAFKA_BOOTSTRAP_SERVERS") if env else None
+        note = f"\n  (keys set in the environment: {', '.join(variables)})" if variables else ""
+        raise ConfigError(_describe(exc) + note) from None
+    override = env.get("KAFKA_BOOTSTRAP_SERVERS")
     if override:
         config = config.model_copy(update={"kafka": config.kafka.model_copy(
             update={"bootstrap_servers": override})})
     return config
 
 
-def load_config(path: str | Path | None, env: dict[str, str] | None = None) -> Config:
+def load_config(path: str | Path | None, env: Mapping[str, str] | None = None) -> Config:
     if path is None:
         return parse_config({}, env)
     try:

@@ -49,7 +49,10 @@ Every service reads one YAML file, given with `--config FILE` (without one, the 
 apply). It is validated at start-up, before Kafka is contacted: an unknown key or a bad value stops
 the service (exit status 2) with the path of each bad key. `deploy/config/local.yaml` is the local
 stack's file and has a fuller example in its comments. The environment variable
-`KAFKA_BOOTSTRAP_SERVERS` overrides `kafka.bootstrap_servers`.
+`KAFKA_BOOTSTRAP_SERVERS` overrides `kafka.bootstrap_servers`, and `MAILSTREAM_<SECTION>__<KEY>[__<KEY>...]`
+sets one key (`MAILSTREAM_SCHEDULER__WEB_HOST=0.0.0.0` sets `scheduler.web_host`; a value that starts with
+`[` or `{` is a YAML list or mapping, `MAILSTREAM_INGEST__API_KEYS='[{key: ..., admin: true}]'`): how a
+container takes its secrets and per-deployment keys beside a mounted file (`deploy/kubernetes/`).
 
 A key written `a.b[]` is a list of mappings, each with the keys of its table; `tenants.<tenant>`
 is a mapping from a tenant's name to its table. "Unset" means the key is absent (or `null`).

@@ -89,6 +89,8 @@ Count = Annotated[int, Field(ge=1)]
 Priority = Annotated[int, Field(ge=0, le=10)]
 UNSPECIFIED = "unspecified"
 TCP_PORT: dict[str, JsonValue] = {"unit": "TCP port"}
+HEALTH_HOST = ("Address of `/healthz` and Prometheus `/metrics`; in a container `0.0.0.0` (or `::`), since probes "
+               "and scrapes come to the pod's address.")
 MESSAGES_PER_DAY: dict[str, JsonValue] = {"unit": "messages per day"}
 PRIORITY: dict[str, JsonValue] = {"unit": "level (higher goes first)"}
 

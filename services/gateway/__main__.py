@@ -90,7 +90,7 @@ async def _run(config: Config, web_port: int) -> int:
         thread = threading.Thread(target=_run_notifier, args=(notices, stop_notices, stopping, loop),
                                   name="notices")
         thread.start()
-    runner = await serve_health("127.0.0.1", web_port,
+    runner = await serve_health(config.gateway.web_host, web_port,
                                 lambda: not stopping.is_set() and (notices is None or notices.healthy))
     log.info("ready", listeners=[f"{r.listener.name}:{r.port}" for r in gateway.listeners])
     await stopping.wait()

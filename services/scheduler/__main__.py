@@ -59,7 +59,7 @@ async def _run(config: Config, web_port: int) -> int:
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
-    runner = await serve_health("127.0.0.1", web_port, lambda: all(p.healthy for p in processors))
+    runner = await serve_health(config.scheduler.web_host, web_port, lambda: all(p.healthy for p in processors))
     failures: list[BaseException] = []
 
     def run(p: TransactionalProcessor) -> None:
