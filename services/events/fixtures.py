@@ -14,6 +14,7 @@ from mailstream.events.records import (
     Dispatched,
     EgressSettlement,
     EgressVerdict,
+    IdempotentAnswer,
     LimitState,
     LogRecord,
     MessageBody,
@@ -154,8 +155,13 @@ def webhook_attempt() -> WebhookAttempt:
                           transaction_id="tx-1", attempt=2, status_code=200, duration_ms=38, attempted_at=T0,
                           outcome="DELIVERED")
 
+def idempotent_answer() -> IdempotentAnswer:
+    return IdempotentAnswer(key="3f2a9c0d1e7b4a65/order-1234", fingerprint="9" * 64, status=200,
+                            answer='{"success_count":1,"fail_count":0}', created_at=T0)
+
+
 ALL: tuple[Record, ...] = (
     accepted(), task(), response(), status(), queued(), log_record(), body(), OK_250, BODY, ready(),
     limit_state(), usage_handover(), egress_settlement(), dispatched(), queue_command(), suspension(),
     status_counts(), queue_stats(), source_usage(), cancel_notice(), egress_verdict(), webhook_endpoint(),
-    webhook_attempt())
+    webhook_attempt(), idempotent_answer())

@@ -387,3 +387,14 @@ class WebhookAttempt(Record):
     duration_ms: int
     attempted_at: datetime
     outcome: WebhookOutcome
+
+
+class IdempotentAnswer(Record):
+    """What ingest answered a request with an Idempotency-Key (mail.ingest.answers, compacted, key: `key`)."""
+
+    schema_name = "mailstream.IdempotentAnswer"
+    key: str
+    fingerprint: str
+    status: int
+    answer: str
+    created_at: datetime

@@ -23,6 +23,7 @@ from mailstream.events.records import (
     Dispatched,
     EgressSettlement,
     EgressVerdict,
+    IdempotentAnswer,
     LimitState,
     LogRecord,
     MessageBody,
@@ -153,9 +154,16 @@ WEBHOOK_ATTEMPTS: TopicSpec[WebhookAttempt] = TopicSpec("mail.webhook-attempts",
 # A stage's input record its handler fails on, as it was, with the error and origin in headers.
 DEAD_LETTER: TopicSpec[Record] = TopicSpec("mail.dead-letter", "the record's own key", (), retention_ms=30 * DAY_MS)
 
+# Ingest's answers to requests sent with an Idempotency-Key, written in the request's own transaction; each ingest
+# replica folds them into its SQLite, so a retry (after a restart too) is answered, not accepted again.
+ANSWERS: TopicSpec[IdempotentAnswer] = TopicSpec("mail.ingest.answers", "<API key id>/<Idempotency-Key>",
+                                                 (IdempotentAnswer,), cleanup_policy="compact,delete",
+                                                 retention_ms=DAY_MS)
+
 ALL_TOPICS: tuple[TopicSpec[Any], ...] = (BODIES, ACCEPTED, READY, DELIVERY, RESPONSES, EVENTS, STATUS,
                                      QUEUE_STATE, EGRESS_STATE, DISPATCHED, QUEUE_COMMANDS, QUEUE_STATS,
-                                     SOURCE_USAGE, DEAD_LETTER, NOTICE_STATE, WEBHOOKS, WEBHOOK_ATTEMPTS)
+                                     SOURCE_USAGE, DEAD_LETTER, NOTICE_STATE, WEBHOOKS, WEBHOOK_ATTEMPTS,
+                                     ANSWERS)
 
 
 def route_key(tenant: str | None, queue: str) -> str:
