@@ -1,0 +1,1 @@
+"""Webhooks: the events of mail.events POSTed, signed, to the endpoints tenants register."""

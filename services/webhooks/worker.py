@@ -1,0 +1,110 @@
+"""One endpoint's share of mail.events: its consumer group's partitions, each worked in order by a lane of its own.
+
+A lane finishes a record (delivered, given up or not wanted) before it starts the next, and only then marks it
+done, so what is committed is always a prefix of what was handled: a restart resumes after the last finished
+record. Lanes of one endpoint run side by side; a lane with a backlog pauses its partition's fetching, so a
+stuck partition neither grows memory nor stops the others.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import Awaitable, Callable
+
+from prometheus_client import Gauge
+
+from mailstream.events.kafka import Consumed
+from mailstream.events.lane_consumer import LaneConsumer
+from mailstream.observability.logs import get_logger
+
+log = get_logger(__name__)
+LAG = Gauge("mailstream_webhook_lag_records", "Records of mail.events not yet finished for the endpoint, over this "
+            "process's partitions of it", ["endpoint"])
+PAUSE_AT = 1000  # records waiting in a lane before its partition stops fetching
+RESUME_AT = 100
+
+
+class Lane:
+    def __init__(self, partition: int, handle: Callable[[Consumed], Awaitable[None]],
+                 done: Callable[[Consumed], bool]) -> None:
+        self.partition = partition
+        self.next_offset: int | None = None  # after the last finished record
+        self._queue: asyncio.Queue[Consumed] = asyncio.Queue()
+        self._handle, self._done = handle, done
+        self._task = asyncio.create_task(self._run(), name=f"lane-{partition}")
+
+    def put(self, record: Consumed) -> None:
+        self._queue.put_nowait(record)
+
+    @property
+    def backlog(self) -> int:
+        return self._queue.qsize()
+
+    async def _run(self) -> None:
+        while True:
+            record = await self._queue.get()
+            await self._handle(record)
+            if not self._done(record):
+                return  # revoked meanwhile: the partition's new owner goes on from the last commit
+            self.next_offset = record.offset + 1
+
+    async def stop(self) -> None:
+        self._task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await self._task
+
+    @property
+    def failed(self) -> BaseException | None:
+        if self._task.done() and not self._task.cancelled():
+            return self._task.exception()
+        return None
+
+
+class EndpointWorker:
+    def __init__(self, endpoint_id: str, consumer: LaneConsumer, handle: Callable[[Consumed], Awaitable[None]]) -> None:
+        self.endpoint_id = endpoint_id
+        self._consumer, self._handle = consumer, handle
+        self._lanes: dict[int, Lane] = {}
+        self._paused: set[int] = set()
+
+    async def run(self) -> None:
+        try:
+            while True:
+                batch = await self._consumer.poll_batch()
+                for partition in self._consumer.revoked():
+                    lane = self._lanes.pop(partition, None)
+                    self._paused.discard(partition)
+                    if lane is not None:
+                        await lane.stop()
+                for lane in self._lanes.values():
+                    if lane.failed is not None:  # a bug, not a failed POST: its record stays uncommitted
+                        raise lane.failed
+                for record in batch:
+                    lane = self._lanes.get(record.partition)
+                    if lane is None:
+                        lane = self._lanes[record.partition] = Lane(record.partition, self._handle, self._consumer.done)
+                    lane.put(record)
+                self._shape()
+        finally:
+            for lane in self._lanes.values():
+                await lane.stop()
+            await self._consumer.close()
+            with contextlib.suppress(KeyError):  # never set: nothing to remove
+                LAG.remove(self.endpoint_id)
+
+    def _shape(self) -> None:
+        lag = 0
+        for partition, lane in self._lanes.items():
+            if lane.backlog >= PAUSE_AT and partition not in self._paused:
+                self._paused.add(partition)
+                self._consumer.pause(partition, True)
+            elif lane.backlog <= RESUME_AT and partition in self._paused:
+                self._paused.discard(partition)
+                self._consumer.pause(partition, False)
+            high = self._consumer.high_watermark(partition)
+            if high is not None and lane.next_offset is not None:
+                lag += max(0, high - lane.next_offset)
+            else:
+                lag += lane.backlog
+        LAG.labels(self.endpoint_id).set(lag)
