@@ -61,6 +61,7 @@ class Job:
     sender: str
     recipient: str
     data: bytes
+    deadline: float | None  # the event loop's time by which its attempt must end
     done: asyncio.Future[SmtpAttempt] = field(default_factory=lambda: asyncio.get_running_loop().create_future())
     started: bool = False  # a dispatcher has begun sending it: it can no longer be withdrawn
     withdrawn: bool = False
@@ -87,9 +88,11 @@ class PathDispatcher:
         self._woken = 0  # idlers told a job arrived that have not resumed yet
         self._running: set[asyncio.Task[None]] = set()
 
-    async def deliver(self, sender: str, recipient: str, data: bytes, wait: float) -> SmtpAttempt | None:
-        """Send one message on this path; None if no connection could take it within `wait` seconds."""
-        job = Job(sender, recipient, data)
+    async def deliver(self, sender: str, recipient: str, data: bytes, wait: float,
+                      deadline: float | None = None) -> SmtpAttempt | None:
+        """Send one message on this path, ended by `deadline` (the event loop's time) once sending began; None
+        if no connection could take it within `wait` seconds."""
+        job = Job(sender, recipient, data, deadline)
         self._jobs.append(job)
         self._wake_one()
         self._spawn()
@@ -178,7 +181,7 @@ class PathDispatcher:
             if job is None:
                 return
             job.started = True
-            attempt = await session.send(job.sender, job.recipient, job.data)
+            attempt = await session.send(job.sender, job.recipient, job.data, job.deadline)
             if attempt.resend:
                 job.started = False
                 self._jobs.appendleft(job)

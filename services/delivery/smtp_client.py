@@ -6,6 +6,7 @@ Network and protocol errors are mapped to synthesized replies the way KumoMTA re
 
 from __future__ import annotations
 
+import asyncio
 import ssl
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -90,21 +91,25 @@ class SmtpSession:
         self.tls = tls
         self.deliveries = 0  # messages the peer answered on this connection
         self.usable = True  # False once the connection is in an unknown state: only close it then
+        self.command = "MAIL"  # the command of the message being sent
 
     @classmethod
-    async def open(cls, hosts: Sequence[Destination], settings: SessionSettings) -> SmtpSession | SmtpAttempt:
-        """Connect to the first host that answers, in order; the last failure if none does."""
+    async def open(cls, hosts: Sequence[Destination], settings: SessionSettings,
+                   deadline: float | None = None) -> SmtpSession | SmtpAttempt:
+        """Connect to the first host that answers, in order, before `deadline` (the event loop's time); the
+        last failure if none does."""
         failure = SmtpAttempt(SmtpResponse(code=451, enhanced_code="4.4.4", command="CONNECT",
                                            content="mailstream: no host to connect to"), None, None)
         for dest in hosts:
-            opened = await cls._open_one(dest, settings)
+            opened = await cls._open_one(dest, settings, deadline)
             if isinstance(opened, SmtpSession) or not _try_next_host(opened):
                 return opened
             failure = opened
         return failure
 
     @classmethod
-    async def _open_one(cls, dest: Destination, s: SessionSettings) -> SmtpSession | SmtpAttempt:
+    async def _open_one(cls, dest: Destination, s: SessionSettings,
+                        deadline: float | None) -> SmtpSession | SmtpAttempt:
         peer = f"{dest.host}:{dest.port}"
         client = aiosmtplib.SMTP(
             hostname=dest.host, port=dest.port, local_hostname=s.ehlo_domain, timeout=s.command_timeout,
@@ -112,22 +117,23 @@ class SmtpSession:
             tls_context=_tls_context())
         command, tls = "CONNECT", None
         try:
-            await client.connect(timeout=s.connect_timeout)
-            command = "EHLO"
-            await client.ehlo()
-            if s.starttls != "disabled" and client.supports_extension("starttls"):
-                command = "STARTTLS"
-                await client.starttls()
-                tls = "TLS"
-            elif s.starttls == "required":
-                await _quit(client)
-                return SmtpAttempt(SmtpResponse(
-                    code=451, enhanced_code="4.7.5", command="STARTTLS",
-                    content="mailstream: TLS is required but the peer does not offer STARTTLS"), peer, None)
-            if s.login is not None:
-                command = "AUTH"
-                await client.login(s.login.username, s.login.password)
-            return cls(client, peer, tls)
+            async with asyncio.timeout_at(deadline):  # its TimeoutError is a network error below
+                await client.connect(timeout=s.connect_timeout)
+                command = "EHLO"
+                await client.ehlo()
+                if s.starttls != "disabled" and client.supports_extension("starttls"):
+                    command = "STARTTLS"
+                    await client.starttls()
+                    tls = "TLS"
+                elif s.starttls == "required":
+                    await _quit(client)
+                    return SmtpAttempt(SmtpResponse(
+                        code=451, enhanced_code="4.7.5", command="STARTTLS",
+                        content="mailstream: TLS is required but the peer does not offer STARTTLS"), peer, None)
+                if s.login is not None:
+                    command = "AUTH"
+                    await client.login(s.login.username, s.login.password)
+                return cls(client, peer, tls)
         except aiosmtplib.SMTPResponseException as exc:
             await _quit(client)
             if command == "AUTH":  # our credentials, not the recipient: retry later, never bounce
@@ -139,14 +145,30 @@ class SmtpSession:
             client.close()
             return SmtpAttempt(_failure(command, peer, exc), None, None)
 
-    async def send(self, sender: str, recipient: str, data: bytes) -> SmtpAttempt:
-        """One message to one recipient; after a refusal the transaction is reset for the next message."""
+    async def send(self, sender: str, recipient: str, data: bytes, deadline: float | None = None) -> SmtpAttempt:
+        """One message to one recipient, ended `451 4.4.2` (and the connection dropped) if it is not done by
+        `deadline` (the event loop's time); after a refusal the transaction is reset for the next message."""
+        limit = asyncio.timeout_at(deadline)
+        self.command = "MAIL"
+        try:
+            async with limit:
+                return await self._send(sender, recipient, data)
+        except TimeoutError:
+            if not limit.expired():
+                raise
+            self.usable = False  # somewhere inside a command: only closing it is safe
+            return SmtpAttempt(SmtpResponse(
+                code=451, enhanced_code="4.4.2", command=self.command,
+                content=f"mailstream: {self.command} to {self.peer} not answered within the attempt's deadline"),
+                self.peer, self.tls)
+
+    async def _send(self, sender: str, recipient: str, data: bytes) -> SmtpAttempt:
         command = "MAIL"
         try:
             await self._client.mail(sender)
-            command = "RCPT"
+            command = self.command = "RCPT"
             await self._client.rcpt(recipient)
-            command = "DATA"
+            command = self.command = "DATA"
             reply = await self._client.data(data)
             self.deliveries += 1
             return SmtpAttempt(_reply(reply.code, reply.message, "DATA"), self.peer, self.tls)

@@ -5,17 +5,21 @@ is where it goes, from the source's address and with its EHLO name. Messages of 
 (`source->site`, the key of mail.delivery, so one worker owns a path) share connections under the
 path's shaping: see `mailstream.delivery.dispatch`.
 
-At-least-once with attempt-id deduplication: a task seen again after a crash before commit
-is answered from the recent-attempts memory instead of being sent twice by this process.
+Responses and the consumed offsets commit together in Kafka transactions (`mailstream.delivery.ledger`),
+so a worker restarted after any crash, or the next owner of a partition, sends again only the attempts
+whose response was not yet committed. Within one process a task read again is answered from the
+recent-attempts memory. Losing the cluster makes the worker degraded, never makes it exit.
 """
 
 from __future__ import annotations
 
 import asyncio
-import functools
+import threading
 import time
 from collections import OrderedDict
+from collections.abc import Awaitable
 from dataclasses import dataclass
+from typing import Any
 
 from prometheus_client import Counter, Histogram
 
@@ -27,15 +31,16 @@ from mailstream.core.egress_path import EgressPath
 from mailstream.core.path_connections import ConnectionShape
 from mailstream.core.smtp_reply import outcome_of
 from mailstream.delivery.dispatch import Connector, Gate, PathDispatcher
+from mailstream.delivery.ledger import Ledger
 from mailstream.delivery.mx import MxResolver
-from mailstream.delivery.progress import Progress
 from mailstream.delivery.routes import Route, route_for
-from mailstream.delivery.smtp_client import SessionSettings, SmtpAttempt, SmtpSession
+from mailstream.delivery.smtp_client import SessionSettings, SmtpAttempt, SmtpSession, printable
 from mailstream.events.bodies import BodyCorrupt, BodyReader
-from mailstream.events.kafka import Consumed, EventConsumer, EventProducer, KafkaUnavailable
+from mailstream.events.kafka import Consumed, EventConsumer, KafkaUnavailable
 from mailstream.events.records import DeliveryResponse, DeliveryTask, SmtpResponse
 from mailstream.events.serde import SerdeError, decode
 from mailstream.events.topics import DELIVERY, RESPONSES, route_key
+from mailstream.events.transactions import OffsetTransactions, Outgoing
 from mailstream.observability.logs import get_logger
 
 log = get_logger(__name__)
@@ -47,9 +52,11 @@ CONNECTIONS = Counter("mailstream_delivery_connections_total", "SMTP connections
 @dataclass(frozen=True, slots=True)
 class WorkerSettings:
     batch_size: int = 256
-    max_in_flight: int = 4096  # tasks taken but not answered; beyond it the worker pauses fetching
-    commit_interval: float = 0.2  # seconds between offset commits
-    stop_grace: float = 10.0  # seconds attempts in flight get to finish when the worker stops
+    max_in_flight: int = 4096  # tasks taken but not answered and committed; beyond it the worker pauses fetching
+    commit_interval: float = 0.05  # seconds between transactions (responses + offsets)
+    stop_within: float = 9.0  # seconds from stop() to the end of run(), whatever the cluster does
+    kafka_timeout: float = 5.0  # seconds any one blocking Kafka call may take
+    probe_interval: float = 2.0  # seconds between checks that the cluster answers (health)
     remembered_attempts: int = 100_000
 
 
@@ -70,7 +77,8 @@ class DeliveryWorker:
         self._paths: dict[EgressPath, PathDispatcher] = {}
         self._done: OrderedDict[str, DeliveryResponse] = OrderedDict()
         self._stopping = asyncio.Event()
-        self.healthy = False
+        self._stop_at = float("inf")
+        self.state = "starting"  # ok | degraded (the cluster does not answer, or commits fail) | stopping
 
     def dispatcher(self, source: EgressSource, route: Route) -> PathDispatcher:
         """The path's dispatcher; its shaping is resolved for the first task's domain, as KumoMTA's ready queue."""
@@ -94,10 +102,11 @@ class DeliveryWorker:
 
         async def connect() -> SmtpSession | SmtpAttempt:
             CONNECTIONS.inc()
+            deadline = asyncio.get_running_loop().time() + dc.attempt_timeout.total_seconds()
             hosts = list(route.hosts) or await self._mx.hosts(route.domain)
             if isinstance(hosts, SmtpResponse):
                 return SmtpAttempt(hosts, None, None)
-            return await SmtpSession.open(hosts, settings)
+            return await SmtpSession.open(hosts, settings, deadline)
 
         return connect
 
@@ -106,17 +115,20 @@ class DeliveryWorker:
         if source is None:  # removed from the configuration since the scheduler chose it: choose again
             return SmtpAttempt(_internal(f"unknown egress source {task.egress_source!r}", "4.4.0", "CONNECT"),
                                None, None)
-        route = route_for(source, self._config.delivery, task.routing_domain or task.domain)
+        dc = self._config.delivery
+        route = route_for(source, dc, task.routing_domain or task.domain)
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + dc.attempt_timeout.total_seconds()
         try:
             data = await bodies.get(task.body)
         except (KafkaUnavailable, BodyCorrupt, SerdeError) as exc:
             return SmtpAttempt(_internal(str(exc)), None, None)
         path = self.dispatcher(source, route)
-        attempt = await path.deliver(task.sender, task.recipient, data,
-                                     self._config.delivery.path_wait.total_seconds())
+        wait = min(dc.path_wait.total_seconds(), deadline - loop.time())
+        attempt = await path.deliver(task.sender, task.recipient, data, max(wait, 0.0), deadline)
         if attempt is None:
             return SmtpAttempt(_internal(f"no connection on egress path {route.path} within "
-                                         f"{self._config.delivery.path_wait}", "4.4.5", "CONNECT"), None, None)
+                                         f"{min(dc.path_wait, dc.attempt_timeout)}", "4.4.5", "CONNECT"), None, None)
         return attempt
 
     async def _attempt(self, task: DeliveryTask, bodies: BodyReader) -> DeliveryResponse:
@@ -140,79 +152,114 @@ class DeliveryWorker:
                  path=task.egress_path, peer=result.peer_address)
         return answer
 
-    async def _handle(self, record: Consumed, bodies: BodyReader, producer: EventProducer) -> None:
+    async def _handle(self, record: Consumed, bodies: BodyReader, ledger: Ledger) -> None:
+        tp = (record.topic, record.partition)
         try:
             task = decode(record.value, DeliveryTask)
         except SerdeError as exc:
             log.error("task_unreadable", partition=record.partition, offset=record.offset, error=str(exc))
+            ledger.skipped(tp, record.offset)
             return
         answer = await self._attempt(task, bodies)
-        await producer.send(RESPONSES, route_key(task.tenant, task.queue), answer)
+        ledger.answered(tp, record.offset, Outgoing(RESPONSES.name, route_key(task.tenant, task.queue).encode(),
+                                                    _encoded(answer)))
 
     async def run(self) -> None:
-        """Tasks are taken as they come, up to `max_in_flight` at once; each partition's offset is committed up
-        to its first unfinished task, after that task's response is acknowledged (a crash repeats, never loses).
+        """Tasks are taken as they come, up to `max_in_flight` at once, each answered on its own; every
+        `commit_interval` one transaction writes the answers and each partition's checkpoint (`Ledger`).
         A slow destination holds back its own tasks only: the worker goes on polling, and so stays in its group.
+        Kafka going away makes the worker degraded, never makes it exit: it goes on retrying.
         """
-        bootstrap = self._config.kafka.bootstrap_servers
-        consumer = EventConsumer(bootstrap, self._config.delivery.group_id, [DELIVERY.name])
-        producer = EventProducer(bootstrap)
+        bootstrap, dc = self._config.kafka.bootstrap_servers, self._config.delivery
+        consumer = EventConsumer(bootstrap, dc.group_id, [DELIVERY.name])
+        writer = OffsetTransactions(bootstrap, dc.group_id, timeout=self._settings.kafka_timeout)
         bodies = BodyReader(bootstrap)
-        progress = Progress()
+        ledger = Ledger(consumer, writer, self._settings.commit_interval)
         running: set[asyncio.Task[None]] = set()
         failed: list[BaseException] = []
+        committing: asyncio.Task[bool] | None = None
+        probing: asyncio.Task[None] | None = None
 
-        def finished(record: Consumed, task: asyncio.Task[None]) -> None:
+        def finished(task: asyncio.Task[None]) -> None:
             running.discard(task)
-            if task.cancelled():
-                return
-            error = task.exception()
-            if error is not None:
-                failed.append(error)  # the response was not written: the offset must not move past it
-            else:
-                progress.finished((record.topic, record.partition), record.offset)
+            if not task.cancelled() and task.exception() is not None:
+                failed.append(task.exception())  # type: ignore[arg-type]  # a bug, not the cluster: stop
 
-        self.healthy = True
-        next_commit = 0.0
+        next_probe = 0.0
         try:
             while not self._stopping.is_set():
                 if failed:
                     raise failed[0]
-                room = self._settings.max_in_flight - len(running)
-                await consumer.pause(room <= 0)
-                batch = await consumer.poll_batch(max(1, min(room, self._settings.batch_size)), timeout=0.05)
-                for tp in consumer.revoked():
-                    progress.forget(tp)
+                room = self._settings.max_in_flight - len(running) - ledger.unsent
+                batch = await self._poll(consumer, room)
+                ledger.forget(consumer.revoked())
+                given = consumer.assigned()
+                if given and not await self._restore(ledger, given):
+                    break  # stopping
                 for record in batch:
-                    progress.started((record.topic, record.partition), record.offset)
-                    task = asyncio.create_task(self._handle(record, bodies, producer))
-                    running.add(task)
-                    task.add_done_callback(functools.partial(finished, record))
-                now = time.monotonic()
-                if now >= next_commit:
-                    next_commit = now + self._settings.commit_interval
-                    await self._commit(consumer, progress)
+                    if ledger.progress.take((record.topic, record.partition), record.offset):
+                        task = asyncio.create_task(self._handle(record, bodies, ledger))
+                        running.add(task)
+                        task.add_done_callback(finished)
+                if (committing is None or committing.done()) and ledger.due():
+                    committing = asyncio.create_task(ledger.commit())
                     self._forget_dormant_paths()
-            if running:
-                await asyncio.wait(set(running), timeout=self._settings.stop_grace)
-            await self._commit(consumer, progress)
+                if time.monotonic() >= next_probe and (probing is None or probing.done()):
+                    next_probe = time.monotonic() + self._settings.probe_interval
+                    probing = asyncio.create_task(self._probe(writer, ledger))
+            await self._finish(running, ledger, committing)
         finally:
-            self.healthy = False
+            self.state = "stopping"
             for task in running:
                 task.cancel()
-            await asyncio.gather(*(p.close() for p in self._paths.values()))
-            await consumer.close()
-            await producer.close()
-            bodies.close()
+            await _bounded(asyncio.gather(*(p.close(grace=0.5) for p in self._paths.values())), 1.0)
+            await consumer.close(timeout=1.0)
+            await writer.close(timeout=0.5)
+            threading.Thread(target=bodies.close, daemon=True).start()
 
-    @staticmethod
-    async def _commit(consumer: EventConsumer, progress: Progress) -> None:
-        offsets = progress.committable()
+    async def _poll(self, consumer: EventConsumer, room: int) -> list[Consumed]:
         try:
-            await consumer.commit_offsets(offsets)
+            await consumer.pause(room <= 0)
+            return await consumer.poll_batch(max(1, min(room, self._settings.batch_size)), timeout=0.05)
         except KafkaUnavailable as exc:
-            progress.not_committed(offsets)
-            log.warning("commit_failed", error=str(exc))
+            log.warning("poll_failed", error=str(exc))
+            self.state = "degraded"
+            await asyncio.sleep(0.5)
+            return []
+
+    async def _restore(self, ledger: Ledger, given: list[tuple[str, int]]) -> bool:
+        """Read the checkpoints of partitions just assigned before any of their records is handled, retrying
+        while the cluster does not answer; False if the worker is told to stop meanwhile."""
+        while not self._stopping.is_set():
+            try:
+                await ledger.restore(given, self._settings.kafka_timeout)
+                return True
+            except KafkaUnavailable as exc:
+                self.state = "degraded"
+                log.warning("restore_failed", partitions=given, error=str(exc))
+                await asyncio.sleep(1.0)
+        return False
+
+    async def _probe(self, writer: OffsetTransactions, ledger: Ledger) -> None:
+        reachable = await writer.reachable()
+        if self._stopping.is_set():
+            return
+        if reachable and ledger.ok and not ledger.stalled(self._settings.kafka_timeout):
+            self.state = "ok"
+        elif self.state != "starting":
+            self.state = "degraded"
+
+    async def _finish(self, running: set[asyncio.Task[None]], ledger: Ledger,
+                      committing: asyncio.Task[bool] | None) -> None:
+        """Within `stop_within` of stop(): attempts in flight get what the budget leaves, then one last commit."""
+        end = self._stop_at
+        if running:
+            await asyncio.wait(set(running), timeout=max(0.0, end - time.monotonic() - 3.0))
+        for task in running:
+            task.cancel()  # not answered: sent again by whoever reads the partition next
+        if committing is not None:
+            await _bounded(committing, end - time.monotonic() - 2.0)
+        await _bounded(ledger.commit(), end - time.monotonic() - 1.5)
 
     def _forget_dormant_paths(self) -> None:
         """One dispatcher per MX domain would grow without end; a dormant one is rebuilt as it was."""
@@ -220,5 +267,25 @@ class DeliveryWorker:
         for path in [p for p, d in self._paths.items() if d.dormant(now)]:
             del self._paths[path]
 
+    @property
+    def healthy(self) -> bool:
+        return self.state == "ok"
+
     def stop(self) -> None:
+        self._stop_at = time.monotonic() + self._settings.stop_within
         self._stopping.set()
+
+
+def _encoded(answer: DeliveryResponse) -> bytes:
+    try:
+        return RESPONSES.encode(answer)
+    except (ValueError, UnicodeError):  # text from a peer that slipped through: never lose the answer to it
+        response = answer.response.model_copy(update={"content": printable(answer.response.content)})
+        return RESPONSES.encode(answer.model_copy(update={"response": response}))
+
+
+async def _bounded(work: Awaitable[Any], seconds: float) -> None:
+    try:
+        await asyncio.wait_for(work, max(seconds, 0.1))
+    except TimeoutError:
+        log.warning("stop_step_timed_out", seconds=round(seconds, 1))

@@ -8,6 +8,7 @@ offset is committed only after the effects of its record are durable.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import threading
 import time
 from collections.abc import Iterable, Sequence
@@ -143,7 +144,8 @@ class EventConsumer:
     """A consumer-group member whose blocking calls run on one private thread.
 
     Partitions taken away by a rebalance are reported by `revoked()`, so a caller that tracks
-    work per partition stops committing offsets it no longer owns.
+    work per partition stops committing offsets it no longer owns; those given to it by `assigned()`,
+    before any of their records is returned, so it can read what was committed for them first.
     """
 
     def __init__(self, bootstrap: str, group_id: str, topics: Sequence[str], **extra: Any) -> None:
@@ -162,9 +164,15 @@ class EventConsumer:
         })
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"consumer-{group_id}")
         self._revoked: list[tuple[str, int]] = []  # appended on the consumer thread, drained by revoked()
+        self._assigned: list[tuple[str, int]] = []  # likewise, drained by assigned()
         self._revoked_lock = threading.Lock()
         self._paused = False
-        self._consumer.subscribe(list(topics), on_revoke=self._on_revoke, on_lost=self._on_revoke)
+        self._consumer.subscribe(list(topics), on_assign=self._on_assign, on_revoke=self._on_revoke,
+                                 on_lost=self._on_revoke)
+
+    def _on_assign(self, consumer: Consumer, tps: list[TopicPartition]) -> None:
+        with self._revoked_lock:
+            self._assigned.extend((tp.topic, tp.partition) for tp in tps)
 
     def _on_revoke(self, consumer: Consumer, tps: list[TopicPartition]) -> None:
         with self._revoked_lock:
@@ -177,6 +185,35 @@ class EventConsumer:
         with self._revoked_lock:
             gone, self._revoked = self._revoked, []
         return gone
+
+    def assigned(self) -> list[tuple[str, int]]:
+        """Partitions given to this member since the last call."""
+        with self._revoked_lock:
+            given, self._assigned = self._assigned, []
+        return given
+
+    async def committed(self, tps: Sequence[tuple[str, int]], timeout: float = 10.0) -> dict[tuple[str, int],
+                                                                                          tuple[int, str]]:
+        """The group's committed next offset (-1: none) and its metadata, per partition; read_committed, so
+        an offset still in an open transaction is waited for."""
+        wanted = [TopicPartition(t, p) for t, p in tps]
+        loop = asyncio.get_running_loop()
+        try:
+            found = await loop.run_in_executor(self._executor, lambda: self._consumer.committed(wanted, timeout))
+        except KafkaException as exc:
+            raise KafkaUnavailable(str(exc)) from exc
+        for tp in found:
+            if tp.error is not None:
+                raise KafkaUnavailable(f"committed offset of {tp.topic}[{tp.partition}]: {tp.error}")
+        return {(tp.topic, tp.partition): (tp.offset if tp.offset >= 0 else -1, tp.metadata or "") for tp in found}
+
+    def owned(self) -> set[tuple[str, int]]:
+        """The partitions assigned to this member now."""
+        return {(tp.topic, tp.partition) for tp in self._consumer.assignment()}
+
+    def group_metadata(self) -> object:
+        """The member's group metadata, which a transaction's offsets carry (KIP-447 fencing)."""
+        return self._consumer.consumer_group_metadata()
 
     async def poll_batch(self, max_records: int = 500, timeout: float = 0.5) -> list[Consumed]:
         loop = asyncio.get_running_loop()
@@ -224,9 +261,11 @@ class EventConsumer:
         except KafkaException as exc:
             raise KafkaUnavailable(str(exc)) from exc
 
-    async def close(self) -> None:
+    async def close(self, timeout: float | None = None) -> None:
+        """Leave the group; with `timeout`, give up waiting after that many seconds (the cluster is gone)."""
         loop = asyncio.get_running_loop()
-        await loop.run_in_executor(self._executor, self._consumer.close)
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(loop.run_in_executor(self._executor, self._consumer.close), timeout)
         self._executor.shutdown(wait=False)
 
 

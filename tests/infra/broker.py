@@ -110,6 +110,7 @@ class LocalBroker:
         self.start_timeout = start_timeout
         self.extra_properties = extra_properties or {}
         self.log_path = self.workdir / "broker.log"
+        self.cluster_id = _cluster_id()  # one per broker, so start() after stop() finds its data formatted as it was
         self._proc: subprocess.Popen[bytes] | None = None
 
     @property
@@ -168,7 +169,7 @@ class LocalBroker:
         self.workdir.mkdir(parents=True, exist_ok=True)
         config = self.workdir / "server.properties"
         config.write_text("".join(f"{k}={v}\n" for k, v in self._properties().items()))
-        fmt_args = ["format", "-t", _cluster_id(), "-c", str(config), "--ignore-formatted"]
+        fmt_args = ["format", "-t", self.cluster_id, "-c", str(config), "--ignore-formatted"]
         fmt = subprocess.run(
             self._java("kafka.tools.StorageTool", *fmt_args, heap=["-Xmx256m"]),
             capture_output=True,

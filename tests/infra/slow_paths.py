@@ -28,21 +28,28 @@ SLOW, FAST = "src-tarpit", "src-fast"
 MAX_POLL_INTERVAL_MS = 10_000
 
 
-def two_path_config(bootstrap: str, tarpit: str, fast: str, reply_delay: float) -> Config:
-    """Source `src-tarpit` relays to `tarpit`, source `src-fast` to `fast` (both `host:port`)."""
+def two_path_settings(bootstrap: str, tarpit: str, fast: str, reply_delay: float, **delivery: Any) -> dict[str, Any]:
+    """Source `src-tarpit` relays to `tarpit`, source `src-fast` to `fast` (both `host:port`); `delivery`
+    overrides keys of the delivery section. The configuration file's content, as a dict."""
     def relay(hostport: str) -> dict[str, Any]:
         host, _, port = hostport.rpartition(":")
         return {"host": host, "port": int(port), "starttls": "disabled"}
 
     sources = [{"name": SLOW, "relay": relay(tarpit)}, {"name": FAST, "relay": relay(fast)}]
     slack = f"{int(3 * reply_delay) + 10}s"  # the greeting comes within connect_timeout
-    return parse_config({
+    return {
         "kafka": {"bootstrap_servers": bootstrap},
         "ingest": {"message_id_domain": "worker.test"},
         "delivery": {"group_id": f"delivery-{uuid.uuid4().hex[:8]}", "ehlo_domain": "worker.test",
-                     "connect_timeout": slack, "command_timeout": slack, "path_wait": f"{int(10 * reply_delay) + 60}s"},
+                     "connect_timeout": slack, "command_timeout": slack, "path_wait": f"{int(10 * reply_delay) + 60}s",
+                     **delivery},
         "egress": {"sources": sources, "pools": [{"name": "all", "entries": [{"name": SLOW}, {"name": FAST}]}]},
-        "queues": {"egress_pool": "all"}}, env={})
+        "queues": {"egress_pool": "all"}}
+
+
+def two_path_config(bootstrap: str, tarpit: str, fast: str, reply_delay: float, **delivery: Any) -> Config:
+    """`two_path_settings`, parsed."""
+    return parse_config(two_path_settings(bootstrap, tarpit, fast, reply_delay, **delivery), env={})
 
 
 def tasks_for(config: Config, source: str, run: str, count: int, body: BodyRef) -> list[DeliveryTask]:
@@ -72,7 +79,7 @@ class WatchedConsumer(EventConsumer):
 
     def __init__(self, bootstrap: str, group_id: str, topics: Sequence[str], **extra: Any) -> None:
         super().__init__(bootstrap, group_id, topics, **{"max.poll.interval.ms": MAX_POLL_INTERVAL_MS, **extra})
-        self._consumer.subscribe(list(topics), on_assign=self._record("assign"),
+        self._consumer.subscribe(list(topics), on_assign=self._record("assign", self._on_assign),
                                  on_revoke=self._record("revoke", self._on_revoke),
                                  on_lost=self._record("lost", self._on_revoke))
 
