@@ -30,6 +30,7 @@ from mailstream.events.records import (
     TransactionStatus,
     UsageHandover,
     WebhookAttempt,
+    WebhookDeleted,
     WebhookEndpoint,
 )
 
@@ -150,6 +151,9 @@ def webhook_endpoint() -> WebhookEndpoint:
                            timeout_ms=10_000, created_at=T0, created_by="tenant:acme")
 
 
+def webhook_deleted() -> WebhookDeleted:
+    return WebhookDeleted(id="wh-1", tenant="acme", deleted_at=T0, deleted_by="tenant:acme")
+
 def webhook_attempt() -> WebhookAttempt:
     return WebhookAttempt(endpoint_id="wh-1", tenant="acme", event_id="3-1234", event_type="delivered",
                           transaction_id="tx-1", attempt=2, status_code=200, duration_ms=38, attempted_at=T0,
@@ -164,4 +168,4 @@ ALL: tuple[Record, ...] = (
     accepted(), task(), response(), status(), queued(), log_record(), body(), OK_250, BODY, ready(),
     limit_state(), usage_handover(), egress_settlement(), dispatched(), queue_command(), suspension(),
     status_counts(), queue_stats(), source_usage(), cancel_notice(), egress_verdict(), webhook_endpoint(),
-    webhook_attempt(), idempotent_answer())
+    webhook_deleted(), webhook_attempt(), idempotent_answer())

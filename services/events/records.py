@@ -372,6 +372,16 @@ class WebhookEndpoint(Record):
     created_by: str
 
 
+class WebhookDeleted(Record):
+    """An endpoint deleted through the API (mail.webhooks, in the place of its WebhookEndpoint)."""
+
+    schema_name = "mailstream.WebhookDeleted"
+    id: str
+    tenant: str | None = None
+    deleted_at: datetime
+    deleted_by: str
+
+
 class WebhookAttempt(Record):
     """One POST of one event to one endpoint (mail.webhook-attempts, key: endpoint id)."""
 

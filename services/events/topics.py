@@ -38,6 +38,7 @@ from mailstream.events.records import (
     TransactionStatus,
     UsageHandover,
     WebhookAttempt,
+    WebhookDeleted,
     WebhookEndpoint,
 )
 from mailstream.events.serde import SerdeError, decode, encode, schema_name
@@ -144,10 +145,10 @@ QUEUE_STATS: TopicSpec[QueueStats] = TopicSpec("mail.queue-stats", "<partition>/
 SOURCE_USAGE: TopicSpec[SourceUsage] = TopicSpec("mail.source-usage", "egress source", (SourceUsage,),
                                                  cleanup_policy="compact", retention_ms=-1)
 
-# Webhooks: the endpoints registered through the API (compacted; a tombstone deletes one), and every delivery
-# attempt of the webhooks service (ingest keeps the last few per endpoint for the API).
-WEBHOOKS: TopicSpec[WebhookEndpoint] = TopicSpec("mail.webhooks", "endpoint id", (WebhookEndpoint,),
-                                                 cleanup_policy="compact", retention_ms=-1)
+# Webhooks: the endpoints registered through the API (compacted; a WebhookDeleted replaces a deleted one), and
+# every delivery attempt of the webhooks service (ingest keeps the last few per endpoint for the API).
+WEBHOOKS: TopicSpec[WebhookEndpoint | WebhookDeleted] = TopicSpec(
+    "mail.webhooks", "endpoint id", (WebhookEndpoint, WebhookDeleted), cleanup_policy="compact", retention_ms=-1)
 WEBHOOK_ATTEMPTS: TopicSpec[WebhookAttempt] = TopicSpec("mail.webhook-attempts", "endpoint id", (WebhookAttempt,),
                                                         retention_ms=7 * DAY_MS)
 

@@ -1,12 +1,12 @@
 """The endpoints to deliver to: those of the configuration file, and those registered through the API as the
-compacted mail.webhooks holds them (read from its beginning at every start; a tombstone deletes one)."""
+compacted mail.webhooks holds them (read from its beginning at every start; a WebhookDeleted removes one)."""
 
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
 
 from mailstream.events.kafka import TopicTailer
-from mailstream.events.records import WebhookEndpoint
+from mailstream.events.records import WebhookDeleted, WebhookEndpoint
 from mailstream.events.serde import SerdeError
 from mailstream.events.topics import WEBHOOKS
 from mailstream.observability.logs import get_logger
@@ -23,13 +23,15 @@ class Endpoints:
 
     def apply(self, key: bytes | None, value: bytes | None) -> None:
         ident = (key or b"").decode(errors="replace")
-        if value is None:
-            self._registered.pop(ident, None)
-            return
         try:
-            self._registered[ident] = WEBHOOKS.decode(value)
+            record = WEBHOOKS.decode(value)
         except SerdeError as exc:  # one bad record must not stop every endpoint
             log.error("endpoint_unreadable", key=ident, error=str(exc))
+            return
+        if isinstance(record, WebhookDeleted):
+            self._registered.pop(ident, None)
+        else:
+            self._registered[ident] = record
 
     def current(self) -> dict[str, WebhookEndpoint]:
         return {**self._registered, **self._configured}  # the file's ids (config-…) never clash with the API's
