@@ -16,6 +16,8 @@ from mailstream.events.kafka import EventProducer
 from mailstream.ingest.app import create_app
 from mailstream.ingest.queue_api import queue_router
 from mailstream.ingest.status_view import StatusStore, StatusView
+from mailstream.ingest.webhook_api import webhook_router
+from mailstream.ingest.webhook_view import WebhookView
 from mailstream.intake.capacity_view import CapacityView
 from mailstream.intake.dkim import DkimKeyError, DkimSigner
 from mailstream.intake.submission import Submitter
@@ -33,11 +35,13 @@ def main(argv: list[str] | None = None) -> int:
     bootstrap = config.kafka.bootstrap_servers
     view = StatusView(StatusStore(config.ingest.status_db))
     capacity = CapacityView()
+    webhooks = WebhookView(config.webhooks.attempts_kept)
     producer = EventProducer(bootstrap)  # its delivery-report thread needs no event loop yet
 
     @contextlib.asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
         tails = [asyncio.create_task(view.run(bootstrap)), asyncio.create_task(capacity.run(bootstrap))]
+        tails.append(asyncio.create_task(webhooks.run(bootstrap)))
         log.info("ready", port=args.port or config.ingest.port)
         try:
             yield
@@ -57,7 +61,8 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     submitter = Submitter(producer, system_clock, capacity.refusal, signer)  # draining/disabled queues refused early
     app = create_app(config.ingest, submitter, view, system_clock, lifespan=lifespan,
-                     routers=[queue_router(config, capacity, producer, system_clock, view)])
+                     routers=[queue_router(config, capacity, producer, system_clock, view),
+                              webhook_router(config, webhooks, producer, system_clock)])
     # Keep-alive longer than clients' and load balancers' idle timeouts, so the server is not the side that
     # closes a connection a client is about to reuse (the client's request then fails mid-send).
     uvicorn.run(app, host=config.ingest.host, port=args.port or config.ingest.port, log_config=None,
