@@ -39,7 +39,7 @@ say "installing $(basename "$wheel") and its dependencies into a new virtualenv"
 mkdir "$work/run"
 cd "$work/run"
 run() { env -u PYTHONPATH -u MAILSTREAM_SCHEMAS_DIR "$@"; }
-for service in ingest scheduler delivery gateway; do
+for service in ingest scheduler delivery gateway webhooks; do
   out=$(run "$work/venv/bin/python" -I -m "mailstream.$service" --help) || die "python -m mailstream.$service --help failed"
   [[ $out == usage:* ]] || die "python -m mailstream.$service --help printed no usage"
   out=$(run "$work/venv/bin/mailstream" "$service" --help) || die "mailstream $service --help failed"

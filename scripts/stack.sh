@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Run the whole stack locally: Kafka broker, capture SMTP sink, ingest, scheduler, delivery, SMTP gateway.
+# Run the whole stack locally: Kafka broker, capture SMTP sink, ingest, scheduler, delivery, SMTP gateway, webhooks.
 #
 #   scripts/stack.sh [config.yaml]      (default: deploy/config/local.yaml)
 #
@@ -39,7 +39,7 @@ PY
 fi
 $py -m mailstream.devtools.capture_sink --listen 127.0.0.1:2525 --maildir "$MAILSTREAM_RUN/mail" \
   >"$MAILSTREAM_RUN/sink.log" 2>&1 & pids+=($!)
-for service in scheduler delivery ingest gateway; do
+for service in scheduler delivery ingest gateway webhooks; do
   $py -m "mailstream.$service" --config "$config" >"$MAILSTREAM_RUN/$service.log" 2>&1 & pids+=($!)
 done
 

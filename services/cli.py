@@ -40,7 +40,7 @@ def main() -> int:
     """`mailstream SERVICE [--config FILE]`: one entry point for every service."""
     import runpy
 
-    services = ("ingest", "scheduler", "delivery", "gateway", "capture-sink")
+    services = ("ingest", "scheduler", "delivery", "gateway", "webhooks", "capture-sink")
     usage = (f"usage: mailstream {{{','.join(services)}}} [--config FILE]  (SERVICE --help: its options)\n"
              "       mailstream hash-password  (reads a password on stdin, prints the hash for gateway.users)")
     if len(sys.argv) == 2 and sys.argv[1] in ("-h", "--help"):

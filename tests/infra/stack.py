@@ -62,7 +62,7 @@ def stack_config(bootstrap: str, smarthost: tuple[str, int], workdir: Path, **ov
     return config
 
 
-SERVICES = ("scheduler", "delivery", "ingest", "gateway")  # the order they start in; gateway only when configured
+SERVICES = ("scheduler", "delivery", "ingest", "gateway", "webhooks")  # start order; the last two when configured
 
 
 def service_of(instance: str) -> str:
@@ -103,12 +103,16 @@ class Stack:
 
     def instances(self, service: str | None = None) -> list[str]:
         """Instance names of one service, or of all in start order."""
-        services = [service] if service else [s for s in SERVICES if s != "gateway" or self.has_gateway]
+        services = [service] if service else [s for s in SERVICES if self.configured(s)]
         return [s if n == 1 else f"{s}-{n}" for s in services for n in range(1, self.replicas.get(s, 1) + 1)]
 
     @property
     def has_gateway(self) -> bool:
         return bool(self.config.get("gateway", {}).get("listeners"))
+
+    def configured(self, service: str) -> bool:
+        """The gateway runs with listeners, webhooks with a section of its own (its endpoints may come by API)."""
+        return {"gateway": self.has_gateway, "webhooks": "webhooks" in self.config}.get(service, True)
 
     def instance_config(self, instance: str) -> dict[str, Any]:
         """The configuration one instance runs with: `config` for the first of a service; a replica's own
@@ -118,8 +122,9 @@ class Stack:
             return self.config
         if instance not in self._configs:
             config = copy.deepcopy(self.config)
+            # gateway replicas share the SMTP ports (SO_REUSEPORT)
             port_key = {"ingest": "port", "scheduler": "web_port", "delivery": "metrics_port",
-                        "gateway": "web_port"}[service]  # gateway replicas share the SMTP ports (SO_REUSEPORT)
+                        "gateway": "web_port", "webhooks": "web_port"}[service]
             config[service][port_key] = free_port(avoid=self._ports())
             if service == "ingest":
                 config["ingest"]["status_db"] = str(self.workdir / f"status-{instance.rpartition('-')[2]}.sqlite3")
@@ -127,7 +132,8 @@ class Stack:
         return self._configs[instance]
 
     def _ports(self) -> set[int]:
-        keys = (("ingest", "port"), ("scheduler", "web_port"), ("delivery", "metrics_port"), ("gateway", "web_port"))
+        keys = (("ingest", "port"), ("scheduler", "web_port"), ("delivery", "metrics_port"), ("gateway", "web_port"),
+                ("webhooks", "web_port"))
         return {int(c[s][k]) for c in (self.config, *self._configs.values()) for s, k in keys if k in c.get(s, {})}
 
     def _config_file(self, instance: str) -> Path:
@@ -167,8 +173,8 @@ class Stack:
             return f"{self.api_of(instance)}/readyz"
         if service == "delivery":
             return f"http://127.0.0.1:{config['delivery']['metrics_port']}/healthz"
-        if service == "gateway":
-            return f"http://127.0.0.1:{config['gateway']['web_port']}/healthz"
+        if service in ("gateway", "webhooks"):
+            return f"http://127.0.0.1:{config[service]['web_port']}/healthz"
         return f"http://127.0.0.1:{config['scheduler']['web_port']}/healthz"
 
     def _wait_ready(self, timeout: float, services: list[str]) -> None:
