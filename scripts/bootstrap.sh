@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Idempotent setup of a fresh Debian machine for tests and the local stack.
 #
-#   scripts/bootstrap.sh [venv|postfix|swaks|java|kafka]...   (default: all, in that order)
+#   scripts/bootstrap.sh [venv|postfix|swaks|java|kafka|kustomize]...   (default: all, in that order)
 #
 #   venv     .venv with python3 >= 3.11; `pip install -e '.[dev,bench]'` only when
 #            pyproject.toml changed since the last successful install
@@ -11,6 +11,8 @@
 #   swaks    the SMTP test client (with Net::SSLeay for --tls) the gateway's end-to-end tests drive
 #   java     a JRE (17) and Maven, to fetch and run the Kafka broker
 #   kafka    deploy/kafka/broker.sh fetch (broker jars from Maven Central)
+#   kustomize  kustomize (deploy/kubernetes/kustomize.version) built with `go install` from the Go module proxy,
+#            once, into the cache; scripts/check_deploy.sh renders the Kubernetes overlays with it
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -131,9 +133,25 @@ step_java() {
 
 step_kafka() { bash deploy/kafka/broker.sh fetch; }
 
+step_kustomize() {
+  local version bin log
+  version=$(<deploy/kubernetes/kustomize.version)
+  bin=$CACHE/kustomize/$version/kustomize
+  if [[ -x $bin ]]; then say "kustomize $version present ($bin)"; return; fi
+  command -v go >/dev/null || apt_install golang-go
+  # kustomize's go.mod wants Go >= 1.22; an older go command cannot fetch a newer toolchain itself.
+  go version | grep -qE 'go1\.(2[2-9]|[3-9][0-9])' ||
+    die "kustomize $version needs Go >= 1.22, found $(go version) (install a newer Go, or set KUSTOMIZE for check_deploy.sh)"
+  log=$(mktemp)
+  say "go install sigs.k8s.io/kustomize/kustomize/v5@$version (once, about a minute; cached in $bin)"
+  GOBIN=$(dirname "$bin") go install "sigs.k8s.io/kustomize/kustomize/v5@$version" >"$log" 2>&1 ||
+    { tail -n 20 "$log" >&2; rm -f "$log"; die "go install kustomize $version failed"; }
+  rm -f "$log"
+}
+
 steps=("$@")
-((${#steps[@]})) || steps=(venv postfix swaks java kafka)
+((${#steps[@]})) || steps=(venv postfix swaks java kafka kustomize)
 for step in "${steps[@]}"; do
-  declare -F "step_$step" >/dev/null || die "unknown step '$step' (venv|postfix|swaks|java|kafka)"
+  declare -F "step_$step" >/dev/null || die "unknown step '$step' (venv|postfix|swaks|java|kafka|kustomize)"
   "step_$step"
 done

@@ -19,6 +19,8 @@ echo "test.sh: lint-imports" >&2
 .venv/bin/lint-imports --no-cache --no-logo # the import contracts in pyproject.toml: a pure core, independent services
 echo "test.sh: scripts/check_wheel.sh" >&2
 bash scripts/check_wheel.sh # the wheel, installed in a new virtualenv, runs outside the checkout
+echo "test.sh: scripts/check_deploy.sh" >&2
+bash scripts/check_deploy.sh # every Kubernetes overlay rendered and validated offline, the compose files
 
 # In CI a missing broker or smtp-sink must fail the run, not skip (see tests/conftest.py).
 if [[ ${CI:-} == true ]]; then export MAILSTREAM_REQUIRE_BROKER=1; fi
