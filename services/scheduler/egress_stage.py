@@ -48,11 +48,12 @@ from mailstream.scheduler.egress_keys import Held, PathRate, Rotation, Settlemen
 from mailstream.scheduler.handover import HANDED_OVER, merge_usage, scope_group
 from mailstream.scheduler.packed import PackedValues
 from mailstream.scheduler.policy import Policies
-from mailstream.scheduler.stage import Limits, Snapshots, Timers, counted, daily, entries, send
+from mailstream.scheduler.stage import Coalesced, Limits, Snapshots, Timers, coalesced, counted, daily, entries, send
 
 log = get_logger(__name__)
 REANNOUNCE = timedelta(seconds=5)
 NO_SOURCE_RETRY = timedelta(minutes=1)  # a pool with no usable source at all is looked at again soon
+HOT = 512  # decoded messages kept per partition: most are released as soon as they arrive
 
 
 def _window(source: EgressSource) -> sliding_window.SlidingWindow | None:
@@ -72,6 +73,7 @@ class Candidate:
 @dataclass(slots=True)
 class EgressBook:
     held: PackedValues = field(default_factory=PackedValues)  # encoded ReadyMessage by transaction id
+    hot: dict[str, ReadyMessage] = field(default_factory=dict)  # decoded, of the messages held last
     lanes: FairQueue = field(default_factory=FairQueue)
     deadlines: Timers = field(default_factory=Timers)
     limits: Limits[egress_keys.Scope] = field(default_factory=Limits)
@@ -111,6 +113,20 @@ class EgressStage:
                   out: Writes) -> None:
         if topic != READY.name:
             return
+        batched = coalesced(out)
+        try:
+            self._on_record(partition, value, now, batched)
+        finally:
+            batched.flush()
+
+    def on_tick(self, now: datetime, out: Writes) -> None:
+        batched = coalesced(out)
+        try:
+            self._on_tick(now, batched)
+        finally:
+            batched.flush()
+
+    def _on_record(self, partition: int, value: bytes, now: datetime, out: Coalesced) -> None:
         book = self.books.setdefault(partition, EgressBook())
         self._settle(book, partition, now, out)
         record = READY.decode(value)  # SerdeError: unreadable, for the processor to set aside
@@ -139,10 +155,10 @@ class EgressStage:
             self._recall(book, partition, record, now, out)
         elif record.id not in book.held:
             self._hold(book, record, value)
-            out.put(partition, Held(record.id).key(), value)
+            out.put(partition, Held(record.id).key(), value, new=True)  # released in this call: never written
         self._release(book, partition, now, out, self.budget)
 
-    def on_tick(self, now: datetime, out: Writes) -> None:
+    def _on_tick(self, now: datetime, out: Coalesced) -> None:
         for partition, book in self.books.items():
             self._settle(book, partition, now, out)
             if not self._settled(book) and (book.announce_at is None or now >= book.announce_at):
@@ -161,7 +177,7 @@ class EgressStage:
     # mail) may move to another partition. Each partition hands over what it no longer owns, then
     # tells every partition so; a partition sends nothing until all have, so no source is charged
     # by its new owner before its count of the day has arrived there.
-    def _settle(self, book: EgressBook, partition: int, now: datetime, out: Writes) -> None:
+    def _settle(self, book: EgressBook, partition: int, now: datetime, out: Coalesced) -> None:
         grouping = self.policies.grouping
         if book.settled_under == grouping:
             return
@@ -170,12 +186,12 @@ class EgressStage:
         book.settled_under, book.heard, book.announce_at = grouping, set(), now + REANNOUNCE
         self._save_settlement(book, partition, out)
 
-    def _announce(self, partition: int, out: Writes) -> None:
+    def _announce(self, partition: int, out: Coalesced) -> None:
         marker = EgressSettlement(fingerprint=self.policies.grouping, partitions=(partition,))
         for other in range(self.partitions):
             send(out, READY, str(partition), marker, partition=other)
 
-    def _heard(self, book: EgressBook, partition: int, marker: EgressSettlement, out: Writes) -> None:
+    def _heard(self, book: EgressBook, partition: int, marker: EgressSettlement, out: Coalesced) -> None:
         if marker.fingerprint != book.settled_under:  # its sender announces again until we are on it too
             log.info("settlement_of_another_grouping", partition=partition, grouping=marker.fingerprint,
                         ours=book.settled_under, sender=list(marker.partitions))
@@ -185,7 +201,7 @@ class EgressStage:
         if self._settled(book):
             log.info("egress_settled", partition=partition, grouping=book.settled_under)
 
-    def _save_settlement(self, book: EgressBook, partition: int, out: Writes) -> None:
+    def _save_settlement(self, book: EgressBook, partition: int, out: Coalesced) -> None:
         assert book.settled_under is not None
         state = EgressSettlement(fingerprint=book.settled_under, partitions=tuple(sorted(book.heard)))
         out.put(partition, Settlement().key(), encode(state))
@@ -193,7 +209,7 @@ class EgressStage:
     def _settled(self, book: EgressBook) -> bool:
         return len(book.heard) == self.partitions
 
-    def _hand_over(self, book: EgressBook, partition: int, out: Writes) -> None:
+    def _hand_over(self, book: EgressBook, partition: int, out: Coalesced) -> None:
         """Send held messages and counters whose egress group another partition owns now to that owner."""
         moved = 0
         for tx_id in list(book.held):
@@ -202,7 +218,7 @@ class EgressStage:
             home = self._home(ready.egress_pool)
             if home is not None and self._owner(home) != partition:
                 send(out, READY, home, ready)
-                del book.held[tx_id]
+                self._unhold(book, tx_id)
                 out.put(partition, Held(tx_id).key(), None)
                 moved += 1
         handed = []
@@ -234,7 +250,7 @@ class EgressStage:
         return pool
 
     # -- decisions -------------------------------------------------------------------------------
-    def _release(self, book: EgressBook, partition: int, now: datetime, out: Writes, budget: int) -> None:
+    def _release(self, book: EgressBook, partition: int, now: datetime, out: Coalesced, budget: int) -> None:
         if not self._settled(book):
             return  # a counter may still be on its way from another partition
         while budget > 0:
@@ -242,10 +258,9 @@ class EgressStage:
             if item is None:
                 return
             lane, priority, tx_id = item
-            raw = book.held.get(tx_id)
-            if raw is None:
+            ready = self._held(book, tx_id)
+            if ready is None:
                 continue  # expired or already sent
-            ready = decode(raw, ReadyMessage)
             pool = self._pool(ready)
             candidates = self._candidates(pool, ready)
             # One rotation per pool and destination: a pool-wide one would fall into step with the round
@@ -270,7 +285,7 @@ class EgressStage:
             send(out, DISPATCHED, route_key(ready.tenant, ready.queue), Dispatched(
                 id=ready.id, attempt=ready.attempt, attempt_id=task.attempt_id, queue=ready.queue, tenant=ready.tenant,
                 egress_source=chosen.source.name, egress_path=chosen.path, issued_at=now))
-            del book.held[tx_id]
+            self._unhold(book, tx_id)
             out.put(partition, Held(tx_id).key(), None)
             budget -= 1
 
@@ -328,7 +343,7 @@ class EgressStage:
         usage = daily(book.limits.get(SourceLimit(source.name)))
         return remaining(source.daily_limit, usage, day_of(now, self.policies.reset_zone))
 
-    def _charge(self, book: EgressBook, partition: int, c: Candidate, now: datetime, out: Writes) -> None:
+    def _charge(self, book: EgressBook, partition: int, c: Candidate, now: datetime, out: Coalesced) -> None:
         """Count the send against the source's day and sliding window and the path's rate."""
         scope = SourceLimit(c.source.name)
         usage = book.limits.get(scope)
@@ -345,25 +360,25 @@ class EgressStage:
             _, gcra, _ = admit(rate, Gcra(book.limits.get(path_scope).tat), now)
             book.limits.set(out, partition, path_scope, LimitState(tat=gcra.tat))
 
-    def _expire(self, book: EgressBook, partition: int, tx_id: str, now: datetime, out: Writes) -> None:
-        raw = book.held.pop(tx_id, None)
-        if raw is None:
+    def _expire(self, book: EgressBook, partition: int, tx_id: str, now: datetime, out: Coalesced) -> None:
+        ready = self._held(book, tx_id)
+        if ready is None:
             return
-        ready = decode(raw, ReadyMessage)
+        self._unhold(book, tx_id)
         reason = f"max_age reached while waiting for egress capacity in pool {ready.egress_pool}"
         self._answer(ready, "EXPIRED", reason, now, out)
         out.put(partition, Held(tx_id).key(), None)
 
-    def _recall(self, book: EgressBook, partition: int, notice: CancelNotice, now: datetime, out: Writes) -> None:
-        raw = book.held.get(notice.id)
-        if raw is None or decode(raw, ReadyMessage).attempt != notice.attempt:
+    def _recall(self, book: EgressBook, partition: int, notice: CancelNotice, now: datetime, out: Coalesced) -> None:
+        ready = self._held(book, notice.id)
+        if ready is None or ready.attempt != notice.attempt:
             return  # dispatched already: its response ends it
-        del book.held[notice.id]
+        self._unhold(book, notice.id)
         out.put(partition, Held(notice.id).key(), None)
         self._answer(notice, "CANCELLED", notice.reason, now, out)
 
     def _answer(self, held: ReadyMessage | CancelNotice, verdict: EgressVerdictKind, reason: str, now: datetime,
-                out: Writes) -> None:
+                out: Coalesced) -> None:
         """Tell stage 1 the held attempt ended unsent."""
         send(out, RESPONSES, route_key(held.tenant, held.queue), EgressVerdict(
             id=held.id, attempt=held.attempt, attempt_id=f"{held.id}/{held.attempt}", queue=held.queue,
@@ -372,10 +387,23 @@ class EgressStage:
     def _hold(self, book: EgressBook, ready: ReadyMessage, raw: bytes) -> None:
         tx_id = sys.intern(ready.id)  # one string per message, however many indexes name it
         book.held[tx_id] = raw
+        if len(book.hot) >= HOT:
+            del book.hot[next(iter(book.hot))]  # the oldest
+        book.hot[tx_id] = ready
         book.lanes.push(ready.queue, ready.priority, tx_id)
         book.deadlines.add(ready.expires_at, tx_id)
 
-    def _publish(self, now: datetime, out: Writes) -> None:
+    def _held(self, book: EgressBook, tx_id: str) -> ReadyMessage | None:
+        ready = book.hot.get(tx_id)
+        if ready is not None or tx_id not in book.held:
+            return ready
+        return decode(book.held[tx_id], ReadyMessage)
+
+    def _unhold(self, book: EgressBook, tx_id: str) -> None:
+        del book.held[tx_id]
+        book.hot.pop(tx_id, None)
+
+    def _publish(self, now: datetime, out: Coalesced) -> None:
         """Each counted source's day, sends that day and sends inside its sliding window (only what changed)."""
         for book in self.books.values():
             for scope, usage in book.limits.items():

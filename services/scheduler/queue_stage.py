@@ -15,6 +15,7 @@ from collections import deque
 from collections.abc import Set
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
+from functools import partial
 
 from mailstream.core.backoff import RetryPolicy
 from mailstream.core.bounce_classify import BounceClassifier
@@ -76,13 +77,14 @@ from mailstream.scheduler.lifecycle import (
 from mailstream.scheduler.packed import PackedValues
 from mailstream.scheduler.policy import Policies, QueuePolicy
 from mailstream.scheduler.queue_keys import Control, Message, QueueRate, TenantLimit, Totals
-from mailstream.scheduler.stage import Limits, Snapshots, Timers, counted, daily, entries, send
+from mailstream.scheduler.stage import Coalesced, Limits, Snapshots, Timers, coalesced, counted, daily, entries, send
 from mailstream.scheduler.tally import Filed, Tally
 
 log = get_logger(__name__)
 INPUTS = (ACCEPTED.name, RESPONSES.name, DISPATCHED.name, QUEUE_COMMANDS.name)  # all keyed by route key
 CLOSED_HORIZON = timedelta(days=1)  # windows that never open together are looked at again daily
 CANCELLED_BY_REQUEST = "cancelled by request"
+HOT = 512  # decoded messages kept per partition, due now or at stage 2: they are looked at again soon
 
 
 @dataclass(slots=True)
@@ -96,6 +98,7 @@ class QueueBook:
     tally: Tally = field(default_factory=Tally)  # counts by status; where each message is filed
     holds: Holds = field(default_factory=Holds)  # queue states and bounces in force
     recheck: deque[str] = field(default_factory=deque)  # messages a control that changed may concern
+    hot: dict[str, QueuedMessage] = field(default_factory=dict)  # decoded, of some messages at stage 2
 
 
 def _matching(book: QueueBook, scope: QueueScope, statuses: Set[str]) -> list[str]:
@@ -140,6 +143,20 @@ class QueueStage:
 
     def on_record(self, partition: int, topic: str, key: bytes | None, value: bytes, now: datetime,
                   out: Writes) -> None:
+        batched = coalesced(out)
+        try:
+            self._on_record(partition, topic, value, now, batched)
+        finally:
+            batched.flush()
+
+    def on_tick(self, now: datetime, out: Writes) -> None:
+        batched = coalesced(out)
+        try:
+            self._on_tick(now, batched)
+        finally:
+            batched.flush()
+
+    def _on_record(self, partition: int, topic: str, value: bytes, now: datetime, out: Coalesced) -> None:
         book = self.books.setdefault(partition, QueueBook())
         if topic == ACCEPTED.name:
             msg = decode(value, AcceptedMessage)
@@ -175,7 +192,7 @@ class QueueStage:
                     book.recheck.extend(_matching(book, scope, LIVE))
         self._promote(book, partition, now, out, self._recheck(book, partition, now, out, self.budget))
 
-    def on_tick(self, now: datetime, out: Writes) -> None:
+    def _on_tick(self, now: datetime, out: Coalesced) -> None:
         for partition, book in self.books.items():
             for scope in book.holds.lapse(now, out, partition, busy=bool(book.recheck)):
                 book.recheck.extend(_matching(book, scope, LIVE))
@@ -195,7 +212,7 @@ class QueueStage:
             self._publish(now, out)
 
     # -- decisions -------------------------------------------------------------------------------
-    def _promote(self, book: QueueBook, partition: int, now: datetime, out: Writes, budget: int) -> None:
+    def _promote(self, book: QueueBook, partition: int, now: datetime, out: Coalesced, budget: int) -> None:
         while budget > 0:
             item = book.lanes.pop()
             if item is None:
@@ -225,7 +242,7 @@ class QueueStage:
             self._apply(book, partition, tx_id, effects, out, now)
             budget -= 1
 
-    def _recheck(self, book: QueueBook, partition: int, now: datetime, out: Writes, budget: int) -> int:
+    def _recheck(self, book: QueueBook, partition: int, now: datetime, out: Coalesced, budget: int) -> int:
         """Bring messages in line with the controls now in force (cancel, hold, release, or show the queue's
         new state); returns the budget left."""
         while book.recheck and budget > 0:
@@ -258,7 +275,7 @@ class QueueStage:
         return book.holds.verdict(tx.queue, tx.tenant, tx.campaign, q.domain, now)
 
     def _cancel_one(self, book: QueueBook, partition: int, command: QueueCommand, now: datetime,
-                    out: Writes) -> None:
+                    out: Coalesced) -> None:
         """POST /api/transactions/{id}/cancel: only an admin or the message's own tenant may."""
         tx_id = command.transaction_id or ""
         q = self._load(book, tx_id)
@@ -269,7 +286,7 @@ class QueueStage:
             return
         self._apply(book, partition, tx_id, cancel(q, now, command.reason or CANCELLED_BY_REQUEST), out, now)
 
-    def _publish(self, now: datetime, out: Writes) -> None:
+    def _publish(self, now: datetime, out: Coalesced) -> None:
         """Counts by status and queue controls, per tenant, of every owned partition (only what changed)."""
         for partition, book in self.books.items():
             prefix = f"{partition}/"
@@ -303,7 +320,7 @@ class QueueStage:
         return max(waits) if waits else None
 
     def _count(self, book: QueueBook, partition: int, q: QueuedMessage, policy: QueuePolicy, now: datetime,
-               out: Writes) -> None:
+               out: Coalesced) -> None:
         """Charge the promotion to the queue's and the tenant's limits (only those that are configured)."""
         if policy.max_message_rate is not None:
             scope = QueueRate(q.transaction.queue)
@@ -320,7 +337,7 @@ class QueueStage:
             book.limits.set(out, partition, tenant_scope, counted(state, usage, tat=tat))
 
     # -- state -----------------------------------------------------------------------------------
-    def _apply(self, book: QueueBook, partition: int, tx_id: str, effects: Effects, out: Writes,
+    def _apply(self, book: QueueBook, partition: int, tx_id: str, effects: Effects, out: Coalesced,
                now: datetime, verdict: Verdict | None = None) -> None:
         """Write the effects, under the controls in force: every status says its queue's state."""
         if len(book.holds):
@@ -342,21 +359,34 @@ class QueueStage:
             send(out, STATUS, status.id, status)
             if status.is_final:
                 totals_key, totals = book.tally.finish(status)
-                out.put(partition, totals_key.key(), encode(totals))
+                out.put(partition, totals_key.key(), partial(encode, totals))
         for record in effects.logs:
             send(out, EVENTS, record.id, record)
         tx_id = sys.intern(tx_id)  # one string per message, however many indexes name it
         key = Message(tx_id).key()
         if effects.state is not None:
             value = encode(effects.state)
+            new = tx_id not in book.messages
             book.messages[tx_id] = value
-            out.put(partition, key, value)
+            out.put(partition, key, value, new=new)
+            self._keep(book, tx_id, effects.state)
             book.tally.file(tx_id, Filed.of(effects.state))
             self._index(book, effects.state)
         elif effects.delete and tx_id in book.messages:
             del book.messages[tx_id]
+            book.hot.pop(tx_id, None)
             out.put(partition, key, None)
             book.tally.file(tx_id, None)
+
+    def _keep(self, book: QueueBook, tx_id: str, q: QueuedMessage) -> None:
+        """Keep a message due now or at stage 2 decoded (it is looked at again soon), in a bounded set."""
+        if q.transaction.status not in AT_EGRESS and (q.transaction.status not in WAITING
+                                                      or q.transaction.next_attempt_at is not None):
+            book.hot.pop(tx_id, None)
+            return
+        if tx_id not in book.hot and len(book.hot) >= HOT:
+            del book.hot[next(iter(book.hot))]  # the oldest
+        book.hot[tx_id] = q
 
     def _index(self, book: QueueBook, q: QueuedMessage) -> None:
         """File a waiting message under the instant it wakes, or in its lane if it is due."""
@@ -373,6 +403,9 @@ class QueueStage:
             book.timers.add(deadline(q, self._policy(q).retry), tx_id)  # expires even in a parked lane
 
     def _load(self, book: QueueBook, tx_id: str) -> QueuedMessage | None:
+        q = book.hot.get(tx_id)
+        if q is not None:
+            return q
         raw = book.messages.get(tx_id)
         return decode(raw, QueuedMessage) if raw is not None else None
 
@@ -382,3 +415,4 @@ class QueueStage:
 
     def _policy_of_accepted(self, msg: AcceptedMessage) -> QueuePolicy:
         return self.policies.queue(msg.tenant, msg.campaign, msg.domain, msg.routing_domain)
+

@@ -76,6 +76,47 @@ def entries(state: dict[bytes, bytes], parse: Callable[[bytes], K], partition: i
             log.error("changelog_key_unreadable", partition=partition, error=str(exc))
 
 
+class Coalesced:
+    """A `Writes` for one handler call: outputs pass straight on, changelog writes wait for `flush` and keep
+    only the last value per key; a key first written in the call (`new`) and deleted in it is not written.
+
+    Every write of the call still lands in the call's transaction, so what a restore reads is the same:
+    a message accepted and promoted at once costs one state write, one held and released at once none.
+    Values are encoded at `flush`, only for the writes that survive (`put` takes a thunk for that).
+    """
+
+    __slots__ = ("_new", "_puts", "out")
+
+    def __init__(self, out: Writes) -> None:
+        self.out = out
+        self._puts: dict[tuple[int, bytes], bytes | Callable[[], bytes] | None] = {}
+        self._new: set[tuple[int, bytes]] = set()
+
+    def send(self, topic: str, key: bytes, value: bytes, partition: int | None = None) -> None:
+        self.out.send(topic, key, value, partition)
+
+    def put(self, partition: int, key: bytes, value: bytes | Callable[[], bytes] | None, *,
+            new: bool = False) -> None:
+        where = (partition, key)
+        if new and where not in self._puts:
+            self._new.add(where)
+        if value is None and where in self._new:
+            self._puts.pop(where, None)  # never written: nothing to delete
+            self._new.discard(where)
+            return
+        self._puts[where] = value
+
+    def flush(self) -> None:
+        puts, self._puts, self._new = self._puts, {}, set()
+        for (partition, key), value in puts.items():
+            self.out.put(partition, key, value() if callable(value) else value)
+
+
+def coalesced(out: Writes) -> Coalesced:
+    """`out` itself when it already coalesces (a call nested in another), else a new `Coalesced` over it."""
+    return out if isinstance(out, Coalesced) else Coalesced(out)
+
+
 class Limits(Generic[S]):
     """The LimitState of each scope a partition owns, written through to its changelog."""
 
@@ -90,7 +131,10 @@ class Limits(Generic[S]):
 
     def set(self, out: Writes, partition: int, scope: S, state: LimitState) -> None:
         self._states[scope] = state
-        out.put(partition, scope.key(), encode(state))
+        if isinstance(out, Coalesced):
+            out.put(partition, scope.key(), lambda: encode(state))  # encoded once, if still the last
+        else:
+            out.put(partition, scope.key(), encode(state))
 
     def drop(self, out: Writes, partition: int, scope: S) -> None:
         del self._states[scope]
