@@ -9,6 +9,7 @@ import base64
 import functools
 import inspect
 import os
+import re
 import subprocess
 from ipaddress import ip_address
 from pathlib import Path
@@ -198,3 +199,15 @@ def test_compose_runs_the_stack_of_scripts_stack_sh_with_its_config() -> None:
     assert listeners == f"PLAINTEXT://{local.kafka.bootstrap_servers}"
     grace = float(services["gateway"]["stop_grace_period"].removesuffix("s"))
     assert grace > SHUTDOWN_GRACE + local.gateway.cut_through_wait.total_seconds()
+
+
+def test_every_alert_names_metrics_the_services_export() -> None:
+    rules = yaml.safe_load((REPO / "deploy" / "prometheus" / "mailstream.rules.yaml").read_text())
+    source = "\n".join(p.read_text() for p in (REPO / "services").rglob("*.py"))
+    exported = set(re.findall(r"\"(mailstream_[a-z_]+)\"", source))
+    for rule in rules["groups"][0]["rules"]:
+        assert rule["labels"]["severity"] in ("page", "ticket")
+        assert rule["annotations"]["summary"]
+        for name in re.findall(r"\bmailstream_[a-z_]+", rule["expr"]):
+            base = re.sub(r"_(bucket|count|sum)$", "", name)
+            assert base in exported or base.removesuffix("_total") in exported, f"{rule['alert']}: no metric {name}"
