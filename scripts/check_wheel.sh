@@ -45,6 +45,9 @@ for service in ingest scheduler delivery gateway webhooks; do
   out=$(run "$work/venv/bin/mailstream" "$service" --help) || die "mailstream $service --help failed"
   [[ $out == usage:* ]] || die "mailstream $service --help printed no usage"
 done
+# The image's commands (deploy/Containerfile: ENTRYPOINT mailstream) include the compose stack's capture sink.
+out=$(run "$work/venv/bin/mailstream" capture-sink --help) || die "mailstream capture-sink --help failed"
+[[ $out == usage:* ]] || die "mailstream capture-sink --help printed no usage"
 run "$work/venv/bin/mailstream" --help >/dev/null || die "mailstream --help failed"
 
 run "$work/venv/bin/python" -I - "$REPO" <<'EOF' || die "the installed package failed its round trip"
