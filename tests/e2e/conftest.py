@@ -11,7 +11,7 @@ from mailstream.devtools.capture_sink import CaptureSink
 from tests.infra.dkim_keys import DkimTestKey, ed25519_key, rsa_key, txt_rdata
 from tests.infra.dns_server import LoopbackDns
 from tests.infra.gateway import GatewayPorts, gateway_section
-from tests.infra.stack import Stack, running_stack
+from tests.infra.stack import Stack, free_port, running_stack
 
 
 @pytest.fixture(scope="session")
@@ -44,7 +44,8 @@ def dkim_dns(dkim_keys: list[DkimTestKey]) -> Iterator[LoopbackDns]:
 def stack(kafka_bootstrap: str, sink: CaptureSink, gateway_config: tuple[dict[str, Any], GatewayPorts],
           dkim_keys: list[DkimTestKey], tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
     with running_stack(kafka_bootstrap, sink.address, tmp_path_factory.mktemp("stack"),
-                       gateway=gateway_config[0], dkim={"keys": [k.config() for k in dkim_keys]}) as s:
+                       gateway=gateway_config[0], dkim={"keys": [k.config() for k in dkim_keys]},
+                       webhooks={"web_port": free_port(), "retry_interval": "0.5s"}) as s:
         yield s
 
 
