@@ -95,6 +95,15 @@ class IngestConfig(Section):
     template_memory_limit: Annotated[int, Field(ge=128 * 1024 * 1024)] = Field(
         512 * 1024 * 1024, description="Address space each template worker may use; a render that needs more fails "
         "its recipient (or the request, if the worker dies of it).", json_schema_extra={"unit": "bytes"})
+    request_deadline: Duration = Field(
+        timedelta(seconds=15), description="An inject request is answered within this long of its body being read: "
+        "when the event log has not taken it by then, 503 with `Retry-After` (nothing of it was accepted, unless the "
+        "answer says the outcome is unknown).")
+    transactional_id: str | None = Field(
+        None, description="Kafka transactional id of the replica's writes (each request's records in one "
+        "transaction); unset: `mailstream-ingest-<hostname>-<port>`. It must stay the same across a replica's "
+        "restarts (the new process then aborts what the old one left open) and differ between replicas (one "
+        "fences the other).")
 
 
 class SchedulerConfig(Section):

@@ -383,14 +383,39 @@ class TopicTailer:
             **BATCHED_FETCH,
             **extra,
         })
-        self._consumer.assign([
-            TopicPartition(topic, p, start.get(p, -2)) for p in range(partitions)])  # -2: beginning
+        self._start = [TopicPartition(topic, p, start.get(p, -2)) for p in range(partitions)]  # -2: beginning
+        self._consumer.assign(self._start)
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"tail-{topic}")
 
     async def poll_batch(self, max_records: int = 1000, timeout: float = 0.5) -> list[Message]:
         loop = asyncio.get_running_loop()
         msgs = await loop.run_in_executor(self._executor, consume_now, self._consumer, max_records, timeout)
         return [m for m in msgs if m.error() is None]
+
+    async def end_offsets(self, timeout: float = 10.0) -> dict[int, int]:
+        """Per partition, where the topic's committed records end now (the last stable offset: this consumer
+        reads committed records only), for `reached`."""
+
+        def ends() -> dict[int, int]:
+            return {tp.partition: self._consumer.get_watermark_offsets(tp, timeout=timeout)[1] for tp in self._start}
+
+        try:
+            return await asyncio.get_running_loop().run_in_executor(self._executor, ends)
+        except KafkaException as exc:
+            raise KafkaUnavailable(str(exc)) from exc
+
+    async def reached(self, ends: dict[int, int]) -> bool:
+        """Whether reading has passed `ends` in every partition (transaction markers too): a read model caught
+        up with what was written before `end_offsets` was asked. An empty poll does not say so: the first
+        fetches may simply not have answered yet."""
+
+        def positions() -> list[TopicPartition]:
+            return list(self._consumer.position(self._start))
+
+        at = await asyncio.get_running_loop().run_in_executor(self._executor, positions)
+        started = {tp.partition: tp.offset for tp in self._start}
+        return all(ends.get(tp.partition, 0) <= (tp.offset if tp.offset >= 0 else max(started[tp.partition], 0))
+                   for tp in at)
 
     async def close(self) -> None:
         loop = asyncio.get_running_loop()

@@ -14,12 +14,14 @@ and a service's own code tested without a broker.
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, TypeVar
 
 from mailstream.core.partitioner import partition_of
+from mailstream.events.group_commit import OutcomeUnknown
 from mailstream.events.handler import PartitionHandler
 from mailstream.events.kafka import Delivered, KafkaUnavailable
 from mailstream.events.records import Record
@@ -175,3 +177,40 @@ class MemoryProcessor:
 
     def tick(self, now: datetime) -> None:
         self.handler.on_tick(now, self.out)
+
+
+class MemoryTransactions:
+    """`group_commit.TransactionalWriter`'s twin: a record set lands on the bus whole, or (while the producer is
+    `unavailable`) not at all. `fail_next` makes the next sets fail as aborted transactions; `commit_delay`
+    makes each commit take that long, and a caller whose timeout is shorter gets OutcomeUnknown while the set
+    still lands when the delay is over (a commit that finished after its request's deadline)."""
+
+    def __init__(self, producer: MemoryProducer) -> None:
+        self.producer = producer
+        self.fail_next = 0
+        self.commit_delay = 0.0
+        self.transactions = 0
+
+    def start(self) -> None:
+        """Nothing to open: there is no predecessor's transaction to abort."""
+
+    async def write(self, records: Sequence[tuple[str, bytes, bytes]], *, timeout: float) -> None:
+        self.producer._writable()
+        if self.fail_next:
+            self.fail_next -= 1
+            raise KafkaUnavailable("transaction aborted (fail_next)")
+        commit = asyncio.ensure_future(self._commit(list(records), self.commit_delay))
+        try:
+            await asyncio.wait_for(asyncio.shield(commit), timeout)
+        except TimeoutError:
+            raise OutcomeUnknown(f"the write's commit did not finish within {timeout:g} s", commit) from None
+
+    async def _commit(self, records: list[tuple[str, bytes, bytes]], delay: float) -> None:
+        if delay:
+            await asyncio.sleep(delay)
+        for topic, key, value in records:
+            await self.producer.send_raw(topic, key, value)
+        self.transactions += 1
+
+    async def close(self) -> None:
+        """Nothing to release: the producer it writes through is closed by its owner."""

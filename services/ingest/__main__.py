@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import socket
 import sys
 from collections.abc import AsyncIterator
 
@@ -12,6 +13,7 @@ from fastapi import FastAPI
 
 from mailstream.cli import prepare, service_parser
 from mailstream.core.clock import system_clock
+from mailstream.events.group_commit import TransactionalWriter
 from mailstream.events.kafka import EventProducer
 from mailstream.ingest.app import create_app
 from mailstream.ingest.queue_api import queue_router
@@ -37,12 +39,19 @@ def main(argv: list[str] | None = None) -> int:
     capacity = CapacityView()
     webhooks = WebhookView(config.webhooks.attempts_kept)
     producer = EventProducer(bootstrap)  # its delivery-report thread needs no event loop yet
+    port = args.port or config.ingest.port
+    # Stable across restarts, so a restarted replica aborts what its predecessor left open (group_commit).
+    writer = TransactionalWriter(
+        bootstrap, config.ingest.transactional_id or f"mailstream-ingest-{socket.gethostname()}-{port}",
+        transaction_timeout_s=max(30.0, 2 * config.ingest.request_deadline.total_seconds()))
 
     @contextlib.asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
-        tails = [asyncio.create_task(view.run(bootstrap)), asyncio.create_task(capacity.run(bootstrap))]
+        writer.start()  # aborts at once what this replica's predecessor left open
+        tails = [asyncio.create_task(view.run(bootstrap)), asyncio.create_task(capacity.run(bootstrap)),
+                 asyncio.create_task(app.state.answers.run(bootstrap))]
         tails.append(asyncio.create_task(webhooks.run(bootstrap)))
-        log.info("ready", port=args.port or config.ingest.port)
+        log.info("ready", port=port)
         try:
             yield
         finally:
@@ -50,8 +59,10 @@ def main(argv: list[str] | None = None) -> int:
                 tail.cancel()
                 with contextlib.suppress(asyncio.CancelledError):
                     await tail
+            await writer.close()
             await producer.close()
             view.store.close()
+            app.state.answers.store.close()
             app.state.render_pool.close()
 
     try:
@@ -59,13 +70,14 @@ def main(argv: list[str] | None = None) -> int:
     except DkimKeyError as exc:
         print(f"ingest: {exc}", file=sys.stderr)
         return 2
-    submitter = Submitter(producer, system_clock, capacity.refusal, signer)  # draining/disabled queues refused early
+    # Draining/disabled queues refused early; each request's records written in one transaction.
+    submitter = Submitter(producer, system_clock, capacity.refusal, signer, writer)
     app = create_app(config.ingest, submitter, view, system_clock, lifespan=lifespan,
                      routers=[queue_router(config, capacity, producer, system_clock, view),
                               webhook_router(config, webhooks, producer, system_clock)])
     # Keep-alive longer than clients' and load balancers' idle timeouts, so the server is not the side that
     # closes a connection a client is about to reuse (the client's request then fails mid-send).
-    uvicorn.run(app, host=config.ingest.host, port=args.port or config.ingest.port, log_config=None,
+    uvicorn.run(app, host=config.ingest.host, port=port, log_config=None,
                 access_log=False, timeout_keep_alive=75)
     return 0
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import hmac
 from dataclasses import dataclass
 
@@ -13,6 +14,7 @@ from mailstream.ingest.problems import Problem
 class Principal:
     tenant: str | None  # None only for admins
     admin: bool
+    key_id: str = ""  # names the API key without revealing it (the scope of its Idempotency-Keys)
 
     def may_see(self, tenant: str | None) -> bool:
         return self.admin or tenant == self.tenant
@@ -20,7 +22,8 @@ class Principal:
 
 class KeyRing:
     def __init__(self, keys: list[ApiKey]) -> None:
-        self._keys = [(k.key.get_secret_value().encode(), Principal(k.tenant, k.admin)) for k in keys]
+        self._keys = [(secret, Principal(k.tenant, k.admin, hashlib.sha256(secret).hexdigest()[:16]))
+                      for k in keys for secret in [k.key.get_secret_value().encode()]]
 
     def authenticate(self, authorization: str | None) -> Principal:
         scheme, _, token = (authorization or "").partition(" ")

@@ -68,9 +68,13 @@ _PLACES = ("path", "query", "header", "cookie", "body")
 
 
 async def read_json(request: Request, limit: int, *, empty: Any = _REQUIRED) -> Any:
-    """The request's JSON body, refused with 413 past `limit` bytes (checked while reading, whatever
-    Content-Length claims), 400 if it is not JSON and 422 naming the place of what JSON allows but nothing can
-    use (json_body); `empty` is returned for an empty body, if given."""
+    """The request's JSON body (read_body, parse_body); `empty` is returned for an empty body, if given."""
+    return parse_body(await read_body(request, limit), empty=empty)
+
+
+async def read_body(request: Request, limit: int) -> bytes:
+    """The request's body, refused with 413 past `limit` bytes (checked while reading, whatever Content-Length
+    claims)."""
     declared = request.headers.get("content-length")
     if declared is not None and declared.isdigit() and int(declared) > limit:
         raise Problem(413, "Payload too large", f"request body exceeds {limit} bytes")
@@ -79,6 +83,11 @@ async def read_json(request: Request, limit: int, *, empty: Any = _REQUIRED) -> 
         raw += chunk
         if len(raw) > limit:
             raise Problem(413, "Payload too large", f"request body exceeds {limit} bytes")
+    return bytes(raw)
+
+
+def parse_body(raw: bytes, *, empty: Any = _REQUIRED) -> Any:
+    """400 if `raw` is not JSON, 422 naming the place of what JSON allows but nothing can use (json_body)."""
     if not raw and empty is not _REQUIRED:
         return empty
     try:

@@ -8,10 +8,11 @@ import uuid
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Literal
+from typing import Literal, Protocol
 
 from mailstream.core.clock import Clock
 from mailstream.events.bodies import put_body
+from mailstream.events.group_commit import Write
 from mailstream.events.producer import EventSink
 from mailstream.events.records import AcceptedMessage, BodyRef, LogRecord, SmtpResponse
 from mailstream.events.status import reception_status as reception_status  # one v0 for ingest and stage 1
@@ -67,13 +68,39 @@ Refusal = Callable[[str, str | None, str | None, str, datetime], str | None]
 INLINE_SIGNATURES = 4  # more bodies than this are signed off the event loop (RSA costs ~8 ms each)
 
 
+class RecordWriter(Protocol):
+    async def write(self, records: Sequence[Write], *, timeout: float) -> None:
+        """Returns once `records` are durable; KafkaUnavailable otherwise."""
+        ...
+
+
+class DirectWriter:
+    """Each record on its own (the gateway's default): not atomic, a failure can leave some records written.
+    `group_commit.TransactionalWriter` (and its twin `memory.MemoryTransactions`) writes a set all or nothing."""
+
+    def __init__(self, producer: EventSink) -> None:
+        self._producer = producer
+
+    async def write(self, records: Sequence[Write], *, timeout: float) -> None:
+        await asyncio.gather(*(self._producer.send_raw(topic, key, value) for topic, key, value in records))
+
+
+@dataclass(slots=True)
+class Prepared:
+    """A submission with its bodies written and its records encoded, waiting to be committed."""
+
+    result: SubmitResult
+    records: list[Write]
+
+
 class Submitter:
     def __init__(self, producer: EventSink, clock: Clock, refusal: Refusal | None = None,
-                 signer: DkimSigner | None = None) -> None:
-        self._producer = producer
+                 signer: DkimSigner | None = None, writer: RecordWriter | None = None) -> None:
+        self._producer = producer  # bodies: outside any transaction (a body nobody references is harmless)
         self._clock = clock
         self._refusal = refusal  # an early answer for draining and disabled queues; stage 1 has the last word
         self._signer = signer if signer else None
+        self._writer = writer or DirectWriter(producer)  # the accepted/status/Reception records
 
     async def _signed(self, routed: list[tuple[Outgoing, Routing]]) -> list[bytes]:
         """Each message as it will be written: DKIM-signed once per distinct body and tenant."""
@@ -97,6 +124,26 @@ class Submitter:
         protocol: Literal["HTTP", "ESMTP"],
     ) -> SubmitResult:
         """Returns once every accepted message is acknowledged by all in-sync replicas."""
+        prepared = await self.prepare(messages, sender=sender, bound_tenant=bound_tenant, protocol=protocol)
+        await self.commit(prepared)
+        return prepared.result
+
+    async def commit(self, prepared: Prepared, extra: Sequence[Write] = (), *, timeout: float = 30.0) -> None:
+        """Write the submission's records, with `extra` ones (an idempotency answer), through the writer: with a
+        transactional one, all of them or none."""
+        records = [*prepared.records, *extra]
+        if records:
+            await self._writer.write(records, timeout=timeout)
+
+    async def prepare(
+        self,
+        messages: Sequence[Outgoing],
+        *,
+        sender: str,
+        bound_tenant: str | None,
+        protocol: Literal["HTTP", "ESMTP"],
+    ) -> Prepared:
+        """Route, sign and write the bodies; the records are encoded, not written (`commit`)."""
         result = SubmitResult()
         submission_id = new_transaction_id()
         now = self._clock()
@@ -149,15 +196,9 @@ class Submitter:
                 continue
             result.accepted.append(accepted)
             records.extend(encoded)
-        if records:
-            await self._write(records)
-        return result
-
-    async def _write(self, records: Sequence[Write]) -> None:
-        await asyncio.gather(*(self._producer.send_raw(topic, key, value) for topic, key, value in records))
+        return Prepared(result, records)
 
 
-Write = tuple[str, bytes, bytes]  # (topic, key, value)
 # Kafka's record overhead beside key and value (batch and record headers), so a record just under a topic's
 # max.message.bytes is not let through to be refused by the broker.
 RECORD_OVERHEAD = 512

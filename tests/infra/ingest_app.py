@@ -22,7 +22,7 @@ from fastapi import FastAPI
 
 from mailstream.config.model import Config, parse_config
 from mailstream.core.clock import ManualClock
-from mailstream.events.memory import MemoryBus, MemoryProducer
+from mailstream.events.memory import MemoryBus, MemoryProducer, MemoryTransactions
 from mailstream.events.records import QueueStats, Record, SourceUsage, TransactionStatus
 from mailstream.events.serde import decode, encode
 from mailstream.events.topics import QUEUE_STATS, SOURCE_USAGE, STATUS, TopicSpec
@@ -86,6 +86,15 @@ class BusTailer:
             await asyncio.sleep(min(timeout, 0.01))  # as a poll that found nothing waits
         return batch
 
+    async def end_offsets(self) -> dict[int, int]:
+        ends: dict[int, int] = {}
+        for record in self.bus.read(self.topic):
+            ends[record.partition] = ends.get(record.partition, 0) + 1
+        return ends
+
+    async def reached(self, ends: dict[int, int]) -> bool:
+        return all(self._next.get(p, -1) + 1 >= end for p, end in ends.items())
+
     async def close(self) -> None:
         self.closed = True
 
@@ -104,7 +113,7 @@ def tail_the_bus(monkeypatch: pytest.MonkeyPatch, bus: MemoryBus) -> list[BusTai
         made.append(BusTailer(bus, topic, partitions, start))
         return made[-1]
 
-    for module in ("mailstream.ingest.status_view", "mailstream.intake.capacity_view"):
+    for module in ("mailstream.ingest.status_view", "mailstream.intake.capacity_view", "mailstream.ingest.idempotency"):
         monkeypatch.setattr(f"{module}.TopicTailer", tailer)
     return made
 
@@ -128,6 +137,7 @@ def ingest_config(status_db: Path, **ingest: Any) -> Config:
 class IngestApp:
     config: Config
     producer: MemoryProducer
+    transactions: MemoryTransactions  # the accepted/status/Reception (and answer) records, all or nothing
     statuses: StatusView
     capacity: CapacityView
     clock: ManualClock
@@ -141,10 +151,12 @@ class IngestApp:
         producer = MemoryProducer()
         statuses = StatusView(StatusStore(config.ingest.status_db))
         capacity = CapacityView()
-        submitter = Submitter(producer, clock, capacity.refusal)
+        transactions = MemoryTransactions(producer)
+        submitter = Submitter(producer, clock, capacity.refusal, writer=transactions)
         app = create_app(config.ingest, submitter, statuses, clock,
                          routers=[queue_router(config, capacity, producer, clock, statuses)])
-        return cls(config, producer, statuses, capacity, clock, app)
+        app.state.answers.caught_up.set()  # nothing to read back: the answers' tail is not run here
+        return cls(config, producer, transactions, statuses, capacity, clock, app)
 
     def client(self, key: str | None = ADMIN_KEY) -> httpx.AsyncClient:
         return asgi_client(self.app, key)
@@ -177,6 +189,7 @@ class IngestApp:
 
     def close(self) -> None:
         self.statuses.store.close()
+        self.app.state.answers.store.close()
         self.app.state.render_pool.close()
 
 

@@ -213,6 +213,7 @@ async def test_an_event_log_that_refuses_writes_is_503_with_retry_after(ingest: 
     ingest.producer.unavailable = "Local: Broker transport failure"
     response = await admin.post("/api/inject/v1", json=GOOD)
     body = problem(response, 503)
-    assert body["detail"] == "the event log is not accepting writes: Local: Broker transport failure"
+    assert body["detail"] == ("the event log is not accepting writes: Local: Broker transport failure; nothing was "
+                              "accepted")
     assert response.headers["retry-after"] == "5"
     assert requests_counted("unavailable") == unavailable_before + 1

@@ -15,7 +15,7 @@ from fastapi import FastAPI
 
 import mailstream.ingest.__main__ as ingest_main
 from mailstream.config.model import Config
-from mailstream.events.memory import MemoryBus, MemoryProducer
+from mailstream.events.memory import MemoryBus, MemoryProducer, MemoryTransactions
 from mailstream.events.topics import PARTITIONS, QUEUE_COMMANDS
 from tests.infra.ingest_app import ACME_KEY, asgi_client, ingest_config, tail_the_bus
 
@@ -24,6 +24,7 @@ from tests.infra.ingest_app import ACME_KEY, asgi_client, ingest_config, tail_th
 class Served:
     bus: MemoryBus = field(default_factory=lambda: MemoryBus(PARTITIONS))
     producers: list[MemoryProducer] = field(default_factory=list)
+    transactional_ids: list[str] = field(default_factory=list)
     runs: list[dict[str, Any]] = field(default_factory=list)
 
     @property
@@ -46,6 +47,12 @@ def serve(monkeypatch: pytest.MonkeyPatch, config: Config, argv: list[str]) -> S
 
     monkeypatch.setattr(ingest_main, "prepare", prepare)
     monkeypatch.setattr(ingest_main, "EventProducer", producer)
+
+    def writer(bootstrap: str, transactional_id: str, **options: Any) -> MemoryTransactions:
+        served.transactional_ids.append(transactional_id)
+        return MemoryTransactions(served.producers[-1])
+
+    monkeypatch.setattr(ingest_main, "TransactionalWriter", writer)
     monkeypatch.setattr(uvicorn, "run", lambda app, **options: served.runs.append({"app": app, **options}))
     tail_the_bus(monkeypatch, served.bus)
     assert ingest_main.main(argv) == 0
