@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import random
 import signal
 import sys
@@ -71,6 +72,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--web-port", type=int, help="health and /metrics port (overrides the file)")
     args = parser.parse_args(argv)
     config = prepare("webhooks", args)
+    logging.getLogger("httpx").setLevel(logging.WARNING)  # a line per POST; the attempts topic has them all
     return asyncio.run(_run(config, args.web_port or config.webhooks.web_port))
 
 

@@ -61,6 +61,7 @@ async def test_a_good_endpoint_gets_its_tenants_events_once_signed(kafka_bootstr
         text = await service.metrics()
         assert metric(text, "mailstream_webhook_deliveries_total", endpoint="config-good", outcome="delivered") == 16
         assert metric(text, "mailstream_webhook_endpoints") == 1
+        assert "endpoint_failed" not in service.log()  # no worker crashed and was restarted
     finally:
         service.stop()
         await good.stop()
@@ -86,6 +87,7 @@ async def test_a_failing_endpoint_is_retried_and_order_per_transaction_kept(kafk
         assert max(r.attempt for r in flaky.received) > 1  # the failed ones came again
         assert out_of_order(flaky) == []  # no event before its transaction's earlier ones were accepted
         assert per_transaction(flaky) == dict.fromkeys(written, 3)
+        assert "endpoint_failed" not in service.log()  # no worker crashed and was restarted
     finally:
         service.stop()
         await flaky.stop()
@@ -115,6 +117,7 @@ async def test_a_slow_endpoint_holds_back_no_other_endpoint_or_tenant(kafka_boot
         release.set()
         await wait_for(lambda: complete(slow, ours), 60, "the slow endpoint's events once it answers", service.log)
         assert out_of_order(slow) == []
+        assert "endpoint_failed" not in service.log()  # no worker crashed and was restarted
     finally:
         release.set()
         service.stop()
@@ -145,6 +148,7 @@ async def test_an_endpoint_that_dies_mid_run_gets_everything_once_back(kafka_boo
         await dying.start()  # back on the same port
         await wait_for(lambda: complete(dying, written), 60, "every event once the endpoint is back", service.log)
         assert out_of_order(dying) == []
+        assert "endpoint_failed" not in service.log()  # no worker crashed and was restarted
     finally:
         service.stop()
         await dying.stop()
@@ -164,6 +168,7 @@ async def test_a_stopped_service_resumes_where_it_stopped(kafka_bootstrap: str, 
         await wait_for(lambda: complete(receiver, before | during), 60, "the events written while down", service.log)
         assert len(receiver.received) == len(receiver.accepted_ids()) == 36  # nothing sent twice
         assert out_of_order(receiver) == []
+        assert "endpoint_failed" not in service.log()  # no worker crashed and was restarted
     finally:
         service.stop()
         await receiver.stop()
@@ -196,6 +201,7 @@ async def test_a_killed_service_loses_nothing_and_resends_only_the_uncommitted(k
         # the kill (or in flight) may come again.
         assert all(first[e] > killed_at - 2.5 for e in resent), sorted(killed_at - first[e] for e in resent)
         assert out_of_order(receiver) == []
+        assert "endpoint_failed" not in service.log()  # no worker crashed and was restarted
     finally:
         service.stop()
         await receiver.stop()
