@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Idempotent setup of a fresh Debian machine for tests and the local stack.
 #
-#   scripts/bootstrap.sh [venv|postfix|swaks|java|kafka|kustomize]...   (default: all, in that order)
+#   scripts/bootstrap.sh [venv|postfix|swaks|java|kafka|kustomize|image]...   (default: all, in that order)
 #
 #   venv     .venv with python3 >= 3.11; `pip install -e '.[dev,bench]'` only when
 #            pyproject.toml changed since the last successful install
@@ -13,6 +13,7 @@
 #   kafka    deploy/kafka/broker.sh fetch (broker jars from Maven Central)
 #   kustomize  kustomize (deploy/kubernetes/kustomize.version) built with `go install` from the Go module proxy,
 #            once, into the cache; scripts/check_deploy.sh renders the Kubernetes overlays with it
+#   image    buildah and debootstrap (as root), with which scripts/check_image.sh builds deploy/Containerfile
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -149,9 +150,17 @@ step_kustomize() {
   rm -f "$log"
 }
 
+step_image() {
+  if ! is_root; then say "no root: scripts/check_image.sh will skip the image build"; return; fi
+  local missing=()
+  command -v buildah >/dev/null || missing+=(buildah)
+  command -v debootstrap >/dev/null || missing+=(debootstrap)
+  if ((${#missing[@]})); then apt_install "${missing[@]}"; else say "buildah and debootstrap present"; fi
+}
+
 steps=("$@")
-((${#steps[@]})) || steps=(venv postfix swaks java kafka kustomize)
+((${#steps[@]})) || steps=(venv postfix swaks java kafka kustomize image)
 for step in "${steps[@]}"; do
-  declare -F "step_$step" >/dev/null || die "unknown step '$step' (venv|postfix|swaks|java|kafka|kustomize)"
+  declare -F "step_$step" >/dev/null || die "unknown step '$step' (venv|postfix|swaks|java|kafka|kustomize|image)"
   "step_$step"
 done

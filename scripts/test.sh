@@ -21,6 +21,8 @@ echo "test.sh: scripts/check_wheel.sh" >&2
 bash scripts/check_wheel.sh # the wheel, installed in a new virtualenv, runs outside the checkout
 echo "test.sh: scripts/check_deploy.sh" >&2
 bash scripts/check_deploy.sh # every Kubernetes overlay rendered and validated offline, the compose files
+echo "test.sh: scripts/check_image.sh" >&2
+bash scripts/check_image.sh # deploy/Containerfile built with buildah, each service's command run in the image
 
 # In CI a missing broker or smtp-sink must fail the run, not skip (see tests/conftest.py).
 if [[ ${CI:-} == true ]]; then export MAILSTREAM_REQUIRE_BROKER=1; fi
