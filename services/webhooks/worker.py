@@ -11,11 +11,11 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from collections.abc import Awaitable, Callable
+from typing import Protocol
 
 from prometheus_client import Gauge
 
 from mailstream.events.kafka import Consumed
-from mailstream.events.lane_consumer import LaneConsumer
 from mailstream.observability.logs import get_logger
 
 log = get_logger(__name__)
@@ -23,6 +23,17 @@ LAG = Gauge("mailstream_webhook_lag_records", "Records of mail.events not yet fi
             "process's partitions of it", ["endpoint"])
 PAUSE_AT = 1000  # records waiting in a lane before its partition stops fetching
 RESUME_AT = 100
+
+
+class GroupMember(Protocol):
+    """What a worker needs of its consumer: `events.lane_consumer.LaneConsumer`, or a test's twin."""
+
+    async def poll_batch(self) -> list[Consumed]: ...
+    def revoked(self) -> list[int]: ...
+    def done(self, record: Consumed) -> bool: ...
+    def pause(self, partition: int, paused: bool) -> None: ...
+    def high_watermark(self, partition: int) -> int | None: ...
+    async def close(self) -> None: ...
 
 
 class Lane:
@@ -62,7 +73,7 @@ class Lane:
 
 
 class EndpointWorker:
-    def __init__(self, endpoint_id: str, consumer: LaneConsumer, handle: Callable[[Consumed], Awaitable[None]]) -> None:
+    def __init__(self, endpoint_id: str, consumer: GroupMember, handle: Callable[[Consumed], Awaitable[None]]) -> None:
         self.endpoint_id = endpoint_id
         self._consumer, self._handle = consumer, handle
         self._lanes: dict[int, Lane] = {}
