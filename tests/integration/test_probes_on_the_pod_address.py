@@ -38,12 +38,14 @@ def configuration(service: str, port: int) -> tuple[dict[str, object], str]:
         return {"scheduler": {"app_id": f"probe-{run}", "web_port": port}}, "MAILSTREAM_SCHEDULER__WEB_HOST"
     if service == "delivery":
         return {"delivery": {"group_id": f"probe-{run}", "metrics_port": port}}, "MAILSTREAM_DELIVERY__METRICS_HOST"
+    if service == "webhooks":
+        return {"webhooks": {"app_id": f"probe-{run}", "web_port": port}}, "MAILSTREAM_WEBHOOKS__WEB_HOST"
     listener = {"name": "ingress", "host": "127.0.0.1", "port": free_port({port}), "mode": "ingress"}
     return {"gateway": {"app_id": f"probe-{run}", "web_port": port, "hostname": "gw.test",
                         "listeners": [listener]}}, "MAILSTREAM_GATEWAY__WEB_HOST"
 
 
-@pytest.mark.parametrize("service", ["scheduler", "delivery", "gateway"])
+@pytest.mark.parametrize("service", ["scheduler", "delivery", "gateway", "webhooks"])
 def test_health_answers_on_the_pod_address_and_sigterm_ends_the_service_in_its_grace_period(
         service: str, kafka_bootstrap: str, tmp_path: Path) -> None:
     port = free_port()

@@ -28,9 +28,10 @@ from mailstream.ingest.app import MAX_WAIT_SECONDS
 REPO = Path(__file__).resolve().parents[2]
 KUBERNETES = REPO / "deploy" / "kubernetes"
 OVERLAYS = sorted(p.name for p in (KUBERNETES / "overlays").iterdir() if p.is_dir())
-SERVICES = ("ingest", "gateway", "scheduler", "delivery")
+SERVICES = ("ingest", "gateway", "scheduler", "delivery", "webhooks")
 CONFIG_PATH = "/etc/mailstream/config.yaml"
 DELIVERY_STOP = 10.0  # seconds the delivery worker takes at most from SIGTERM to exit (its stop limit)
+WEBHOOK_TIMEOUT = 10.0  # seconds one POST may take unless an endpoint says otherwise (webhooks.endpoints[].timeout)
 Resource = dict[str, Any]
 
 
@@ -92,7 +93,8 @@ def health_address(config: Config, service: str) -> tuple[str, int]:
     return {"ingest": (config.ingest.host, config.ingest.port),
             "scheduler": (config.scheduler.web_host, config.scheduler.web_port),
             "delivery": (config.delivery.metrics_host, config.delivery.metrics_port),
-            "gateway": (config.gateway.web_host, config.gateway.web_port)}[service]
+            "gateway": (config.gateway.web_host, config.gateway.web_port),
+            "webhooks": (config.webhooks.web_host, config.webhooks.web_port)}[service]
 
 
 @pytest.mark.parametrize("overlay", OVERLAYS)
@@ -143,7 +145,9 @@ def test_grace_periods_outlast_each_services_shutdown(overlay: str) -> None:
         shutdown = {"ingest": MAX_WAIT_SECONDS,  # a status long poll in progress
                     "gateway": SHUTDOWN_GRACE + config.gateway.cut_through_wait.total_seconds(),
                     "scheduler": txn_timeout,  # the batch in progress commits or aborts
-                    "delivery": DELIVERY_STOP}[service]
+                    "delivery": DELIVERY_STOP,
+                    "webhooks": max((e.timeout.total_seconds() for e in config.webhooks.endpoints),
+                                    default=WEBHOOK_TIMEOUT)}[service]  # the POST in flight
         needed = _pre_stop(container) + shutdown
         assert pod["terminationGracePeriodSeconds"] > needed, f"{service}: {needed} s to stop"
 
@@ -188,6 +192,8 @@ def test_compose_runs_the_stack_of_scripts_stack_sh_with_its_config() -> None:
     local = parse_config(yaml.safe_load((REPO / "deploy" / "config" / "local.yaml").read_text()), env={})
     services = compose["services"]
     assert set(services) == {"kafka", "tls", "capture-sink", *SERVICES}
+    (started,) = re.findall(r"^for service in ([a-z ]+); do", stack_sh, re.MULTILINE)
+    assert set(started.split()) == set(SERVICES), "compose and scripts/stack.sh run different services"
     for service in SERVICES:
         spec = services[service]
         assert spec["command"] == [service, "--config", CONFIG_PATH]
