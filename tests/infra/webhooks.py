@@ -107,7 +107,12 @@ class WebhooksProcess:
     extra: dict[str, Any] = field(default_factory=dict)
     app_id: str = field(default_factory=lambda: f"test-webhooks-{uuid.uuid4().hex[:8]}")
     web_port: int = field(default_factory=free_port)
+    name: str = ""  # of its config and log files; default: the app_id (a replica shares that)
     proc: subprocess.Popen[bytes] | None = None
+
+    @property
+    def _files(self) -> str:
+        return self.name or self.app_id
 
     def config(self) -> dict[str, Any]:
         return {"kafka": {"bootstrap_servers": self.bootstrap},
@@ -115,9 +120,9 @@ class WebhooksProcess:
                              "max_retry_interval": "1s", "endpoints": self.endpoints, **self.extra}}
 
     async def start(self, timeout: float = 60.0) -> None:
-        path = self.workdir / f"{self.app_id}.yaml"
+        path = self.workdir / f"{self._files}.yaml"
         path.write_text(yaml.safe_dump(self.config()))
-        with (self.workdir / f"{self.app_id}.log").open("ab") as log:
+        with (self.workdir / f"{self._files}.log").open("ab") as log:
             self.proc = await asyncio.to_thread(
                 subprocess.Popen, [sys.executable, "-m", "mailstream.webhooks", "--config", str(path)], stdout=log,
                 stderr=subprocess.STDOUT)
@@ -150,7 +155,7 @@ class WebhooksProcess:
             self.proc.wait()
 
     def log(self) -> str:
-        path = self.workdir / f"{self.app_id}.log"
+        path = self.workdir / f"{self._files}.log"
         return path.read_text(errors="replace")[-6000:] if path.exists() else ""
 
 

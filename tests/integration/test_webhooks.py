@@ -205,3 +205,31 @@ async def test_a_killed_service_loses_nothing_and_resends_only_the_uncommitted(k
     finally:
         service.stop()
         await receiver.stop()
+
+
+async def test_replicas_share_an_endpoints_partitions(kafka_bootstrap: str, tmp_path: Path) -> None:
+    acme = tenant()
+    receiver = await Receiver().start()
+    first = WebhooksProcess(kafka_bootstrap, tmp_path, [endpoint("hook", acme, receiver)], name="first")
+    second = WebhooksProcess(kafka_bootstrap, tmp_path, first.endpoints, app_id=first.app_id, name="second")
+    await first.start()
+    await second.start()
+    try:
+        written: dict[str, list[str]] = {}
+
+        async def delivered(replica: WebhooksProcess) -> float:
+            return metric(await replica.metrics(), "mailstream_webhook_deliveries_total", endpoint="config-hook",
+                          outcome="delivered")
+
+        deadline = time.monotonic() + 60
+        while not (await delivered(first) > 0 and await delivered(second) > 0):  # the group spread the partitions
+            assert time.monotonic() < deadline, first.log() + second.log()
+            written |= await write_events(kafka_bootstrap, acme, 4, prefix=f"r{len(written)}-")
+            await asyncio.sleep(0.5)
+        await wait_for(lambda: complete(receiver, written), 60, "every event from the two replicas", second.log)
+        assert out_of_order(receiver) == []
+        assert await delivered(first) + await delivered(second) >= 3 * len(written)
+    finally:
+        first.stop()
+        second.stop()
+        await receiver.stop()
