@@ -21,7 +21,15 @@ from pydantic import BeforeValidator, Field, SecretStr, ValidationError, model_v
 from mailstream.config.dkim import DkimConfig
 from mailstream.config.environment import VariableError, apply_environment
 from mailstream.config.gateway import GatewayConfig
-from mailstream.config.scheduling import HEALTH_HOST, TCP_PORT, EgressConfig, QueueDefaults, Section, TenantLimits
+from mailstream.config.scheduling import (
+    HEALTH_HOST,
+    TCP_PORT,
+    EgressConfig,
+    QueueDefaults,
+    Section,
+    TenantLimits,
+    Throttle,
+)
 from mailstream.config.webhooks import WebhooksConfig
 from mailstream.core.duration import parse_duration
 
@@ -53,6 +61,11 @@ class ApiKey(Section):
         None, description="The tenant the key acts for: it fixes the tenant of what it submits, and it reads and "
         "controls only that tenant's mail and queues.")
     admin: bool = Field(False, description="An admin key: may name any tenant, and reads and controls everything.")
+    rate_limit: Throttle | None = Field(
+        None, description="This key's own limit on inject requests (as `ingest.rate_limit`), in its place.")
+    max_requests_in_progress: Annotated[int, Field(ge=1)] | None = Field(
+        None, description="This key's own cap on inject requests in progress (as `ingest.max_requests_in_progress`), "
+        "in its place.", json_schema_extra={"unit": "requests"})
 
     @model_validator(mode="after")
     def _tenant_or_admin(self) -> ApiKey:
@@ -95,6 +108,18 @@ class IngestConfig(Section):
     template_memory_limit: Annotated[int, Field(ge=128 * 1024 * 1024)] = Field(
         512 * 1024 * 1024, description="Address space each template worker may use; a render that needs more fails "
         "its recipient (or the request, if the worker dies of it).", json_schema_extra={"unit": "bytes"})
+    rate_limit: Throttle | None = Field(
+        None, description="Inject requests each API key may make, e.g. `50/s,max_burst=100`; past it 429 with "
+        "`Retry-After`. Unset: no limit (a key's own `rate_limit` still applies).")
+    max_requests_in_progress: Annotated[int, Field(ge=1)] = Field(
+        64, description="Inject requests one API key may have in progress at once; one more is answered 429.",
+        json_schema_extra={"unit": "requests"})
+    max_waiters_per_key: Annotated[int, Field(ge=1)] = Field(
+        100, description="Long-polls (`GET /api/transactions/{id}?wait=`) one API key may hold open at once; one "
+        "more is answered 429.", json_schema_extra={"unit": "requests"})
+    max_waiters: Annotated[int, Field(ge=1)] = Field(
+        10_000, description="Long-polls the replica holds open at once, all keys together; one more is answered "
+        "429.", json_schema_extra={"unit": "requests"})
     request_deadline: Duration = Field(
         timedelta(seconds=15), description="An inject request is answered within this long of its body being read: "
         "when the event log has not taken it by then, 503 with `Retry-After` (nothing of it was accepted, unless the "

@@ -35,7 +35,7 @@ def main(argv: list[str] | None = None) -> int:
     if not config.ingest.api_keys:
         log.warning("no_api_keys", detail="every request will get 401 until ingest.api_keys is set")
     bootstrap = config.kafka.bootstrap_servers
-    view = StatusView(StatusStore(config.ingest.status_db))
+    view = StatusView(StatusStore(config.ingest.status_db), config.ingest.max_waiters)
     capacity = CapacityView()
     webhooks = WebhookView(config.webhooks.attempts_kept)
     producer = EventProducer(bootstrap)  # its delivery-report thread needs no event loop yet

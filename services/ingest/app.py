@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from contextlib import AbstractAsyncContextManager
+from datetime import timedelta
 from typing import Any
 
 from fastapi import APIRouter, FastAPI, Request, Response
@@ -15,12 +16,13 @@ from mailstream.config.model import IngestConfig
 from mailstream.core.clock import Clock
 from mailstream.events.kafka import KafkaUnavailable
 from mailstream.events.records import TransactionStatus
-from mailstream.ingest.auth import KeyRing, Principal
+from mailstream.ingest.auth import KeyRing, Principal, key_id
 from mailstream.ingest.idempotency import Answers, AnswerStore
 from mailstream.ingest.inject import Injector, unavailable
+from mailstream.ingest.limits import KeyLimit, KeyLimits, too_many
 from mailstream.ingest.problems import Problem, from_request_validation
 from mailstream.ingest.render_pool import RenderPool
-from mailstream.ingest.status_view import StatusView
+from mailstream.ingest.status_view import StatusView, TooManyWaiters
 from mailstream.intake.submission import Submitter
 
 MAX_WAIT_SECONDS = 30.0
@@ -51,6 +53,9 @@ def create_app(
     pool = render_pool or RenderPool(config.template_workers, config.template_memory_limit)
     answers = answers or Answers(AnswerStore(config.status_db), clock)
     injector = Injector(config, submitter, clock, pool, answers)
+    limits = KeyLimits({key_id(k): KeyLimit(k.rate_limit or config.rate_limit,
+                                            k.max_requests_in_progress or config.max_requests_in_progress,
+                                            config.max_waiters_per_key) for k in config.api_keys}, clock)
     app.state.render_pool, app.state.answers = pool, answers
     for router in routers:
         app.include_router(router)
@@ -72,7 +77,9 @@ def create_app(
 
     @app.post("/api/inject/v1")
     async def inject(request: Request) -> Response:
-        return await injector.handle(request, principal(request))
+        who = principal(request)
+        with limits.inject(who):
+            return await injector.handle(request, who)
 
     @app.get("/api/transactions/{tx_id}")
     async def transaction(tx_id: str, request: Request, wait: float = 0.0) -> Response:
@@ -81,7 +88,11 @@ def create_app(
         etag = request.headers.get("if-none-match", "").strip('"')
         status = view.get(tx_id)
         if etag.isdigit() and wait > 0 and status is not None and who.may_see(status.tenant):
-            status = await view.wait_newer(tx_id, int(etag), min(wait, MAX_WAIT_SECONDS))
+            with limits.waiter(who):
+                try:
+                    status = await view.wait_newer(tx_id, int(etag), min(wait, MAX_WAIT_SECONDS))
+                except TooManyWaiters as exc:
+                    raise too_many(str(exc), timedelta(seconds=1)) from None
         if status is None or not who.may_see(status.tenant):
             raise Problem(404, "Not found", f"no transaction {tx_id!r} visible to this API key")
         headers = {"ETag": f'"{status.version}"'}

@@ -20,10 +20,14 @@ class Principal:
         return self.admin or tenant == self.tenant
 
 
+def key_id(key: ApiKey) -> str:
+    """A name for the key that does not reveal it (logs, the scope of its Idempotency-Keys and limits)."""
+    return hashlib.sha256(key.key.get_secret_value().encode()).hexdigest()[:16]
+
+
 class KeyRing:
     def __init__(self, keys: list[ApiKey]) -> None:
-        self._keys = [(secret, Principal(k.tenant, k.admin, hashlib.sha256(secret).hexdigest()[:16]))
-                      for k in keys for secret in [k.key.get_secret_value().encode()]]
+        self._keys = [(k.key.get_secret_value().encode(), Principal(k.tenant, k.admin, key_id(k))) for k in keys]
 
     def authenticate(self, authorization: str | None) -> Principal:
         scheme, _, token = (authorization or "").partition(" ")

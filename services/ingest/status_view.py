@@ -72,35 +72,61 @@ class StatusStore:
         self._db.close()
 
 
+class TooManyWaiters(RuntimeError):
+    """The view holds as many long-polls as it may."""
+
+
 class StatusView:
-    def __init__(self, store: StatusStore) -> None:
+    """The read model, and the long-polls waiting on it: each woken only when its own transaction changes."""
+
+    def __init__(self, store: StatusStore, max_waiters: int = 10_000) -> None:
         self.store = store
-        self._changed = asyncio.Condition()
         self.caught_up = asyncio.Event()
+        self.max_waiters = max_waiters
+        self._waiters: dict[str, set[asyncio.Future[None]]] = {}
+        self.waiting = 0
 
     def get(self, tx_id: str) -> TransactionStatus | None:
         return self.store.get(tx_id)
 
     async def wait_newer(self, tx_id: str, version: int, timeout: float) -> TransactionStatus | None:
-        """The transaction once its version exceeds `version`, or its current state after `timeout`."""
-
-        async def newer() -> None:
-            async with self._changed:
-                await self._changed.wait_for(
-                    lambda: (s := self.get(tx_id)) is not None and s.version > version
-                )
-
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(newer(), timeout)
+        """The transaction once its version exceeds `version`, or its current state after `timeout`.
+        TooManyWaiters when `max_waiters` are waiting already."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout
+        status = self.get(tx_id)
+        if status is not None and status.version > version:
+            return status
+        if self.waiting >= self.max_waiters:
+            raise TooManyWaiters(f"{self.waiting} status waits are open, the replica's limit")
+        self.waiting += 1
+        try:
+            while status is None or status.version <= version:
+                woken: asyncio.Future[None] = loop.create_future()
+                waiters = self._waiters.setdefault(tx_id, set())
+                waiters.add(woken)
+                try:
+                    await asyncio.wait_for(woken, max(0.0, deadline - loop.time()))
+                except TimeoutError:
+                    break
+                finally:
+                    waiters.discard(woken)
+                    if not waiters:
+                        self._waiters.pop(tx_id, None)
+                status = self.get(tx_id)
+        finally:
+            self.waiting -= 1
         return self.get(tx_id)
 
     async def apply(self, records: list[tuple[int, int, TransactionStatus]],
                     raw: list[bytes] | None = None) -> set[str]:
-        """Store (partition, offset, status) triples and wake the waiters; returns the ids that changed."""
+        """Store (partition, offset, status) triples and wake the waiters of the ids that changed (only theirs);
+        returns those ids."""
         changed = self.store.apply(records, raw)
-        if changed:
-            async with self._changed:
-                self._changed.notify_all()
+        for tx_id in changed:
+            for woken in self._waiters.get(tx_id, ()):
+                if not woken.done():
+                    woken.set_result(None)
         return changed
 
     async def run(self, bootstrap: str) -> None:

@@ -149,7 +149,7 @@ class IngestApp:
         config = ingest_config(status_db, **ingest)
         clock = ManualClock(T0)
         producer = MemoryProducer()
-        statuses = StatusView(StatusStore(config.ingest.status_db))
+        statuses = StatusView(StatusStore(config.ingest.status_db), config.ingest.max_waiters)
         capacity = CapacityView()
         transactions = MemoryTransactions(producer)
         submitter = Submitter(producer, clock, capacity.refusal, writer=transactions)
