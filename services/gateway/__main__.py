@@ -11,6 +11,7 @@ import threading
 from datetime import timedelta
 
 from confluent_kafka import Producer
+from prometheus_client import Gauge
 
 from mailstream.cli import prepare, service_parser
 from mailstream.config.model import Config
@@ -30,6 +31,7 @@ from mailstream.observability.http import serve_health
 from mailstream.observability.logs import get_logger
 
 log = get_logger(__name__)
+NOTIFIER_HEALTHY = Gauge("mailstream_gateway_notifier_healthy", "1 while the DSN stage holds partitions and commits")
 NOTICE_MARGIN = timedelta(seconds=5)  # beyond the cut-through wait: the gateway writes its Rejection at once
 SHUTDOWN_GRACE = 30.0  # seconds for transactions in progress; below Kubernetes' default 30 s + the cut-through wait
 
@@ -90,8 +92,10 @@ async def _run(config: Config, web_port: int) -> int:
         thread = threading.Thread(target=_run_notifier, args=(notices, stop_notices, stopping, loop),
                                   name="notices")
         thread.start()
-    runner = await serve_health(config.gateway.web_host, web_port,
-                                lambda: not stopping.is_set() and (notices is None or notices.healthy))
+    if notices is not None:  # a replica beyond the partition count owns none, and serves SMTP all the same
+        NOTIFIER_HEALTHY.set_function(lambda: float(notices.healthy))
+    # Ready while it serves SMTP; a failed notifier stops the process (_run_notifier), so it is not ready then.
+    runner = await serve_health(config.gateway.web_host, web_port, lambda: not stopping.is_set())
     log.info("ready", listeners=[f"{r.listener.name}:{r.port}" for r in gateway.listeners])
     await stopping.wait()
     log.info("stopping")
