@@ -164,7 +164,9 @@ def type_name(info: FieldInfo) -> str:
     if get_origin(base) in (Union, types.UnionType):
         return " or ".join(_TYPE_NAMES.get(arg, getattr(arg, "__name__", str(arg))) for arg in get_args(base))
     if get_origin(base) is list:
-        (item,) = get_args(base)
+        item, _ = _unwrap(get_args(base)[0])
+        if get_origin(item) is Literal:
+            return "list, each one of " + ", ".join(f"`{arg}`" for arg in get_args(item))
         return f"list of {_TYPE_NAMES.get(item, item.__name__)}s"
     if base is timedelta and any(getattr(m, "func", None) is scheduling._positive_duration for m in metadata):
         return "[duration](#durations) > 0"

@@ -58,8 +58,8 @@ class EndpointConfig(Section):
     url: Url = Field(description="The http or https URL events are POSTed to (redirects are not followed).")
     secret: SecretStr = Field(min_length=16, description="Key of the `X-Mailstream-Signature` HMAC-SHA256.")
     events: list[EventType] = Field(
-        min_length=1, description="Event types to send: `delivered`, `deferred`, `bounced`, `expired`, "
-        "`cancelled`, `rejected`; `suppressed` and `feedback` are accepted, but nothing produces them yet.")
+        min_length=1, description="Event types to send (README, Webhooks: the records each stands for); "
+        "`suppressed` and `feedback` are accepted, but nothing produces them yet.")
     retry_for: RetryFor = Field(timedelta(hours=24), description="How long an event is retried after its first "
                                 "failed attempt; then it is given up (recorded as `GIVEN_UP`) and the next is sent.")
     timeout: Timeout = Field(timedelta(seconds=10), description="Time allowed for one request, from connecting to "
