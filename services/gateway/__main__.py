@@ -6,6 +6,7 @@ import asyncio
 import contextlib
 import functools
 import signal
+import socket
 import sys
 import threading
 from datetime import timedelta
@@ -17,6 +18,7 @@ from mailstream.cli import prepare, service_parser
 from mailstream.config.model import Config
 from mailstream.core.clock import system_clock
 from mailstream.events.bodies import put_body_blocking
+from mailstream.events.group_commit import TransactionalWriter
 from mailstream.events.kafka import EventProducer, producer_config
 from mailstream.events.processor import TransactionalProcessor
 from mailstream.events.topics import DEAD_LETTER, EVENTS, NOTICE_STATE
@@ -70,7 +72,12 @@ async def _run(config: Config, web_port: int) -> int:
     producer = EventProducer(bootstrap, **{"message.timeout.ms": 30_000})
     capacity = CapacityView()
     watch = AttemptWatch() if config.gateway.cut_through_wait.total_seconds() > 0 else None
-    submitter = Submitter(producer, system_clock, capacity.refusal, signer)
+    # A message's records are written in one transaction (nothing half-written when the cluster fails mid-way); the
+    # id is stable across restarts, so a restarted gateway aborts at once what its predecessor left open.
+    writer = TransactionalWriter(bootstrap, f"{config.gateway.app_id}-{socket.gethostname()}-{web_port}",
+                                 transaction_timeout_s=60.0)
+    writer.start()
+    submitter = Submitter(producer, system_clock, capacity.refusal, signer, writer)
     parts = GatewayParts(config.gateway, submitter, producer, capacity, watch, system_clock)
     gateway = Gateway(config.gateway, parts)
     try:
@@ -107,6 +114,7 @@ async def _run(config: Config, web_port: int) -> int:
         tail.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await tail
+    await writer.close()
     await producer.close()
     await runner.cleanup()
     return 0

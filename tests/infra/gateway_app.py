@@ -14,7 +14,7 @@ from typing import Any
 
 from mailstream.config.gateway import GatewayConfig
 from mailstream.core.clock import ManualClock
-from mailstream.events.memory import MemoryProducer
+from mailstream.events.memory import MemoryProducer, MemoryTransactions
 from mailstream.events.records import AcceptedMessage, AttemptRecord, QueueCommand, SmtpResponse
 from mailstream.events.serde import decode, encode
 from mailstream.events.topics import ACCEPTED, BODIES, QUEUE_COMMANDS
@@ -35,6 +35,7 @@ class GatewayApp:
     watch: AttemptWatch
     clock: ManualClock
     ports: GatewayPorts
+    transactions: MemoryTransactions
 
     def accepted(self) -> list[AcceptedMessage]:
         return [decode(r.value, AcceptedMessage) for r in self.producer.bus.read(ACCEPTED.name)]
@@ -65,11 +66,12 @@ async def gateway_app(workdir: Path, capacity: CapacityView | None = None,
     producer = MemoryProducer()
     clock = ManualClock(START)
     watch = AttemptWatch()
-    parts = GatewayParts(config, Submitter(producer, clock), producer, capacity, watch, clock)
+    transactions = MemoryTransactions(producer)  # as in production: a message's records all or none
+    parts = GatewayParts(config, Submitter(producer, clock, writer=transactions), producer, capacity, watch, clock)
     gateway = Gateway(config, parts)
     await gateway.start()
     try:
-        yield GatewayApp(gateway, producer, watch, clock, ports)
+        yield GatewayApp(gateway, producer, watch, clock, ports, transactions)
     finally:
         await gateway.stop(grace=0.5)
 

@@ -192,6 +192,21 @@ async def test_event_log_down_answers_451_and_writes_nothing(app: GatewayApp) ->
     await client.quit()
 
 
+async def test_a_failed_transaction_answers_451_and_leaves_no_record_of_the_message(app: GatewayApp) -> None:
+    client = await plain_client(app)
+    app.transactions.fail_next = 1  # the records' transaction aborts, after the body was written
+    with pytest.raises(aiosmtplib.SMTPDataError) as refused:
+        await client.sendmail("app@acme.test", ["a@example.test", "b@example.test"], MESSAGE)
+    assert refused.value.code == 451
+    assert app.accepted() == []
+    assert app.producer.bus.read(STATUS.name) == []
+    assert app.producer.bus.read("mail.events") == []
+    errors, _ = await client.sendmail("app@acme.test", ["a@example.test", "b@example.test"], MESSAGE)
+    assert errors == {}
+    assert len(app.accepted()) == 2  # the retry lands each recipient once
+    await client.quit()
+
+
 async def test_stdlib_smtplib_submits_over_starttls_with_auth_login(app: GatewayApp) -> None:
     def send() -> dict[str, tuple[int, bytes]]:
         with smtplib.SMTP("127.0.0.1", app.ports.submission, timeout=10) as smtp:
