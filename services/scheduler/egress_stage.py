@@ -104,6 +104,7 @@ class EgressStage:
                     book.settled_under, book.heard = settlement.fingerprint, set(settlement.partitions)
                 case _:
                     book.limits.restore(key, value)
+        book.held.pack()
         self.snapshots.forget()  # sources are not keyed by partition: republish them all
 
     def revoked(self, partition: int) -> None:
@@ -118,6 +119,8 @@ class EgressStage:
             self._on_record(partition, value, now, batched)
         finally:
             batched.flush()
+            if partition in self.books:
+                self.books[partition].held.pack()
 
     def on_tick(self, now: datetime, out: Writes) -> None:
         batched = coalesced(out)
@@ -125,6 +128,8 @@ class EgressStage:
             self._on_tick(now, batched)
         finally:
             batched.flush()
+            for book in self.books.values():
+                book.held.pack()
 
     def _on_record(self, partition: int, value: bytes, now: datetime, out: Coalesced) -> None:
         book = self.books.setdefault(partition, EgressBook())

@@ -15,7 +15,7 @@ from collections import deque
 from collections.abc import Set
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
-from functools import partial
+from functools import cache, partial
 
 from mailstream.core.backoff import RetryPolicy
 from mailstream.core.bounce_classify import BounceClassifier
@@ -134,6 +134,7 @@ class QueueStage:
             q = decode(value, QueuedMessage)
             self._index(book, q)
             book.tally.file(tx_id, Filed.of(q))
+        book.messages.pack()
         if len(book.holds):  # a control's application may have been cut short: look at every candidate again
             book.recheck.extend(tx for tx, f in book.tally.filed.items() if f.status in LIVE)
         self.snapshots.forget(f"{partition}/")
@@ -148,6 +149,8 @@ class QueueStage:
             self._on_record(partition, topic, value, now, batched)
         finally:
             batched.flush()
+            if partition in self.books:
+                self.books[partition].messages.pack()
 
     def on_tick(self, now: datetime, out: Writes) -> None:
         batched = coalesced(out)
@@ -155,6 +158,8 @@ class QueueStage:
             self._on_tick(now, batched)
         finally:
             batched.flush()
+            for book in self.books.values():
+                book.messages.pack()
 
     def _on_record(self, partition: int, topic: str, value: bytes, now: datetime, out: Coalesced) -> None:
         book = self.books.setdefault(partition, QueueBook())
@@ -365,7 +370,7 @@ class QueueStage:
         tx_id = sys.intern(tx_id)  # one string per message, however many indexes name it
         key = Message(tx_id).key()
         if effects.state is not None:
-            value = encode(effects.state)
+            value = cache(partial(encode, effects.state))  # encoded once, and only if not replaced in this call
             new = tx_id not in book.messages
             book.messages[tx_id] = value
             out.put(partition, key, value, new=new)

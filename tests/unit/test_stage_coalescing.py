@@ -3,6 +3,8 @@ deleted in the same call is never written: fewer records, the same state after a
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 from mailstream.config.model import parse_config
 from mailstream.events import fixtures
 from mailstream.events.records import EgressSettlement
@@ -76,3 +78,33 @@ def test_a_message_held_and_released_at_once_leaves_no_held_entry() -> None:
     assert [key for _, key, _ in rec.puts if key.startswith(b"h:")] == []
     assert stage.held_count() == 0
     assert any(topic == "mail.delivery" for topic, _ in rec.sent)
+
+
+def test_packed_values_deflate_at_pack_and_never_encode_a_value_replaced_first() -> None:
+    from mailstream.scheduler.packed import PackedValues
+
+    calls: list[str] = []
+
+    def thunk(value: bytes) -> Callable[[], bytes]:
+        def make() -> bytes:
+            calls.append(value.decode())
+            return value
+        return make
+
+    packed = PackedValues()
+    packed["a"] = thunk(b"first")
+    packed["a"] = thunk(b"second")
+    packed["b"] = b"held and released"
+    del packed["b"]
+    assert "a" in packed
+    assert "b" not in packed
+    assert len(packed) == 1
+    packed.pack()
+    assert calls == ["second"]
+    assert packed["a"] == b"second"
+    packed["a"] = b"third"  # replaces the packed value
+    assert list(packed) == ["a"]
+    assert packed["a"] == b"third"
+    packed.pack()
+    del packed["a"]
+    assert len(packed) == 0
