@@ -10,6 +10,7 @@ from dataclasses import dataclass
 import httpx
 
 USER_AGENT = "mailstream-webhooks/0.1"
+CONNECTIONS = 32  # requests in flight to one endpoint; more wait their turn before their timeout starts
 
 
 @dataclass(frozen=True, slots=True)
@@ -26,10 +27,16 @@ class Answer:
 class HttpPoster:
     def __init__(self, timeout: float) -> None:
         self._timeout = timeout
+        self._slots = asyncio.Semaphore(CONNECTIONS)
         self._client = httpx.AsyncClient(timeout=timeout, follow_redirects=False, headers={"User-Agent": USER_AGENT},
-                                         limits=httpx.Limits(max_keepalive_connections=32))
+                                         limits=httpx.Limits(max_connections=CONNECTIONS,
+                                                             max_keepalive_connections=CONNECTIONS))
 
     async def post(self, url: str, body: bytes, headers: dict[str, str]) -> Answer:
+        async with self._slots:
+            return await self._post(url, body, headers)
+
+    async def _post(self, url: str, body: bytes, headers: dict[str, str]) -> Answer:
         started = time.monotonic()
         try:
             async with asyncio.timeout(self._timeout):  # httpx's timeouts are per read, not for the whole answer

@@ -1,14 +1,11 @@
-"""One endpoint's share of mail.events: its consumer group's partitions, each worked in order by a lane of its own.
-
-A lane finishes a record (delivered, given up or not wanted) before it starts the next, and only then marks it
-done, so what is committed is always a prefix of what was handled: a restart resumes after the last finished
-record. Lanes of one endpoint run side by side; a lane with a backlog pauses its partition's fetching, so a
-stuck partition neither grows memory nor stops the others.
+"""One endpoint's share of mail.events: its consumer group's partitions, each worked by a lane of its own
+(`webhooks.lane`: in order per transaction, and only a finished prefix marked done, so a restart resumes after
+it). Lanes of one endpoint run side by side; a lane with a backlog pauses its partition's fetching, so a stuck
+partition neither grows memory nor stops the others.
 """
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 from collections.abc import Awaitable, Callable
 from typing import Protocol
@@ -16,9 +13,8 @@ from typing import Protocol
 from prometheus_client import Gauge
 
 from mailstream.events.kafka import Consumed
-from mailstream.observability.logs import get_logger
+from mailstream.webhooks.lane import Lane
 
-log = get_logger(__name__)
 LAG = Gauge("mailstream_webhook_lag_records", "Records of mail.events not yet finished for the endpoint, over this "
             "process's partitions of it", ["endpoint"])
 PAUSE_AT = 1000  # records waiting in a lane before its partition stops fetching
@@ -34,42 +30,6 @@ class GroupMember(Protocol):
     def pause(self, partition: int, paused: bool) -> None: ...
     def high_watermark(self, partition: int) -> int | None: ...
     async def close(self) -> None: ...
-
-
-class Lane:
-    def __init__(self, partition: int, handle: Callable[[Consumed], Awaitable[None]],
-                 done: Callable[[Consumed], bool]) -> None:
-        self.partition = partition
-        self.next_offset: int | None = None  # after the last finished record
-        self._queue: asyncio.Queue[Consumed] = asyncio.Queue()
-        self._handle, self._done = handle, done
-        self._task = asyncio.create_task(self._run(), name=f"lane-{partition}")
-
-    def put(self, record: Consumed) -> None:
-        self._queue.put_nowait(record)
-
-    @property
-    def backlog(self) -> int:
-        return self._queue.qsize()
-
-    async def _run(self) -> None:
-        while True:
-            record = await self._queue.get()
-            await self._handle(record)
-            if not self._done(record):
-                return  # revoked meanwhile: the partition's new owner goes on from the last commit
-            self.next_offset = record.offset + 1
-
-    async def stop(self) -> None:
-        self._task.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await self._task
-
-    @property
-    def failed(self) -> BaseException | None:
-        if self._task.done() and not self._task.cancelled():
-            return self._task.exception()
-        return None
 
 
 class EndpointWorker:
