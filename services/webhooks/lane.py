@@ -33,6 +33,7 @@ class Lane:
         self._advanced = asyncio.Event()
         self._workers: set[asyncio.Task[None]] = set()
         self._error: BaseException | None = None
+        self.abandoned = False  # `done` was refused: the partition is no longer ours
         self._task = asyncio.create_task(self._run(), name=f"lane-{partition}")
 
     def put(self, record: Consumed) -> None:
@@ -79,6 +80,7 @@ class Lane:
         if last is None:
             return True
         if not self._done(last):  # revoked meanwhile: the partition's new owner goes on from the last commit
+            self.abandoned = True
             self._task.cancel()
             for worker in self._workers:
                 worker.cancel()

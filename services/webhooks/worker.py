@@ -48,9 +48,11 @@ class EndpointWorker:
                     self._paused.discard(partition)
                     if lane is not None:
                         await lane.stop()
-                for lane in self._lanes.values():
+                for partition, lane in self._lanes.items():
                     if lane.failed is not None:  # a bug, not a failed POST: its record stays uncommitted
                         raise lane.failed
+                    if lane.abandoned:  # offsets refused, yet not revoked (revocation is told first): start over
+                        raise RuntimeError(f"partition {partition} of {self.endpoint_id} refused its offsets")
                 for record in batch:
                     lane = self._lanes.get(record.partition)
                     if lane is None:

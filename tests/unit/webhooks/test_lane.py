@@ -82,6 +82,7 @@ async def test_a_revoked_partition_stops_its_lane() -> None:
     await asyncio.sleep(0.05)
     assert endpoint.handled == [0]  # done refused: the lane dropped the rest (the new owner sends them)
     assert lane.failed is None
+    assert lane.abandoned  # the worker drops it when the revocation is told, and fails if it is not
     await lane.stop()
 
 
