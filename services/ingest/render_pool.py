@@ -108,13 +108,20 @@ class RenderPool:
             for _ in range(self._size):
                 self._idle.put_nowait(_Worker(self._memory_limit))
         worker = await self._idle.get()
-        try:
-            return await asyncio.to_thread(worker.run, job)
-        finally:
-            if not worker.alive():
-                worker.close()
-                worker = _Worker(self._memory_limit)
-            self._idle.put_nowait(worker)
+        running = asyncio.ensure_future(asyncio.to_thread(worker.run, job))
+        # Given back when its thread is done, not when the caller stops waiting (a request past its deadline):
+        # until then the worker is still answering this job.
+        running.add_done_callback(lambda done: self._give_back(worker, done))
+        return await asyncio.shield(running)
+
+    def _give_back(self, worker: _Worker, done: asyncio.Future[list[dict[str, str] | str | None]]) -> None:
+        if not done.cancelled():
+            done.exception()  # retrieved: the caller may have stopped waiting
+        if not worker.alive():
+            worker.close()
+            worker = _Worker(self._memory_limit)
+        assert self._idle is not None
+        self._idle.put_nowait(worker)
 
     def close(self) -> None:
         if self._idle is None:

@@ -127,3 +127,20 @@ async def test_templates_render_the_same_in_a_worker(ingest: IngestApp, admin: h
     [record] = ingest.producer.records("mail.bodies")
     assert b"Subject: ANN" in record.value
     assert b"a-b-42" in record.value
+
+
+async def test_a_worker_is_not_shared_while_a_request_past_its_deadline_still_renders(tmp_path: Path) -> None:
+    built = IngestApp.build(tmp_path / "status.sqlite3", request_deadline="0.6s", template_time_limit="0.7s",
+                            template_workers=1)
+    try:
+        async with built.client() as admin:
+            spun = await admin.post("/api/inject/v1", json=builder(text_body=SPIN))
+            # Its worker is still rendering (until 0.7 s): the next request waits for it, and is not handed
+            # what the first job answers.
+            loop = "{% for i in range(2) %}{{ i }}{% endfor %}"
+            after = await admin.post("/api/inject/v1", json=builder(text_body=loop))
+    finally:
+        built.close()
+    assert problem(spun, 503)["detail"].endswith("nothing was accepted")
+    assert after.status_code == 200, after.text
+    assert after.json()["success_count"] == 1
