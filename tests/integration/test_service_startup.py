@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 
-@pytest.mark.parametrize("service", ["ingest", "scheduler", "delivery"])
+@pytest.mark.parametrize("service", ["ingest", "scheduler", "delivery", "webhooks"])
 def test_bad_configuration_is_refused_at_start(service: str, tmp_path: Path) -> None:
     config = tmp_path / "bad.yaml"
     # An unroutable broker: if the service tried Kafka before validating, it would hang, not exit 2.
