@@ -91,10 +91,11 @@ class IngestConfig(Section):
         "read model of `mail.status` with the offsets it has applied (relative paths: from the working directory).")
     api_keys: list[ApiKey] = Field([], description="The keys the API accepts; a request with no known key is "
                                    "answered 401.")
-    max_message_size: Annotated[int, Field(ge=64 * 1024, le=64 * 1024 * 1024)] = Field(
+    max_message_size: Annotated[int, Field(ge=64 * 1024, le=63 * 1024 * 1024)] = Field(
         10 * 1024 * 1024, description="Largest message one recipient's request may expand to (templates rendered, "
         "MIME built; also the most each template may output, in characters); a recipient whose message is larger "
-        "fails alone. At most the 64 MiB `mail.bodies` takes.", json_schema_extra={"unit": "bytes"})
+        "fails alone. At most 63 MiB: `mail.bodies` takes records of 64 MiB, envelope included.",
+        json_schema_extra={"unit": "bytes"})
     expansion_limit: Annotated[int, Field(ge=1024 * 1024)] = Field(
         64 * 1024 * 1024, description="Largest total of a request's messages together; a request past it is "
         "answered 413 as soon as expansion passes it, before it is all in memory.", json_schema_extra={"unit": "bytes"})
@@ -128,7 +129,7 @@ class IngestConfig(Section):
         None, description="Kafka transactional id of the replica's writes (each request's records in one "
         "transaction); unset: `mailstream-ingest-<hostname>-<port>`. It must stay the same across a replica's "
         "restarts (the new process then aborts what the old one left open) and differ between replicas (one "
-        "fences the other).")
+        "fences the other): where pods get new names on a restart, set it per replica.")
 
 
 class SchedulerConfig(Section):

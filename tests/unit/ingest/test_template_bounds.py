@@ -90,7 +90,7 @@ async def test_output_past_the_message_limit_fails_that_recipient(bounded: Inges
 
 async def test_a_template_that_needs_more_memory_than_allowed_is_refused(tmp_path: Path) -> None:
     small = IngestApp.build(tmp_path / "status.sqlite3", template_memory_limit=256 * 1024 * 1024,
-                            max_message_size=64 * 1024 * 1024)
+                            max_message_size=63 * 1024 * 1024)
     try:
         async with small.client() as admin:
             response = await asyncio.wait_for(admin.post("/api/inject/v1", json=builder(
