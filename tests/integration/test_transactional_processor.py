@@ -486,8 +486,13 @@ def test_an_abortable_error_rewinds_state_and_input(kafka_bootstrap: str) -> Non
     # Refused before it took a sequence number: one abort, and the next transaction is clean.
     assert proc.transactions_aborted == 1
     assert echo.counts == {}
-    # Restored at the start, and again from the changelog after the abort.
-    assert echo.restores == [(0, {}), (1, {}), (0, {}), (1, {})], "nothing of the aborted batch was committed"
+    # Restored at the start, and again from the changelog after the abort: with what was committed before it.
+    # How the first fetches split the partitions into batches depends on the broker, so partition 1 may have been
+    # committed whole before the batch holding p0-r20 aborted; nothing from that batch on may show in partition 0.
+    assert echo.restores[:2] == [(0, {}), (1, {})]
+    after = dict(echo.restores[2:])
+    assert set(after) == {0, 1}
+    assert int(after[0].get(b"n", b"0")) <= 20, "nothing of the aborted batch was committed"
     out = read_all(kafka_bootstrap, t.out, 2)
     assert sorted(v for _, _, v in out if v is not None) == sorted(values[0] + values[1])
     assert {p: v for p, _, v in read_all(kafka_bootstrap, t.changelog, 2)} == {0: b"50", 1: b"50"}
