@@ -41,8 +41,9 @@ class Load:
     tenants: tuple[str, ...] = ()  # requests spread round robin over these tenants (mailstream only; http_inject)
 
 
-def add_load_options(parser: argparse.ArgumentParser, *, messages_help: str, concurrency_help: str,
-                     timeout_help: str) -> None:
+def add_load_options(
+    parser: argparse.ArgumentParser, *, messages_help: str, concurrency_help: str, timeout_help: str
+) -> None:
     """The options that set a `Load`'s count, parallelism, size and patience, shared by the benches."""
     parser.add_argument("--messages", type=int, default=2000, help=messages_help)
     parser.add_argument("--concurrency", type=int, default=16, help=concurrency_help)
@@ -129,9 +130,11 @@ class SmtpSink:
         self.address = ("127.0.0.1", self.port)
         user = ["-u", "nobody"] if os.geteuid() == 0 else []  # as root smtp-sink refuses to run without -u
         self._log = out.open("wb")
-        self.proc = subprocess.Popen([str(tools.sink), *user, "-m", str(max_sessions), "-c",
-                                      f"127.0.0.1:{self.port}", "4096"],
-                                     stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+        self.proc = subprocess.Popen(
+            [str(tools.sink), *user, "-m", str(max_sessions), "-c", f"127.0.0.1:{self.port}", "4096"],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+        )
         assert self.proc.stdout is not None
         self.arrivals = CounterReader(self.proc.stdout, sink_messages, tee=self._log)
         self._out = out
@@ -177,23 +180,44 @@ def smtp_sink(tools: Tools, out: Path) -> Iterator[SmtpSink]:
 def smtp_source_command(tools: Tools, port: int, load: Load, *, messages: int | None = None) -> list[str]:
     """smtp-source with a running counter; -l is the body length, so it is cut by the header lines
     smtp-source writes (From, To, Date, Message-Id), which makes the message `load.size` bytes within a few."""
-    return [str(tools.source), "-c", "-s", str(load.concurrency), "-m", str(messages or load.messages),
-            "-l", str(max(load.size - smtp_source_header_bytes(), 1)), "-f", PEER_SENDER, "-t", PEER_RECIPIENT,
-            "-M", PEER_HELO, f"127.0.0.1:{port}"]
+    return [
+        str(tools.source),
+        "-c",
+        "-s",
+        str(load.concurrency),
+        "-m",
+        str(messages or load.messages),
+        "-l",
+        str(max(load.size - smtp_source_header_bytes(), 1)),
+        "-f",
+        PEER_SENDER,
+        "-t",
+        PEER_RECIPIENT,
+        "-M",
+        PEER_HELO,
+        f"127.0.0.1:{port}",
+    ]
 
 
 def smtp_source_header_bytes() -> int:
     """Bytes of the header block smtp-source sends, CRLF line ends and the blank line included."""
-    lines = [f"From: <{PEER_SENDER}>", f"To: <{PEER_RECIPIENT}>", "Date: Tue,  1 Dec 2026 23:29:29 +0000 (UTC)",
-             f"Message-Id: <0000.0000.0000@{PEER_HELO}>", ""]
+    lines = [
+        f"From: <{PEER_SENDER}>",
+        f"To: <{PEER_RECIPIENT}>",
+        "Date: Tue,  1 Dec 2026 23:29:29 +0000 (UTC)",
+        f"Message-Id: <0000.0000.0000@{PEER_HELO}>",
+        "",
+    ]
     return sum(len(line) + 2 for line in lines)
 
 
-def run_smtp_source(tools: Tools, port: int, load: Load, *, messages: int | None = None,
-                    timeout: float = 600.0) -> CounterReader:
+def run_smtp_source(
+    tools: Tools, port: int, load: Load, *, messages: int | None = None, timeout: float = 600.0
+) -> CounterReader:
     """Runs smtp-source to completion; its counter's times are when each DATA command completed."""
-    proc = subprocess.Popen(smtp_source_command(tools, port, load, messages=messages),
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    proc = subprocess.Popen(
+        smtp_source_command(tools, port, load, messages=messages), stdout=subprocess.PIPE, stderr=subprocess.PIPE
+    )
     assert proc.stdout is not None
     assert proc.stderr is not None
     submits = CounterReader(proc.stdout, source_messages)
@@ -219,8 +243,12 @@ def rank_latency(submitted: list[float], delivered: list[float]) -> dict[str, An
     """The k-th delivery minus the k-th accepted submission: exact for a first-in first-out system, an
     estimate otherwise (reordering narrows the spread a little). Used when messages carry no identity."""
     lat = [d - s for s, d in zip(sorted(submitted), sorted(delivered), strict=False)]
-    return {"p50": pct(lat, 0.5), "p99": pct(lat, 0.99), "max": max(lat, default=float("nan")),
-            "method": "estimate: k-th arrival at the sink - k-th accepted submission"}
+    return {
+        "p50": pct(lat, 0.5),
+        "p99": pct(lat, 0.99),
+        "max": max(lat, default=float("nan")),
+        "method": "estimate: k-th arrival at the sink - k-th accepted submission",
+    }
 
 
 @dataclass
@@ -333,6 +361,9 @@ class ProcessSampler:
 
 def fs_type(path: Path) -> str:
     """The file system `path` is on (queue files, Kafka logs): tmpfs would make fsync free."""
-    best = max((p for p in psutil.disk_partitions(all=True) if str(path.resolve()).startswith(p.mountpoint)),
-               key=lambda p: len(p.mountpoint), default=None)
+    best = max(
+        (p for p in psutil.disk_partitions(all=True) if str(path.resolve()).startswith(p.mountpoint)),
+        key=lambda p: len(p.mountpoint),
+        default=None,
+    )
     return f"{best.fstype} ({best.mountpoint})" if best else "unknown"

@@ -71,28 +71,45 @@ def tenant_config(tenants: tuple[str, ...]) -> dict[str, Any]:
     Without tenants all mail shares one key per topic: one partition does the work however many processes run."""
     if not tenants:
         return {}
-    return {"egress": {"sources": [{"name": f"src-{t}"} for t in tenants],
-                       "pools": [{"name": f"pool-{t}", "entries": [{"name": f"src-{t}"}]} for t in tenants]},
-            "queues": {"egress_pool": f"pool-{tenants[0]}",
-                       "rules": [{"tenant": t, "egress_pool": f"pool-{t}"} for t in tenants]}}
+    return {
+        "egress": {
+            "sources": [{"name": f"src-{t}"} for t in tenants],
+            "pools": [{"name": f"pool-{t}", "entries": [{"name": f"src-{t}"}]} for t in tenants],
+        },
+        "queues": {
+            "egress_pool": f"pool-{tenants[0]}",
+            "rules": [{"tenant": t, "egress_pool": f"pool-{t}"} for t in tenants],
+        },
+    }
 
 
 def inject_body(first: int, batch: int, size: int, tag: str = "", tenant: str | None = None) -> dict[str, Any]:
     """One request with raw content of exactly `size` bytes, unique per request (bodies are not shared)."""
-    head = (f"From: bench@mailstream.test\r\nTo: list@example.com\r\nSubject: bench {tag}{first}\r\nMessage-ID: "
-            f"<bench-{tag}{first}-{time.time_ns()}@mailstream.test>\r\nDate: Sun, 22 Nov 2026 08:00:00 +0000\r\n\r\n")
+    head = (
+        f"From: bench@mailstream.test\r\nTo: list@example.com\r\nSubject: bench {tag}{first}\r\nMessage-ID: "
+        f"<bench-{tag}{first}-{time.time_ns()}@mailstream.test>\r\nDate: Sun, 22 Nov 2026 08:00:00 +0000\r\n\r\n"
+    )
     pad = max(size - len(head), 0)
-    body: dict[str, Any] = {"envelope_sender": "bench@mailstream.test", "template_dialect": "Static",
-                            "recipients": [{"email": f"r{tag}{first + i}@example.com"} for i in range(batch)],
-                            "content": head + ("x" * 78 + "\r\n") * (pad // 80) + "y" * (pad % 80)}
+    body: dict[str, Any] = {
+        "envelope_sender": "bench@mailstream.test",
+        "template_dialect": "Static",
+        "recipients": [{"email": f"r{tag}{first + i}@example.com"} for i in range(batch)],
+        "content": head + ("x" * 78 + "\r\n") * (pad // 80) + "y" * (pad % 80),
+    }
     if tenant is not None:
         body["metadata"] = {"tenant": tenant}
     return body
 
 
 def kafka_consumer(bootstrap: str) -> Consumer:
-    return Consumer({"bootstrap.servers": bootstrap, "group.id": f"bench-{time.time_ns()}",
-                     "enable.auto.commit": False, "log_level": 3})
+    return Consumer(
+        {
+            "bootstrap.servers": bootstrap,
+            "group.id": f"bench-{time.time_ns()}",
+            "enable.auto.commit": False,
+            "log_level": 3,
+        }
+    )
 
 
 @dataclass
@@ -112,8 +129,15 @@ async def submit_all(apis: list[str], load: Load, run: Run, tag: str) -> None:
     i mod len(apis), so the bench itself spreads the load across the replicas."""
     firsts = iter(range(0, load.messages, load.batch))
     per_api = -(-load.concurrency // len(apis))
-    clients = [httpx.AsyncClient(base_url=api, headers={"Authorization": f"Bearer {ADMIN_KEY}"}, timeout=60.0,
-                                 limits=httpx.Limits(max_connections=per_api)) for api in apis]
+    clients = [
+        httpx.AsyncClient(
+            base_url=api,
+            headers={"Authorization": f"Bearer {ADMIN_KEY}"},
+            timeout=60.0,
+            limits=httpx.Limits(max_connections=per_api),
+        )
+        for api in apis
+    ]
 
     async def worker(client: httpx.AsyncClient) -> None:
         for first in firsts:
@@ -152,7 +176,8 @@ def stages(delivered: list[tuple[TransactionStatus, float]]) -> dict[str, float]
         "accepted→attempt": [(a.started_at - s.created_at).total_seconds() for a, s, _ in rows],
         "attempt (body read + SMTP)": [(a.completed_at - a.started_at).total_seconds() for a, _, _ in rows],
         "attempt→status": [(s.updated_at - a.completed_at).total_seconds() for a, s, _ in rows],
-        "status→bench read": [seen - s.updated_at.timestamp() for _, s, seen in rows]}
+        "status→bench read": [seen - s.updated_at.timestamp() for _, s, seen in rows],
+    }
     return {name: pct(values, 0.5) for name, values in parts.items()}
 
 
@@ -168,11 +193,13 @@ def measure(stack: Stack, load: Load, sink: SmtpSink, *, tag: str = "", count_by
     consumer, run = kafka_consumer(bootstrap), Run()  # mail.status is assigned at its end offsets before any submit
     consumer.assign([TopicPartition(t, p, high) for (t, p), high in before.items() if t == STATUS.name])
     sink_base = sink.received
-    sampler = ProcessSampler(names={p.pid: name for name, p in stack.procs.items()},
-                             gauges={"sink_sessions": sink.sessions}).start()
+    sampler = ProcessSampler(
+        names={p.pid: name for name, p in stack.procs.items()}, gauges={"sink_sessions": sink.sessions}
+    ).start()
 
     async def load_and_watch() -> None:  # if a submit fails, asyncio.run cancels the watcher
         await asyncio.gather(submit_all(stack.apis, load, run, tag), watch_status(consumer, run, load.timeout))
+
     try:
         asyncio.run(load_and_watch())
     finally:
@@ -182,12 +209,19 @@ def measure(stack: Stack, load: Load, sink: SmtpSink, *, tag: str = "", count_by
     done = [run.done[tx] for tx in run.submitted if tx in run.done]
     delivered = {tx: run.done[tx] for tx in run.submitted if tx in run.done and run.done[tx][0].status == "delivered"}
     lat = [seen - run.submitted[tx] for tx, (_, seen) in delivered.items()]
-    arrivals = sink.arrivals.times[sink_base:sink_base + len(delivered)]
+    arrivals = sink.arrivals.times[sink_base : sink_base + len(delivered)]
     figures: dict[str, Any] = {
-        "messages": load.messages, "size": load.size, "concurrency": load.concurrency, "batch": load.batch,
-        "tenants": len(load.tenants) or 1, "submitted": len(run.submitted), "delivered": len(delivered),
+        "messages": load.messages,
+        "size": load.size,
+        "concurrency": load.concurrency,
+        "batch": load.batch,
+        "tenants": len(load.tenants) or 1,
+        "submitted": len(run.submitted),
+        "delivered": len(delivered),
         "failed": len(done) - len(delivered),
-        "missing": len(run.submitted) - len(done), "sink_received": sink.received - sink_base, "wall_s": wall,
+        "missing": len(run.submitted) - len(done),
+        "sink_received": sink.received - sink_base,
+        "wall_s": wall,
         "failures": [failure_summary(s) for s, _ in done if s.status != "delivered"][:5],
         "accepted_per_s": len(run.submitted) / (run.end - run.start),
         # the peers' clock: first submit → the delivered-th message counted at the sink
@@ -195,16 +229,20 @@ def measure(stack: Stack, load: Load, sink: SmtpSink, *, tag: str = "", count_by
         # mailstream's own confirmation: first submit → the last delivered status read from mail.status
         "confirmed_per_s": len(delivered) / (max(s for _, s in delivered.values()) - run.start) if delivered else 0,
         "submit_latency_s": {"p50": pct(run.submit_latency, 0.5), "p99": pct(run.submit_latency, 0.99)},
-        "delivered_latency_s": {"p50": pct(lat, 0.5), "p99": pct(lat, 0.99), "max": max(lat, default=float("nan")),
-                                "method": "exact: local read time of the delivered mail.status record - local "
-                                          "time its 200 came back"},
+        "delivered_latency_s": {
+            "p50": pct(lat, 0.5),
+            "p99": pct(lat, 0.99),
+            "max": max(lat, default=float("nan")),
+            "method": "exact: local read time of the delivered mail.status record - local time its 200 came back",
+        },
         "sink_latency_s": rank_latency(list(run.submitted.values()), arrivals),
         "stage_p50_s": stages(list(delivered.values())),
         **sampler.figures(wall, lambda label: label.startswith(SERVICES_AND_BROKER)),
     }
     if count_bytes:
-        figures["kafka_bytes_per_msg"] = kafka_bytes(stack, before, len(run.submitted), load.size,
-                                                     partial=bool(figures["missing"]))
+        figures["kafka_bytes_per_msg"] = kafka_bytes(
+            stack, before, len(run.submitted), load.size, partial=bool(figures["missing"])
+        )
     return figures
 
 
@@ -216,8 +254,15 @@ def kafka_bytes(stack: Stack, before: Offsets, submitted: int, size: int, *, par
     per_msg = {t: b / n for t, b in sorted(written.items()) if b}
     total = sum(per_msg.values())
     mail = sum(b for t, b in per_msg.items() if t.startswith("mail.") and t not in CHANGELOGS)
-    return {"mail": mail, "changelogs": total - mail, "all": total, "by_topic": per_msg, "partial": partial,
-            "ratio_mail": mail / size, "ratio_all": total / size}
+    return {
+        "mail": mail,
+        "changelogs": total - mail,
+        "all": total,
+        "by_topic": per_msg,
+        "partial": partial,
+        "ratio_mail": mail / size,
+        "ratio_all": total / size,
+    }
 
 
 def record_prefixes(stack: Stack) -> tuple[str, ...]:

@@ -47,18 +47,22 @@ def run_postfix(tools: Tools, load: Load, *, warmup: int = 0) -> dict[str, Any]:
                     run_smtp_source(tools, mta.port, load, messages=warmup)
                     sink.arrivals.wait_for(warmup, time.time() + load.timeout)
                 base = sink.received
-                warm = {"messages": warmup, "delivered": base, "failed": 0, "missing": warmup - base,
-                        "failures": []} if warmup else None
+                warm = (
+                    {"messages": warmup, "delivered": base, "failed": 0, "missing": warmup - base, "failures": []}
+                    if warmup
+                    else None
+                )
                 master = mta.master_pid()
-                sampler = ProcessSampler(roots={master: "postfix/"} if master else {},
-                                         gauges={"sink_sessions": sink.sessions}).start()
+                sampler = ProcessSampler(
+                    roots={master: "postfix/"} if master else {}, gauges={"sink_sessions": sink.sessions}
+                ).start()
                 start = time.time()
                 try:
                     submits = run_smtp_source(tools, mta.port, load)
                     sink.arrivals.wait_for(base + load.messages, time.time() + load.timeout)
                 finally:
                     sampler.stop()
-                arrivals = sink.arrivals.times[base:base + load.messages]
+                arrivals = sink.arrivals.times[base : base + load.messages]
                 end = arrivals[-1] if len(arrivals) == load.messages else time.time()
                 outcomes = mta.wait_outcomes(warmup + len(arrivals))
                 log_tail = mta.log_tail(10)
@@ -69,10 +73,17 @@ def run_postfix(tools: Tools, load: Load, *, warmup: int = 0) -> dict[str, Any]:
     unsent = {status: n for status, n in outcomes.items() if status != "sent"}
     delivered = len(arrivals)
     return {
-        "messages": load.messages, "size": load.size, "concurrency": load.concurrency, "batch": 1,
-        "submitted": submits.count, "delivered": delivered, "failed": sum(unsent.values()),
-        "missing": load.messages - delivered - sum(unsent.values()), "sink_received": delivered,
-        "maillog_status": dict(outcomes), "wall_s": end - start,
+        "messages": load.messages,
+        "size": load.size,
+        "concurrency": load.concurrency,
+        "batch": 1,
+        "submitted": submits.count,
+        "delivered": delivered,
+        "failed": sum(unsent.values()),
+        "missing": load.messages - delivered - sum(unsent.values()),
+        "sink_received": delivered,
+        "maillog_status": dict(outcomes),
+        "wall_s": end - start,
         "failures": [f"{n} x status={s}" for s, n in unsent.items()] + ([] if not unsent else [log_tail]),
         "warmup": warm,
         "accepted_per_s": submits.count / (submits.times[-1] - start) if submits.times else 0.0,

@@ -79,9 +79,16 @@ def main() -> int:
     egress = MemoryProcessor(bus, [READY.name], EgressStage(policies), keep_changelog=False)
     outs = [counting(queues, QUEUE_STATE.name), counting(egress, EGRESS_STATE.name)]
     now = fixtures.T0
-    base = fixtures.accepted().model_copy(update={"send_at": None, "received_at": now, "priority": None,
-                                                  "tenant": "bench", "campaign": None,
-                                                  "queue": "bench@example.com"})
+    base = fixtures.accepted().model_copy(
+        update={
+            "send_at": None,
+            "received_at": now,
+            "priority": None,
+            "tenant": "bench",
+            "campaign": None,
+            "queue": "bench@example.com",
+        }
+    )
     key = route_key(base.tenant, base.queue).encode()
     egress.tick(now)  # stage 2 settles its egress grouping first
     egress.step(now, discard=True)
@@ -107,10 +114,23 @@ def main() -> int:
         answers = []
         for record in bus.read(DELIVERY.name):
             task = decode(record.value, DeliveryTask)
-            answers.append(encode(DeliveryResponse(
-                id=task.id, attempt=task.attempt, attempt_id=task.attempt_id, queue=task.queue,
-                outcome="DELIVERED", response=fixtures.OK_250, egress_source=task.egress_source,
-                egress_path=task.egress_path, peer_address="127.0.0.1:2525", started_at=now, completed_at=now)))
+            answers.append(
+                encode(
+                    DeliveryResponse(
+                        id=task.id,
+                        attempt=task.attempt,
+                        attempt_id=task.attempt_id,
+                        queue=task.queue,
+                        outcome="DELIVERED",
+                        response=fixtures.OK_250,
+                        egress_source=task.egress_source,
+                        egress_path=task.egress_path,
+                        peer_address="127.0.0.1:2525",
+                        started_at=now,
+                        completed_at=now,
+                    )
+                )
+            )
         delivered += len(answers)
         bus.topics.clear()  # status, events, delivery: the broker's
         for value in answers:
@@ -128,9 +148,14 @@ def main() -> int:
 
     written = outs[0].written + outs[1].written
     per_topic = {topic: round(b / n) for topic, b in sorted(written.items(), key=lambda kv: -kv[1])}
-    figures = {"messages": n, "batch": args.batch, "delivered": delivered,
-               "stages_us_per_message": round(stages_s / n * 1e6, 1),
-               "bytes_per_message": round(sum(written.values()) / n), "bytes_by_topic": per_topic}
+    figures = {
+        "messages": n,
+        "batch": args.batch,
+        "delivered": delivered,
+        "stages_us_per_message": round(stages_s / n * 1e6, 1),
+        "bytes_per_message": round(sum(written.values()) / n),
+        "bytes_by_topic": per_topic,
+    }
     if args.json:
         print(json.dumps(figures))
     else:

@@ -85,8 +85,14 @@ def main() -> int:
         t = time.perf_counter()
         for i in range(first, min(n, first + CHUNK)):
             tenant = f"t{i % args.tenants}"
-            msg = base.model_copy(update={"id": str(uuid.UUID(int=i)), "tenant": tenant,
-                                          "queue": f"spring:{tenant}@example.com", "recipient": f"r{i}@example.com"})
+            msg = base.model_copy(
+                update={
+                    "id": str(uuid.UUID(int=i)),
+                    "tenant": tenant,
+                    "queue": f"spring:{tenant}@example.com",
+                    "recipient": f"r{i}@example.com",
+                }
+            )
             bus.send(ACCEPTED.name, route_key(msg.tenant, msg.queue).encode(), encode(msg))
         produce_s += time.perf_counter() - t
         t = time.perf_counter()
@@ -111,9 +117,17 @@ def main() -> int:
         for record in fresh:
             task = decode(record.value, DeliveryTask)
             answer = DeliveryResponse(
-                id=task.id, attempt=task.attempt, attempt_id=task.attempt_id, queue=task.queue, outcome="DELIVERED",
-                response=fixtures.OK_250, egress_source=task.egress_source, egress_path=task.egress_path,
-                started_at=now, completed_at=now)
+                id=task.id,
+                attempt=task.attempt,
+                attempt_id=task.attempt_id,
+                queue=task.queue,
+                outcome="DELIVERED",
+                response=fixtures.OK_250,
+                egress_source=task.egress_source,
+                egress_path=task.egress_path,
+                started_at=now,
+                completed_at=now,
+            )
             bus.send(RESPONSES.name, route_key(task.tenant, task.queue).encode(), encode(answer))
         delivered += len(fresh)
         queues.step(now, discard=True)
@@ -123,13 +137,15 @@ def main() -> int:
     drain_s = time.perf_counter() - t
 
     figures = {
-        "messages": n, "held_in_egress_state": held,
+        "messages": n,
+        "held_in_egress_state": held,
         "stage1_accept_plus_stage2_hold_per_s": round(n / queue_s),
         "drain_release_plus_response_per_s": round(delivered / drain_s) if drain_s else None,
         "delivered": delivered,
         "peer_serde_roundtrip_per_s": round(serde_per_s),
         "ratio_stage_events_vs_serde": round((2 * n / queue_s) / serde_per_s, 3),
-        "rss_mb_before": round(rss_before), "rss_mb_with_all_held": round(rss_held),
+        "rss_mb_before": round(rss_before),
+        "rss_mb_with_all_held": round(rss_held),
         "state_bytes_per_message": round((rss_held - rss_before) * 2**20 / n),
         "producing_test_records_s": round(produce_s, 1),
     }

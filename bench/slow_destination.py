@@ -45,8 +45,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     return p.parse_args(argv)
 
 
-async def fast_round(producer: EventProducer, sink: RecordingSink, config: Config, body: BodyRef, count: int,
-                     label: str, deadline: float) -> float:
+async def fast_round(
+    producer: EventProducer, sink: RecordingSink, config: Config, body: BodyRef, count: int, label: str, deadline: float
+) -> float:
     """Delivered/s of one round: its messages over the time from before publishing to the sink's last one."""
     run = f"{label}-{uuid.uuid4().hex[:6]}"
     tasks = tasks_for(config, FAST, run, count, body)
@@ -83,8 +84,7 @@ async def measure(bootstrap: str, args: argparse.Namespace) -> int:
             body = await put_body(producer, b"Subject: bench\r\n\r\n" + (b"x" * 78 + b"\r\n") * 25)
             both = (config, body, args.fast_messages)
             await fast_round(producer, sink, *both, "warmup", args.timeout)
-            alone = [await fast_round(producer, sink, *both, f"alone{i}", args.timeout)
-                     for i in range(args.rounds)]
+            alone = [await fast_round(producer, sink, *both, f"alone{i}", args.timeout) for i in range(args.rounds)]
             run = uuid.uuid4().hex[:6]
             slow = tasks_for(config, SLOW, run, args.tarpit_messages, body)
             await publish(producer, slow)
@@ -92,8 +92,7 @@ async def measure(bootstrap: str, args: argparse.Namespace) -> int:
             in_flight = min(args.tarpit_messages, Gate(config.delivery.concurrency).path_slots)
             if not await until(lambda: tarpit.connections >= in_flight, args.timeout):  # each holds one
                 raise RuntimeError(f"the tarpit got {tarpit.connections} of {in_flight} connections")
-            beside = [await fast_round(producer, sink, *both, f"tarpit{i}", args.timeout)
-                      for i in range(args.rounds)]
+            beside = [await fast_round(producer, sink, *both, f"tarpit{i}", args.timeout) for i in range(args.rounds)]
             finished_early = len(tarpit.messages)
             await until(lambda: len(tarpit.messages) >= args.tarpit_messages, 20 * args.reply_delay)
             slow_done = len(tarpit.messages)
@@ -105,9 +104,11 @@ async def measure(bootstrap: str, args: argparse.Namespace) -> int:
     print(f"fast path alone          {a:8.1f} delivered/s  (rounds: {', '.join(f'{r:.0f}' for r in alone)})")
     print(f"fast path beside tarpit  {b:8.1f} delivered/s  (rounds: {', '.join(f'{r:.0f}' for r in beside)})")
     print(f"ratio                    {b / a:8.3f}  (bar: >= 0.90)")
-    print(f"tarpit: {args.tarpit_messages} messages, {args.reply_delay:.0f} s per reply, {tarpit.connections} "
-          f"connections; {finished_early} finished during the measurement (must be 0), {slow_done} delivered in "
-          f"the end")
+    print(
+        f"tarpit: {args.tarpit_messages} messages, {args.reply_delay:.0f} s per reply, {tarpit.connections} "
+        f"connections; {finished_early} finished during the measurement (must be 0), {slow_done} delivered in "
+        f"the end"
+    )
     print(f"load average: {' '.join(f'{x:.2f}' for x in os.getloadavg())}")
     return 0 if finished_early == 0 and slow_done == args.tarpit_messages else 1
 

@@ -27,10 +27,20 @@ RECIPIENT_DOMAIN = PEER_RECIPIENT.rpartition("@")[2]
 def gateway_section(tenant: str, concurrency: int) -> dict[str, Any]:
     """One ingress listener receiving the bench's recipient domain for `tenant` (no AUTH: smtp-source has none,
     and a submission listener without AUTH is not allowed); the cut-through wait is mailstream's default."""
-    return {"hostname": "gateway.bench.test", "message_id_domain": "gateway.bench.test", "web_port": free_port(),
-            "listeners": [{"name": "ingress", "port": free_port(), "mode": "ingress",
-                           "max_connections_per_client": max(50, 2 * concurrency)}],
-            "ingress_domains": [{"domain": RECIPIENT_DOMAIN, "tenant": tenant}]}
+    return {
+        "hostname": "gateway.bench.test",
+        "message_id_domain": "gateway.bench.test",
+        "web_port": free_port(),
+        "listeners": [
+            {
+                "name": "ingress",
+                "port": free_port(),
+                "mode": "ingress",
+                "max_connections_per_client": max(50, 2 * concurrency),
+            }
+        ],
+        "ingress_domains": [{"domain": RECIPIENT_DOMAIN, "tenant": tenant}],
+    }
 
 
 def ingress_port(stack: Stack) -> int:
@@ -60,8 +70,9 @@ def measure(stack: Stack, tools: Tools, load: Load, sink: SmtpSink, *, count_byt
     consumer = http_inject.kafka_consumer(stack.bootstrap)  # at mail.status's end offsets before the first submit
     consumer.assign([TopicPartition(t, p, high) for (t, p), high in before.items() if t == STATUS.name])
     sink_base = sink.received
-    sampler = ProcessSampler(names={p.pid: name for name, p in stack.procs.items()},
-                             gauges={"sink_sessions": sink.sessions}).start()
+    sampler = ProcessSampler(
+        names={p.pid: name for name, p in stack.procs.items()}, gauges={"sink_sessions": sink.sessions}
+    ).start()
     done: dict[str, tuple[TransactionStatus, float]] = {}  # tx id → (record, local time read)
     start = time.time()
     finished = 0.0
@@ -91,25 +102,37 @@ def measure(stack: Stack, tools: Tools, load: Load, sink: SmtpSink, *, count_byt
     wall = time.time() - start
     delivered = [entry for entry in done.values() if entry[0].status == "delivered"]
     lat = [seen - s.created_at.timestamp() for s, seen in delivered]
-    arrivals = sink.arrivals.times[sink_base:sink_base + len(delivered)]
+    arrivals = sink.arrivals.times[sink_base : sink_base + len(delivered)]
     data_wall = (submits.times[-1] - start) if submits.times else float("nan")
     figures: dict[str, Any] = {
-        "messages": load.messages, "size": load.size, "concurrency": load.concurrency, "batch": 1,
-        "submitted": submits.count, "delivered": len(delivered), "failed": len(done) - len(delivered),
-        "missing": load.messages - len(done), "sink_received": sink.received - sink_base, "wall_s": wall,
+        "messages": load.messages,
+        "size": load.size,
+        "concurrency": load.concurrency,
+        "batch": 1,
+        "submitted": submits.count,
+        "delivered": len(delivered),
+        "failed": len(done) - len(delivered),
+        "missing": load.messages - len(done),
+        "sink_received": sink.received - sink_base,
+        "wall_s": wall,
         "failures": [http_inject.failure_summary(s) for s, _ in done.values() if s.status != "delivered"][:5],
         "accepted_per_s": submits.count / data_wall if submits.times else 0.0,
         "delivered_per_s": len(arrivals) / (arrivals[-1] - start) if arrivals else 0.0,
         "confirmed_per_s": len(delivered) / (max(seen for _, seen in delivered) - start) if delivered else 0.0,
         # Little's law: each of the `concurrency` sessions sends its messages one after another
         "smtp_transaction_s": load.concurrency * data_wall / submits.count if submits.count else float("nan"),
-        "delivered_latency_s": {"p50": pct(lat, 0.5), "p99": pct(lat, 0.99), "max": max(lat, default=float("nan")),
-                                "method": "exact: the gateway's created_at in the status - local read time of "
-                                          "the delivered mail.status record"},
+        "delivered_latency_s": {
+            "p50": pct(lat, 0.5),
+            "p99": pct(lat, 0.99),
+            "max": max(lat, default=float("nan")),
+            "method": "exact: the gateway's created_at in the status - local read time of "
+            "the delivered mail.status record",
+        },
         "stage_p50_s": http_inject.stages(delivered),
         **sampler.figures(wall, lambda label: label.startswith((*http_inject.SERVICES_AND_BROKER, "gateway"))),
     }
     if count_bytes:
-        figures["kafka_bytes_per_msg"] = http_inject.kafka_bytes(stack, before, submits.count, load.size,
-                                                     partial=bool(figures["missing"]))
+        figures["kafka_bytes_per_msg"] = http_inject.kafka_bytes(
+            stack, before, submits.count, load.size, partial=bool(figures["missing"])
+        )
     return figures

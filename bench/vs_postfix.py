@@ -49,21 +49,33 @@ DELIVERY_TIMEOUTS = {"connect_timeout": "30s", "command_timeout": "5m"}
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    add_load_options(p, messages_help="messages (= recipients = transactions) per run",
-                     concurrency_help="smtp-source sessions and HTTP requests in flight",
-                     timeout_help="seconds to wait for the last delivery of a run")
+    add_load_options(
+        p,
+        messages_help="messages (= recipients = transactions) per run",
+        concurrency_help="smtp-source sessions and HTTP requests in flight",
+        timeout_help="seconds to wait for the last delivery of a run",
+    )
     p.add_argument("--warmup", type=int, default=64, help="unmeasured messages sent before each run (0: none)")
-    p.add_argument("--scenarios", default=",".join(SCENARIOS),
-                   help=f"comma-separated, from {','.join(SCENARIOS)} (default: all)")
+    p.add_argument(
+        "--scenarios", default=",".join(SCENARIOS), help=f"comma-separated, from {','.join(SCENARIOS)} (default: all)"
+    )
     p.add_argument("--ingest", type=int, default=1, help="ingest processes (the bench spreads requests over them)")
     p.add_argument("--scheduler", type=int, default=1, help="scheduler processes")
     p.add_argument("--delivery", type=int, default=1, help="delivery processes")
     p.add_argument("--gateway", type=int, default=1, help="gateway processes, sharing the SMTP port")
-    p.add_argument("--tenants", type=int, default=1,
-                   help="spread mailstream's requests over this many tenants, each with its own egress pool and "
-                        "source (default 1: one key per topic, so one partition does all the work)")
-    p.add_argument("--partitions", type=int, default=None,
-                   help="partitions per keyed topic (MAILSTREAM_PARTITIONS for the services; default 8)")
+    p.add_argument(
+        "--tenants",
+        type=int,
+        default=1,
+        help="spread mailstream's requests over this many tenants, each with its own egress pool and "
+        "source (default 1: one key per topic, so one partition does all the work)",
+    )
+    p.add_argument(
+        "--partitions",
+        type=int,
+        default=None,
+        help="partitions per keyed topic (MAILSTREAM_PARTITIONS for the services; default 8)",
+    )
     p.add_argument("--json", action="store_true", help="print one JSON object instead of the figure block")
     args = p.parse_args(argv)
     args.scenarios = [s.strip() for s in args.scenarios.split(",") if s.strip()]
@@ -82,8 +94,9 @@ def ok(figures: dict[str, Any]) -> bool:
     return bool(figures["delivered"] == figures["messages"] and not figures["failed"] and not figures["missing"])
 
 
-def run_mailstream(args: argparse.Namespace, tools: Tools, workdir: Path, load: Load,
-                   placed: dict[str, int]) -> list[dict[str, Any]]:
+def run_mailstream(
+    args: argparse.Namespace, tools: Tools, workdir: Path, load: Load, placed: dict[str, int]
+) -> list[dict[str, Any]]:
     """Starts a broker (unless KAFKA_BOOTSTRAP_SERVERS), a sink and the stack once, runs the HTTP (and SMTP)
     scenarios in order, each after its warm-up, and stops everything. `placed` receives how many partitions of
     each keyed topic the tenants' keys reach."""
@@ -107,9 +120,17 @@ def run_mailstream(args: argparse.Namespace, tools: Tools, workdir: Path, load: 
         if CUT_THROUGH.keys() & set(wanted):  # one tenant receives the bench's recipient domain over SMTP
             overrides["gateway"] = smtp_inject.gateway_section(tenants[0] if tenants else "bench", load.concurrency)
         config = stack_config(bootstrap, sink.address, workdir, **overrides)
-        stack = Stack(config, workdir, partitions=args.partitions,
-                      replicas={"ingest": args.ingest, "scheduler": args.scheduler, "delivery": args.delivery,
-                                "gateway": args.gateway})
+        stack = Stack(
+            config,
+            workdir,
+            partitions=args.partitions,
+            replicas={
+                "ingest": args.ingest,
+                "scheduler": args.scheduler,
+                "delivery": args.delivery,
+                "gateway": args.gateway,
+            },
+        )
         cleanup.callback(stack.stop)
         stack.start()
         for n, scenario in enumerate(wanted):
@@ -120,33 +141,48 @@ def run_mailstream(args: argparse.Namespace, tools: Tools, workdir: Path, load: 
             shaped = Load(load.messages, load.concurrency, load.size, batch, load.timeout, tenants)
             warm: dict[str, Any] | None = None
             if args.warmup:
-                warm = http_inject.measure(stack, replace(shaped, messages=args.warmup), sink, tag=f"w{n}-",
-                                           count_bytes=False)
+                warm = http_inject.measure(
+                    stack, replace(shaped, messages=args.warmup), sink, tag=f"w{n}-", count_bytes=False
+                )
             figures = http_inject.measure(stack, shaped, sink, tag=f"m{n}-")
-            figures["warmup"] = None if warm is None else {k: warm[k] for k in ("messages", "delivered", "failed",
-                                                                               "missing", "failures")}
+            figures["warmup"] = (
+                None
+                if warm is None
+                else {k: warm[k] for k in ("messages", "delivered", "failed", "missing", "failures")}
+            )
             runs.append({"scenario": scenario, "system": "mailstream", **figures})
             if not ok(figures) or (warm is not None and not ok(warm)):
-                print(f"{scenario}: not every message ended delivered; service logs:\n"
-                      + "\n".join(stack.log_tail(s, 15) for s in stack.procs), file=sys.stderr)
+                print(
+                    f"{scenario}: not every message ended delivered; service logs:\n"
+                    + "\n".join(stack.log_tail(s, 15) for s in stack.procs),
+                    file=sys.stderr,
+                )
     return runs
 
 
-def run_smtp(args: argparse.Namespace, tools: Tools, stack: Stack, sink: SmtpSink, load: Load,
-             scenario: str) -> dict[str, Any]:
+def run_smtp(
+    args: argparse.Namespace, tools: Tools, stack: Stack, sink: SmtpSink, load: Load, scenario: str
+) -> dict[str, Any]:
     """smtp-source through the gateway with the scenario's cut-through wait (the gateways restart to change it)."""
     wait = CUT_THROUGH[scenario]
     smtp_inject.set_cut_through(stack, wait)
-    warm = smtp_inject.measure(stack, tools, replace(load, messages=args.warmup), sink, count_bytes=False) \
-        if args.warmup else None
+    warm = (
+        smtp_inject.measure(stack, tools, replace(load, messages=args.warmup), sink, count_bytes=False)
+        if args.warmup
+        else None
+    )
     figures = smtp_inject.measure(stack, tools, load, sink)
-    figures["warmup"] = None if warm is None else {k: warm[k] for k in ("messages", "delivered", "failed", "missing",
-                                                                       "failures")}
+    figures["warmup"] = (
+        None if warm is None else {k: warm[k] for k in ("messages", "delivered", "failed", "missing", "failures")}
+    )
     default = GatewayConfig.model_fields["cut_through_wait"].default.total_seconds()
     figures["cut_through_wait"] = wait or f"{default:g}s (the default)"
     if not ok(figures) or (warm is not None and not ok(warm)):
-        print(f"{scenario}: not every message ended delivered; service logs:\n"
-              + "\n".join(stack.log_tail(s, 15) for s in stack.procs), file=sys.stderr)
+        print(
+            f"{scenario}: not every message ended delivered; service logs:\n"
+            + "\n".join(stack.log_tail(s, 15) for s in stack.procs),
+            file=sys.stderr,
+        )
     return {"scenario": scenario, "system": "mailstream", **figures}
 
 
@@ -182,15 +218,30 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         r["ratio_to_postfix"] = r["delivered_per_s"] / mean if mean else None
         r["ok"] = ok(r) and (r["warmup"] is None or ok(r["warmup"]))
     return {
-        "settings": {"messages": args.messages, "size": args.size, "concurrency": args.concurrency,
-                     "warmup": args.warmup, "timeout_s": args.timeout, "scenarios": args.scenarios,
-                     "ingest": args.ingest, "scheduler": args.scheduler, "delivery": args.delivery,
-                     "gateway": args.gateway, "partitions": args.partitions or PARTITIONS, "tenants": args.tenants,
-                     "partitions_reached": placed},
-        "machine": {"cpus": os.cpu_count(), "platform": platform.platform(), "temp_fs": temp_fs,
-                    "load_average_start": started_load, "load_average_end": os.getloadavg(),
-                    "postfix": private_postfix.version(), "kafka": os.environ.get("KAFKA_BOOTSTRAP_SERVERS") or
-                    "private broker (tests.infra.broker.LocalBroker)"},
+        "settings": {
+            "messages": args.messages,
+            "size": args.size,
+            "concurrency": args.concurrency,
+            "warmup": args.warmup,
+            "timeout_s": args.timeout,
+            "scenarios": args.scenarios,
+            "ingest": args.ingest,
+            "scheduler": args.scheduler,
+            "delivery": args.delivery,
+            "gateway": args.gateway,
+            "partitions": args.partitions or PARTITIONS,
+            "tenants": args.tenants,
+            "partitions_reached": placed,
+        },
+        "machine": {
+            "cpus": os.cpu_count(),
+            "platform": platform.platform(),
+            "temp_fs": temp_fs,
+            "load_average_start": started_load,
+            "load_average_end": os.getloadavg(),
+            "postfix": private_postfix.version(),
+            "kafka": os.environ.get("KAFKA_BOOTSTRAP_SERVERS") or "private broker (tests.infra.broker.LocalBroker)",
+        },
         "postfix_tuning": postfix_mta.tuning(args.concurrency, "[127.0.0.1]:<sink port>") if peer else None,
         "postfix_mean_delivered_per_s": mean,
         "skipped": skipped,
@@ -211,7 +262,8 @@ def report(result: dict[str, Any]) -> str:
         f"per run; mailstream: ingest {s['ingest']}, scheduler {s['scheduler']}, delivery {s['delivery']}, "
         f"gateway {s['gateway']}, "
         f"partitions {s['partitions']}, tenants {s['tenants']} (partitions their keys reach: "
-        + (", ".join(f"{t} {n}" for t, n in s["partitions_reached"].items()) or "-") + ")",
+        + (", ".join(f"{t} {n}" for t, n in s["partitions_reached"].items()) or "-")
+        + ")",
         f"machine       {m['cpus']} CPUs, load average {start_load} at start, {end_load} at end; "
         f"temp fs {m['temp_fs']}; "
         f"Postfix {m['postfix']}; Kafka {m['kafka']}",
@@ -222,40 +274,52 @@ def report(result: dict[str, Any]) -> str:
     for r in result["runs"]:
         lat = r.get("delivered_latency_s") or r["sink_latency_s"]
         kb = r.get("kafka_bytes_per_msg")
-        outcome = "ok" if r["ok"] else (f"FAILED: delivered {r['delivered']}, failed {r['failed']}, "
-                                        f"missing {r['missing']}")
+        outcome = (
+            "ok" if r["ok"] else (f"FAILED: delivered {r['delivered']}, failed {r['failed']}, missing {r['missing']}")
+        )
         lines.append(
             f"{r['scenario']:<11} {r['batch']:>8} {r['delivered_per_s']:>8.1f} {_num(r['ratio_to_postfix'], '.3f'):>6} "
             f"{r['accepted_per_s']:>8.1f} {_num(lat['p50'], '.3f'):>7} {_num(lat['p99'], '.3f'):>7} "
             f"{'exact' if 'delivered_latency_s' in r else 'est.':>5} "
             f"{r['system_cpu_percent']:>8.0f} {r['system_peak_rss_mb']:>7.0f} "
-            f"{_num(kb['all'] if kb else None, '.0f'):>11}  {outcome}")
+            f"{_num(kb['all'] if kb else None, '.0f'):>11}  {outcome}"
+        )
     mean = result["postfix_mean_delivered_per_s"]
     lines.append(f"postfix mean  {_num(mean, '.1f')} delivered/s (ratio = delivered/s ÷ this)")
     lines += [f"skipped       {k}: {v}" for k, v in result["skipped"].items()]
-    lines += ["", "dlvd/s: first submit → the last message counted at the smtp-sink. p50/p99: submit → delivered; "
-              "mailstream: exact per transaction (200 → delivered status read); postfix: estimated (k-th accepted "
-              "DATA → k-th arrival at the sink). sys: the system under test only (mailstream: services + broker; "
-              "postfix: its daemons), CPU % of the run's wall time (200 % = both cores), RSS summed per process. "
-              "smtp rows: acc/s counts DATA replies (after cut-through's wait), p50/p99 run from the gateway's "
-              "created_at to the delivered status read (exact)."]
+    lines += [
+        "",
+        "dlvd/s: first submit → the last message counted at the smtp-sink. p50/p99: submit → delivered; "
+        "mailstream: exact per transaction (200 → delivered status read); postfix: estimated (k-th accepted "
+        "DATA → k-th arrival at the sink). sys: the system under test only (mailstream: services + broker; "
+        "postfix: its daemons), CPU % of the run's wall time (200 % = both cores), RSS summed per process. "
+        "smtp rows: acc/s counts DATA replies (after cut-through's wait), p50/p99 run from the gateway's "
+        "created_at to the delivered status read (exact).",
+    ]
     for r in result["runs"]:
-        lines += ["", f"--- {r['scenario']} ({r['system']}, {r['batch']} rcpt/request): wall {r['wall_s']:.1f} s, "
-                  f"submitted {r['submitted']}, delivered {r['delivered']}, at the sink {r['sink_received']} "
-                  f"over at most {r.get('peak_sink_sessions', 0):.0f} connections at once"]
+        lines += [
+            "",
+            f"--- {r['scenario']} ({r['system']}, {r['batch']} rcpt/request): wall {r['wall_s']:.1f} s, "
+            f"submitted {r['submitted']}, delivered {r['delivered']}, at the sink {r['sink_received']} "
+            f"over at most {r.get('peak_sink_sessions', 0):.0f} connections at once",
+        ]
         if r["system"] == "mailstream":
             lines += _latencies(r)
             lines.append("  stage p50   " + ", ".join(f"{k} {v:.2f} s" for k, v in r["stage_p50_s"].items()))
             kb = r["kafka_bytes_per_msg"]
-            lines.append(f"  kafka bytes {kb['mail']:.0f} B/msg in mail.* records ({kb['ratio_mail']:.2f} x size), "
-                         f"{kb['all']:.0f} B/msg with the scheduler changelogs ({kb['ratio_all']:.2f} x size)"
-                         + (" PARTIAL RUN" if kb["partial"] else ""))
+            lines.append(
+                f"  kafka bytes {kb['mail']:.0f} B/msg in mail.* records ({kb['ratio_mail']:.2f} x size), "
+                f"{kb['all']:.0f} B/msg with the scheduler changelogs ({kb['ratio_all']:.2f} x size)"
+                + (" PARTIAL RUN" if kb["partial"] else "")
+            )
             lines += [f"    {t:<54} {b:7.0f} B/msg" for t, b in kb["by_topic"].items()]
         else:
             lines.append(f"  maillog     {r['maillog_status']}")
         lines.append(f"  {'process':<26} n  peak RSS   CPU %")
-        lines += [f"    {k:<23} {r['process_count'][k]:>3} {v:6.0f} MB {r['cpu_percent'].get(k, 0):6.0f} %"
-                  for k, v in r["peak_rss_mb"].items()]
+        lines += [
+            f"    {k:<23} {r['process_count'][k]:>3} {v:6.0f} MB {r['cpu_percent'].get(k, 0):6.0f} %"
+            for k, v in r["peak_rss_mb"].items()
+        ]
         lines += [f"  failure     {f}" for f in r["failures"]]
     if result["postfix_tuning"]:
         lines += ["", "postfix main.cf, changed from the defaults:"]
@@ -267,13 +331,19 @@ def _latencies(r: dict[str, Any]) -> list[str]:
     dl = r["delivered_latency_s"]
     confirmed = f"  confirmed/s {r['confirmed_per_s']:.1f} (to the last delivered status read)"
     if "smtp_transaction_s" in r:
-        return [confirmed, f"  cut-through wait {r['cut_through_wait']}; SMTP transaction "
-                f"{r['smtp_transaction_s']:.3f} s on average (concurrency × time to the last DATA reply ÷ messages)",
-                f"  created→dlvd p50 {dl['p50']:.3f} s  p99 {dl['p99']:.3f} s (exact)"]
+        return [
+            confirmed,
+            f"  cut-through wait {r['cut_through_wait']}; SMTP transaction "
+            f"{r['smtp_transaction_s']:.3f} s on average (concurrency × time to the last DATA reply ÷ messages)",
+            f"  created→dlvd p50 {dl['p50']:.3f} s  p99 {dl['p99']:.3f} s (exact)",
+        ]
     sub, sk = r["submit_latency_s"], r["sink_latency_s"]
-    return [confirmed, f"  submit lat  p50 {sub['p50'] * 1000:.0f} ms  p99 {sub['p99'] * 1000:.0f} ms (per request)",
-            f"  submit→dlvd p50 {dl['p50']:.3f} s  p99 {dl['p99']:.3f} s (exact); at the sink, estimated as for "
-            f"postfix: p50 {_num(sk['p50'], '.3f')} s  p99 {_num(sk['p99'], '.3f')} s"]
+    return [
+        confirmed,
+        f"  submit lat  p50 {sub['p50'] * 1000:.0f} ms  p99 {sub['p99'] * 1000:.0f} ms (per request)",
+        f"  submit→dlvd p50 {dl['p50']:.3f} s  p99 {dl['p99']:.3f} s (exact); at the sink, estimated as for "
+        f"postfix: p50 {_num(sk['p50'], '.3f')} s  p99 {_num(sk['p99'], '.3f')} s",
+    ]
 
 
 def finite(value: Any) -> Any:

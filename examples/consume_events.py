@@ -42,8 +42,14 @@ def main() -> None:
     parser.add_argument("--topic", default="mail.events")
     args = parser.parse_args()
     schemas = load_schemas(args.schemas)
-    consumer = Consumer({"bootstrap.servers": args.bootstrap, "group.id": "example-analyst",
-                         "auto.offset.reset": "earliest", "isolation.level": "read_committed"})
+    consumer = Consumer(
+        {
+            "bootstrap.servers": args.bootstrap,
+            "group.id": "example-analyst",
+            "auto.offset.reset": "earliest",
+            "isolation.level": "read_committed",
+        }
+    )
     consumer.subscribe([args.topic])
     try:
         while (msg := consumer.poll(5.0)) is not None:

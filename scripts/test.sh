@@ -10,8 +10,9 @@ cd "$(dirname "$0")/.."
 
 bash scripts/bootstrap.sh
 
-echo "test.sh: ruff check ." >&2
+echo "test.sh: ruff check . && ruff format --check ." >&2
 .venv/bin/ruff check .
+.venv/bin/ruff format --check . # one layout: `ruff format` writes it
 echo "test.sh: mypy" >&2
 .venv/bin/mypy         # the mailstream package (pyproject.toml)
 .venv/bin/mypy tests bench examples

@@ -41,8 +41,10 @@ def main() -> int:
     import runpy
 
     services = ("ingest", "scheduler", "delivery", "gateway", "webhooks", "capture-sink")
-    usage = (f"usage: mailstream {{{','.join(services)}}} [--config FILE]  (SERVICE --help: its options)\n"
-             "       mailstream hash-password  (reads a password on stdin, prints the hash for gateway.users)")
+    usage = (
+        f"usage: mailstream {{{','.join(services)}}} [--config FILE]  (SERVICE --help: its options)\n"
+        "       mailstream hash-password  (reads a password on stdin, prints the hash for gateway.users)"
+    )
     if len(sys.argv) == 2 and sys.argv[1] in ("-h", "--help"):
         print(usage)
         return 0

@@ -43,10 +43,12 @@ class PathShapes:
 
     def _resolve(self, source: str, site: str, domain: str) -> PathShape:
         rules = self._egress.paths
-        by_dest = next((r for r in rules if r.source is None and r.site == site), None) \
-            or next((r for r in rules if r.source is None and r.domain == domain), None)
-        by_source = next((r for r in rules if r.source == source and r.site == site), None) \
-            or next((r for r in rules if r.source == source and r.domain == domain), None)
+        by_dest = next((r for r in rules if r.source is None and r.site == site), None) or next(
+            (r for r in rules if r.source is None and r.domain == domain), None
+        )
+        by_source = next((r for r in rules if r.source == source and r.site == site), None) or next(
+            (r for r in rules if r.source == source and r.domain == domain), None
+        )
         merged = _set_fields(self._egress.path_defaults)
         for layer in (by_dest, by_source):
             if layer is not None:

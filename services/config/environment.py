@@ -31,7 +31,7 @@ def key_variables(env: Mapping[str, str]) -> dict[str, tuple[str, ...]]:
     for name in sorted(env):
         if not name.startswith(PREFIX) or SEPARATOR not in name:
             continue
-        path = tuple(part.lower() for part in name[len(PREFIX):].split(SEPARATOR))
+        path = tuple(part.lower() for part in name[len(PREFIX) :].split(SEPARATOR))
         if not all(path):
             raise VariableError(f"{name}: empty key name (write MAILSTREAM_SECTION__KEY)")
         found[name] = path

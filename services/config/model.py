@@ -45,27 +45,36 @@ class KafkaConfig(Section):
     """Where the cluster is, and how the topics a service creates are replicated."""
 
     bootstrap_servers: str = Field(
-        "127.0.0.1:19092", description="Kafka bootstrap servers, `host:port[,host:port...]`. The environment "
-        "variable `KAFKA_BOOTSTRAP_SERVERS` overrides it.")
+        "127.0.0.1:19092",
+        description="Kafka bootstrap servers, `host:port[,host:port...]`. The environment "
+        "variable `KAFKA_BOOTSTRAP_SERVERS` overrides it.",
+    )
     replication_factor: Annotated[int, Field(ge=1)] = Field(
-        1, description="Replicas of each topic a service creates at start-up (topics that exist are left as they "
-        "are).", json_schema_extra={"unit": "brokers"})
+        1,
+        description="Replicas of each topic a service creates at start-up (topics that exist are left as they are).",
+        json_schema_extra={"unit": "brokers"},
+    )
 
 
 class ApiKey(Section):
     """A key of the HTTP API: bound to one tenant, or an admin key (exactly one of `tenant` and `admin: true`)."""
 
-    key: SecretStr = Field(
-        min_length=16, description="The bearer token clients send (`Authorization: Bearer <key>`).")
+    key: SecretStr = Field(min_length=16, description="The bearer token clients send (`Authorization: Bearer <key>`).")
     tenant: str | None = Field(
-        None, description="The tenant the key acts for: it fixes the tenant of what it submits, and it reads and "
-        "controls only that tenant's mail and queues.")
+        None,
+        description="The tenant the key acts for: it fixes the tenant of what it submits, and it reads and "
+        "controls only that tenant's mail and queues.",
+    )
     admin: bool = Field(False, description="An admin key: may name any tenant, and reads and controls everything.")
     rate_limit: Throttle | None = Field(
-        None, description="This key's own limit on inject requests (as `ingest.rate_limit`), in its place.")
+        None, description="This key's own limit on inject requests (as `ingest.rate_limit`), in its place."
+    )
     max_requests_in_progress: Annotated[int, Field(ge=1)] | None = Field(
-        None, description="This key's own cap on inject requests in progress (as `ingest.max_requests_in_progress`), "
-        "in its place.", json_schema_extra={"unit": "requests"})
+        None,
+        description="This key's own cap on inject requests in progress (as `ingest.max_requests_in_progress`), "
+        "in its place.",
+        json_schema_extra={"unit": "requests"},
+    )
 
     @model_validator(mode="after")
     def _tenant_or_admin(self) -> ApiKey:
@@ -78,69 +87,108 @@ class IngestConfig(Section):
     """Its listener, request limit, status view and API keys."""
 
     host: str = Field("127.0.0.1", description="Address the HTTP API listens on.")
-    port: Port = Field(8025, description="Port the HTTP API listens on (`--port` overrides it).",
-                       json_schema_extra=TCP_PORT)
+    port: Port = Field(
+        8025, description="Port the HTTP API listens on (`--port` overrides it).", json_schema_extra=TCP_PORT
+    )
     request_body_limit: Annotated[int, Field(ge=1024)] = Field(
-        2 * 1024 * 1024, description="Largest request body the API reads (inject and admin requests); a larger one "
-        "is answered 413.", json_schema_extra={"unit": "bytes"})
+        2 * 1024 * 1024,
+        description="Largest request body the API reads (inject and admin requests); a larger one is answered 413.",
+        json_schema_extra={"unit": "bytes"},
+    )
     message_id_domain: str = Field(
-        default_factory=socket.getfqdn, description="Domain of the `Message-ID` ingest adds to a message that has "
-        "none (`<id@domain>`).")
+        default_factory=socket.getfqdn,
+        description="Domain of the `Message-ID` ingest adds to a message that has none (`<id@domain>`).",
+    )
     status_db: Path = Field(
-        Path(".run/ingest/status.sqlite3"), description="SQLite file of the replica's transaction-status view, a "
-        "read model of `mail.status` with the offsets it has applied (relative paths: from the working directory).")
-    api_keys: list[ApiKey] = Field([], description="The keys the API accepts; a request with no known key is "
-                                   "answered 401.")
+        Path(".run/ingest/status.sqlite3"),
+        description="SQLite file of the replica's transaction-status view, a "
+        "read model of `mail.status` with the offsets it has applied (relative paths: from the working directory).",
+    )
+    api_keys: list[ApiKey] = Field(
+        [], description="The keys the API accepts; a request with no known key is answered 401."
+    )
     max_message_size: Annotated[int, Field(ge=64 * 1024, le=63 * 1024 * 1024)] = Field(
-        10 * 1024 * 1024, description="Largest message one recipient's request may expand to (templates rendered, "
+        10 * 1024 * 1024,
+        description="Largest message one recipient's request may expand to (templates rendered, "
         "MIME built; also the most each template may output, in characters); a recipient whose message is larger "
         "fails alone. At most 63 MiB: `mail.bodies` takes records of 64 MiB, envelope included.",
-        json_schema_extra={"unit": "bytes"})
+        json_schema_extra={"unit": "bytes"},
+    )
     expansion_limit: Annotated[int, Field(ge=1024 * 1024)] = Field(
-        64 * 1024 * 1024, description="Largest total of a request's messages together; a request past it is "
-        "answered 413 as soon as expansion passes it, before it is all in memory.", json_schema_extra={"unit": "bytes"})
+        64 * 1024 * 1024,
+        description="Largest total of a request's messages together; a request past it is "
+        "answered 413 as soon as expansion passes it, before it is all in memory.",
+        json_schema_extra={"unit": "bytes"},
+    )
     template_time_limit: Duration = Field(
-        timedelta(seconds=5), description="How long a request's templates may take to render, all recipients "
+        timedelta(seconds=5),
+        description="How long a request's templates may take to render, all recipients "
         "together, when they are more than plain substitutions (loops, arithmetic, calls: rendered in a worker "
-        "process); past it the request is answered 422 naming the recipient rendering was on.")
+        "process); past it the request is answered 422 naming the recipient rendering was on.",
+    )
     template_workers: Annotated[int, Field(ge=1, le=64)] = Field(
-        2, description="Worker processes that render templates which are more than plain substitutions; started "
-        "when first needed, a request waits for a free one.", json_schema_extra={"unit": "processes"})
+        2,
+        description="Worker processes that render templates which are more than plain substitutions; started "
+        "when first needed, a request waits for a free one.",
+        json_schema_extra={"unit": "processes"},
+    )
     template_memory_limit: Annotated[int, Field(ge=128 * 1024 * 1024)] = Field(
-        512 * 1024 * 1024, description="Address space each template worker may use; a render that needs more fails "
-        "its recipient (or the request, if the worker dies of it).", json_schema_extra={"unit": "bytes"})
+        512 * 1024 * 1024,
+        description="Address space each template worker may use; a render that needs more fails "
+        "its recipient (or the request, if the worker dies of it).",
+        json_schema_extra={"unit": "bytes"},
+    )
     rate_limit: Throttle | None = Field(
-        None, description="Inject requests each API key may make, e.g. `50/s,max_burst=100`; past it 429 with "
-        "`Retry-After`. Unset: no limit (a key's own `rate_limit` still applies).")
+        None,
+        description="Inject requests each API key may make, e.g. `50/s,max_burst=100`; past it 429 with "
+        "`Retry-After`. Unset: no limit (a key's own `rate_limit` still applies).",
+    )
     max_requests_in_progress: Annotated[int, Field(ge=1)] = Field(
-        64, description="Inject requests one API key may have in progress at once; one more is answered 429.",
-        json_schema_extra={"unit": "requests"})
+        64,
+        description="Inject requests one API key may have in progress at once; one more is answered 429.",
+        json_schema_extra={"unit": "requests"},
+    )
     max_waiters_per_key: Annotated[int, Field(ge=1)] = Field(
-        100, description="Long-polls (`GET /api/transactions/{id}?wait=`) one API key may hold open at once; one "
-        "more is answered 429.", json_schema_extra={"unit": "requests"})
+        100,
+        description="Long-polls (`GET /api/transactions/{id}?wait=`) one API key may hold open at once; one "
+        "more is answered 429.",
+        json_schema_extra={"unit": "requests"},
+    )
     max_waiters: Annotated[int, Field(ge=1)] = Field(
-        10_000, description="Long-polls the replica holds open at once, all keys together; one more is answered "
-        "429.", json_schema_extra={"unit": "requests"})
+        10_000,
+        description="Long-polls the replica holds open at once, all keys together; one more is answered 429.",
+        json_schema_extra={"unit": "requests"},
+    )
     request_deadline: Duration = Field(
-        timedelta(seconds=15), description="An inject request is answered within this long of its body being read: "
+        timedelta(seconds=15),
+        description="An inject request is answered within this long of its body being read: "
         "when the event log has not taken it by then, 503 with `Retry-After` (nothing of it was accepted, unless the "
-        "answer says the outcome is unknown).")
+        "answer says the outcome is unknown).",
+    )
     transactional_id: str | None = Field(
-        None, description="Kafka transactional id of the replica's writes (each request's records in one "
+        None,
+        description="Kafka transactional id of the replica's writes (each request's records in one "
         "transaction); unset: `mailstream-ingest-<hostname>-<port>`. It must stay the same across a replica's "
         "restarts (the new process then aborts what the old one left open) and differ between replicas (one "
-        "fences the other): where pods get new names on a restart, set it per replica.")
+        "fences the other): where pods get new names on a restart, set it per replica.",
+    )
 
 
 class SchedulerConfig(Section):
     """Its consumer groups and health port."""
 
     app_id: str = Field(
-        "mailstream-scheduler", description="Prefix of the two stages' consumer groups (`<app_id>-queues`, "
-        "`<app_id>-egress`) and transactional ids: workers with the same `app_id` share the partitions.")
+        "mailstream-scheduler",
+        description="Prefix of the two stages' consumer groups (`<app_id>-queues`, "
+        "`<app_id>-egress`) and transactional ids: workers with the same `app_id` share the partitions.",
+    )
     web_host: str = Field("127.0.0.1", description=HEALTH_HOST)
-    web_port: Port = Field(6066, description="Port of the worker's `/healthz` and Prometheus `/metrics`, on "
-                           "`web_host` (`--web-port` overrides it).", json_schema_extra=TCP_PORT)
+    web_port: Port = Field(
+        6066,
+        description="Port of the worker's `/healthz` and Prometheus `/metrics`, on "
+        "`web_host` (`--web-port` overrides it).",
+        json_schema_extra=TCP_PORT,
+    )
 
 
 def nameserver_address(text: str) -> tuple[str, int]:
@@ -163,44 +211,66 @@ class DeliveryConfig(Section):
     """Where mail goes without a relay, and how a worker connects, greets, encrypts and waits."""
 
     group_id: str = Field(
-        "mailstream-delivery", description="Consumer group of the delivery workers on `mail.delivery`: workers "
-        "with the same group share the egress paths (each path is one worker's).")
+        "mailstream-delivery",
+        description="Consumer group of the delivery workers on `mail.delivery`: workers "
+        "with the same group share the egress paths (each path is one worker's).",
+    )
     smarthost: str | None = Field(
-        None, description="`host:port` that mail goes through when its egress source has no relay (the local "
-        "stack's capture sink); unset: the MX hosts of the routing domain.")
-    ehlo_domain: str = Field(default_factory=socket.getfqdn,
-                             description="Name to greet with (EHLO) when the egress source names none.")
+        None,
+        description="`host:port` that mail goes through when its egress source has no relay (the local "
+        "stack's capture sink); unset: the MX hosts of the routing domain.",
+    )
+    ehlo_domain: str = Field(
+        default_factory=socket.getfqdn, description="Name to greet with (EHLO) when the egress source names none."
+    )
     concurrency: Annotated[int, Field(ge=1, le=10_000)] = Field(
-        64, description="SMTP connections one worker holds at once, over all its egress paths.",
-        json_schema_extra={"unit": "connections"})
+        64,
+        description="SMTP connections one worker holds at once, over all its egress paths.",
+        json_schema_extra={"unit": "connections"},
+    )
     connect_timeout: Duration = Field(
-        timedelta(seconds=30), description="How long a TCP connection (and an MX lookup) may take before the "
-        "attempt fails.")
-    command_timeout: Duration = Field(timedelta(minutes=5),
-                                      description="How long the answer to one SMTP command may take.")
+        timedelta(seconds=30),
+        description="How long a TCP connection (and an MX lookup) may take before the attempt fails.",
+    )
+    command_timeout: Duration = Field(
+        timedelta(minutes=5), description="How long the answer to one SMTP command may take."
+    )
     starttls: Literal["opportunistic", "required", "disabled"] = Field(
-        "opportunistic", description="`opportunistic`: STARTTLS when the server offers it; `required`: a server "
+        "opportunistic",
+        description="`opportunistic`: STARTTLS when the server offers it; `required`: a server "
         "that does not offer it gets no mail (the attempt is deferred, `451 4.7.5`); `disabled`: never. A relay's "
-        "own `starttls` comes first.")
+        "own `starttls` comes first.",
+    )
     metrics_host: str = Field("127.0.0.1", description=HEALTH_HOST)
-    metrics_port: Port = Field(9102, description="Port of the worker's `/healthz` and Prometheus `/metrics`, on "
-                               "`metrics_host` (`--metrics-port` overrides it).", json_schema_extra=TCP_PORT)
+    metrics_port: Port = Field(
+        9102,
+        description="Port of the worker's `/healthz` and Prometheus `/metrics`, on "
+        "`metrics_host` (`--metrics-port` overrides it).",
+        json_schema_extra=TCP_PORT,
+    )
     idle_timeout: Duration = Field(
-        timedelta(seconds=60), description="A connection left idle this long is closed; until then the next "
-        "message of its egress path reuses it.")
+        timedelta(seconds=60),
+        description="A connection left idle this long is closed; until then the next "
+        "message of its egress path reuses it.",
+    )
     path_wait: Duration = Field(
-        timedelta(seconds=60), description="A message that waits longer than this for a connection of its path "
+        timedelta(seconds=60),
+        description="A message that waits longer than this for a connection of its path "
         "(`connection_limit`, `max_connection_rate`) is deferred (`451 4.4.5`), so the worker goes on polling "
-        "Kafka.")
+        "Kafka.",
+    )
     attempt_timeout: Duration = Field(
-        timedelta(minutes=10), description="Overall deadline of one delivery attempt, from the moment the worker "
+        timedelta(minutes=10),
+        description="Overall deadline of one delivery attempt, from the moment the worker "
         "takes the task: waiting for a connection, connecting, greeting and every command included. An attempt "
         "still unfinished then is deferred (`451 4.4.2`) and its connection dropped, so a server that answers each "
-        "command just within `command_timeout` cannot hold a message (or the partition's commit point) for long.")
+        "command just within `command_timeout` cannot hold a message (or the partition's commit point) for long.",
+    )
     smtp_port: Port = Field(25, description="Port of MX hosts.", json_schema_extra=TCP_PORT)
     nameservers: list[str] = Field(
-        [], description="DNS servers for MX lookups, each `ip`, `ip:port` or `[ipv6]:port`; empty: the system's "
-        "resolvers.")
+        [],
+        description="DNS servers for MX lookups, each `ip`, `ip:port` or `[ipv6]:port`; empty: the system's resolvers.",
+    )
 
     @model_validator(mode="after")
     def _smarthost_has_port(self) -> DeliveryConfig:
@@ -218,20 +288,26 @@ class Config(Section):
 
     kafka: KafkaConfig = Field(KafkaConfig(), description="The Kafka cluster every service uses.")
     ingest: IngestConfig = Field(IngestConfig(), description="The HTTP API (`python -m mailstream.ingest`).")
-    scheduler: SchedulerConfig = Field(SchedulerConfig(),
-                                       description="The scheduler workers (`python -m mailstream.scheduler`).")
-    delivery: DeliveryConfig = Field(DeliveryConfig(),
-                                     description="The delivery workers (`python -m mailstream.delivery`).")
+    scheduler: SchedulerConfig = Field(
+        SchedulerConfig(), description="The scheduler workers (`python -m mailstream.scheduler`)."
+    )
+    delivery: DeliveryConfig = Field(
+        DeliveryConfig(), description="The delivery workers (`python -m mailstream.delivery`)."
+    )
     gateway: GatewayConfig = Field(GatewayConfig(), description="The SMTP gateway (`python -m mailstream.gateway`).")
     dkim: DkimConfig = Field(DkimConfig(), description="DKIM signing, done by ingest and the gateway alike.")
     webhooks: WebhooksConfig = Field(WebhooksConfig(), description="Webhooks (`python -m mailstream.webhooks`).")
     egress: EgressConfig = Field(
-        EgressConfig(), description="Read by the scheduler (limits, source choice), the delivery workers "
-        "(addresses, relays, connection shaping) and ingest (the capacity API).")
-    queues: QueueDefaults = Field(QueueDefaults(), description="The scheduled queues, which the scheduler's first "
-                                  "stage holds.")
+        EgressConfig(),
+        description="Read by the scheduler (limits, source choice), the delivery workers "
+        "(addresses, relays, connection shaping) and ingest (the capacity API).",
+    )
+    queues: QueueDefaults = Field(
+        QueueDefaults(), description="The scheduled queues, which the scheduler's first stage holds."
+    )
     tenants: dict[str, TenantLimits] = Field(
-        {}, description="By tenant name (the tenant of an API key, or the `tenant` an admin key names).")
+        {}, description="By tenant name (the tenant of an API key, or the `tenant` an admin key names)."
+    )
 
     @model_validator(mode="after")
     def _queue_pools_exist(self) -> Config:
@@ -267,8 +343,7 @@ def parse_config(data: dict[str, Any], env: Mapping[str, str] | None = None) -> 
         raise ConfigError(_describe(exc) + note) from None
     override = env.get("KAFKA_BOOTSTRAP_SERVERS")
     if override:
-        config = config.model_copy(update={"kafka": config.kafka.model_copy(
-            update={"bootstrap_servers": override})})
+        config = config.model_copy(update={"kafka": config.kafka.model_copy(update={"bootstrap_servers": override})})
     return config
 
 

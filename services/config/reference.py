@@ -4,7 +4,7 @@
 
 Each section of the file gets a heading and a table of its keys (type, unit, default, description),
 all read from the pydantic fields, so the reference cannot drift from what `load_config` accepts;
-`tests/unit/test_config_reference.py` fails when the committed file is stale.
+`tests/unit/config/test_config_reference.py` fails when the committed file is stale.
 """
 
 from __future__ import annotations
@@ -32,9 +32,17 @@ from mailstream.core.send_window import SendWindow
 from mailstream.core.throttle import ThrottleSpec
 
 _TYPE_NAMES: dict[Any, str] = {
-    str: "string", int: "integer", bool: "boolean", float: "number", Path: "path", SecretStr: "secret string",
-    IPv4Address: "IPv4 address", IPv6Address: "IPv6 address",
-    timedelta: "[duration](#durations)", ThrottleSpec: "[rate](#rates)", SendWindow: "[send window](#send-windows)",
+    str: "string",
+    int: "integer",
+    bool: "boolean",
+    float: "number",
+    Path: "path",
+    SecretStr: "secret string",
+    IPv4Address: "IPv4 address",
+    IPv6Address: "IPv6 address",
+    timedelta: "[duration](#durations)",
+    ThrottleSpec: "[rate](#rates)",
+    SendWindow: "[send window](#send-windows)",
     ZoneInfo: "[time zone](#time-zones)",
 }
 _FACTORIES: dict[Callable[..., Any], str] = {socket.getfqdn: "this host's name (FQDN)"}
@@ -43,7 +51,7 @@ INTRO = """\
 # Configuration reference
 
 <!-- Generated from services/config by `python -m mailstream.config.reference > docs/configuration.md`;
-     edit the field descriptions there, not this file (tests/unit/test_config_reference.py checks it). -->
+     edit the field descriptions there, not this file (tests/unit/config/test_config_reference.py checks it). -->
 
 Every service reads one YAML file, given with `--config FILE` (without one, the defaults below
 apply). It is validated at start-up, before Kafka is contacted: an unknown key or a bad value stops
@@ -235,8 +243,11 @@ def _render_section(section: Section) -> list[str]:
     rows = [(name, info) for name, info in section.model.model_fields.items() if _model_of(info.annotation) is None]
     if rows:
         lines += ["", "| Key | Type | Unit | Default | Description |", "| --- | --- | --- | --- | --- |"]
-        lines += [f"| `{name}` | {_cell(type_name(info))} | {_cell(unit(info))} | {_cell(default(info))} | "
-                  f"{_cell(info.description or '')} |" for name, info in rows]
+        lines += [
+            f"| `{name}` | {_cell(type_name(info))} | {_cell(unit(info))} | {_cell(default(info))} | "
+            f"{_cell(info.description or '')} |"
+            for name, info in rows
+        ]
     return lines
 
 

@@ -59,15 +59,16 @@ def _window(value: Any) -> SendWindow:
         if not parts or "-" not in parts[0]:
             raise ValueError(f"send window {value!r}: expected 'HH:MM-HH:MM [timezone] [Mon-Fri]'")
         start, end = parts[0].split("-", 1)
-        return SendWindow.parse(start, end, parts[1] if len(parts) > 1 else "UTC",
-                                parts[2] if len(parts) > 2 else None)
+        return SendWindow.parse(start, end, parts[1] if len(parts) > 1 else "UTC", parts[2] if len(parts) > 2 else None)
     if isinstance(value, Mapping):
         unknown = set(value) - {"start", "end", "timezone", "weekdays"}
         if unknown or "start" not in value or "end" not in value:
-            raise ValueError("send window needs start and end, and may have timezone and weekdays "
-                             f"(got {sorted(value)})")
-        return SendWindow.parse(str(value["start"]), str(value["end"]), str(value.get("timezone", "UTC")),
-                                value.get("weekdays"))
+            raise ValueError(
+                f"send window needs start and end, and may have timezone and weekdays (got {sorted(value)})"
+            )
+        return SendWindow.parse(
+            str(value["start"]), str(value["end"]), str(value.get("timezone", "UTC")), value.get("weekdays")
+        )
     raise ValueError(f"send window {value!r} must be a mapping or a string")
 
 
@@ -89,15 +90,19 @@ Count = Annotated[int, Field(ge=1)]
 Priority = Annotated[int, Field(ge=0, le=10)]
 UNSPECIFIED = "unspecified"
 TCP_PORT: dict[str, JsonValue] = {"unit": "TCP port"}
-HEALTH_HOST = ("Address of `/healthz` and Prometheus `/metrics`; in a container `0.0.0.0` (or `::`), since probes "
-               "and scrapes come to the pod's address.")
+HEALTH_HOST = (
+    "Address of `/healthz` and Prometheus `/metrics`; in a container `0.0.0.0` (or `::`), since probes "
+    "and scrapes come to the pod's address."
+)
 MESSAGES_PER_DAY: dict[str, JsonValue] = {"unit": "messages per day"}
 PRIORITY: dict[str, JsonValue] = {"unit": "level (higher goes first)"}
 
 # Said once for the queue defaults and the queue rules (where unset means: inherited).
 _EGRESS_POOL = "The egress pool the queue's mail leaves by (`egress.pools`)."
-_RETRY_INTERVAL = ("Delay before the first retry of a deferred message; each further retry waits twice as long "
-                   "(KumoMTA's formula, with jitter).")
+_RETRY_INTERVAL = (
+    "Delay before the first retry of a deferred message; each further retry waits twice as long "
+    "(KumoMTA's formula, with jitter)."
+)
 _MAX_RETRY_INTERVAL = "Longest delay between two retries; unset: no cap."
 _MAX_AGE = "A message not delivered this long after it was accepted expires (its own `expires_at` comes first)."
 _MAX_MESSAGE_RATE = "Rate at which the queue's messages go on to egress, e.g. `100/h`; unset: no limit."
@@ -120,7 +125,8 @@ class Relay(Section):
     username: str | None = Field(None, description="SMTP AUTH login, with `password`; unset: no AUTH.")
     password: SecretStr | None = Field(None, description="SMTP AUTH password, with `username`.")
     starttls: Literal["opportunistic", "required", "disabled"] | None = Field(
-        None, description="As `delivery.starttls`, for this relay; unset: `delivery.starttls`.")
+        None, description="As `delivery.starttls`, for this relay; unset: `delivery.starttls`."
+    )
 
     @model_validator(mode="after")
     def _credentials_pair(self) -> Relay:
@@ -134,15 +140,20 @@ class EgressSource(Section):
 
     name: str = Field(description="Name that pools and path rules use.")
     source_address: IPv4Address | IPv6Address | None = Field(
-        None, description="Local address connections are bound to; unset: the kernel's choice.")
+        None, description="Local address connections are bound to; unset: the kernel's choice."
+    )
     ehlo_domain: str | None = Field(None, description="Name to greet with (EHLO); unset: `delivery.ehlo_domain`.")
     relay: Relay | None = Field(
-        None, description="Unset: the source sends to `delivery.smarthost`, else to the routing domain's MX hosts.")
+        None, description="Unset: the source sends to `delivery.smarthost`, else to the routing domain's MX hosts."
+    )
     from_email: str | None = Field(
-        None, description="Address shown for the source by `GET /api/queue/servers`; not used when sending.")
+        None, description="Address shown for the source by `GET /api/queue/servers`; not used when sending."
+    )
     daily_limit: Count | None = Field(
-        None, description="Messages the source may send in one day of `egress.daily_reset_timezone`; unset: no "
-        "limit.", json_schema_extra=MESSAGES_PER_DAY)
+        None,
+        description="Messages the source may send in one day of `egress.daily_reset_timezone`; unset: no limit.",
+        json_schema_extra=MESSAGES_PER_DAY,
+    )
     sliding_window: SlidingWindowLimit | None = Field(None, description="Unset: no limit over a sliding window.")
     send_window: Window | None = Field(None, description="When the source may send; unset: at any time.")
 
@@ -158,8 +169,10 @@ class PoolEntry(Section):
 
     name: str = Field(description="Name of an egress source (`egress.sources`).")
     weight: Annotated[int, Field(ge=0)] = Field(
-        1, description="The source's share of the pool's mail under `round_robin`; 0: never chosen (under either "
-        "policy).", json_schema_extra={"unit": "relative share"})
+        1,
+        description="The source's share of the pool's mail under `round_robin`; 0: never chosen (under either policy).",
+        json_schema_extra={"unit": "relative share"},
+    )
 
 
 class EgressPool(Section):
@@ -168,9 +181,11 @@ class EgressPool(Section):
     name: str = Field(description="Name that queue settings use (`egress_pool`).")
     entries: list[PoolEntry] = Field(min_length=1, description="The pool's sources.")
     policy: Literal["round_robin", "most_remaining"] = Field(
-        "round_robin", description="`round_robin`: KumoMTA's weighted round robin (one rotation per destination "
+        "round_robin",
+        description="`round_robin`: KumoMTA's weighted round robin (one rotation per destination "
         "domain); `most_remaining`: the source with the most daily capacity left (the campaign-queue document's "
-        "choice).")
+        "choice).",
+    )
 
 
 class PathShape(Section):
@@ -178,20 +193,24 @@ class PathShape(Section):
 
     max_message_rate: Throttle | None = Field(None, description="Rate of messages sent on the path, e.g. `100/h`.")
     max_connection_rate: Throttle | None = Field(
-        None, description="Rate of new connections opened on the path, e.g. `10/min`.")
-    connection_limit: Count | None = Field(None, description="Connections open on the path at once.",
-                                           json_schema_extra={"unit": "connections"})
+        None, description="Rate of new connections opened on the path, e.g. `10/min`."
+    )
+    connection_limit: Count | None = Field(
+        None, description="Connections open on the path at once.", json_schema_extra={"unit": "connections"}
+    )
     max_deliveries_per_connection: Count | None = Field(
-        None, description="Messages one connection carries before it is closed.",
-        json_schema_extra={"unit": "messages"})
+        None, description="Messages one connection carries before it is closed.", json_schema_extra={"unit": "messages"}
+    )
 
 
 class PathRule(PathShape):
     """Shaping for a site name or a domain, optionally only for one source (SHAPE_BY_DOMAIN / SHAPE_BY_SOURCE)."""
 
     site: str | None = Field(
-        None, description="The site the rule shapes: a relay's or the smarthost's `host:port`, else the routing "
-        "domain whose MX hosts are used.")
+        None,
+        description="The site the rule shapes: a relay's or the smarthost's `host:port`, else the routing "
+        "domain whose MX hosts are used.",
+    )
     domain: str | None = Field(None, description="The routing domain the rule shapes, whichever site it goes to.")
     source: str | None = Field(None, description="Only for this egress source; unset: for every source.")
 
@@ -206,18 +225,24 @@ class EgressConfig(Section):
     """Where mail leaves from: sources, the pools that group them, and shaping per egress path."""
 
     sources: list[EgressSource] = Field(
-        [EgressSource(name=UNSPECIFIED)], description="The egress sources; the default is one source, "
-        f"`{UNSPECIFIED}`, with the kernel's choice of address.")
+        [EgressSource(name=UNSPECIFIED)],
+        description="The egress sources; the default is one source, "
+        f"`{UNSPECIFIED}`, with the kernel's choice of address.",
+    )
     pools: list[EgressPool] = Field(
         [EgressPool(name=UNSPECIFIED, entries=[PoolEntry(name=UNSPECIFIED)])],
-        description=f"The egress pools; the default is one pool, `{UNSPECIFIED}`, of the default source.")
+        description=f"The egress pools; the default is one pool, `{UNSPECIFIED}`, of the default source.",
+    )
     paths: list[PathRule] = Field(
-        [], description="Shaping rules: defaults, then the site's rule (else the domain's), then the (site, "
-        "source) rule (else the (domain, source) one).")
+        [],
+        description="Shaping rules: defaults, then the site's rule (else the domain's), then the (site, "
+        "source) rule (else the (domain, source) one).",
+    )
     path_defaults: PathShape = Field(PathShape(), description="Shaping of every egress path a rule does not change.")
     daily_reset_timezone: Zone = Field(
-        ZoneInfo("UTC"), description="Time zone whose midnight starts a new day for daily limits (sources' and "
-        "tenants').")
+        ZoneInfo("UTC"),
+        description="Time zone whose midnight starts a new day for daily limits (sources' and tenants').",
+    )
 
     @model_validator(mode="after")
     def _names_resolve(self) -> EgressConfig:
@@ -275,17 +300,24 @@ class QueueDefaults(Section):
     priority: Priority = Field(5, description=_PRIORITY, json_schema_extra=PRIORITY)
     send_window: Window | None = Field(None, description=_SEND_WINDOW)
     rules: list[QueueRule] = Field(
-        [], description="Settings for some queues: every rule that matches a queue applies, the more specific "
-        "(more match fields given) over the less, file order breaking ties.")
+        [],
+        description="Settings for some queues: every rule that matches a queue applies, the more specific "
+        "(more match fields given) over the less, file order breaking ties.",
+    )
 
 
 class TenantLimits(Section):
     """Limits over all of a tenant's queues; owned by one scheduler partition (the tenant's)."""
 
     max_message_rate: Throttle | None = Field(
-        None, description="Rate of the tenant's messages going on to egress, over all its queues; unset: no limit.")
+        None, description="Rate of the tenant's messages going on to egress, over all its queues; unset: no limit."
+    )
     daily_limit: Count | None = Field(
-        None, description="Messages of the tenant that go on to egress in one day of `egress.daily_reset_timezone`; "
-        "unset: no limit.", json_schema_extra=MESSAGES_PER_DAY)
-    send_window: Window | None = Field(None, description="When the tenant's messages may go on to egress; unset: at "
-                                       "any time.")
+        None,
+        description="Messages of the tenant that go on to egress in one day of `egress.daily_reset_timezone`; "
+        "unset: no limit.",
+        json_schema_extra=MESSAGES_PER_DAY,
+    )
+    send_window: Window | None = Field(
+        None, description="When the tenant's messages may go on to egress; unset: at any time."
+    )

@@ -16,8 +16,16 @@ from mailstream.config.scheduling import HEALTH_HOST, TCP_PORT, PositiveDuration
 
 Port = Annotated[int, Field(ge=1, le=65535)]
 EventType = Literal["delivered", "deferred", "bounced", "expired", "cancelled", "rejected", "suppressed", "feedback"]
-EVENT_TYPES: tuple[EventType, ...] = ("delivered", "deferred", "bounced", "expired", "cancelled", "rejected",
-                                      "suppressed", "feedback")
+EVENT_TYPES: tuple[EventType, ...] = (
+    "delivered",
+    "deferred",
+    "bounced",
+    "expired",
+    "cancelled",
+    "rejected",
+    "suppressed",
+    "feedback",
+)
 MAX_RETRY_FOR = timedelta(days=7)  # mail.events keeps 30 days; a week of retries is already more than anyone waits
 
 
@@ -51,19 +59,29 @@ Timeout = Annotated[PositiveDuration, AfterValidator(check_timeout)]
 class EndpointConfig(Section):
     """An endpoint the events of one tenant (or of all) are POSTed to."""
 
-    name: str = Field(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_.-]+$",
-                      description="Names the endpoint; its id is `config-<name>`, its consumer group "
-                      "`<app_id>-config-<name>` (renaming it starts it afresh, from the newest events).")
+    name: str = Field(
+        min_length=1,
+        max_length=64,
+        pattern=r"^[A-Za-z0-9_.-]+$",
+        description="Names the endpoint; its id is `config-<name>`, its consumer group "
+        "`<app_id>-config-<name>` (renaming it starts it afresh, from the newest events).",
+    )
     tenant: str | None = Field(None, description="Whose mail it hears of; unset: every tenant's.")
     url: Url = Field(description="The http or https URL events are POSTed to (redirects are not followed).")
     secret: SecretStr = Field(min_length=16, description="Key of the `X-Mailstream-Signature` HMAC-SHA256.")
     events: list[EventType] = Field(
-        min_length=1, description="Event types to send (README, Webhooks: the records each stands for); "
-        "`suppressed` and `feedback` are accepted, but nothing produces them yet.")
-    retry_for: RetryFor = Field(timedelta(hours=24), description="How long an event is retried after its first "
-                                "failed attempt; then it is given up (recorded as `GIVEN_UP`) and the next is sent.")
-    timeout: Timeout = Field(timedelta(seconds=10), description="Time allowed for one request, from connecting to "
-                             "the end of the answer.")
+        min_length=1,
+        description="Event types to send (README, Webhooks: the records each stands for); "
+        "`suppressed` and `feedback` are accepted, but nothing produces them yet.",
+    )
+    retry_for: RetryFor = Field(
+        timedelta(hours=24),
+        description="How long an event is retried after its first "
+        "failed attempt; then it is given up (recorded as `GIVEN_UP`) and the next is sent.",
+    )
+    timeout: Timeout = Field(
+        timedelta(seconds=10), description="Time allowed for one request, from connecting to the end of the answer."
+    )
 
     @property
     def id(self) -> str:
@@ -75,22 +93,34 @@ class WebhooksConfig(Section):
     """Its consumer groups, retry schedule and health port, the endpoints named in the file, and how many attempts
     ingest shows."""
 
-    app_id: str = Field("mailstream-webhooks", description="Prefix of the consumer groups on `mail.events`, one per "
-                        "endpoint (`<app_id>-<endpoint id>`): replicas with the same `app_id` share each endpoint's "
-                        "partitions.")
+    app_id: str = Field(
+        "mailstream-webhooks",
+        description="Prefix of the consumer groups on `mail.events`, one per "
+        "endpoint (`<app_id>-<endpoint id>`): replicas with the same `app_id` share each endpoint's "
+        "partitions.",
+    )
     web_host: str = Field("127.0.0.1", description=HEALTH_HOST)
-    web_port: Port = Field(6069, description="Port of `/healthz` and Prometheus `/metrics`, on `web_host` "
-                           "(`--web-port` overrides it).", json_schema_extra=TCP_PORT)
+    web_port: Port = Field(
+        6069,
+        description="Port of `/healthz` and Prometheus `/metrics`, on `web_host` (`--web-port` overrides it).",
+        json_schema_extra=TCP_PORT,
+    )
     retry_interval: PositiveDuration = Field(
-        timedelta(seconds=10), description="Wait after an event's first failed attempt; it doubles after each "
-        "further failure, jittered down by up to half.")
-    max_retry_interval: PositiveDuration = Field(timedelta(minutes=10),
-                                                 description="Longest wait between two attempts of one event.")
+        timedelta(seconds=10),
+        description="Wait after an event's first failed attempt; it doubles after each "
+        "further failure, jittered down by up to half.",
+    )
+    max_retry_interval: PositiveDuration = Field(
+        timedelta(minutes=10), description="Longest wait between two attempts of one event."
+    )
     attempts_kept: Annotated[int, Field(ge=1, le=10_000)] = Field(
-        100, description="Attempts per endpoint that ingest keeps for `GET /api/webhooks/{id}/attempts` (the "
-        "newest).", json_schema_extra={"unit": "attempts"})
-    endpoints: list[EndpointConfig] = Field([], description="Endpoints defined here; the API lists them but cannot "
-                                            "delete them.")
+        100,
+        description="Attempts per endpoint that ingest keeps for `GET /api/webhooks/{id}/attempts` (the newest).",
+        json_schema_extra={"unit": "attempts"},
+    )
+    endpoints: list[EndpointConfig] = Field(
+        [], description="Endpoints defined here; the API lists them but cannot delete them."
+    )
 
     @model_validator(mode="after")
     def _unique_names(self) -> WebhooksConfig:

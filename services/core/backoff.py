@@ -16,7 +16,7 @@ class RetryPolicy:
     def delay(self, attempts_made: int, rng: random.Random) -> timedelta:
         """Delay before the next try after `attempts_made` failed attempts (0 on the first failure)."""
         base = self.retry_interval.total_seconds()
-        seconds = base * (2 ** attempts_made)
+        seconds = base * (2**attempts_made)
         if self.max_retry_interval is not None:
             seconds = min(seconds, self.max_retry_interval.total_seconds())
         jitter = min(base / 20, 60.0)
@@ -29,8 +29,15 @@ class NextAttempt:
     reason: str
 
 
-def next_attempt(policy: RetryPolicy, *, created: datetime, now: datetime, attempts_made: int,
-                 expires_at: datetime | None, rng: random.Random) -> NextAttempt:
+def next_attempt(
+    policy: RetryPolicy,
+    *,
+    created: datetime,
+    now: datetime,
+    attempts_made: int,
+    expires_at: datetime | None,
+    rng: random.Random,
+) -> NextAttempt:
     """When to try again, or None when the next try would fall past max_age (or the message's own expiry)."""
     due = now + policy.delay(attempts_made, rng)
     limit = expires_at if expires_at is not None else created + policy.max_age

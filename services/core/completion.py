@@ -78,8 +78,14 @@ def _day_blocks(source: SourceCapacity, allowance: float, start: datetime, end: 
         allowance -= count
 
 
-def estimate_completion(backlog: int, sources: Sequence[SourceCapacity], now: datetime, reset_zone: ZoneInfo,
-                        *, horizon: timedelta = HORIZON) -> Completion:
+def estimate_completion(
+    backlog: int,
+    sources: Sequence[SourceCapacity],
+    now: datetime,
+    reset_zone: ZoneInfo,
+    *,
+    horizon: timedelta = HORIZON,
+) -> Completion:
     if backlog <= 0:
         return Completion(now, "nothing to send", 0)
     if not sources:

@@ -63,8 +63,7 @@ class QueueName:
             tenant = tenant_part or None
         elif campaign is not None:
             raise QueueNameError(f"{name!r}: a campaign needs the '@' that separates the tenant")
-        return cls(domain=rest, tenant=tenant, campaign=campaign,
-                   routing_domain=routing if bang else None)
+        return cls(domain=rest, tenant=tenant, campaign=campaign, routing_domain=routing if bang else None)
 
 
 def scheduled_queue(
@@ -78,5 +77,11 @@ def scheduled_queue(
     """The queue a message joins: the explicit name if set, else the name built from its meta."""
     if explicit:
         return explicit
-    return str(QueueName(domain=domain.lower(), tenant=tenant or None, campaign=campaign or None,
-                         routing_domain=routing_domain.lower() if routing_domain else None))
+    return str(
+        QueueName(
+            domain=domain.lower(),
+            tenant=tenant or None,
+            campaign=campaign or None,
+            routing_domain=routing_domain.lower() if routing_domain else None,
+        )
+    )

@@ -28,15 +28,18 @@ class QueueScope:
                 raise ValueError(f"{f} {value!r} must be a non-empty name without surrounding spaces")
 
     def matches(self, queue: str, tenant: str | None, campaign: str | None, domain: str) -> bool:
-        return ((self.queue is None or self.queue == queue)
-                and (self.tenant is None or self.tenant == tenant)
-                and (self.campaign is None or self.campaign == campaign)
-                and (self.domain is None or self.domain == domain.lower()))
+        return (
+            (self.queue is None or self.queue == queue)
+            and (self.tenant is None or self.tenant == tenant)
+            and (self.campaign is None or self.campaign == campaign)
+            and (self.domain is None or self.domain == domain.lower())
+        )
 
     @property
     def key(self) -> str:
-        return json.dumps({k: v for k, v in asdict(self).items() if v is not None}, sort_keys=True,
-                          separators=(",", ":"))
+        return json.dumps(
+            {k: v for k, v in asdict(self).items() if v is not None}, sort_keys=True, separators=(",", ":")
+        )
 
     @classmethod
     def from_key(cls, key: str) -> QueueScope:

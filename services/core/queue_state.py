@@ -42,7 +42,8 @@ def verdict(rules: Iterable[tuple[RuleName, str | None]]) -> Verdict:
     holds = any(rule in HOLDING for rule, _ in rules)
     refusing = sorted((rule != "disabled", reason or "") for rule, reason in rules if rule in REFUSING)
     bounce = next(((reason or "no reason given") for rule, reason in rules if rule == "bounce"), None)
-    state: QueueStateName = ("disabled" if holds and refusing else "suspended" if holds
-                             else "draining" if refusing else "active")
+    state: QueueStateName = (
+        "disabled" if holds and refusing else "suspended" if holds else "draining" if refusing else "active"
+    )
     refusal = (state, refusing[0][1] or None) if refusing else None  # a disabling control's reason first
     return Verdict(state=state, holds=holds, refusal=refusal, bounce=bounce)

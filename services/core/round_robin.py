@@ -23,8 +23,9 @@ def _always(_: int) -> bool:
     return True
 
 
-def wrr_next(weights: Sequence[int], state: WrrState,
-             eligible: Callable[[int], bool] = _always) -> tuple[int | None, WrrState]:
+def wrr_next(
+    weights: Sequence[int], state: WrrState, eligible: Callable[[int], bool] = _always
+) -> tuple[int | None, WrrState]:
     """(index, new state) of the next entry; (None, state) when no entry with a positive weight is eligible.
 
     Weight-0 entries are never picked; ineligible ones are passed over as if their weight were too low this turn.

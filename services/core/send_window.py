@@ -78,7 +78,7 @@ def _parse_day(name: str) -> int:
 
 
 def _parse_weekdays(weekdays: str | Sequence[str]) -> frozenset[int]:
-    """"Mon,Wed", "Mon-Fri", ["mon", "tue"]; a range may wrap ("Fri-Mon" is Fri, Sat, Sun, Mon)."""
+    """ "Mon,Wed", "Mon-Fri", ["mon", "tue"]; a range may wrap ("Fri-Mon" is Fri, Sat, Sun, Mon)."""
     parts = weekdays.split(",") if isinstance(weekdays, str) else [p for item in weekdays for p in item.split(",")]
     days: set[int] = set()
     for part in parts:
@@ -103,15 +103,17 @@ class SendWindow:
     tz: ZoneInfo
     weekdays: frozenset[int] = _EVERY_DAY
     # (asked_at, opens, closes) of the last lookup: schedulers ask about the same span many times a second.
-    _last: list[tuple[datetime, datetime, datetime]] = field(default_factory=list, init=False, repr=False,
-                                                             compare=False, hash=False)
+    _last: list[tuple[datetime, datetime, datetime]] = field(
+        default_factory=list, init=False, repr=False, compare=False, hash=False
+    )
 
     def __post_init__(self) -> None:
         if self.start.tzinfo is not None or self.end.tzinfo is not None:
             raise ValueError("send window start and end are local wall times: they must not carry a tzinfo")
         if self.start == self.end:
-            raise ValueError(f"send window start and end are both {self.start.isoformat('minutes')}: "
-                             "the window would be empty")
+            raise ValueError(
+                f"send window start and end are both {self.start.isoformat('minutes')}: the window would be empty"
+            )
         if not self.weekdays or not self.weekdays <= _EVERY_DAY:
             raise ValueError(f"send window weekdays {sorted(self.weekdays)} must be a non-empty subset of 0..6")
 
@@ -177,8 +179,9 @@ def all_open(windows: Sequence[SendWindow], now: datetime) -> bool:
     return all(window.contains(now) for window in windows)
 
 
-def next_open_all(windows: Sequence[SendWindow], now: datetime,
-                  horizon: timedelta = timedelta(days=8)) -> datetime | None:
+def next_open_all(
+    windows: Sequence[SendWindow], now: datetime, horizon: timedelta = timedelta(days=8)
+) -> datetime | None:
     """The earliest instant ≥ now at which every window is open, or None if there is none by now + horizon.
 
     Any common instant is at or after each window's next opening, so jumping to the latest of those never skips one.

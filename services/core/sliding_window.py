@@ -35,13 +35,12 @@ def _in_window(window: SlidingWindow, sent: tuple[datetime, ...], now: datetime)
     compare across time zones, so none is converted.)"""
     try:
         kept = sorted(sent)
-        return tuple(kept[bisect_right(kept, now - window.span):])
+        return tuple(kept[bisect_right(kept, now - window.span) :])
     except TypeError:  # a naive instant cannot be compared with an aware one
         raise ValueError(f"{sent!r} holds a naive instant: pass timezone-aware datetimes") from None
 
 
-def admit(window: SlidingWindow, sent: tuple[datetime, ...],
-          now: datetime) -> tuple[bool, tuple[datetime, ...]]:
+def admit(window: SlidingWindow, sent: tuple[datetime, ...], now: datetime) -> tuple[bool, tuple[datetime, ...]]:
     """(admitted, new state): the state is pruned either way and gains `now` (in UTC) when admitted."""
     utc = _as_utc(now)
     kept = _in_window(window, sent, utc)

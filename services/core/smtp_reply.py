@@ -19,7 +19,7 @@ def split_enhanced_code(code: int, text: str) -> tuple[str | None, str]:
     stripped = []
     for line in lines:
         m = _ENHANCED.match(line)
-        stripped.append(line[m.end():] if m and ".".join(m.groups()) == enhanced else line)
+        stripped.append(line[m.end() :] if m and ".".join(m.groups()) == enhanced else line)
     return enhanced, "\n".join(stripped)
 
 

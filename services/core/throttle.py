@@ -12,10 +12,21 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
 _UNITS = {
-    "s": 1, "sec": 1, "second": 1, "seconds": 1,
-    "m": 60, "min": 60, "minute": 60, "minutes": 60,
-    "h": 3600, "hr": 3600, "hour": 3600, "hours": 3600,
-    "d": 86400, "day": 86400, "days": 86400,
+    "s": 1,
+    "sec": 1,
+    "second": 1,
+    "seconds": 1,
+    "m": 60,
+    "min": 60,
+    "minute": 60,
+    "minutes": 60,
+    "h": 3600,
+    "hr": 3600,
+    "hour": 3600,
+    "hours": 3600,
+    "d": 86400,
+    "day": 86400,
+    "days": 86400,
 }
 _CANONICAL = (("d", 86400), ("h", 3600), ("m", 60), ("s", 1))
 _LOCAL = re.compile(r"local\s*:", re.IGNORECASE)
@@ -51,7 +62,7 @@ class ThrottleSpec:
         body = text.strip()
         local = _LOCAL.match(body)
         if local is not None:
-            body = body[local.end():]
+            body = body[local.end() :]
         quantity, slash, rest = body.partition("/")
         if not slash:
             raise ValueError(f"throttle {text!r} has no '/': expected QUANTITY/PERIOD such as '100/h'")
@@ -131,8 +142,10 @@ def _as_utc(now: datetime) -> datetime:
 
 def _check_quantity(spec: ThrottleSpec, quantity: int) -> None:
     if not 1 <= quantity <= spec.burst:
-        raise ValueError(f"quantity {quantity} is outside 1..{spec.burst} (the burst of {spec}): "
-                         "more than the burst could never be admitted")
+        raise ValueError(
+            f"quantity {quantity} is outside 1..{spec.burst} (the burst of {spec}): "
+            "more than the burst could never be admitted"
+        )
 
 
 def _allow_at(spec: ThrottleSpec, state: Gcra, now: datetime, quantity: int) -> tuple[datetime, datetime]:

@@ -24,8 +24,9 @@ class Backoff:
         seconds = min(ceiling, self.interval.total_seconds() * 2 ** min(failures - 1, 62))
         return timedelta(seconds=rng.uniform(seconds / 2, seconds))
 
-    def next_attempt(self, failures: int, first_failure: datetime, now: datetime,
-                     rng: random.Random) -> datetime | None:
+    def next_attempt(
+        self, failures: int, first_failure: datetime, now: datetime, rng: random.Random
+    ) -> datetime | None:
         """When to try again after `failures` failed attempts; None: give up (past `retry_for`)."""
         due = now + self.delay(failures, rng)
         return None if due > first_failure + self.retry_for else due

@@ -21,6 +21,7 @@ STOP_LIMIT = 10.0  # seconds from SIGTERM to exit, whatever the cluster does
 def _stop(worker: DeliveryWorker) -> None:
     """Stop gracefully; a step that still hangs (a client call into a lost cluster) does not keep the
     process alive past STOP_LIMIT."""
+
     def force() -> None:
         log.error("forced_exit", after_seconds=STOP_LIMIT - 0.3)
         os._exit(1)
@@ -48,8 +49,13 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     config = prepare("delivery", args)
     log.info("starting", bootstrap=config.kafka.bootstrap_servers, smarthost=config.delivery.smarthost)
-    asyncio.run(_run(DeliveryWorker(config, system_clock), config.delivery.metrics_host,
-                     args.metrics_port or config.delivery.metrics_port))
+    asyncio.run(
+        _run(
+            DeliveryWorker(config, system_clock),
+            config.delivery.metrics_host,
+            args.metrics_port or config.delivery.metrics_port,
+        )
+    )
     return 0
 
 

@@ -72,8 +72,16 @@ class Job:
 
 
 class PathDispatcher:
-    def __init__(self, path: str, shape: ConnectionShape, connect: Connector, gate: Gate, clock: Clock,
-                 idle_timeout: float, sleep: Sleep = asyncio.sleep) -> None:
+    def __init__(
+        self,
+        path: str,
+        shape: ConnectionShape,
+        connect: Connector,
+        gate: Gate,
+        clock: Clock,
+        idle_timeout: float,
+        sleep: Sleep = asyncio.sleep,
+    ) -> None:
         self.path = path
         self.shape = shape
         self._ledger = PathConnections(shape)
@@ -88,8 +96,9 @@ class PathDispatcher:
         self._woken = 0  # idlers told a job arrived that have not resumed yet
         self._running: set[asyncio.Task[None]] = set()
 
-    async def deliver(self, sender: str, recipient: str, data: bytes, wait: float,
-                      deadline: float | None = None) -> SmtpAttempt | None:
+    async def deliver(
+        self, sender: str, recipient: str, data: bytes, wait: float, deadline: float | None = None
+    ) -> SmtpAttempt | None:
         """Send one message on this path, ended by `deadline` (the event loop's time) once sending began; None
         if no connection could take it within `wait` seconds."""
         job = Job(sender, recipient, data, deadline)

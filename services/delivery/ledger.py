@@ -79,7 +79,7 @@ class Ledger:
             self._answers[:0] = answers
             self._failures += 1
             self.ok = False
-            self._next = time.monotonic() + min(0.1 * 2 ** self._failures, 5.0)
+            self._next = time.monotonic() + min(0.1 * 2**self._failures, 5.0)
             log.warning("commit_failed", answers=len(answers), in_a_row=self._failures, error=str(exc))
             return False
         finally:

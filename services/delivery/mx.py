@@ -26,8 +26,9 @@ def _refusal(code: int, enhanced: str, content: str) -> SmtpResponse:
 
 
 class MxResolver:
-    def __init__(self, nameservers: list[str], smtp_port: int, *, timeout: float = 10.0,
-                 rng: random.Random | None = None) -> None:
+    def __init__(
+        self, nameservers: list[str], smtp_port: int, *, timeout: float = 10.0, rng: random.Random | None = None
+    ) -> None:
         self._nameservers = nameservers
         self._timeout = timeout
         self._resolver: dns.asyncresolver.Resolver | None = None
@@ -39,8 +40,9 @@ class MxResolver:
         if self._resolver is None:
             resolver = dns.asyncresolver.Resolver(configure=not self._nameservers)
             if self._nameservers:
-                resolver.nameservers = [dns.nameserver.Do53Nameserver(*nameserver_address(n))
-                                        for n in self._nameservers]
+                resolver.nameservers = [
+                    dns.nameserver.Do53Nameserver(*nameserver_address(n)) for n in self._nameservers
+                ]
             resolver.lifetime = self._timeout
             resolver.cache = dns.resolver.LRUCache()
             self._resolver = resolver

@@ -41,7 +41,7 @@ class Progress:
         if offset < 0 or not metadata.startswith(_PREFIX):
             return
         at, held = offset, True
-        for run in filter(None, metadata[len(_PREFIX):].split(",")):
+        for run in filter(None, metadata[len(_PREFIX) :].split(",")):
             length = int(run, 36)
             if held:
                 lane.in_flight.update(range(at, at + length))

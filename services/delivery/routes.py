@@ -32,8 +32,7 @@ def route_for(source: EgressSource, delivery: DeliveryConfig, domain: str) -> Ro
         login = None
         if relay.username is not None and relay.password is not None:
             login = Login(relay.username, relay.password.get_secret_value())
-        return Route(path, (Destination(relay.host, relay.port),), domain, relay.starttls or delivery.starttls,
-                     login)
+        return Route(path, (Destination(relay.host, relay.port),), domain, relay.starttls or delivery.starttls, login)
     if delivery.smarthost is not None:
         return Route(path, (host_port(delivery.smarthost),), domain, delivery.starttls, None)
     return Route(path, (), domain, delivery.starttls, None)

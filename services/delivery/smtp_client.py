@@ -67,8 +67,9 @@ def _reply(code: int, text: str, command: str) -> SmtpResponse:
 
 def _failure(command: str, peer: str, exc: BaseException) -> SmtpResponse:
     what = "timed out" if isinstance(exc, TimeoutError | aiosmtplib.SMTPTimeoutError) else printable(str(exc))
-    return SmtpResponse(code=451, enhanced_code="4.4.1", command=command,
-                        content=f"mailstream: {command} to {peer} failed: {what}")
+    return SmtpResponse(
+        code=451, enhanced_code="4.4.1", command=command, content=f"mailstream: {command} to {peer} failed: {what}"
+    )
 
 
 def _tls_context() -> ssl.SSLContext:
@@ -94,12 +95,18 @@ class SmtpSession:
         self.command = "MAIL"  # the command of the message being sent
 
     @classmethod
-    async def open(cls, hosts: Sequence[Destination], settings: SessionSettings,
-                   deadline: float | None = None) -> SmtpSession | SmtpAttempt:
+    async def open(
+        cls, hosts: Sequence[Destination], settings: SessionSettings, deadline: float | None = None
+    ) -> SmtpSession | SmtpAttempt:
         """Connect to the first host that answers, in order, before `deadline` (the event loop's time); the
         last failure if none does."""
-        failure = SmtpAttempt(SmtpResponse(code=451, enhanced_code="4.4.4", command="CONNECT",
-                                           content="mailstream: no host to connect to"), None, None)
+        failure = SmtpAttempt(
+            SmtpResponse(
+                code=451, enhanced_code="4.4.4", command="CONNECT", content="mailstream: no host to connect to"
+            ),
+            None,
+            None,
+        )
         for dest in hosts:
             opened = await cls._open_one(dest, settings, deadline)
             if isinstance(opened, SmtpSession) or not _try_next_host(opened):
@@ -108,13 +115,19 @@ class SmtpSession:
         return failure
 
     @classmethod
-    async def _open_one(cls, dest: Destination, s: SessionSettings,
-                        deadline: float | None) -> SmtpSession | SmtpAttempt:
+    async def _open_one(
+        cls, dest: Destination, s: SessionSettings, deadline: float | None
+    ) -> SmtpSession | SmtpAttempt:
         peer = f"{dest.host}:{dest.port}"
         client = aiosmtplib.SMTP(
-            hostname=dest.host, port=dest.port, local_hostname=s.ehlo_domain, timeout=s.command_timeout,
-            source_address=(s.source_address, 0) if s.source_address else None, start_tls=False,
-            tls_context=_tls_context())
+            hostname=dest.host,
+            port=dest.port,
+            local_hostname=s.ehlo_domain,
+            timeout=s.command_timeout,
+            source_address=(s.source_address, 0) if s.source_address else None,
+            start_tls=False,
+            tls_context=_tls_context(),
+        )
         command, tls = "CONNECT", None
         try:
             async with asyncio.timeout_at(deadline):  # its TimeoutError is a network error below
@@ -127,9 +140,16 @@ class SmtpSession:
                     tls = "TLS"
                 elif s.starttls == "required":
                     await _quit(client)
-                    return SmtpAttempt(SmtpResponse(
-                        code=451, enhanced_code="4.7.5", command="STARTTLS",
-                        content="mailstream: TLS is required but the peer does not offer STARTTLS"), peer, None)
+                    return SmtpAttempt(
+                        SmtpResponse(
+                            code=451,
+                            enhanced_code="4.7.5",
+                            command="STARTTLS",
+                            content="mailstream: TLS is required but the peer does not offer STARTTLS",
+                        ),
+                        peer,
+                        None,
+                    )
                 if s.login is not None:
                     command = "AUTH"
                     await client.login(s.login.username, s.login.password)
@@ -138,8 +158,9 @@ class SmtpSession:
             await _quit(client)
             if command == "AUTH":  # our credentials, not the recipient: retry later, never bounce
                 refused = f"mailstream: {peer} refused AUTH: {exc.code} {printable(exc.message)}"
-                return SmtpAttempt(SmtpResponse(code=451, enhanced_code="4.7.8", command="AUTH", content=refused),
-                                   peer, tls)
+                return SmtpAttempt(
+                    SmtpResponse(code=451, enhanced_code="4.7.8", command="AUTH", content=refused), peer, tls
+                )
             return SmtpAttempt(_reply(exc.code, exc.message, command), peer, tls)
         except (*_NETWORK_ERRORS, ValueError) as exc:
             client.close()
@@ -157,10 +178,16 @@ class SmtpSession:
             if not limit.expired():
                 raise
             self.usable = False  # somewhere inside a command: only closing it is safe
-            return SmtpAttempt(SmtpResponse(
-                code=451, enhanced_code="4.4.2", command=self.command,
-                content=f"mailstream: {self.command} to {self.peer} not answered within the attempt's deadline"),
-                self.peer, self.tls)
+            return SmtpAttempt(
+                SmtpResponse(
+                    code=451,
+                    enhanced_code="4.4.2",
+                    command=self.command,
+                    content=f"mailstream: {self.command} to {self.peer} not answered within the attempt's deadline",
+                ),
+                self.peer,
+                self.tls,
+            )
 
     async def _send(self, sender: str, recipient: str, data: bytes) -> SmtpAttempt:
         command = "MAIL"

@@ -86,10 +86,13 @@ class DeliveryWorker:
         if found is None:
             shape = self._shapes.shape(route.path.source, route.path.site, route.domain)
             found = self._paths[route.path] = PathDispatcher(
-                route.path.key(), ConnectionShape(shape.connection_limit, shape.max_connection_rate,
-                                            shape.max_deliveries_per_connection),
-                self._connector(source, route), self._gate, self._clock,
-                self._config.delivery.idle_timeout.total_seconds())
+                route.path.key(),
+                ConnectionShape(shape.connection_limit, shape.max_connection_rate, shape.max_deliveries_per_connection),
+                self._connector(source, route),
+                self._gate,
+                self._clock,
+                self._config.delivery.idle_timeout.total_seconds(),
+            )
         return found
 
     def _connector(self, source: EgressSource, route: Route) -> Connector:
@@ -97,8 +100,11 @@ class DeliveryWorker:
         settings = SessionSettings(
             ehlo_domain=source.ehlo_domain or dc.ehlo_domain,
             source_address=str(source.source_address) if source.source_address else None,
-            starttls=route.starttls, login=route.login, connect_timeout=dc.connect_timeout.total_seconds(),
-            command_timeout=dc.command_timeout.total_seconds())
+            starttls=route.starttls,
+            login=route.login,
+            connect_timeout=dc.connect_timeout.total_seconds(),
+            command_timeout=dc.command_timeout.total_seconds(),
+        )
 
         async def connect() -> SmtpSession | SmtpAttempt:
             CONNECTIONS.inc()
@@ -113,8 +119,9 @@ class DeliveryWorker:
     async def _send(self, task: DeliveryTask, bodies: BodyReader) -> SmtpAttempt:
         source = self._sources.get(task.egress_source)
         if source is None:  # removed from the configuration since the scheduler chose it: choose again
-            return SmtpAttempt(_internal(f"unknown egress source {task.egress_source!r}", "4.4.0", "CONNECT"),
-                               None, None)
+            return SmtpAttempt(
+                _internal(f"unknown egress source {task.egress_source!r}", "4.4.0", "CONNECT"), None, None
+            )
         dc = self._config.delivery
         route = route_for(source, dc, task.routing_domain or task.domain)
         loop = asyncio.get_running_loop()
@@ -127,8 +134,15 @@ class DeliveryWorker:
         wait = min(dc.path_wait.total_seconds(), deadline - loop.time())
         attempt = await path.deliver(task.sender, task.recipient, data, max(wait, 0.0), deadline)
         if attempt is None:
-            return SmtpAttempt(_internal(f"no connection on egress path {route.path} within "
-                                         f"{min(dc.path_wait, dc.attempt_timeout)}", "4.4.5", "CONNECT"), None, None)
+            return SmtpAttempt(
+                _internal(
+                    f"no connection on egress path {route.path} within {min(dc.path_wait, dc.attempt_timeout)}",
+                    "4.4.5",
+                    "CONNECT",
+                ),
+                None,
+                None,
+            )
         return attempt
 
     async def _attempt(self, task: DeliveryTask, bodies: BodyReader) -> DeliveryResponse:
@@ -142,14 +156,31 @@ class DeliveryWorker:
         outcome = outcome_of(response.code)
         ATTEMPTS.labels(outcome).inc()
         answer = DeliveryResponse(
-            id=task.id, attempt=task.attempt, attempt_id=task.attempt_id, queue=task.queue, outcome=outcome,
-            response=response, egress_source=task.egress_source, egress_path=task.egress_path,
-            peer_address=result.peer_address, tls=result.tls, started_at=started, completed_at=self._clock())
+            id=task.id,
+            attempt=task.attempt,
+            attempt_id=task.attempt_id,
+            queue=task.queue,
+            outcome=outcome,
+            response=response,
+            egress_source=task.egress_source,
+            egress_path=task.egress_path,
+            peer_address=result.peer_address,
+            tls=result.tls,
+            started_at=started,
+            completed_at=self._clock(),
+        )
         self._done[task.attempt_id] = answer
         if len(self._done) > self._settings.remembered_attempts:
             self._done.popitem(last=False)
-        log.info("attempt", id=task.id, attempt=task.attempt, outcome=outcome, code=response.code,
-                 path=task.egress_path, peer=result.peer_address)
+        log.info(
+            "attempt",
+            id=task.id,
+            attempt=task.attempt,
+            outcome=outcome,
+            code=response.code,
+            path=task.egress_path,
+            peer=result.peer_address,
+        )
         return answer
 
     async def _handle(self, record: Consumed, bodies: BodyReader, ledger: Ledger) -> None:
@@ -161,8 +192,9 @@ class DeliveryWorker:
             ledger.skipped(tp, record.offset)
             return
         answer = await self._attempt(task, bodies)
-        ledger.answered(tp, record.offset, Outgoing(RESPONSES.name, route_key(task.tenant, task.queue).encode(),
-                                                    _encoded(answer)))
+        ledger.answered(
+            tp, record.offset, Outgoing(RESPONSES.name, route_key(task.tenant, task.queue).encode(), _encoded(answer))
+        )
 
     async def run(self) -> None:
         """Tasks are taken as they come, up to `max_in_flight` at once, each answered on its own; every
@@ -249,8 +281,9 @@ class DeliveryWorker:
         elif self.state != "starting":
             self.state = "degraded"
 
-    async def _finish(self, running: set[asyncio.Task[None]], ledger: Ledger,
-                      committing: asyncio.Task[bool] | None) -> None:
+    async def _finish(
+        self, running: set[asyncio.Task[None]], ledger: Ledger, committing: asyncio.Task[bool] | None
+    ) -> None:
         """Within `stop_within` of stop(): attempts in flight get what the budget leaves, then one last commit."""
         end = self._stop_at
         if running:

@@ -52,8 +52,9 @@ class CaptureHandler:
                 return reply
         return None
 
-    async def handle_RCPT(self, server: SMTP, session: Session, envelope: Envelope, address: str,
-                          rcpt_options: list[str]) -> str:
+    async def handle_RCPT(
+        self, server: SMTP, session: Session, envelope: Envelope, address: str, rcpt_options: list[str]
+    ) -> str:
         reply = self._scripted(address)
         if reply is not None:
             return reply
@@ -62,8 +63,13 @@ class CaptureHandler:
 
     async def handle_DATA(self, server: SMTP, session: Session, envelope: Envelope) -> str:
         data = envelope.original_content or b""
-        captured = Captured(envelope.mail_from or "", tuple(envelope.rcpt_tos), data,
-                            f"{session.peer[0]}:{session.peer[1]}" if session.peer else "", time.time())
+        captured = Captured(
+            envelope.mail_from or "",
+            tuple(envelope.rcpt_tos),
+            data,
+            f"{session.peer[0]}:{session.peer[1]}" if session.peer else "",
+            time.time(),
+        )
         self.messages.append(captured)
         if self.maildir is not None:
             name = f"{time.time_ns()}.{len(self.messages)}.eml"
@@ -78,8 +84,9 @@ assert all(callable(getattr(CaptureHandler, h, None)) for h in HOOKS)  # aiosmtp
 class CaptureSink:
     def __init__(self, host: str = "127.0.0.1", port: int = 0, **handler_args: Any) -> None:
         self.handler = CaptureHandler(**handler_args)
-        self._controller = Controller(self.handler, hostname=host, port=port or _free_port(host),
-                                      ready_timeout=10, decode_data=False)
+        self._controller = Controller(
+            self.handler, hostname=host, port=port or _free_port(host), ready_timeout=10, decode_data=False
+        )
 
     @property
     def address(self) -> tuple[str, int]:
@@ -99,6 +106,7 @@ class CaptureSink:
 
 def _free_port(host: str) -> int:
     import socket
+
     with socket.socket() as s:
         s.bind((host, 0))
         return int(s.getsockname()[1])

@@ -23,8 +23,7 @@ class BodyCorrupt(RuntimeError):
 async def put_body(producer: EventSink, data: bytes) -> BodyRef:
     digest = hashlib.sha256(data).hexdigest()
     where = await producer.send_raw(BODIES.name, digest.encode(), encode(MessageBody(sha256=digest, data=data)))
-    return BodyRef(topic=where.topic, partition=where.partition, offset=where.offset,
-                   sha256=digest, size=len(data))
+    return BodyRef(topic=where.topic, partition=where.partition, offset=where.offset, sha256=digest, size=len(data))
 
 
 def put_body_blocking(producer: Producer, data: bytes, timeout: float = 30.0) -> BodyRef:
@@ -36,14 +35,16 @@ def put_body_blocking(producer: Producer, data: bytes, timeout: float = 30.0) ->
     def on_delivery(err: KafkaError | None, msg: Message) -> None:
         (failed.append(err) if err is not None else delivered.append(msg))
 
-    producer.produce(BODIES.name, encode(MessageBody(sha256=digest, data=data)), digest.encode(),
-                     on_delivery=on_delivery)
+    producer.produce(
+        BODIES.name, encode(MessageBody(sha256=digest, data=data)), digest.encode(), on_delivery=on_delivery
+    )
     producer.flush(timeout)
     if failed or not delivered:
         raise KafkaUnavailable(f"body not written: {failed[0] if failed else 'no acknowledgement in time'}")
     msg = delivered[0]
-    return BodyRef(topic=BODIES.name, partition=msg.partition() or 0, offset=msg.offset() or 0, sha256=digest,
-                   size=len(data))
+    return BodyRef(
+        topic=BODIES.name, partition=msg.partition() or 0, offset=msg.offset() or 0, sha256=digest, size=len(data)
+    )
 
 
 Waiters = dict[tuple[int, int], list[tuple[BodyRef, "asyncio.Future[bytes]"]]]
@@ -57,8 +58,9 @@ class BodyReader:
     `max_span` offsets of a partition; wanted offsets further on wait for the next pass.
     """
 
-    def __init__(self, bootstrap: str, cache_bytes: int = 64 * 1024 * 1024, max_span: int = 5000,
-                 timeout: float = 10.0) -> None:
+    def __init__(
+        self, bootstrap: str, cache_bytes: int = 64 * 1024 * 1024, max_span: int = 5000, timeout: float = 10.0
+    ) -> None:
         self._reader = OffsetReader(bootstrap, BODIES.name)
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="body-reader")
         self._pending: Waiters = {}
@@ -99,8 +101,12 @@ class BodyReader:
                     raw = found.get((partition, offset))
                     for ref, waiter in waiters:
                         if raw is None:
-                            _fail(waiter, KafkaUnavailable(
-                                f"{ref.topic}[{partition}]@{offset} not readable within {self._timeout}s"))
+                            _fail(
+                                waiter,
+                                KafkaUnavailable(
+                                    f"{ref.topic}[{partition}]@{offset} not readable within {self._timeout}s"
+                                ),
+                            )
                         else:
                             self._settle(ref, raw, waiter)
         finally:
@@ -111,8 +117,7 @@ class BodyReader:
         lowest: dict[int, int] = {}
         for partition, offset in self._pending:
             lowest[partition] = min(offset, lowest.get(partition, offset))
-        taken = {key: waiters for key, waiters in self._pending.items()
-                 if key[1] - lowest[key[0]] < self._max_span}
+        taken = {key: waiters for key, waiters in self._pending.items() if key[1] - lowest[key[0]] < self._max_span}
         for key in taken:
             del self._pending[key]
         return taken
@@ -124,8 +129,7 @@ class BodyReader:
             _fail(waiter, exc)
             return
         if body.sha256 != ref.sha256 or hashlib.sha256(body.data).hexdigest() != ref.sha256:
-            _fail(waiter, BodyCorrupt(f"body at {ref.topic}[{ref.partition}]@{ref.offset} does not match "
-                                      f"{ref.sha256}"))
+            _fail(waiter, BodyCorrupt(f"body at {ref.topic}[{ref.partition}]@{ref.offset} does not match {ref.sha256}"))
             return
         if ref.sha256 not in self._cache:
             self._cache[ref.sha256] = body.data

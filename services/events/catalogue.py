@@ -90,8 +90,10 @@ def _fields(schema: dict[str, Any]) -> Iterator[str]:
     yield "| --- | --- | --- | --- |"
     for field in schema["fields"]:
         default = json.dumps(field["default"]) if "default" in field else "required"
-        yield (f"| `{field['name']}` | {_cell(_type_name(field['type']))} | {_cell(default)} | "
-               f"{_cell(field.get('doc', ''))} |")
+        yield (
+            f"| `{field['name']}` | {_cell(_type_name(field['type']))} | {_cell(default)} | "
+            f"{_cell(field.get('doc', ''))} |"
+        )
 
 
 def _example(record_type: type[Record]) -> Record | None:
@@ -128,8 +130,10 @@ def _topic(topic: TopicSpec[Any], seen: set[str]) -> Iterator[str]:
     yield f"- key: {topic.key}"
     yield f"- records: {', '.join(f'`{t.schema_name}`' for t in topic.values) or 'any (copies of failed records)'}"
     yield "- partitions: `MAILSTREAM_PARTITIONS` (default 8), by murmur2 of the key as Kafka's Java clients place keys"
-    yield f"- cleanup: {topic.cleanup_policy}, retention {_retention(topic.retention_ms)}, " \
-          f"largest record {topic.max_message_bytes // 1024} KiB"
+    yield (
+        f"- cleanup: {topic.cleanup_policy}, retention {_retention(topic.retention_ms)}, "
+        f"largest record {topic.max_message_bytes // 1024} KiB"
+    )
     yield ""
     for record_type in topic.values:
         yield from _record(record_type, seen)

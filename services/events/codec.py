@@ -3,7 +3,7 @@
 fastavro interprets the schema on every record: ~1.5 µs per optional string and ~3 µs per optional
 timestamp, 20–30 µs for one TransactionStatus, which made Avro the largest cost of the scheduler.
 The closures here write and read the same bytes (Avro's binary encoding is canonical: one encoding
-per datum; `tests/unit/test_codec.py` compares both on every record type) for the subset of Avro
+per datum; `tests/unit/events/test_codec.py` compares both on every record type) for the subset of Avro
 these schemas use: records, enums, arrays, maps, strings, bytes, int/long, timestamp-millis and
 unions of null with one other type. A schema outside it compiles to None, and any datum a closure
 cannot handle raises, so `serde` hands that record to fastavro, whose behaviour and errors stay.
@@ -107,8 +107,10 @@ def _read_millis(b: bytes, p: int) -> tuple[datetime, int]:
 
 
 _PRIMITIVES: dict[str, tuple[Encoder, Decoder]] = {
-    "int": (_write_long, read_long), "long": (_write_long, read_long),
-    "string": (_write_string, _read_string), "bytes": (_write_bytes, _read_bytes),
+    "int": (_write_long, read_long),
+    "long": (_write_long, read_long),
+    "string": (_write_string, _read_string),
+    "bytes": (_write_bytes, _read_bytes),
 }
 
 

@@ -41,47 +41,110 @@ OK_250 = SmtpResponse(code=250, enhanced_code="2.0.0", content="OK queued as 123
 
 def accepted() -> AcceptedMessage:
     return AcceptedMessage(
-        id="tx-1", submission_id="sub-1", queue="spring:acme@example.com", tenant="acme",
-        campaign="spring", sender="bounce@acme.test", recipient="ann@example.com",
-        domain="example.com", message_id="m1@acme.test", body=BODY,
-        headers={"Subject": "Hello", "From": "news@acme.test"}, metadata={"job": "42"},
-        priority=7, send_at=T0, reception_protocol="HTTP", received_at=T0)
+        id="tx-1",
+        submission_id="sub-1",
+        queue="spring:acme@example.com",
+        tenant="acme",
+        campaign="spring",
+        sender="bounce@acme.test",
+        recipient="ann@example.com",
+        domain="example.com",
+        message_id="m1@acme.test",
+        body=BODY,
+        headers={"Subject": "Hello", "From": "news@acme.test"},
+        metadata={"job": "42"},
+        priority=7,
+        send_at=T0,
+        reception_protocol="HTTP",
+        received_at=T0,
+    )
 
 
 def task() -> DeliveryTask:
     return DeliveryTask(
-        id="tx-1", attempt=1, attempt_id="tx-1/1", queue="spring:acme@example.com",
-        egress_pool="unspecified", egress_source="unspecified", egress_path="unspecified->mx.example.com",
-        sender="bounce@acme.test", recipient="ann@example.com", domain="example.com", tenant="acme",
-        campaign="spring", body=BODY, created_at=T0, issued_at=T0)
+        id="tx-1",
+        attempt=1,
+        attempt_id="tx-1/1",
+        queue="spring:acme@example.com",
+        egress_pool="unspecified",
+        egress_source="unspecified",
+        egress_path="unspecified->mx.example.com",
+        sender="bounce@acme.test",
+        recipient="ann@example.com",
+        domain="example.com",
+        tenant="acme",
+        campaign="spring",
+        body=BODY,
+        created_at=T0,
+        issued_at=T0,
+    )
 
 
 def response() -> DeliveryResponse:
     return DeliveryResponse(
-        id="tx-1", attempt=1, attempt_id="tx-1/1", queue="spring:acme@example.com", outcome="DELIVERED",
-        response=OK_250, egress_source="unspecified", egress_path="unspecified->mx.example.com",
-        peer_address="127.0.0.1:2525", tls="TLSv1.3", started_at=T0, completed_at=T0)
+        id="tx-1",
+        attempt=1,
+        attempt_id="tx-1/1",
+        queue="spring:acme@example.com",
+        outcome="DELIVERED",
+        response=OK_250,
+        egress_source="unspecified",
+        egress_path="unspecified->mx.example.com",
+        peer_address="127.0.0.1:2525",
+        tls="TLSv1.3",
+        started_at=T0,
+        completed_at=T0,
+    )
 
 
 def status() -> TransactionStatus:
-    attempt = AttemptRecord(attempt=1, outcome="DELIVERED", response=OK_250, egress_source="unspecified",
-                            egress_path="unspecified->mx.example.com", started_at=T0, completed_at=T0)
+    attempt = AttemptRecord(
+        attempt=1,
+        outcome="DELIVERED",
+        response=OK_250,
+        egress_source="unspecified",
+        egress_path="unspecified->mx.example.com",
+        started_at=T0,
+        completed_at=T0,
+    )
     return TransactionStatus(
-        id="tx-1", version=2, status="delivered", queue="spring:acme@example.com", tenant="acme",
-        campaign="spring", sender="bounce@acme.test", recipient="ann@example.com", message_id="m1@acme.test",
-        created_at=T0, updated_at=T0, num_attempts=1, egress_pool="unspecified", attempts=(attempt,),
-        final_reason="delivered")
+        id="tx-1",
+        version=2,
+        status="delivered",
+        queue="spring:acme@example.com",
+        tenant="acme",
+        campaign="spring",
+        sender="bounce@acme.test",
+        recipient="ann@example.com",
+        message_id="m1@acme.test",
+        created_at=T0,
+        updated_at=T0,
+        num_attempts=1,
+        egress_pool="unspecified",
+        attempts=(attempt,),
+        final_reason="delivered",
+    )
 
 
 def queued() -> QueuedMessage:
-    return QueuedMessage(accepted_partition=3, body=BODY, domain="example.com", priority=7,
-                         transaction=status())
+    return QueuedMessage(accepted_partition=3, body=BODY, domain="example.com", priority=7, transaction=status())
 
 
 def log_record() -> LogRecord:
-    return LogRecord(type="Delivery", id="tx-1", sender="bounce@acme.test", recipient="ann@example.com",
-                     queue="spring:acme@example.com", site="unspecified->mx.example.com", size=2048,
-                     response=OK_250, timestamp=T0, created=T0, num_attempts=1, tenant="acme")
+    return LogRecord(
+        type="Delivery",
+        id="tx-1",
+        sender="bounce@acme.test",
+        recipient="ann@example.com",
+        queue="spring:acme@example.com",
+        site="unspecified->mx.example.com",
+        size=2048,
+        response=OK_250,
+        timestamp=T0,
+        created=T0,
+        num_attempts=1,
+        tenant="acme",
+    )
 
 
 def body() -> MessageBody:
@@ -90,19 +153,46 @@ def body() -> MessageBody:
 
 def ready() -> ReadyMessage:
     return ReadyMessage(
-        id="tx-1", attempt=1, queue="spring:acme@example.com", tenant="acme", campaign="spring",
-        sender="bounce@acme.test", recipient="ann@example.com", domain="example.com", egress_pool="warm",
-        priority=7, body=BODY, created_at=T0, ready_at=T0, expires_at=T0)
+        id="tx-1",
+        attempt=1,
+        queue="spring:acme@example.com",
+        tenant="acme",
+        campaign="spring",
+        sender="bounce@acme.test",
+        recipient="ann@example.com",
+        domain="example.com",
+        egress_pool="warm",
+        priority=7,
+        body=BODY,
+        created_at=T0,
+        ready_at=T0,
+        expires_at=T0,
+    )
 
 
 def cancel_notice() -> CancelNotice:
-    return CancelNotice(id="tx-1", attempt=1, queue="spring:acme@example.com", tenant="acme", egress_pool="warm",
-                        reason="complaints", cancelled_at=T0)
+    return CancelNotice(
+        id="tx-1",
+        attempt=1,
+        queue="spring:acme@example.com",
+        tenant="acme",
+        egress_pool="warm",
+        reason="complaints",
+        cancelled_at=T0,
+    )
 
 
 def egress_verdict() -> EgressVerdict:
-    return EgressVerdict(id="tx-1", attempt=1, attempt_id="tx-1/1", queue="spring:acme@example.com", tenant="acme",
-                         verdict="CANCELLED", reason="complaints", decided_at=T0)
+    return EgressVerdict(
+        id="tx-1",
+        attempt=1,
+        attempt_id="tx-1/1",
+        queue="spring:acme@example.com",
+        tenant="acme",
+        verdict="CANCELLED",
+        reason="complaints",
+        decided_at=T0,
+    )
 
 
 def limit_state() -> LimitState:
@@ -118,18 +208,35 @@ def egress_settlement() -> EgressSettlement:
 
 
 def dispatched() -> Dispatched:
-    return Dispatched(id="tx-1", attempt=1, attempt_id="tx-1/1", queue="spring:acme@example.com", tenant="acme",
-                      egress_source="unspecified", egress_path="unspecified->mx.example.com", issued_at=T0)
+    return Dispatched(
+        id="tx-1",
+        attempt=1,
+        attempt_id="tx-1/1",
+        queue="spring:acme@example.com",
+        tenant="acme",
+        egress_source="unspecified",
+        egress_path="unspecified->mx.example.com",
+        issued_at=T0,
+    )
 
 
 def queue_command() -> QueueCommand:
-    return QueueCommand(id="cmd-1", action="suspend", tenant="acme", campaign="spring", reason="complaints",
-                        until=T0, issued_at=T0, issued_by="tenant:acme")
+    return QueueCommand(
+        id="cmd-1",
+        action="suspend",
+        tenant="acme",
+        campaign="spring",
+        reason="complaints",
+        until=T0,
+        issued_at=T0,
+        issued_by="tenant:acme",
+    )
 
 
 def suspension() -> QueueSuspension:
-    return QueueSuspension(id="cmd-1", tenant="acme", campaign="spring", reason="complaints", since=T0, until=T0,
-                           issued_by="tenant:acme")
+    return QueueSuspension(
+        id="cmd-1", tenant="acme", campaign="spring", reason="complaints", since=T0, until=T0, issued_by="tenant:acme"
+    )
 
 
 def status_counts() -> StatusCounts:
@@ -144,28 +251,74 @@ def source_usage() -> SourceUsage:
     return SourceUsage(source="ip-1", day="2026-11-22", used=17, daily_limit=1000, sends=(T0,), as_of=T0)
 
 
-
 def webhook_endpoint() -> WebhookEndpoint:
-    return WebhookEndpoint(id="wh-1", name="acme events", tenant="acme", url="https://hooks.acme.test/mail",
-                           secret="whsec-0123456789abcdef", events=("delivered", "bounced"), retry_for_ms=86_400_000,
-                           timeout_ms=10_000, created_at=T0, created_by="tenant:acme")
+    return WebhookEndpoint(
+        id="wh-1",
+        name="acme events",
+        tenant="acme",
+        url="https://hooks.acme.test/mail",
+        secret="whsec-0123456789abcdef",
+        events=("delivered", "bounced"),
+        retry_for_ms=86_400_000,
+        timeout_ms=10_000,
+        created_at=T0,
+        created_by="tenant:acme",
+    )
 
 
 def webhook_deleted() -> WebhookDeleted:
     return WebhookDeleted(id="wh-1", tenant="acme", deleted_at=T0, deleted_by="tenant:acme")
 
+
 def webhook_attempt() -> WebhookAttempt:
-    return WebhookAttempt(endpoint_id="wh-1", tenant="acme", event_id="3-1234", event_type="delivered",
-                          transaction_id="tx-1", attempt=2, status_code=200, duration_ms=38, attempted_at=T0,
-                          outcome="DELIVERED")
+    return WebhookAttempt(
+        endpoint_id="wh-1",
+        tenant="acme",
+        event_id="3-1234",
+        event_type="delivered",
+        transaction_id="tx-1",
+        attempt=2,
+        status_code=200,
+        duration_ms=38,
+        attempted_at=T0,
+        outcome="DELIVERED",
+    )
+
 
 def idempotent_answer() -> IdempotentAnswer:
-    return IdempotentAnswer(key="3f2a9c0d1e7b4a65/order-1234", fingerprint="9" * 64, status=200,
-                            answer='{"success_count":1,"fail_count":0}', created_at=T0)
+    return IdempotentAnswer(
+        key="3f2a9c0d1e7b4a65/order-1234",
+        fingerprint="9" * 64,
+        status=200,
+        answer='{"success_count":1,"fail_count":0}',
+        created_at=T0,
+    )
 
 
 ALL: tuple[Record, ...] = (
-    accepted(), task(), response(), status(), queued(), log_record(), body(), OK_250, BODY, ready(),
-    limit_state(), usage_handover(), egress_settlement(), dispatched(), queue_command(), suspension(),
-    status_counts(), queue_stats(), source_usage(), cancel_notice(), egress_verdict(), webhook_endpoint(),
-    webhook_deleted(), webhook_attempt(), idempotent_answer())
+    accepted(),
+    task(),
+    response(),
+    status(),
+    queued(),
+    log_record(),
+    body(),
+    OK_250,
+    BODY,
+    ready(),
+    limit_state(),
+    usage_handover(),
+    egress_settlement(),
+    dispatched(),
+    queue_command(),
+    suspension(),
+    status_counts(),
+    queue_stats(),
+    source_usage(),
+    cancel_notice(),
+    egress_verdict(),
+    webhook_endpoint(),
+    webhook_deleted(),
+    webhook_attempt(),
+    idempotent_answer(),
+)

@@ -51,15 +51,31 @@ class TransactionalWriter:
     """`lanes` transactional producers (ids `<transactional_id>-<n>`) take the waiting sets in turn, so a new
     transaction begins while the last one's commit is still on its way."""
 
-    def __init__(self, bootstrap: str, transactional_id: str, *, lanes: int = 2, transaction_timeout_s: float = 30.0,
-                 **extra: Any) -> None:
-        self._lanes = [_Lane(producer_config(bootstrap, **{
-            "transactional.id": f"{transactional_id}-{n}",
-            "transaction.timeout.ms": int(transaction_timeout_s * 1000),
-            "retry.backoff.ms": 20,  # the next transaction often meets CONCURRENT_TRANSACTIONS for a moment
-            "linger.ms": 1,  # a transaction is one batch: commit flushes it, lingering only adds latency
-            **extra,
-        }), transaction_timeout_s) for n in range(lanes)]
+    def __init__(
+        self,
+        bootstrap: str,
+        transactional_id: str,
+        *,
+        lanes: int = 2,
+        transaction_timeout_s: float = 30.0,
+        **extra: Any,
+    ) -> None:
+        self._lanes = [
+            _Lane(
+                producer_config(
+                    bootstrap,
+                    **{
+                        "transactional.id": f"{transactional_id}-{n}",
+                        "transaction.timeout.ms": int(transaction_timeout_s * 1000),
+                        "retry.backoff.ms": 20,  # the next transaction often meets CONCURRENT_TRANSACTIONS for a moment
+                        "linger.ms": 1,  # a transaction is one batch: commit flushes it, lingering only adds latency
+                        **extra,
+                    },
+                ),
+                transaction_timeout_s,
+            )
+            for n in range(lanes)
+        ]
         self._pending: list[_Pending] = []
         self._wake: asyncio.Event | None = None
         self._tasks: list[asyncio.Task[None]] = []
@@ -70,8 +86,10 @@ class TransactionalWriter:
         left open (else its readers would wait for it until the transaction timeout). `write` starts them too."""
         if not self._tasks:
             self._wake = asyncio.Event()
-            self._tasks = [asyncio.create_task(self._run(lane), name=f"transactional writer {n}")
-                           for n, lane in enumerate(self._lanes)]
+            self._tasks = [
+                asyncio.create_task(self._run(lane), name=f"transactional writer {n}")
+                for n, lane in enumerate(self._lanes)
+            ]
 
     async def write(self, records: Sequence[Write], *, timeout: float) -> None:
         """Returns once `records` are committed. KafkaUnavailable when none of them was (aborted, or not begun

@@ -149,26 +149,29 @@ class EventConsumer:
     """
 
     def __init__(self, bootstrap: str, group_id: str, topics: Sequence[str], **extra: Any) -> None:
-        self._consumer = Consumer({
-            "bootstrap.servers": bootstrap,
-            "group.id": group_id,
-            "enable.auto.commit": False,
-            "auto.offset.reset": "earliest",
-            "partition.assignment.strategy": "cooperative-sticky",
-            # A member that dies without leaving holds its partitions this long.
-            "session.timeout.ms": 10_000,
-            "heartbeat.interval.ms": 1_000,
-            "fetch.message.max.bytes": 64 * 1024 * 1024 + 4096,
-            **BATCHED_FETCH,
-            **extra,
-        })
+        self._consumer = Consumer(
+            {
+                "bootstrap.servers": bootstrap,
+                "group.id": group_id,
+                "enable.auto.commit": False,
+                "auto.offset.reset": "earliest",
+                "partition.assignment.strategy": "cooperative-sticky",
+                # A member that dies without leaving holds its partitions this long.
+                "session.timeout.ms": 10_000,
+                "heartbeat.interval.ms": 1_000,
+                "fetch.message.max.bytes": 64 * 1024 * 1024 + 4096,
+                **BATCHED_FETCH,
+                **extra,
+            }
+        )
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"consumer-{group_id}")
         self._revoked: list[tuple[str, int]] = []  # appended on the consumer thread, drained by revoked()
         self._assigned: list[tuple[str, int]] = []  # likewise, drained by assigned()
         self._revoked_lock = threading.Lock()
         self._paused = False
-        self._consumer.subscribe(list(topics), on_assign=self._on_assign, on_revoke=self._on_revoke,
-                                 on_lost=self._on_revoke)
+        self._consumer.subscribe(
+            list(topics), on_assign=self._on_assign, on_revoke=self._on_revoke, on_lost=self._on_revoke
+        )
 
     def _on_assign(self, consumer: Consumer, tps: list[TopicPartition]) -> None:
         with self._revoked_lock:
@@ -192,8 +195,9 @@ class EventConsumer:
             given, self._assigned = self._assigned, []
         return given
 
-    async def committed(self, tps: Sequence[tuple[str, int]], timeout: float = 10.0) -> dict[tuple[str, int],
-                                                                                          tuple[int, str]]:
+    async def committed(
+        self, tps: Sequence[tuple[str, int]], timeout: float = 10.0
+    ) -> dict[tuple[str, int], tuple[int, str]]:
         """The group's committed next offset (-1: none) and its metadata, per partition; read_committed, so
         an offset still in an open transaction is waited for."""
         wanted = [TopicPartition(t, p) for t, p in tps]
@@ -222,8 +226,9 @@ class EventConsumer:
         for msg in msgs:
             err = msg.error()
             if err is None:
-                good.append(Consumed(msg.topic() or "", msg.partition() or 0, msg.offset() or 0, msg.key(),
-                                     msg.value() or b""))
+                good.append(
+                    Consumed(msg.topic() or "", msg.partition() or 0, msg.offset() or 0, msg.key(), msg.value() or b"")
+                )
             elif err.code() != KafkaError._PARTITION_EOF and err.fatal():
                 raise KafkaUnavailable(str(err))
         return good
@@ -256,8 +261,7 @@ class EventConsumer:
         tps = [TopicPartition(t, p, o) for (t, p), o in offsets.items()]
         loop = asyncio.get_running_loop()
         try:
-            await loop.run_in_executor(
-                self._executor, lambda: self._consumer.commit(offsets=tps, asynchronous=False))
+            await loop.run_in_executor(self._executor, lambda: self._consumer.commit(offsets=tps, asynchronous=False))
         except KafkaException as exc:
             raise KafkaUnavailable(str(exc)) from exc
 
@@ -279,15 +283,17 @@ class OffsetReader:
 
     def __init__(self, bootstrap: str, topic: str, **extra: Any) -> None:
         self._topic = topic
-        self._consumer = Consumer({
-            "bootstrap.servers": bootstrap,
-            "group.id": f"mailstream-reader-{topic}",
-            "enable.auto.commit": False,
-            "fetch.message.max.bytes": 64 * 1024 * 1024 + 4096,
-            # A pass wants its records now: don't let the broker hold a fetch for more data.
-            "fetch.wait.max.ms": 10,
-            **extra,
-        })
+        self._consumer = Consumer(
+            {
+                "bootstrap.servers": bootstrap,
+                "group.id": f"mailstream-reader-{topic}",
+                "enable.auto.commit": False,
+                "fetch.message.max.bytes": 64 * 1024 * 1024 + 4096,
+                # A pass wants its records now: don't let the broker hold a fetch for more data.
+                "fetch.wait.max.ms": 10,
+                **extra,
+            }
+        )
         self._lock = threading.Lock()
 
     def read_many(self, wanted: dict[int, set[int]], timeout: float = 10.0) -> dict[tuple[int, int], bytes]:
@@ -327,8 +333,9 @@ class OffsetReader:
         self._consumer.close()
 
 
-def ensure_topics(bootstrap: str, specs: Iterable[TopicSpec[Any]], *, replication_factor: int = 1,
-                  timeout: float = 30.0) -> None:
+def ensure_topics(
+    bootstrap: str, specs: Iterable[TopicSpec[Any]], *, replication_factor: int = 1, timeout: float = 30.0
+) -> None:
     """Create missing topics; refuse to run against a topic whose partition count differs."""
     admin = AdminClient({"bootstrap.servers": bootstrap})
     try:
@@ -340,7 +347,8 @@ def ensure_topics(bootstrap: str, specs: Iterable[TopicSpec[Any]], *, replicatio
     if missing:
         futures = admin.create_topics(
             [NewTopic(s.name, s.partitions, replication_factor, config=s.config()) for s in missing],
-            operation_timeout=timeout)
+            operation_timeout=timeout,
+        )
         for name, fut in futures.items():
             try:
                 fut.result()
@@ -351,8 +359,7 @@ def ensure_topics(bootstrap: str, specs: Iterable[TopicSpec[Any]], *, replicatio
     for spec in wanted:
         have = len(existing[spec.name].partitions)
         if have != spec.partitions:
-            raise KafkaUnavailable(
-                f"topic {spec.name} has {have} partitions, mailstream needs {spec.partitions}")
+            raise KafkaUnavailable(f"topic {spec.name} has {have} partitions, mailstream needs {spec.partitions}")
 
 
 def _await_metadata(admin: AdminClient, names: list[str], timeout: float) -> dict[str, Any]:
@@ -375,14 +382,16 @@ class TopicTailer:
     """
 
     def __init__(self, bootstrap: str, topic: str, partitions: int, start: dict[int, int], **extra: Any) -> None:
-        self._consumer = Consumer({
-            "bootstrap.servers": bootstrap,
-            "group.id": f"mailstream-tail-{topic}",
-            "enable.auto.commit": False,
-            "auto.offset.reset": "earliest",
-            **BATCHED_FETCH,
-            **extra,
-        })
+        self._consumer = Consumer(
+            {
+                "bootstrap.servers": bootstrap,
+                "group.id": f"mailstream-tail-{topic}",
+                "enable.auto.commit": False,
+                "auto.offset.reset": "earliest",
+                **BATCHED_FETCH,
+                **extra,
+            }
+        )
         self._start = [TopicPartition(topic, p, start.get(p, -2)) for p in range(partitions)]  # -2: beginning
         self._consumer.assign(self._start)
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"tail-{topic}")
@@ -414,8 +423,9 @@ class TopicTailer:
 
         at = await asyncio.get_running_loop().run_in_executor(self._executor, positions)
         started = {tp.partition: tp.offset for tp in self._start}
-        return all(ends.get(tp.partition, 0) <= (tp.offset if tp.offset >= 0 else max(started[tp.partition], 0))
-                   for tp in at)
+        return all(
+            ends.get(tp.partition, 0) <= (tp.offset if tp.offset >= 0 else max(started[tp.partition], 0)) for tp in at
+        )
 
     async def close(self) -> None:
         loop = asyncio.get_running_loop()

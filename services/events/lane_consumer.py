@@ -27,33 +27,35 @@ CALLBACK_TIMEOUT = 10.0  # seconds for the committed-offset and time look-ups a 
 
 
 class LaneConsumer:
-    def __init__(self, bootstrap: str, group_id: str, topic: str, start: datetime, *, commit_interval: float = 1.0,
-                 **extra: Any) -> None:
+    def __init__(
+        self, bootstrap: str, group_id: str, topic: str, start: datetime, *, commit_interval: float = 1.0, **extra: Any
+    ) -> None:
         self._topic = topic
         self._start_ms = int(start.timestamp() * 1000)
-        self._consumer = Consumer({
-            "bootstrap.servers": bootstrap,
-            "group.id": group_id,
-            "enable.auto.commit": True,  # commits what `done` stored, never what was merely fetched
-            "enable.auto.offset.store": False,
-            "auto.commit.interval.ms": int(commit_interval * 1000),
-            "auto.offset.reset": "latest",  # only if the start look-up failed: new events rather than a flood
-            "partition.assignment.strategy": "cooperative-sticky",
-            "session.timeout.ms": 10_000,
-            "heartbeat.interval.ms": 1_000,
-            "isolation.level": "read_committed",  # the scheduler writes mail.events in transactions
-            **BATCHED_FETCH,
-            # Idle, every endpoint's consumer asks each broker again when a fetch wait ends: 250 ms instead of
-            # 20 makes a hundred idle endpoints 400 fetches a second, not 5,000; a webhook can wait that long.
-            "fetch.wait.max.ms": 250,
-            **extra,
-        })
+        self._consumer = Consumer(
+            {
+                "bootstrap.servers": bootstrap,
+                "group.id": group_id,
+                "enable.auto.commit": True,  # commits what `done` stored, never what was merely fetched
+                "enable.auto.offset.store": False,
+                "auto.commit.interval.ms": int(commit_interval * 1000),
+                "auto.offset.reset": "latest",  # only if the start look-up failed: new events rather than a flood
+                "partition.assignment.strategy": "cooperative-sticky",
+                "session.timeout.ms": 10_000,
+                "heartbeat.interval.ms": 1_000,
+                "isolation.level": "read_committed",  # the scheduler writes mail.events in transactions
+                **BATCHED_FETCH,
+                # Idle, every endpoint's consumer asks each broker again when a fetch wait ends: 250 ms instead of
+                # 20 makes a hundred idle endpoints 400 fetches a second, not 5,000; a webhook can wait that long.
+                "fetch.wait.max.ms": 250,
+                **extra,
+            }
+        )
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"lanes-{group_id}")
         self._lock = threading.Lock()
         self._revoked: list[int] = []
         self.start_errors: list[str] = []  # look-ups that failed at assignment (the partition then starts at its end)
-        self._consumer.subscribe([topic], on_assign=self._on_assign, on_revoke=self._on_revoke,
-                                 on_lost=self._on_revoke)
+        self._consumer.subscribe([topic], on_assign=self._on_assign, on_revoke=self._on_revoke, on_lost=self._on_revoke)
 
     def _on_assign(self, consumer: Consumer, tps: list[TopicPartition]) -> None:
         anchors: list[TopicPartition] = []
@@ -67,8 +69,9 @@ class LaneConsumer:
         except KafkaException as exc:
             self.start_errors.append(str(exc))
         at = {(tp.topic, tp.partition): tp.offset for tp in anchors}
-        consumer.incremental_assign([TopicPartition(tp.topic, tp.partition, at.get((tp.topic, tp.partition), -1001))
-                                     for tp in tps])
+        consumer.incremental_assign(
+            [TopicPartition(tp.topic, tp.partition, at.get((tp.topic, tp.partition), -1001)) for tp in tps]
+        )
         if anchors:
             consumer.store_offsets(offsets=anchors)
 
@@ -90,8 +93,9 @@ class LaneConsumer:
         for msg in msgs:
             err = msg.error()
             if err is None:
-                good.append(Consumed(msg.topic() or "", msg.partition() or 0, msg.offset() or 0, msg.key(),
-                                     msg.value() or b""))
+                good.append(
+                    Consumed(msg.topic() or "", msg.partition() or 0, msg.offset() or 0, msg.key(), msg.value() or b"")
+                )
             elif err.code() != KafkaError._PARTITION_EOF and err.fatal():
                 raise KafkaUnavailable(str(err))
         return good

@@ -15,13 +15,27 @@ def as_cancel_notice(ready: ReadyMessage) -> CancelNotice | None:
     """The cancel notice an old writer sent as a ReadyMessage; None for a promotion."""
     if ready.cancel_reason is None:
         return None
-    return CancelNotice(id=ready.id, attempt=ready.attempt, queue=ready.queue, tenant=ready.tenant,
-                        egress_pool=ready.egress_pool, reason=ready.cancel_reason, cancelled_at=ready.ready_at)
+    return CancelNotice(
+        id=ready.id,
+        attempt=ready.attempt,
+        queue=ready.queue,
+        tenant=ready.tenant,
+        egress_pool=ready.egress_pool,
+        reason=ready.cancel_reason,
+        cancelled_at=ready.ready_at,
+    )
 
 
 def as_egress_verdict(resp: DeliveryResponse) -> EgressVerdict | None:
     """Stage 2's verdict an old writer sent as a DeliveryResponse; None for a delivery attempt's outcome."""
     if resp.outcome not in ("EXPIRED", "CANCELLED"):
         return None
-    return EgressVerdict(id=resp.id, attempt=resp.attempt, attempt_id=resp.attempt_id, queue=resp.queue,
-                         verdict=resp.outcome, reason=resp.response.content, decided_at=resp.completed_at)
+    return EgressVerdict(
+        id=resp.id,
+        attempt=resp.attempt,
+        attempt_id=resp.attempt_id,
+        queue=resp.queue,
+        verdict=resp.outcome,
+        reason=resp.response.content,
+        decided_at=resp.completed_at,
+    )

@@ -145,10 +145,17 @@ class MemoryProcessor:
     changelog topic, whose record types the handler's state writes must be of.
     """
 
-    def __init__(self, bus: MemoryBus, inputs: Sequence[str], handler: PartitionHandler, *,
-                 keep_changelog: bool = True, owned: Iterable[int] | None = None,
-                 resume_from: dict[int, dict[bytes, bytes]] | None = None,
-                 changelog: TopicSpec[Any] | None = None) -> None:
+    def __init__(
+        self,
+        bus: MemoryBus,
+        inputs: Sequence[str],
+        handler: PartitionHandler,
+        *,
+        keep_changelog: bool = True,
+        owned: Iterable[int] | None = None,
+        resume_from: dict[int, dict[bytes, bytes]] | None = None,
+        changelog: TopicSpec[Any] | None = None,
+    ) -> None:
         self.bus, self.inputs, self.handler = bus, tuple(inputs), handler
         self.owned = frozenset(range(bus.partitions) if owned is None else owned)
         self.read_upto = {t: len(bus.read(t)) if resume_from is not None else 0 for t in self.inputs}

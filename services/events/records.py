@@ -10,8 +10,15 @@ from pydantic import BaseModel, ConfigDict
 from mailstream.core.bounce_classify import BounceType
 
 MessageStatus = Literal[
-    "scheduled", "ready", "in_delivery", "suspended", "deferred",
-    "bounced", "delivered", "expired", "cancelled",
+    "scheduled",
+    "ready",
+    "in_delivery",
+    "suspended",
+    "deferred",
+    "bounced",
+    "delivered",
+    "expired",
+    "cancelled",
 ]
 FINAL_STATUSES: frozenset[str] = frozenset({"bounced", "delivered", "expired", "cancelled"})
 # EXPIRED and CANCELLED only in records written before 2026-12-02: stage 2 now writes an EgressVerdict.
@@ -19,10 +26,17 @@ AttemptOutcome = Literal["DELIVERED", "TRANSIENT", "PERMANENT", "EXPIRED", "CANC
 EgressVerdictKind = Literal["EXPIRED", "CANCELLED"]
 QueueState = Literal["active", "suspended", "draining", "disabled"]
 LogRecordType = Literal[
-    "Reception", "Delivery", "TransientFailure", "Bounce", "Expiration", "AdminBounce", "Rejection",
+    "Reception",
+    "Delivery",
+    "TransientFailure",
+    "Bounce",
+    "Expiration",
+    "AdminBounce",
+    "Rejection",
 ]
-WebhookEventType = Literal["delivered", "deferred", "bounced", "expired", "cancelled", "rejected", "suppressed",
-                           "feedback"]
+WebhookEventType = Literal[
+    "delivered", "deferred", "bounced", "expired", "cancelled", "rejected", "suppressed", "feedback"
+]
 WebhookOutcome = Literal["DELIVERED", "RETRYING", "GIVEN_UP"]
 
 

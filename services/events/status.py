@@ -48,9 +48,20 @@ def reception_status(msg: AcceptedMessage, egress_pool: str | None = None) -> Tr
     """Version 0, 'scheduled': what ingest writes before answering and what stage 1 holds on acceptance
     (stage 1 knows the egress pool, ingest does not)."""
     return TransactionStatus(
-        id=msg.id, version=0, status="scheduled", queue=msg.queue, tenant=msg.tenant, campaign=msg.campaign,
-        sender=msg.sender, recipient=msg.recipient, message_id=msg.message_id, created_at=msg.received_at,
-        updated_at=msg.received_at, next_attempt_at=msg.send_at, egress_pool=egress_pool)
+        id=msg.id,
+        version=0,
+        status="scheduled",
+        queue=msg.queue,
+        tenant=msg.tenant,
+        campaign=msg.campaign,
+        sender=msg.sender,
+        recipient=msg.recipient,
+        message_id=msg.message_id,
+        created_at=msg.received_at,
+        updated_at=msg.received_at,
+        next_attempt_at=msg.send_at,
+        egress_pool=egress_pool,
+    )
 
 
 def changed(tx: TransactionStatus, **changes: Unpack[StatusChange]) -> TransactionStatus:

@@ -79,8 +79,10 @@ class TopicSpec(Generic[V]):
     def encode(self, record: V) -> bytes:
         """The record's bytes; TypeError if it is not of a type this topic carries (mypy checks that too)."""
         if type(record) not in self.values:
-            raise TypeError(f"{self.name} carries {', '.join(t.__name__ for t in self.values) or 'no own records'}, "
-                            f"not {type(record).__name__}")
+            raise TypeError(
+                f"{self.name} carries {', '.join(t.__name__ for t in self.values) or 'no own records'}, "
+                f"not {type(record).__name__}"
+            )
         return encode(record)
 
     def decode(self, data: bytes | None) -> V:
@@ -89,8 +91,10 @@ class TopicSpec(Generic[V]):
         for value_type in self.values:
             if value_type.schema_name == name:
                 return decode(data, value_type)
-        raise SerdeError(f"{self.name} carries {', '.join(t.schema_name for t in self.values) or 'no own records'}, "
-                         f"not {name or 'an unknown schema'}")
+        raise SerdeError(
+            f"{self.name} carries {', '.join(t.schema_name for t in self.values) or 'no own records'}, "
+            f"not {name or 'an unknown schema'}"
+        )
 
     def carries(self, data: bytes | None) -> bool:
         """Whether the encoded value is of one of this topic's record types (its schema is not checked)."""
@@ -99,72 +103,113 @@ class TopicSpec(Generic[V]):
 
 
 # Bodies outlive the longest max_age (7 days by default) so a retry can still read them.
-BODIES: TopicSpec[MessageBody] = TopicSpec("mail.bodies", "body sha256", (MessageBody,),
-                                           retention_ms=10 * DAY_MS, max_message_bytes=64 * 1024 * 1024)
+BODIES: TopicSpec[MessageBody] = TopicSpec(
+    "mail.bodies", "body sha256", (MessageBody,), retention_ms=10 * DAY_MS, max_message_bytes=64 * 1024 * 1024
+)
 # mail.accepted and mail.responses are keyed by route key (the tenant, else the queue name): one
 # partition owns every queue of a tenant, so tenant-wide limits are counted in one place.
-ACCEPTED: TopicSpec[AcceptedMessage] = TopicSpec("mail.accepted", "route key", (AcceptedMessage,),
-                                                 retention_ms=10 * DAY_MS)
+ACCEPTED: TopicSpec[AcceptedMessage] = TopicSpec(
+    "mail.accepted", "route key", (AcceptedMessage,), retention_ms=10 * DAY_MS
+)
 # Delivery workers answer each attempt; stage 2 answers an attempt it ended unsent.
 RESPONSES: TopicSpec[DeliveryResponse | EgressVerdict] = TopicSpec(
-    "mail.responses", "route key", (DeliveryResponse, EgressVerdict), retention_ms=10 * DAY_MS)
+    "mail.responses", "route key", (DeliveryResponse, EgressVerdict), retention_ms=10 * DAY_MS
+)
 # mail.ready is keyed by egress group (pools that share a source): one partition owns every source
 # of the group, so daily caps and source choice are decided in one place. Besides stage 1's promotions
 # and cancel notices it carries stage 2's own handovers and settlements when a new configuration regroups.
 READY: TopicSpec[ReadyMessage | CancelNotice | UsageHandover | EgressSettlement] = TopicSpec(
-    "mail.ready", "egress group", (ReadyMessage, CancelNotice, UsageHandover, EgressSettlement),
-    retention_ms=10 * DAY_MS)
+    "mail.ready",
+    "egress group",
+    (ReadyMessage, CancelNotice, UsageHandover, EgressSettlement),
+    retention_ms=10 * DAY_MS,
+)
 DELIVERY: TopicSpec[DeliveryTask] = TopicSpec("mail.delivery", "egress path", (DeliveryTask,))
 EVENTS: TopicSpec[LogRecord] = TopicSpec("mail.events", "transaction id", (LogRecord,), retention_ms=30 * DAY_MS)
-STATUS: TopicSpec[TransactionStatus] = TopicSpec("mail.status", "transaction id", (TransactionStatus,),
-                                                 cleanup_policy="compact", retention_ms=-1)
+STATUS: TopicSpec[TransactionStatus] = TopicSpec(
+    "mail.status", "transaction id", (TransactionStatus,), cleanup_policy="compact", retention_ms=-1
+)
 
 # State of the two scheduler stages (compacted; key: "<kind>:<name>"), written in the same Kafka transaction
 # as the stage's outputs: stage 1's messages, limit counters, queue controls and finished totals; stage 2's
 # held messages, limit counters and the grouping it settled under.
 QUEUE_STATE: TopicSpec[QueuedMessage | LimitState | QueueSuspension | StatusCounts] = TopicSpec(
-    "mail.scheduler.queues-state", "state key", (QueuedMessage, LimitState, QueueSuspension, StatusCounts),
-    cleanup_policy="compact", retention_ms=-1)
+    "mail.scheduler.queues-state",
+    "state key",
+    (QueuedMessage, LimitState, QueueSuspension, StatusCounts),
+    cleanup_policy="compact",
+    retention_ms=-1,
+)
 EGRESS_STATE: TopicSpec[ReadyMessage | LimitState | EgressSettlement] = TopicSpec(
-    "mail.scheduler.egress-state", "state key", (ReadyMessage, LimitState, EgressSettlement),
-    cleanup_policy="compact", retention_ms=-1)
+    "mail.scheduler.egress-state",
+    "state key",
+    (ReadyMessage, LimitState, EgressSettlement),
+    cleanup_policy="compact",
+    retention_ms=-1,
+)
 # The gateway's notifier (delivery status notifications): the Reception of each SMTP-accepted message that may
 # owe its sender one, and a failure held until cut-through has had its say (key: "r:<id>" / "f:<id>").
-NOTICE_STATE: TopicSpec[LogRecord] = TopicSpec("mail.gateway.notice-state", "state key", (LogRecord,),
-                                               cleanup_policy="compact", retention_ms=-1)
+NOTICE_STATE: TopicSpec[LogRecord] = TopicSpec(
+    "mail.gateway.notice-state", "state key", (LogRecord,), cleanup_policy="compact", retention_ms=-1
+)
 
 # Stage 1's other inputs, keyed by route key like mail.accepted: stage 2 tells it which attempts it
 # dispatched (status in_delivery), and admins suspend or resume queues (a command naming no tenant
 # goes to every partition).
 DISPATCHED: TopicSpec[Dispatched] = TopicSpec("mail.dispatched", "route key", (Dispatched,), retention_ms=10 * DAY_MS)
-QUEUE_COMMANDS: TopicSpec[QueueCommand] = TopicSpec("mail.queue-commands", "route key", (QueueCommand,),
-                                                    retention_ms=10 * DAY_MS)
+QUEUE_COMMANDS: TopicSpec[QueueCommand] = TopicSpec(
+    "mail.queue-commands", "route key", (QueueCommand,), retention_ms=10 * DAY_MS
+)
 # What the stages publish for the capacity API (compacted; republished every few seconds when changed).
-QUEUE_STATS: TopicSpec[QueueStats] = TopicSpec("mail.queue-stats", "<partition>/<tenant>", (QueueStats,),
-                                               cleanup_policy="compact", retention_ms=-1)
-SOURCE_USAGE: TopicSpec[SourceUsage] = TopicSpec("mail.source-usage", "egress source", (SourceUsage,),
-                                                 cleanup_policy="compact", retention_ms=-1)
+QUEUE_STATS: TopicSpec[QueueStats] = TopicSpec(
+    "mail.queue-stats", "<partition>/<tenant>", (QueueStats,), cleanup_policy="compact", retention_ms=-1
+)
+SOURCE_USAGE: TopicSpec[SourceUsage] = TopicSpec(
+    "mail.source-usage", "egress source", (SourceUsage,), cleanup_policy="compact", retention_ms=-1
+)
 
 # Webhooks: the endpoints registered through the API (compacted; a WebhookDeleted replaces a deleted one), and
 # every delivery attempt of the webhooks service (ingest keeps the last few per endpoint for the API).
 WEBHOOKS: TopicSpec[WebhookEndpoint | WebhookDeleted] = TopicSpec(
-    "mail.webhooks", "endpoint id", (WebhookEndpoint, WebhookDeleted), cleanup_policy="compact", retention_ms=-1)
-WEBHOOK_ATTEMPTS: TopicSpec[WebhookAttempt] = TopicSpec("mail.webhook-attempts", "endpoint id", (WebhookAttempt,),
-                                                        retention_ms=7 * DAY_MS)
+    "mail.webhooks", "endpoint id", (WebhookEndpoint, WebhookDeleted), cleanup_policy="compact", retention_ms=-1
+)
+WEBHOOK_ATTEMPTS: TopicSpec[WebhookAttempt] = TopicSpec(
+    "mail.webhook-attempts", "endpoint id", (WebhookAttempt,), retention_ms=7 * DAY_MS
+)
 
 # A stage's input record its handler fails on, as it was, with the error and origin in headers.
 DEAD_LETTER: TopicSpec[Record] = TopicSpec("mail.dead-letter", "the record's own key", (), retention_ms=30 * DAY_MS)
 
 # Ingest's answers to requests sent with an Idempotency-Key, written in the request's own transaction; each ingest
 # replica folds them into its SQLite, so a retry (after a restart too) is answered, not accepted again.
-ANSWERS: TopicSpec[IdempotentAnswer] = TopicSpec("mail.ingest.answers", "<API key id>/<Idempotency-Key>",
-                                                 (IdempotentAnswer,), cleanup_policy="compact,delete",
-                                                 retention_ms=DAY_MS)
+ANSWERS: TopicSpec[IdempotentAnswer] = TopicSpec(
+    "mail.ingest.answers",
+    "<API key id>/<Idempotency-Key>",
+    (IdempotentAnswer,),
+    cleanup_policy="compact,delete",
+    retention_ms=DAY_MS,
+)
 
-ALL_TOPICS: tuple[TopicSpec[Any], ...] = (BODIES, ACCEPTED, READY, DELIVERY, RESPONSES, EVENTS, STATUS,
-                                     QUEUE_STATE, EGRESS_STATE, DISPATCHED, QUEUE_COMMANDS, QUEUE_STATS,
-                                     SOURCE_USAGE, DEAD_LETTER, NOTICE_STATE, WEBHOOKS, WEBHOOK_ATTEMPTS,
-                                     ANSWERS)
+ALL_TOPICS: tuple[TopicSpec[Any], ...] = (
+    BODIES,
+    ACCEPTED,
+    READY,
+    DELIVERY,
+    RESPONSES,
+    EVENTS,
+    STATUS,
+    QUEUE_STATE,
+    EGRESS_STATE,
+    DISPATCHED,
+    QUEUE_COMMANDS,
+    QUEUE_STATS,
+    SOURCE_USAGE,
+    DEAD_LETTER,
+    NOTICE_STATE,
+    WEBHOOKS,
+    WEBHOOK_ATTEMPTS,
+    ANSWERS,
+)
 
 
 def route_key(tenant: str | None, queue: str) -> str:

@@ -89,13 +89,18 @@ def _settle(future: asyncio.Future[Any], result: Any, error: BaseException | Non
 class OffsetTransactions:
     """`commit(records, checkpoint, consumer)`: the records and the consumer group's next offsets, all or none."""
 
-    def __init__(self, bootstrap: str, name: str, *, timeout: float = 5.0, transaction_timeout_ms: int = 15_000,
-                 **extra: Any) -> None:
+    def __init__(
+        self, bootstrap: str, name: str, *, timeout: float = 5.0, transaction_timeout_ms: int = 15_000, **extra: Any
+    ) -> None:
         self._bootstrap = bootstrap
         self._name = name
         self._timeout = timeout
-        self._config = {"transaction.timeout.ms": transaction_timeout_ms, "client.id": name,
-                        "retry.backoff.ms": 20, **extra}  # see the processor's producer: markers make the broker busy
+        self._config = {
+            "transaction.timeout.ms": transaction_timeout_ms,
+            "client.id": name,
+            "retry.backoff.ms": 20,
+            **extra,
+        }  # see the processor's producer: markers make the broker busy
         self._producer: Producer | None = None
         self._ready = False  # init_transactions went through
         self._thread = _Thread(f"txn-{name}")
@@ -119,13 +124,15 @@ class OffsetTransactions:
             except KafkaException:
                 return False
             return True
+
         return await self._probe_thread.call(ask)
 
     def _client(self) -> Producer:
         if self._producer is None:
             transactional_id = f"{self._name}-{uuid.uuid4()}"
-            self._producer = Producer(producer_config(self._bootstrap, **self._config,
-                                                      **{"transactional.id": transactional_id}))
+            self._producer = Producer(
+                producer_config(self._bootstrap, **self._config, **{"transactional.id": transactional_id})
+            )
             self._ready = False
             log.info("transactional_producer_created", transactional_id=transactional_id)
         if not self._ready:
@@ -169,10 +176,12 @@ class OffsetTransactions:
 
     async def close(self, timeout: float) -> None:
         """Give an open transaction up and let the thread go; waits at most `timeout` seconds."""
+
         def shut() -> None:
             if self._producer is not None:
                 self._producer.purge()
                 self._producer.flush(0)
+
         try:
             await asyncio.wait_for(self._thread.call(shut), timeout)
         except TimeoutError:

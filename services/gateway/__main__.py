@@ -43,16 +43,28 @@ def notifier(config: Config) -> TransactionalProcessor:
     to record that it told the client) before deciding that a notice is owed."""
     bootstrap = config.kafka.bootstrap_servers
     body_producer = Producer(producer_config(bootstrap))
-    handler = Notifier(reporting_mta=config.gateway.hostname, hold=config.gateway.cut_through_wait + NOTICE_MARGIN,
-                       write_body=functools.partial(put_body_blocking, body_producer))
-    return TransactionalProcessor(bootstrap=bootstrap, group_id=f"{config.gateway.app_id}-notices",
-                                  inputs=[EVENTS.name], changelog=NOTICE_STATE.name, partitions=EVENTS.partitions,
-                                  handler=handler, clock=system_clock, tick_interval=1.0, name="notices",
-                                  dead_letter=DEAD_LETTER.name)
+    handler = Notifier(
+        reporting_mta=config.gateway.hostname,
+        hold=config.gateway.cut_through_wait + NOTICE_MARGIN,
+        write_body=functools.partial(put_body_blocking, body_producer),
+    )
+    return TransactionalProcessor(
+        bootstrap=bootstrap,
+        group_id=f"{config.gateway.app_id}-notices",
+        inputs=[EVENTS.name],
+        changelog=NOTICE_STATE.name,
+        partitions=EVENTS.partitions,
+        handler=handler,
+        clock=system_clock,
+        tick_interval=1.0,
+        name="notices",
+        dead_letter=DEAD_LETTER.name,
+    )
 
 
-def _run_notifier(processor: TransactionalProcessor, stop: threading.Event, stopping: asyncio.Event,
-                  loop: asyncio.AbstractEventLoop) -> None:
+def _run_notifier(
+    processor: TransactionalProcessor, stop: threading.Event, stopping: asyncio.Event, loop: asyncio.AbstractEventLoop
+) -> None:
     try:
         processor.run(stop)
     except BaseException as exc:  # a fatal stage error ends the process: let the supervisor restart it
@@ -74,8 +86,9 @@ async def _run(config: Config, web_port: int) -> int:
     watch = AttemptWatch() if config.gateway.cut_through_wait.total_seconds() > 0 else None
     # A message's records are written in one transaction (nothing half-written when the cluster fails mid-way); the
     # id is stable across restarts, so a restarted gateway aborts at once what its predecessor left open.
-    writer = TransactionalWriter(bootstrap, f"{config.gateway.app_id}-{socket.gethostname()}-{web_port}",
-                                 transaction_timeout_s=60.0)
+    writer = TransactionalWriter(
+        bootstrap, f"{config.gateway.app_id}-{socket.gethostname()}-{web_port}", transaction_timeout_s=60.0
+    )
     writer.start()
     submitter = Submitter(producer, system_clock, capacity.refusal, signer, writer)
     parts = GatewayParts(config.gateway, submitter, producer, capacity, watch, system_clock)
@@ -96,8 +109,7 @@ async def _run(config: Config, web_port: int) -> int:
     notices = notifier(config) if config.gateway.notices else None
     thread = None
     if notices is not None:
-        thread = threading.Thread(target=_run_notifier, args=(notices, stop_notices, stopping, loop),
-                                  name="notices")
+        thread = threading.Thread(target=_run_notifier, args=(notices, stop_notices, stopping, loop), name="notices")
         thread.start()
     if notices is not None:  # a replica beyond the partition count owns none, and serves SMTP all the same
         NOTIFIER_HEALTHY.set_function(lambda: float(notices.healthy))

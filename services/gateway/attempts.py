@@ -57,8 +57,13 @@ class AttemptWatch:
             future.set_result(found)
 
     async def run(self, bootstrap: str) -> None:
-        tailer = TopicTailer(bootstrap, STATUS.name, STATUS.partitions, dict.fromkeys(range(STATUS.partitions), LATEST),
-                             **{"fetch.wait.max.ms": 50, "fetch.min.bytes": 1})  # idle polls cost: 50 ms, not 10
+        tailer = TopicTailer(
+            bootstrap,
+            STATUS.name,
+            STATUS.partitions,
+            dict.fromkeys(range(STATUS.partitions), LATEST),
+            **{"fetch.wait.max.ms": 50, "fetch.min.bytes": 1},
+        )  # idle polls cost: 50 ms, not 10
         try:
             while True:
                 batch = await tailer.poll_batch(timeout=0.1)

@@ -54,8 +54,11 @@ def decide(mode: Mode, attempts: Sequence[FirstAttempt | None]) -> Verdict:
         temporary = [a for a in attempts if a is None or 400 <= a.code < 500]
         if len(temporary) == n:
             answered = [a for a in temporary if a is not None]
-            told = (verbatim(answered[0].code, answered[0].enhanced, answered[0].text) if answered
-                    else reply(450, "4.4.1", "no answer from the destination in time, try again later"))
+            told = (
+                verbatim(answered[0].code, answered[0].enhanced, answered[0].text)
+                if answered
+                else reply(450, "4.4.1", "no answer from the destination in time, try again later")
+            )
             return Verdict(told, (Then.CANCEL,) * n)
     if all(a is not None and a.code < 400 for a in attempts):
         return Verdict(reply(250, "2.0.0", "delivered"), (Then.FORWARD,) * n)

@@ -60,28 +60,35 @@ def _status_fields(notice: Notice, reporting_mta: str) -> tuple[str, str]:
     if failure.peer_address:
         per_recipient.append(f"Remote-MTA: dns; {failure.peer_address.rpartition(':')[0] or failure.peer_address}")
     diagnostic = " ".join(str(response).split())[:900]
-    per_recipient += [f"Diagnostic-Code: smtp; {diagnostic}",
-                      f"Last-Attempt-Date: {email.utils.format_datetime(failure.timestamp)}"]
+    per_recipient += [
+        f"Diagnostic-Code: smtp; {diagnostic}",
+        f"Last-Attempt-Date: {email.utils.format_datetime(failure.timestamp)}",
+    ]
     return "\r\n".join(per_message), "\r\n".join(per_recipient)
 
 
-def build_notice(notice: Notice, *, reporting_mta: str, mailer_daemon: str, message_id: str,
-                 now: datetime) -> bytes:
+def build_notice(notice: Notice, *, reporting_mta: str, mailer_daemon: str, message_id: str, now: datetime) -> bytes:
     """The multipart/report message to the original sender, CRLF line endings, 7-bit."""
     reception, failure = notice.reception, notice.failure
     why = "could not be delivered in time" if failure.type == "Expiration" else "was refused"
-    human = (f"This is the mail system at {reporting_mta}.\r\n\r\n"
-             f"Your message to <{reception.recipient}> {why}.\r\n\r\n"
-             f"The last reply was: {' '.join(str(failure.response).split())}\r\n")
+    human = (
+        f"This is the mail system at {reporting_mta}.\r\n\r\n"
+        f"Your message to <{reception.recipient}> {why}.\r\n\r\n"
+        f"The last reply was: {' '.join(str(failure.response).split())}\r\n"
+    )
     per_message, per_recipient = _status_fields(notice, reporting_mta)
     boundary = f"=_dsn_{message_id.partition('@')[0]}"
     original_id = reception.message_id
-    headers = [f"From: Mail Delivery System <{mailer_daemon}>", f"To: <{reception.sender}>",
-               "Subject: Undelivered Mail Returned to Sender", f"Date: {email.utils.format_datetime(now)}",
-               f"Message-ID: <{message_id}>",
-               "Auto-Submitted: auto-replied",  # RFC 3834: no automatic answer to this one
-               "MIME-Version: 1.0",
-               f'Content-Type: multipart/report; report-type=delivery-status; boundary="{boundary}"']
+    headers = [
+        f"From: Mail Delivery System <{mailer_daemon}>",
+        f"To: <{reception.sender}>",
+        "Subject: Undelivered Mail Returned to Sender",
+        f"Date: {email.utils.format_datetime(now)}",
+        f"Message-ID: <{message_id}>",
+        "Auto-Submitted: auto-replied",  # RFC 3834: no automatic answer to this one
+        "MIME-Version: 1.0",
+        f'Content-Type: multipart/report; report-type=delivery-status; boundary="{boundary}"',
+    ]
     if original_id:
         headers += [f"In-Reply-To: <{original_id}>", f"References: <{original_id}>"]
     # The accepted message is not kept beside its events: the returned headers are those the transaction
@@ -94,6 +101,10 @@ def build_notice(notice: Notice, *, reporting_mta: str, mailer_daemon: str, mess
         ("text/rfc822-headers", "\r\n".join(returned) + "\r\n"),
     ]
     body = "".join(f"--{boundary}\r\nContent-Type: {kind}\r\n\r\n{content}" for kind, content in parts)
-    text = "\r\n".join(headers) + "\r\n\r\nThis is a MIME-encapsulated delivery status notification.\r\n" + \
-        body + f"--{boundary}--\r\n"
+    text = (
+        "\r\n".join(headers)
+        + "\r\n\r\nThis is a MIME-encapsulated delivery status notification.\r\n"
+        + body
+        + f"--{boundary}--\r\n"
+    )
     return text.encode("ascii", "replace")

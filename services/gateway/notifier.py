@@ -55,8 +55,9 @@ class Notifier:
             state[key] = value
             out.put(partition, key, value)
 
-    def on_record(self, partition: int, topic: str, key: bytes | None, value: bytes, now: datetime,
-                  out: Writes) -> None:
+    def on_record(
+        self, partition: int, topic: str, key: bytes | None, value: bytes, now: datetime, out: Writes
+    ) -> None:
         if not value:
             return
         record = EVENTS.decode(value)
@@ -88,22 +89,35 @@ class Notifier:
 
     def _notify(self, partition: int, reception: LogRecord, failure: LogRecord, now: datetime, out: Writes) -> None:
         dsn_id = notice_id(reception.id)
-        data = build_notice(Notice(reception, failure), reporting_mta=self._reporting_mta,
-                            mailer_daemon=f"MAILER-DAEMON@{self._reporting_mta}",
-                            message_id=f"{dsn_id}@{self._reporting_mta}", now=now)
+        data = build_notice(
+            Notice(reception, failure),
+            reporting_mta=self._reporting_mta,
+            mailer_daemon=f"MAILER-DAEMON@{self._reporting_mta}",
+            message_id=f"{dsn_id}@{self._reporting_mta}",
+            now=now,
+        )
         domain = reception.sender.rpartition("@")[2].lower()
         route = resolve_routing({}, domain, bound_tenant=reception.tenant)  # the notice is the tenant's mail too
         notice = AcceptedMessage(
-            id=dsn_id, submission_id=dsn_id, queue=route.queue, tenant=route.tenant, campaign=route.campaign,
-            sender="", recipient=reception.sender, domain=domain, message_id=f"{dsn_id}@{self._reporting_mta}",
-            body=self._write_body(data), headers=summary_headers(data), metadata={"dsn_for": reception.id},
-            reception_protocol="ESMTP", received_at=now)
+            id=dsn_id,
+            submission_id=dsn_id,
+            queue=route.queue,
+            tenant=route.tenant,
+            campaign=route.campaign,
+            sender="",
+            recipient=reception.sender,
+            domain=domain,
+            message_id=f"{dsn_id}@{self._reporting_mta}",
+            body=self._write_body(data),
+            headers=summary_headers(data),
+            metadata={"dsn_for": reception.id},
+            reception_protocol="ESMTP",
+            received_at=now,
+        )
         out.send(ACCEPTED.name, route_key(notice.tenant, notice.queue).encode(), ACCEPTED.encode(notice))
         out.send(STATUS.name, notice.id.encode(), STATUS.encode(reception_status(notice)))
         out.send(EVENTS.name, notice.id.encode(), EVENTS.encode(reception_record(notice)))
         self._put(out, partition, b"r:" + reception.id.encode(), None)
         self._put(out, partition, b"f:" + reception.id.encode(), None)
         self.sent += 1
-        log.info("notice_sent", transaction=reception.id, notice=dsn_id, to=reception.sender,
-                 failure=failure.type)
-
+        log.info("notice_sent", transaction=reception.id, notice=dsn_id, to=reception.sender, failure=failure.type)

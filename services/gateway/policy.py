@@ -28,8 +28,11 @@ def address_domain(address: str, *, smtputf8: bool) -> str:
     if any(c in local for c in "\r\n\0 \t<>"):
         raise Refused(reply(553, "5.1.3", f"<{address}> is not a valid address"))
     try:
-        ascii_domain = idna.encode(domain.rstrip(".").lower(), uts46=True).decode() if not domain.isascii() \
+        ascii_domain = (
+            idna.encode(domain.rstrip(".").lower(), uts46=True).decode()
+            if not domain.isascii()
             else domain.rstrip(".").lower()
+        )
     except idna.IDNAError:
         raise Refused(reply(553, "5.1.3", f"<{address}> has an invalid domain")) from None
     if domain.startswith("[") or not DOMAIN.match(ascii_domain):
@@ -63,8 +66,9 @@ class RelayPolicy:
         domain = address_domain(recipient, smtputf8=smtputf8)
         found = self._domains.get(domain)
         if found is None:
-            raise Refused(reply(550, "5.7.1", f"relay denied: <{recipient}> is not a domain this server receives "
-                                "mail for"))
+            raise Refused(
+                reply(550, "5.7.1", f"relay denied: <{recipient}> is not a domain this server receives mail for")
+            )
         meta = {"campaign": found.campaign, "routing_domain": found.routing_domain}
         return Destination(found.tenant, {k: v for k, v in meta.items() if v})
 

@@ -23,12 +23,12 @@ from mailstream.config.gateway import Listener
 from mailstream.gateway.auth import Credentials, FailureLimiter
 from mailstream.gateway.replies import with_enhanced
 
-SESSIONS = Metric("mailstream_gateway_sessions_total", "SMTP sessions by listener and outcome",
-                  ["listener", "outcome"])
+SESSIONS = Metric("mailstream_gateway_sessions_total", "SMTP sessions by listener and outcome", ["listener", "outcome"])
 OPEN_SESSIONS = Gauge("mailstream_gateway_open_sessions", "SMTP sessions open", ["listener"])
 REPLIES = Metric("mailstream_gateway_replies_total", "SMTP replies by listener and code", ["listener", "code"])
-TLS_HANDSHAKES = Metric("mailstream_gateway_tls_handshakes_total", "STARTTLS and implicit TLS handshakes",
-                        ["listener", "outcome"])
+TLS_HANDSHAKES = Metric(
+    "mailstream_gateway_tls_handshakes_total", "STARTTLS and implicit TLS handshakes", ["listener", "outcome"]
+)
 AUTH_FAILURES = Metric("mailstream_gateway_auth_failures_total", "Failed AUTH attempts", ["listener"])
 COMMANDS = Metric("mailstream_gateway_commands_total", "SMTP commands by listener", ["listener", "command"])
 
@@ -124,9 +124,18 @@ class ConnectionLimits:
 
 
 class GatewaySMTP(SMTP):
-    def __init__(self, handler: Any, *, listener: Listener, hostname: str, limits: ConnectionLimits,
-                 credentials: Credentials, failures: FailureLimiter, failure_delay: float,
-                 starttls: ssl.SSLContext | None) -> None:
+    def __init__(
+        self,
+        handler: Any,
+        *,
+        listener: Listener,
+        hostname: str,
+        limits: ConnectionLimits,
+        credentials: Credentials,
+        failures: FailureLimiter,
+        failure_delay: float,
+        starttls: ssl.SSLContext | None,
+    ) -> None:
         implicit = listener.tls.mode == "implicit"
         super().__init__(
             handler,
@@ -261,8 +270,7 @@ class GatewaySMTP(SMTP):
         COMMANDS.labels(self.listener.name, "DATA").inc()
         await super().smtp_DATA(arg)
 
-    def _take_credentials(self, server: Any, session: Any, envelope: Any, mechanism: str,
-                          auth_data: Any) -> AuthResult:
+    def _take_credentials(self, server: Any, session: Any, envelope: Any, mechanism: str, auth_data: Any) -> AuthResult:
         # aiosmtpd calls its authenticator synchronously; the scrypt check must not hold the event loop,
         # so the credentials are only taken here and checked by smtp_AUTH below, in a thread.
         self._presented = auth_data if isinstance(auth_data, LoginPassword) else None

@@ -25,8 +25,9 @@ def tls_context(listener: Listener) -> ssl.SSLContext | None:
     try:
         context.load_cert_chain(str(listener.tls.cert_file), str(listener.tls.key_file))
     except (OSError, ssl.SSLError) as exc:
-        raise ValueError(f"listener {listener.name!r}: cannot load {listener.tls.cert_file} / "
-                         f"{listener.tls.key_file}: {exc}") from None
+        raise ValueError(
+            f"listener {listener.name!r}: cannot load {listener.tls.cert_file} / {listener.tls.key_file}: {exc}"
+        ) from None
     return context
 
 
@@ -56,20 +57,39 @@ class Gateway:
             handler = GatewayHandler(listener, self.parts)
             limits = ConnectionLimits(listener)
 
-            def factory(listener: Listener = listener, handler: GatewayHandler = handler,
-                        limits: ConnectionLimits = limits, context: ssl.SSLContext | None = context) -> GatewaySMTP:
+            def factory(
+                listener: Listener = listener,
+                handler: GatewayHandler = handler,
+                limits: ConnectionLimits = limits,
+                context: ssl.SSLContext | None = context,
+            ) -> GatewaySMTP:
                 return GatewaySMTP(
-                    handler, listener=listener, hostname=self.config.hostname, limits=limits,
-                    credentials=credentials, failures=failures,
+                    handler,
+                    listener=listener,
+                    hostname=self.config.hostname,
+                    limits=limits,
+                    credentials=credentials,
+                    failures=failures,
                     failure_delay=self.config.auth_failure_delay.total_seconds(),
-                    starttls=context if listener.tls.mode in ("starttls", "starttls_required") else None)
+                    starttls=context if listener.tls.mode in ("starttls", "starttls_required") else None,
+                )
 
             server = await loop.create_server(
-                factory, listener.host, listener.port, reuse_port=True,
-                ssl=context if listener.tls.mode == "implicit" else None)
+                factory,
+                listener.host,
+                listener.port,
+                reuse_port=True,
+                ssl=context if listener.tls.mode == "implicit" else None,
+            )
             self.listeners.append(RunningListener(listener, server, limits))
-            log.info("listening", listener=listener.name, mode=listener.mode, host=listener.host,
-                     port=self.listeners[-1].port, tls=listener.tls.mode)
+            log.info(
+                "listening",
+                listener=listener.name,
+                mode=listener.mode,
+                host=listener.host,
+                port=self.listeners[-1].port,
+                tls=listener.tls.mode,
+            )
 
     async def stop(self, grace: float) -> None:
         """Stop accepting; idle sessions get 421 4.3.2; transactions in progress get up to `grace` seconds."""

@@ -31,8 +31,9 @@ from mailstream.intake.summary import message_id_of, summary_headers
 from mailstream.observability.logs import get_logger
 
 log = get_logger(__name__)
-CUT_THROUGH = Counter("mailstream_gateway_cut_through_total", "DATA replies by how cut-through ended",
-                      ["listener", "outcome"])
+CUT_THROUGH = Counter(
+    "mailstream_gateway_cut_through_total", "DATA replies by how cut-through ended", ["listener", "outcome"]
+)
 MESSAGES = Counter("mailstream_gateway_messages_total", "Messages by listener and result", ["listener", "result"])
 
 
@@ -48,11 +49,22 @@ class GatewayParts:
 
 def rejection_record(message: AcceptedMessage, attempt: FirstAttempt, now: datetime) -> LogRecord:
     """The client was given this permanent failure as the DATA reply (KumoMTA's Rejection)."""
-    return LogRecord(type="Rejection", id=message.id, sender=message.sender, recipient=message.recipient,
-                     queue=message.queue, size=message.body.size, timestamp=now, created=message.received_at,
-                     response=SmtpResponse(code=attempt.code, enhanced_code=attempt.enhanced, content=attempt.text),
-                     reception_protocol="ESMTP", tenant=message.tenant, campaign=message.campaign,
-                     message_id=message.message_id, meta={TOLD: "DATA reply"})
+    return LogRecord(
+        type="Rejection",
+        id=message.id,
+        sender=message.sender,
+        recipient=message.recipient,
+        queue=message.queue,
+        size=message.body.size,
+        timestamp=now,
+        created=message.received_at,
+        response=SmtpResponse(code=attempt.code, enhanced_code=attempt.enhanced, content=attempt.text),
+        reception_protocol="ESMTP",
+        tenant=message.tenant,
+        campaign=message.campaign,
+        message_id=message.message_id,
+        meta={TOLD: "DATA reply"},
+    )
 
 
 def _bad_line_endings(data: bytes) -> bool:
@@ -65,22 +77,35 @@ class GatewayHandler:
         self._parts = parts
         self._relay = RelayPolicy(parts.config.ingress_domains)
 
-    async def handle_PROXY(self, server: GatewaySMTP, session: GatewaySession, envelope: GatewayEnvelope,
-                           proxy_data: ProxyData) -> bool:
+    async def handle_PROXY(
+        self, server: GatewaySMTP, session: GatewaySession, envelope: GatewayEnvelope, proxy_data: ProxyData
+    ) -> bool:
         """False closes the connection: a malformed header, or the real client over its connection limit."""
         if not proxy_data.valid or proxy_data.src_addr is None:
             log.warning("bad_proxy_header", session=session.id, error=proxy_data.error)
             return False
         return server.proxied(str(proxy_data.src_addr))
 
-    async def handle_EHLO(self, server: GatewaySMTP, session: GatewaySession, envelope: GatewayEnvelope,
-                          hostname: str, responses: list[str]) -> list[str]:
+    async def handle_EHLO(
+        self,
+        server: GatewaySMTP,
+        session: GatewaySession,
+        envelope: GatewayEnvelope,
+        hostname: str,
+        responses: list[str],
+    ) -> list[str]:
         session.host_name = hostname
         keep = [r for r in responses if r != "250 HELP"]
         return [*keep, "250-PIPELINING", "250-ENHANCEDSTATUSCODES", "250-DSN", "250 HELP"]
 
-    async def handle_MAIL(self, server: GatewaySMTP, session: GatewaySession, envelope: GatewayEnvelope,
-                          address: str, mail_options: list[str]) -> str:
+    async def handle_MAIL(
+        self,
+        server: GatewaySMTP,
+        session: GatewaySession,
+        envelope: GatewayEnvelope,
+        address: str,
+        mail_options: list[str],
+    ) -> str:
         if server.draining:
             return "421 4.3.2 shutting down, try again later"
         if self._listener.mode == "submission":
@@ -104,8 +129,14 @@ class GatewayHandler:
             return RelayPolicy.submission(session.user, address, smtputf8=envelope.smtp_utf8)
         return self._relay.ingress(address, smtputf8=envelope.smtp_utf8)
 
-    async def handle_RCPT(self, server: GatewaySMTP, session: GatewaySession, envelope: GatewayEnvelope,
-                          address: str, rcpt_options: list[str]) -> str:
+    async def handle_RCPT(
+        self,
+        server: GatewaySMTP,
+        session: GatewaySession,
+        envelope: GatewayEnvelope,
+        address: str,
+        rcpt_options: list[str],
+    ) -> str:
         if len(envelope.rcpt_tos) >= self._listener.max_recipients:
             return reply(452, "4.5.3", f"too many recipients (at most {self._listener.max_recipients})")
         try:
@@ -117,8 +148,11 @@ class GatewayHandler:
         except RoutingError as exc:
             return reply(550, "5.7.1", str(exc))
         capacity = self._parts.capacity
-        refused_by = capacity.refusal(route.queue, route.tenant, route.campaign, domain, self._parts.clock()) \
-            if capacity is not None else None
+        refused_by = (
+            capacity.refusal(route.queue, route.tenant, route.campaign, domain, self._parts.clock())
+            if capacity is not None
+            else None
+        )
         if refused_by is not None:
             return reply(550, "5.7.1", refused_by)
         envelope.rcpt_tos.append(address)
@@ -131,12 +165,15 @@ class GatewayHandler:
         Message-ID and Date a client may leave to its submission server (RFC 6409 8)."""
         config = self._parts.config
         now = self._parts.clock()
-        with_ = ("ESMTPS" if session.ssl is not None or self._listener.tls.mode == "implicit" else "ESMTP") + \
-            ("A" if session.authenticated else "")
+        with_ = ("ESMTPS" if session.ssl is not None or self._listener.tls.mode == "implicit" else "ESMTP") + (
+            "A" if session.authenticated else ""
+        )
         peer = session.client or "unknown"
         helo = (session.host_name or "unknown").replace("\r", "").replace("\n", "")[:255]
-        trace = (f"Received: from {helo} ([{peer}])\r\n\tby {config.hostname} (mailstream) with {with_}\r\n"
-                 f"\tid {session.id}; {email.utils.format_datetime(now)}\r\n").encode("utf-8", "replace")
+        trace = (
+            f"Received: from {helo} ([{peer}])\r\n\tby {config.hostname} (mailstream) with {with_}\r\n"
+            f"\tid {session.id}; {email.utils.format_datetime(now)}\r\n"
+        ).encode("utf-8", "replace")
         added = b""
         if self._listener.mode == "submission":
             head = content.split(b"\r\n\r\n", 1)[0].lower()
@@ -161,11 +198,16 @@ class GatewayHandler:
         message_id = message_id_of(summary)
         sender = "" if envelope.mail_from in (None, "<>") else str(envelope.mail_from)
         outgoing = []
-        for rcpt, destination, (notify, orcpt) in zip(envelope.rcpt_tos, envelope.destinations, envelope.rcpt_dsn,
-                                                      strict=True):
+        for rcpt, destination, (notify, orcpt) in zip(
+            envelope.rcpt_tos, envelope.destinations, envelope.rcpt_dsn, strict=True
+        ):
             meta: dict[str, Any] = {**destination.metadata, "tenant": destination.tenant}
-            dsn = {"dsn_notify": notify, "dsn_orcpt": orcpt, "dsn_ret": envelope.dsn_ret,
-                   "dsn_envid": envelope.dsn_envid}
+            dsn = {
+                "dsn_notify": notify,
+                "dsn_orcpt": orcpt,
+                "dsn_ret": envelope.dsn_ret,
+                "dsn_envid": envelope.dsn_envid,
+            }
             meta.update({k: v for k, v in dsn.items() if v})
             outgoing.append(Outgoing(rcpt, data, message_id, summary, meta))
         try:
@@ -179,9 +221,16 @@ class GatewayHandler:
             return reply(554, "5.7.1", result.failed[0][1] if result.failed else "no recipient accepted")
         MESSAGES.labels(self._listener.name, "accepted").inc()
         answer = await self._cut_through([m.id for m in result.accepted], result)
-        log.info("message", session=session.id, listener=self._listener.name, sender=sender,
-                 recipients=len(result.accepted), refused=len(result.failed), reply=answer,
-                 transactions=[m.id for m in result.accepted])
+        log.info(
+            "message",
+            session=session.id,
+            listener=self._listener.name,
+            sender=sender,
+            recipients=len(result.accepted),
+            refused=len(result.failed),
+            reply=answer,
+            transactions=[m.id for m in result.accepted],
+        )
         return answer
 
     async def _cut_through(self, ids: list[str], result: Any) -> str:
@@ -200,8 +249,18 @@ class GatewayHandler:
             if then is Then.TOLD and attempt is not None:  # the client knows: the notifier sends no DSN
                 await parts.producer.send(EVENTS, message.id, rejection_record(message, attempt, now))
             if then is Then.CANCEL:  # on behalf of the message's tenant, whose mail it is (stage 1 checks)
-                await parts.producer.send(QUEUE_COMMANDS, route_key(message.tenant, message.queue), QueueCommand(
-                    id=uuid.uuid4().hex, action="cancel", queue=message.queue, tenant=message.tenant,
-                    reason="the sending MTA was told to retry", issued_at=now, issued_by=f"tenant:{message.tenant}",
-                    transaction_id=message.id))
+                await parts.producer.send(
+                    QUEUE_COMMANDS,
+                    route_key(message.tenant, message.queue),
+                    QueueCommand(
+                        id=uuid.uuid4().hex,
+                        action="cancel",
+                        queue=message.queue,
+                        tenant=message.tenant,
+                        reason="the sending MTA was told to retry",
+                        issued_at=now,
+                        issued_by=f"tenant:{message.tenant}",
+                        transaction_id=message.id,
+                    ),
+                )
         return verdict.reply + named if verdict.reply.startswith("2") else verdict.reply

@@ -42,14 +42,19 @@ def main(argv: list[str] | None = None) -> int:
     port = args.port or config.ingest.port
     # Stable across restarts, so a restarted replica aborts what its predecessor left open (group_commit).
     writer = TransactionalWriter(
-        bootstrap, config.ingest.transactional_id or f"mailstream-ingest-{socket.gethostname()}-{port}",
-        transaction_timeout_s=max(30.0, 2 * config.ingest.request_deadline.total_seconds()))
+        bootstrap,
+        config.ingest.transactional_id or f"mailstream-ingest-{socket.gethostname()}-{port}",
+        transaction_timeout_s=max(30.0, 2 * config.ingest.request_deadline.total_seconds()),
+    )
 
     @contextlib.asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
         writer.start()  # aborts at once what this replica's predecessor left open
-        tails = [asyncio.create_task(view.run(bootstrap)), asyncio.create_task(capacity.run(bootstrap)),
-                 asyncio.create_task(app.state.answers.run(bootstrap))]
+        tails = [
+            asyncio.create_task(view.run(bootstrap)),
+            asyncio.create_task(capacity.run(bootstrap)),
+            asyncio.create_task(app.state.answers.run(bootstrap)),
+        ]
         tails.append(asyncio.create_task(webhooks.run(bootstrap)))
         log.info("ready", port=port)
         try:
@@ -72,13 +77,20 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     # Draining/disabled queues refused early; each request's records written in one transaction.
     submitter = Submitter(producer, system_clock, capacity.refusal, signer, writer)
-    app = create_app(config.ingest, submitter, view, system_clock, lifespan=lifespan,
-                     routers=[queue_router(config, capacity, producer, system_clock, view),
-                              webhook_router(config, webhooks, producer, system_clock)])
+    app = create_app(
+        config.ingest,
+        submitter,
+        view,
+        system_clock,
+        lifespan=lifespan,
+        routers=[
+            queue_router(config, capacity, producer, system_clock, view),
+            webhook_router(config, webhooks, producer, system_clock),
+        ],
+    )
     # Keep-alive longer than clients' and load balancers' idle timeouts, so the server is not the side that
     # closes a connection a client is about to reuse (the client's request then fails mid-send).
-    uvicorn.run(app, host=config.ingest.host, port=port, log_config=None,
-                access_log=False, timeout_keep_alive=75)
+    uvicorn.run(app, host=config.ingest.host, port=port, log_config=None, access_log=False, timeout_keep_alive=75)
     return 0
 
 

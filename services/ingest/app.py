@@ -53,9 +53,17 @@ def create_app(
     pool = render_pool or RenderPool(config.template_workers, config.template_memory_limit)
     answers = answers or Answers(AnswerStore(config.status_db), clock)
     injector = Injector(config, submitter, clock, pool, answers)
-    limits = KeyLimits({key_id(k): KeyLimit(k.rate_limit or config.rate_limit,
-                                            k.max_requests_in_progress or config.max_requests_in_progress,
-                                            config.max_waiters_per_key) for k in config.api_keys}, clock)
+    limits = KeyLimits(
+        {
+            key_id(k): KeyLimit(
+                k.rate_limit or config.rate_limit,
+                k.max_requests_in_progress or config.max_requests_in_progress,
+                config.max_waiters_per_key,
+            )
+            for k in config.api_keys
+        },
+        clock,
+    )
     app.state.render_pool, app.state.answers = pool, answers
     for router in routers:
         app.include_router(router)

@@ -43,8 +43,12 @@ def idempotency_key(header: str | None) -> str | None:
         return None
     value = header.strip().strip('"')  # the draft writes it as a quoted string; plain tokens are common
     if not _KEY.fullmatch(value):
-        raise Problem(400, "Bad Idempotency-Key", "Idempotency-Key must be 1 to 255 visible ASCII characters",
-                      [{"field": "Idempotency-Key", "message": "1 to 255 visible ASCII characters"}])
+        raise Problem(
+            400,
+            "Bad Idempotency-Key",
+            "Idempotency-Key must be 1 to 255 visible ASCII characters",
+            [{"field": "Idempotency-Key", "message": "1 to 255 visible ASCII characters"}],
+        )
     return value
 
 
@@ -68,18 +72,24 @@ class AnswerStore:
         return dict(self._db.execute("SELECT partition, next_offset FROM answer_offsets").fetchall())
 
     def get(self, key: str, since: datetime) -> Answer | None:
-        row = self._db.execute("SELECT fingerprint, status, answer FROM answers WHERE key = ? AND created_ms >= ?",
-                               (key, _ms(since))).fetchone()
+        row = self._db.execute(
+            "SELECT fingerprint, status, answer FROM answers WHERE key = ? AND created_ms >= ?", (key, _ms(since))
+        ).fetchone()
         return Answer(*row) if row else None
 
     def put(self, answers: list[IdempotentAnswer], offsets: dict[int, int] | None = None) -> None:
         """Store answers (the first one stored for a key stays) and, from the tail, the offsets they came to."""
         with contextlib.closing(self._db.cursor()) as cur:
             cur.execute("BEGIN")
-            cur.executemany("INSERT INTO answers VALUES (?, ?, ?, ?, ?) ON CONFLICT(key) DO NOTHING",
-                            [(a.key, a.fingerprint, a.status, a.answer, _ms(a.created_at)) for a in answers])
-            cur.executemany("INSERT INTO answer_offsets VALUES (?, ?) ON CONFLICT(partition) DO UPDATE "
-                            "SET next_offset=MAX(next_offset, excluded.next_offset)", list((offsets or {}).items()))
+            cur.executemany(
+                "INSERT INTO answers VALUES (?, ?, ?, ?, ?) ON CONFLICT(key) DO NOTHING",
+                [(a.key, a.fingerprint, a.status, a.answer, _ms(a.created_at)) for a in answers],
+            )
+            cur.executemany(
+                "INSERT INTO answer_offsets VALUES (?, ?) ON CONFLICT(partition) DO UPDATE "
+                "SET next_offset=MAX(next_offset, excluded.next_offset)",
+                list((offsets or {}).items()),
+            )
             cur.execute("COMMIT")
 
     def prune(self, before: datetime) -> None:
@@ -107,17 +117,29 @@ class Answers:
         """The stored answer to replay, or None after reserving `key` for this request (release or record it).
         409 while another request with the key is being written; 422 when the key was used for another body."""
         if not self.caught_up.is_set():
-            raise Problem(503, "Service unavailable", "idempotency keys are being read back; retry shortly",
-                          headers={"Retry-After": "1"})
+            raise Problem(
+                503,
+                "Service unavailable",
+                "idempotency keys are being read back; retry shortly",
+                headers={"Retry-After": "1"},
+            )
         stored = self.store.get(key, self._clock() - KEEP)
         if stored is not None:
             if stored.fingerprint != fingerprint:
-                raise Problem(422, "Idempotency-Key reused", "this Idempotency-Key was used for another request",
-                              [{"field": "Idempotency-Key", "message": "used for another request body"}])
+                raise Problem(
+                    422,
+                    "Idempotency-Key reused",
+                    "this Idempotency-Key was used for another request",
+                    [{"field": "Idempotency-Key", "message": "used for another request body"}],
+                )
             return stored
         if key in self._writing:
-            raise Problem(409, "Request in progress", "a request with this Idempotency-Key is still being written",
-                          headers={"Retry-After": "1"})
+            raise Problem(
+                409,
+                "Request in progress",
+                "a request with this Idempotency-Key is still being written",
+                headers={"Retry-After": "1"},
+            )
         self._writing.add(key)
         return None
 
@@ -172,8 +194,9 @@ class Answers:
                     try:
                         answers.append(ANSWERS.decode(msg.value()))
                     except SerdeError as exc:
-                        log.error("answer_record_unreadable", partition=msg.partition(), offset=msg.offset(),
-                                  error=str(exc))
+                        log.error(
+                            "answer_record_unreadable", partition=msg.partition(), offset=msg.offset(), error=str(exc)
+                        )
                 self.store.put(answers, offsets)
         finally:
             await tailer.close()

@@ -56,8 +56,9 @@ def unavailable(detail: str) -> Problem:
 
 
 class Injector:
-    def __init__(self, config: IngestConfig, submitter: Submitter, clock: Clock, pool: RenderPool,
-                 answers: Answers) -> None:
+    def __init__(
+        self, config: IngestConfig, submitter: Submitter, clock: Clock, pool: RenderPool, answers: Answers
+    ) -> None:
         self._config, self._submitter, self._clock, self._pool, self.answers = config, submitter, clock, pool, answers
         self._limits = Limits(config.max_message_size, config.expansion_limit)
 
@@ -70,8 +71,9 @@ class Injector:
             stored = self.answers.claim(scoped, fingerprint)
             if stored is not None:
                 REQUESTS.labels("replayed").inc()
-                return Response(stored.body, stored.status, media_type="application/json",
-                                headers={"Idempotent-Replayed": "true"})
+                return Response(
+                    stored.body, stored.status, media_type="application/json", headers={"Idempotent-Replayed": "true"}
+                )
         committed = False
         loop = asyncio.get_running_loop()
         seconds = self._config.request_deadline.total_seconds()
@@ -81,10 +83,16 @@ class Injector:
                 async with asyncio.timeout_at(deadline):
                     body, result, prepared = await self._accept(raw, who)
             except TimeoutError:
-                raise unavailable(f"the event log did not take the request within {seconds:g} s; nothing was "
-                                  "accepted") from None
-            answer = None if scoped is None else IdempotentAnswer(
-                key=scoped, fingerprint=fingerprint, status=200, answer=body, created_at=self._clock())
+                raise unavailable(
+                    f"the event log did not take the request within {seconds:g} s; nothing was accepted"
+                ) from None
+            answer = (
+                None
+                if scoped is None
+                else IdempotentAnswer(
+                    key=scoped, fingerprint=fingerprint, status=200, answer=body, created_at=self._clock()
+                )
+            )
             extra = [] if answer is None else [(ANSWERS.name, answer.key.encode(), ANSWERS.encode(answer))]
             try:
                 await self._submitter.commit(prepared, extra, timeout=max(0.0, deadline - loop.time()))
@@ -92,8 +100,10 @@ class Injector:
                 if answer is not None:
                     self.answers.settle_later(answer, exc.outcome)
                     committed = True  # the key stays reserved until the outcome is known
-                raise unavailable("the event log did not confirm the write in time: it may or may not have "
-                                  "been accepted; retry with the same Idempotency-Key to learn which") from None
+                raise unavailable(
+                    "the event log did not confirm the write in time: it may or may not have "
+                    "been accepted; retry with the same Idempotency-Key to learn which"
+                ) from None
             committed = True
             if answer is not None:
                 self.answers.record(answer)
@@ -122,10 +132,14 @@ class Injector:
             REQUESTS.labels("invalid").inc()
             raise invalid(shared)
         expanded = await self._expanded(request)
-        outgoing = [Outgoing(g.recipient, g.data, g.message_id, dict(g.headers), dict(g.metadata))
-                    for g in expanded if isinstance(g, GeneratedMessage)]
-        prepared = await self._submitter.prepare(outgoing, sender=request.envelope_sender,
-                                                 bound_tenant=None if who.admin else who.tenant, protocol="HTTP")
+        outgoing = [
+            Outgoing(g.recipient, g.data, g.message_id, dict(g.headers), dict(g.metadata))
+            for g in expanded
+            if isinstance(g, GeneratedMessage)
+        ]
+        prepared = await self._submitter.prepare(
+            outgoing, sender=request.envelope_sender, bound_tenant=None if who.admin else who.tenant, protocol="HTTP"
+        )
         result = prepared.result
         result.failed[:0] = [(f.email, f.error) for f in expanded if not isinstance(f, GeneratedMessage)]
         return json.dumps(answer_json(result), ensure_ascii=False, separators=(",", ":")), result, prepared
@@ -137,10 +151,24 @@ class Injector:
         try:
             if needs_worker(request):
                 budget = self._config.template_time_limit.total_seconds()
-                rendered = await self._pool.render(RenderJob(template_sources(request), recipient_variables(request),
-                                                             budget, limits.message_bytes, limits.total_bytes))
-            build = functools.partial(expand, request, message_id_domain=self._config.message_id_domain,
-                                      now=self._clock(), make_id=new_transaction_id, rendered=rendered, limits=limits)
+                rendered = await self._pool.render(
+                    RenderJob(
+                        template_sources(request),
+                        recipient_variables(request),
+                        budget,
+                        limits.message_bytes,
+                        limits.total_bytes,
+                    )
+                )
+            build = functools.partial(
+                expand,
+                request,
+                message_id_domain=self._config.message_id_domain,
+                now=self._clock(),
+                make_id=new_transaction_id,
+                rendered=rendered,
+                limits=limits,
+            )
             # Building thousands of messages must not stall the loop; a few are cheaper than the thread hop.
             return build() if len(request.recipients) <= INLINE_RECIPIENTS else await run_in_threadpool(build)
         except TemplateRefused as exc:
@@ -158,6 +186,8 @@ def answer_json(result: SubmitResult) -> dict[str, Any]:
         "fail_count": len(result.failed),
         "failed_recipients": [rcpt for rcpt, _ in result.failed],
         "errors": [f"{rcpt}: {err}" for rcpt, err in result.failed],
-        "transactions": [{"id": m.id, "recipient": m.recipient, "queue": m.queue,
-                          "status_url": f"/api/transactions/{m.id}"} for m in result.accepted],
+        "transactions": [
+            {"id": m.id, "recipient": m.recipient, "queue": m.queue, "status_url": f"/api/transactions/{m.id}"}
+            for m in result.accepted
+        ],
     }

@@ -317,6 +317,7 @@ def shared_metadata_errors(metadata: dict[str, Any]) -> list[tuple[str, str]]:
         return [(exc.field, str(exc).removeprefix(exc.field).strip())]
     size = len(json.dumps(metadata, ensure_ascii=False).encode())
     if size > METADATA_LIMIT:
-        return [("metadata", f"is {size} bytes as JSON; at most {METADATA_LIMIT} (every recipient's record carries "
-                             "it)")]
+        return [
+            ("metadata", f"is {size} bytes as JSON; at most {METADATA_LIMIT} (every recipient's record carries it)")
+        ]
     return []

@@ -49,8 +49,9 @@ class KeyLimits:
         limit, usage = self._of(who)
         if limit is not None:
             if usage.in_progress >= limit.concurrent:
-                raise too_many(f"this API key has {usage.in_progress} requests in progress, its limit",
-                               timedelta(seconds=1))
+                raise too_many(
+                    f"this API key has {usage.in_progress} requests in progress, its limit", timedelta(seconds=1)
+                )
             if limit.rate is not None:
                 admitted, usage.gcra, retry_after = admit(limit.rate, usage.gcra, self._clock())
                 if not admitted:

@@ -139,8 +139,10 @@ def expand(
             continue
         total += len(data)
         if total > limits.total_bytes:
-            raise ExpansionTooLarge(f"the request's messages come to more than {limits.total_bytes} bytes (at "
-                                    f"recipients[{index}]); send fewer recipients per request")
+            raise ExpansionTooLarge(
+                f"the request's messages come to more than {limits.total_bytes} bytes (at "
+                f"recipients[{index}]); send fewer recipients per request"
+            )
         headers = summary_headers(data)
         results.append(
             GeneratedMessage(

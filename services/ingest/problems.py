@@ -50,8 +50,9 @@ def field_path(loc: tuple[int | str, ...]) -> str:
 
 def invalid(errors: list[tuple[str, str]]) -> Problem:
     """422 naming each (field, message), the first in the detail."""
-    return Problem(422, "Invalid request", f"{errors[0][0]}: {errors[0][1]}",
-                   [{"field": f, "message": m} for f, m in errors])
+    return Problem(
+        422, "Invalid request", f"{errors[0][0]}: {errors[0][1]}", [{"field": f, "message": m} for f, m in errors]
+    )
 
 
 def from_validation_error(exc: ValidationError) -> Problem:
@@ -60,8 +61,9 @@ def from_validation_error(exc: ValidationError) -> Problem:
 
 def from_request_validation(errors: Any) -> Problem:
     """FastAPI's own check of path and query parameters (`?wait=soon`): the field is named without its place."""
-    return invalid([(field_path(tuple(e["loc"])[1:] if e["loc"][0] in _PLACES else tuple(e["loc"])), e["msg"])
-                    for e in errors])
+    return invalid(
+        [(field_path(tuple(e["loc"])[1:] if e["loc"][0] in _PLACES else tuple(e["loc"])), e["msg"]) for e in errors]
+    )
 
 
 _PLACES = ("path", "query", "header", "cookie", "body")

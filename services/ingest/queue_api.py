@@ -34,8 +34,12 @@ from mailstream.intake.capacity_view import CapacityView
 
 Name = Field(default=None, min_length=1, max_length=255)
 MAX_BODY = 16 * 1024
-ACTION_OF_STATE: dict[QueueState, QueueAction] = {"active": "resume", "suspended": "suspend", "draining": "drain",
-                                                  "disabled": "disable"}
+ACTION_OF_STATE: dict[QueueState, QueueAction] = {
+    "active": "resume",
+    "suspended": "suspend",
+    "draining": "drain",
+    "disabled": "disable",
+}
 MAX_DURATION = timedelta(days=366)  # longer is a state to set without an end
 DEFAULT_BOUNCE = timedelta(minutes=5)  # KumoMTA's default: new matches are cancelled for this long
 Reason = Field(default=None, max_length=500)
@@ -92,8 +96,9 @@ class CancelRequest(BaseModel):
     reason: str | None = Reason
 
 
-def queue_router(config: Config, view: CapacityView, producer: EventSink, clock: Clock,
-                 statuses: StatusView) -> APIRouter:
+def queue_router(
+    config: Config, view: CapacityView, producer: EventSink, clock: Clock, statuses: StatusView
+) -> APIRouter:
     keys = KeyRing(config.ingest.api_keys)
     egress = config.egress
     router = APIRouter()
@@ -106,8 +111,12 @@ def queue_router(config: Config, view: CapacityView, producer: EventSink, clock:
         if who.admin:
             return tenant, tenant is None
         if tenant is not None and tenant != who.tenant:
-            raise Problem(403, "Forbidden", f"tenant: {tenant!r} is not the tenant of this API key",
-                          [{"field": "tenant", "message": "not the tenant of this API key"}])
+            raise Problem(
+                403,
+                "Forbidden",
+                f"tenant: {tenant!r} is not the tenant of this API key",
+                [{"field": "tenant", "message": "not the tenant of this API key"}],
+            )
         return who.tenant, False
 
     @router.get("/api/queue/servers")
@@ -119,8 +128,19 @@ def queue_router(config: Config, view: CapacityView, producer: EventSink, clock:
     @router.get("/api/queue/stats")
     async def stats(request: Request, tenant: str | None = None, campaign: str | None = None) -> JSONResponse:
         tenant, everyone = tenant_filter(principal(request), tenant)
-        return JSONResponse({"data": stats_report(list(view.stats.values()), egress, view.usage, clock(),
-                                                  tenant=tenant, all_tenants=everyone, campaign=campaign)})
+        return JSONResponse(
+            {
+                "data": stats_report(
+                    list(view.stats.values()),
+                    egress,
+                    view.usage,
+                    clock(),
+                    tenant=tenant,
+                    all_tenants=everyone,
+                    campaign=campaign,
+                )
+            }
+        )
 
     async def command(request: Request, req: ScopeRequest, action: QueueAction) -> JSONResponse:
         who = principal(request)
@@ -136,13 +156,30 @@ def queue_router(config: Config, view: CapacityView, producer: EventSink, clock:
             duration = DEFAULT_BOUNCE
         until = now + duration if duration is not None and action != "resume" else None
         reason = req.reason if isinstance(req, SuspendRequest) and action != "resume" else None
-        cmd = QueueCommand(id=uuid.uuid4().hex, action=action, queue=scope.queue, tenant=scope.tenant,
-                           campaign=scope.campaign, domain=scope.domain, reason=reason, until=until,
-                           issued_at=now, issued_by=_issuer(who))
+        cmd = QueueCommand(
+            id=uuid.uuid4().hex,
+            action=action,
+            queue=scope.queue,
+            tenant=scope.tenant,
+            campaign=scope.campaign,
+            domain=scope.domain,
+            reason=reason,
+            until=until,
+            issued_at=now,
+            issued_by=_issuer(who),
+        )
         await _send(producer, cmd)
-        return JSONResponse(status_code=202, content={
-            "id": cmd.id, "operation": action, "scope": _scope_json(scope), "reason": cmd.reason,
-            "until": until.isoformat() if until else None, "timestamp": now.isoformat()})
+        return JSONResponse(
+            status_code=202,
+            content={
+                "id": cmd.id,
+                "operation": action,
+                "scope": _scope_json(scope),
+                "reason": cmd.reason,
+                "until": until.isoformat() if until else None,
+                "timestamp": now.isoformat(),
+            },
+        )
 
     @router.post("/api/admin/suspend", status_code=202)
     async def suspend(request: Request) -> JSONResponse:
@@ -174,17 +211,34 @@ def queue_router(config: Config, view: CapacityView, producer: EventSink, clock:
         if status is None or not who.may_see(status.tenant):
             raise Problem(404, "Not found", f"no transaction {tx_id!r} visible to this API key")
         if not status.is_final:
-            await _send(producer, QueueCommand(
-                id=uuid.uuid4().hex, action="cancel", queue=status.queue, tenant=status.tenant, reason=req.reason,
-                transaction_id=tx_id, issued_at=clock(), issued_by=_issuer(who)))
-        return JSONResponse({"name": f"transactions/{tx_id}", "cancel_requested": not status.is_final,
-                             "status": status.status, "done": status.is_final})
+            await _send(
+                producer,
+                QueueCommand(
+                    id=uuid.uuid4().hex,
+                    action="cancel",
+                    queue=status.queue,
+                    tenant=status.tenant,
+                    reason=req.reason,
+                    transaction_id=tx_id,
+                    issued_at=clock(),
+                    issued_by=_issuer(who),
+                ),
+            )
+        return JSONResponse(
+            {
+                "name": f"transactions/{tx_id}",
+                "cancel_requested": not status.is_final,
+                "status": status.status,
+                "done": status.is_final,
+            }
+        )
 
     @router.get("/api/admin/suspensions")
     async def suspensions(request: Request, tenant: str | None = None) -> JSONResponse:
         tenant, everyone = tenant_filter(principal(request), tenant)
-        report = stats_report(list(view.stats.values()), egress, view.usage, clock(), tenant=tenant,
-                              all_tenants=everyone)
+        report = stats_report(
+            list(view.stats.values()), egress, view.usage, clock(), tenant=tenant, all_tenants=everyone
+        )
         return JSONResponse({"data": report["suspensions"]})
 
     return router
@@ -194,9 +248,13 @@ def _admin_controlled(view: CapacityView, scope: QueueScope, *, bounce: bool) ->
     """Whether the published state shows an admin's state (or bounce) on exactly this scope (stage 1 enforces
     it too)."""
     named = (scope.queue, scope.tenant, scope.campaign, scope.domain)
-    return any(s.issued_by == ADMIN_ISSUER and (s.state == "bounce") == bounce
-               and (s.queue, s.tenant, s.campaign, s.domain) == named
-               for stats in view.stats.values() for s in stats.suspensions)
+    return any(
+        s.issued_by == ADMIN_ISSUER
+        and (s.state == "bounce") == bounce
+        and (s.queue, s.tenant, s.campaign, s.domain) == named
+        for stats in view.stats.values()
+        for s in stats.suspensions
+    )
 
 
 def _issuer(who: Principal) -> str:

@@ -133,8 +133,9 @@ class RenderPool:
 class _Worker:
     def __init__(self, memory_limit: int) -> None:
         self._conn, child = _CONTEXT.Pipe()
-        self._proc: BaseProcess = _CONTEXT.Process(target=serve, args=(child, memory_limit), daemon=True,
-                                                   name="template-worker")
+        self._proc: BaseProcess = _CONTEXT.Process(
+            target=serve, args=(child, memory_limit), daemon=True, name="template-worker"
+        )
         self._proc.start()
         child.close()
 
@@ -163,13 +164,16 @@ class _Worker:
                     total += sum(len(text) for text in message.values())
                     if total > job.total_limit:
                         self._kill()
-                        raise ExpansionTooLarge(f"the request's templates render to more than {job.total_limit} "
-                                                f"characters (at recipients[{len(results) - 1}]); send fewer "
-                                                "recipients per request")
+                        raise ExpansionTooLarge(
+                            f"the request's templates render to more than {job.total_limit} "
+                            f"characters (at recipients[{len(results) - 1}]); send fewer "
+                            "recipients per request"
+                        )
         except (EOFError, OSError):  # it died (out of memory where even an error could not be sent)
             self._kill()
-            raise TemplateRefused(len(results), "rendering its templates needed more memory than they may use") \
-                from None
+            raise TemplateRefused(
+                len(results), "rendering its templates needed more memory than they may use"
+            ) from None
 
     def _kill(self) -> None:
         with contextlib.suppress(OSError):

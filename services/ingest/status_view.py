@@ -40,8 +40,7 @@ class StatusStore:
     def offsets(self) -> dict[int, int]:
         return dict(self._db.execute("SELECT partition, next_offset FROM offsets").fetchall())
 
-    def apply(self, records: list[tuple[int, int, TransactionStatus]],
-              raw: list[bytes] | None = None) -> set[str]:
+    def apply(self, records: list[tuple[int, int, TransactionStatus]], raw: list[bytes] | None = None) -> set[str]:
         """Apply (partition, offset, status) triples atomically; returns ids that changed. `raw`, when given,
         holds each status as it was read (stored as is instead of encoded again)."""
         changed: set[str] = set()
@@ -118,8 +117,9 @@ class StatusView:
             self.waiting -= 1
         return self.get(tx_id)
 
-    async def apply(self, records: list[tuple[int, int, TransactionStatus]],
-                    raw: list[bytes] | None = None) -> set[str]:
+    async def apply(
+        self, records: list[tuple[int, int, TransactionStatus]], raw: list[bytes] | None = None
+    ) -> set[str]:
         """Store (partition, offset, status) triples and wake the waiters of the ids that changed (only theirs);
         returns those ids."""
         changed = self.store.apply(records, raw)

@@ -21,13 +21,52 @@ from jinja2.sandbox import ImmutableSandboxedEnvironment
 
 MAX_INT_BITS = 64 * 1024  # ~20,000 decimal digits: more than any message needs, far less than an hour's work
 # Filters whose cost is linear in their input and whose output is about as long.
-CHEAP_FILTERS = frozenset({
-    "default", "d", "upper", "lower", "title", "capitalize", "trim", "e", "escape", "forceescape", "string",
-    "safe", "urlencode", "length", "count", "first", "last", "int", "float", "abs", "round", "striptags",
-})
-_PLAIN_NODES = (nodes.Template, nodes.Output, nodes.TemplateData, nodes.Name, nodes.Const, nodes.Getattr,
-                nodes.Getitem, nodes.If, nodes.CondExpr, nodes.Compare, nodes.Operand, nodes.And, nodes.Or,
-                nodes.Not, nodes.Test, nodes.Filter, nodes.Keyword, nodes.Concat)
+CHEAP_FILTERS = frozenset(
+    {
+        "default",
+        "d",
+        "upper",
+        "lower",
+        "title",
+        "capitalize",
+        "trim",
+        "e",
+        "escape",
+        "forceescape",
+        "string",
+        "safe",
+        "urlencode",
+        "length",
+        "count",
+        "first",
+        "last",
+        "int",
+        "float",
+        "abs",
+        "round",
+        "striptags",
+    }
+)
+_PLAIN_NODES = (
+    nodes.Template,
+    nodes.Output,
+    nodes.TemplateData,
+    nodes.Name,
+    nodes.Const,
+    nodes.Getattr,
+    nodes.Getitem,
+    nodes.If,
+    nodes.CondExpr,
+    nodes.Compare,
+    nodes.Operand,
+    nodes.And,
+    nodes.Or,
+    nodes.Not,
+    nodes.Test,
+    nodes.Filter,
+    nodes.Keyword,
+    nodes.Concat,
+)
 
 
 class ExpansionTooLarge(ValueError):

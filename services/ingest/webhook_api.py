@@ -61,20 +61,35 @@ def _issuer(who: Principal) -> str:
 
 def endpoint_json(endpoint: WebhookEndpoint, *, with_secret: bool = False) -> dict[str, Any]:
     body: dict[str, Any] = {
-        "id": endpoint.id, "name": endpoint.name, "tenant": endpoint.tenant, "url": endpoint.url,
-        "events": list(endpoint.events), "retry_for_seconds": endpoint.retry_for_ms / 1000,
-        "timeout_seconds": endpoint.timeout_ms / 1000, "created_at": endpoint.created_at.isoformat(),
-        "created_by": endpoint.created_by, "source": "api", "attempts_url": f"/api/webhooks/{endpoint.id}/attempts"}
+        "id": endpoint.id,
+        "name": endpoint.name,
+        "tenant": endpoint.tenant,
+        "url": endpoint.url,
+        "events": list(endpoint.events),
+        "retry_for_seconds": endpoint.retry_for_ms / 1000,
+        "timeout_seconds": endpoint.timeout_ms / 1000,
+        "created_at": endpoint.created_at.isoformat(),
+        "created_by": endpoint.created_by,
+        "source": "api",
+        "attempts_url": f"/api/webhooks/{endpoint.id}/attempts",
+    }
     if with_secret:
         body["secret"] = endpoint.secret
     return body
 
 
 def configured_json(endpoint: EndpointConfig) -> dict[str, Any]:
-    return {"id": endpoint.id, "name": endpoint.name, "tenant": endpoint.tenant, "url": endpoint.url,
-            "events": list(endpoint.events), "retry_for_seconds": endpoint.retry_for.total_seconds(),
-            "timeout_seconds": endpoint.timeout.total_seconds(), "source": "config",
-            "attempts_url": f"/api/webhooks/{endpoint.id}/attempts"}
+    return {
+        "id": endpoint.id,
+        "name": endpoint.name,
+        "tenant": endpoint.tenant,
+        "url": endpoint.url,
+        "events": list(endpoint.events),
+        "retry_for_seconds": endpoint.retry_for.total_seconds(),
+        "timeout_seconds": endpoint.timeout.total_seconds(),
+        "source": "config",
+        "attempts_url": f"/api/webhooks/{endpoint.id}/attempts",
+    }
 
 
 def attempt_json(attempt: WebhookAttempt) -> dict[str, Any]:
@@ -111,21 +126,38 @@ def webhook_router(config: Config, view: WebhookView, producer: EventSink, clock
         except ValidationError as exc:
             raise from_validation_error(exc) from None
         if not who.admin and wanted.tenant not in (None, who.tenant):
-            raise Problem(403, "Forbidden", f"tenant: {wanted.tenant!r} is not the tenant of this API key",
-                          [{"field": "tenant", "message": "not the tenant of this API key"}])
+            raise Problem(
+                403,
+                "Forbidden",
+                f"tenant: {wanted.tenant!r} is not the tenant of this API key",
+                [{"field": "tenant", "message": "not the tenant of this API key"}],
+            )
         tenant = wanted.tenant if who.admin else who.tenant
         if sum(1 for e in view.endpoints() if e.tenant == tenant) >= MAX_ENDPOINTS_PER_TENANT:
-            raise Problem(409, "Too many endpoints", f"a tenant has at most {MAX_ENDPOINTS_PER_TENANT} webhook "
-                          "endpoints: delete one first")
+            raise Problem(
+                409,
+                "Too many endpoints",
+                f"a tenant has at most {MAX_ENDPOINTS_PER_TENANT} webhook endpoints: delete one first",
+            )
         endpoint = WebhookEndpoint(
-            id=f"wh_{uuid.uuid4().hex}", name=wanted.name, tenant=tenant, url=wanted.url,
-            secret=wanted.secret or f"whsec_{secrets.token_urlsafe(32)}", events=tuple(dict.fromkeys(wanted.events)),
+            id=f"wh_{uuid.uuid4().hex}",
+            name=wanted.name,
+            tenant=tenant,
+            url=wanted.url,
+            secret=wanted.secret or f"whsec_{secrets.token_urlsafe(32)}",
+            events=tuple(dict.fromkeys(wanted.events)),
             retry_for_ms=int(wanted.retry_for.total_seconds() * 1000),
-            timeout_ms=int(wanted.timeout.total_seconds() * 1000), created_at=clock(), created_by=_issuer(who))
+            timeout_ms=int(wanted.timeout.total_seconds() * 1000),
+            created_at=clock(),
+            created_by=_issuer(who),
+        )
         await producer.send(WEBHOOKS, endpoint.id, endpoint)
         view.put(endpoint)
-        return JSONResponse(endpoint_json(endpoint, with_secret=True), status_code=201,
-                            headers={"Location": f"/api/webhooks/{endpoint.id}"})
+        return JSONResponse(
+            endpoint_json(endpoint, with_secret=True),
+            status_code=201,
+            headers={"Location": f"/api/webhooks/{endpoint.id}"},
+        )
 
     @router.get("/api/webhooks")
     async def listing(request: Request) -> JSONResponse:
@@ -142,8 +174,11 @@ def webhook_router(config: Config, view: WebhookView, producer: EventSink, clock
     async def delete(ident: str, request: Request) -> Response:
         who = principal(request)
         if visible(who, ident)["source"] == "config":
-            raise Problem(409, "Defined in the configuration", f"endpoint {ident!r} is in webhooks.endpoints of the "
-                          "configuration file: remove it there")
+            raise Problem(
+                409,
+                "Defined in the configuration",
+                f"endpoint {ident!r} is in webhooks.endpoints of the configuration file: remove it there",
+            )
         endpoint = view.endpoint(ident)
         if endpoint is None:  # deleted meanwhile
             raise not_found(ident)

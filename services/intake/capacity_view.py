@@ -32,12 +32,19 @@ class CapacityView:
         """Why a new message for this queue would be refused, as the published controls show it. Only an
         early answer: stage 1, which holds the controls, refuses whatever arrives anyway."""
         if self._refusing is None:
-            self._refusing = [(QueueScope(queue=s.queue, tenant=s.tenant, campaign=s.campaign, domain=s.domain), s)
-                              for stats in self.stats.values() for s in stats.suspensions if s.state != "bounce"]
+            self._refusing = [
+                (QueueScope(queue=s.queue, tenant=s.tenant, campaign=s.campaign, domain=s.domain), s)
+                for stats in self.stats.values()
+                for s in stats.suspensions
+                if s.state != "bounce"
+            ]
         if not self._refusing:
             return None
-        found = verdict((s.state, s.reason) for scope, s in self._refusing
-                        if (s.until is None or s.until > now) and scope.matches(queue, tenant, campaign, domain))
+        found = verdict(
+            (s.state, s.reason)
+            for scope, s in self._refusing
+            if (s.until is None or s.until > now) and scope.matches(queue, tenant, campaign, domain)
+        )
         if found.refusal is None:
             return None
         state, reason = found.refusal

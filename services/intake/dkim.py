@@ -35,11 +35,18 @@ def _load(key: DkimKey) -> _Key:
         private = key.key_file.read_bytes()
     except OSError as exc:
         raise DkimKeyError(f"dkim key {name}: {exc.strerror or exc}") from None
-    loaded = _Key(key.domain.lower().rstrip("."), key.selector.encode(), key.algorithm.encode(), private.strip(),
-                  key.tenant)
+    loaded = _Key(
+        key.domain.lower().rstrip("."), key.selector.encode(), key.algorithm.encode(), private.strip(), key.tenant
+    )
     try:  # a key that cannot sign is refused now, not at the first message
-        dkim.sign(_PROBE, loaded.selector, loaded.domain.encode(), loaded.private,
-                  signature_algorithm=loaded.algorithm, include_headers=[b"from"])
+        dkim.sign(
+            _PROBE,
+            loaded.selector,
+            loaded.domain.encode(),
+            loaded.private,
+            signature_algorithm=loaded.algorithm,
+            include_headers=[b"from"],
+        )
     except Exception as exc:  # dkimpy raises several kinds for a bad key (KeyFormatError, ValueError, ...)
         raise DkimKeyError(f"dkim key {name} cannot sign: {exc}") from None
     return loaded
@@ -100,7 +107,16 @@ class DkimSigner:
         include = self._include(message)
         signatures = b""
         for key in keys:
-            signatures = dkim.sign(message, key.selector, key.domain.encode(), key.private,
-                                   canonicalize=(b"relaxed", b"relaxed"), signature_algorithm=key.algorithm,
-                                   include_headers=include) + signatures
+            signatures = (
+                dkim.sign(
+                    message,
+                    key.selector,
+                    key.domain.encode(),
+                    key.private,
+                    canonicalize=(b"relaxed", b"relaxed"),
+                    signature_algorithm=key.algorithm,
+                    include_headers=include,
+                )
+                + signatures
+            )
         return signatures + message

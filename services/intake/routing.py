@@ -61,8 +61,9 @@ def _time(meta: Mapping[str, Any], key: str) -> datetime | None:
 
 def _priority(meta: Mapping[str, Any]) -> int | None:
     priority = meta.get("priority")
-    if priority is not None and (isinstance(priority, bool) or not isinstance(priority, int)
-                                 or not 0 <= priority <= 10):
+    if priority is not None and (
+        isinstance(priority, bool) or not isinstance(priority, int) or not 0 <= priority <= 10
+    ):
         raise RoutingError("metadata.priority must be an integer from 0 to 10", "metadata.priority")
     return priority
 

@@ -94,8 +94,14 @@ class Prepared:
 
 
 class Submitter:
-    def __init__(self, producer: EventSink, clock: Clock, refusal: Refusal | None = None,
-                 signer: DkimSigner | None = None, writer: RecordWriter | None = None) -> None:
+    def __init__(
+        self,
+        producer: EventSink,
+        clock: Clock,
+        refusal: Refusal | None = None,
+        signer: DkimSigner | None = None,
+        writer: RecordWriter | None = None,
+    ) -> None:
         self._producer = producer  # bodies: outside any transaction (a body nobody references is harmless)
         self._clock = clock
         self._refusal = refusal  # an early answer for draining and disabled queues; stage 1 has the last word
@@ -209,13 +215,16 @@ def encoded_records(accepted: AcceptedMessage) -> list[Write]:
     than its topic takes (metadata and headers too large), which no retry could change."""
     out: list[Write] = []
     for topic, key, value in (
-            (ACCEPTED.name, route_key(accepted.tenant, accepted.queue), ACCEPTED.encode(accepted)),
-            (STATUS.name, accepted.id, STATUS.encode(reception_status(accepted))),
-            (EVENTS.name, accepted.id, EVENTS.encode(reception_record(accepted)))):
+        (ACCEPTED.name, route_key(accepted.tenant, accepted.queue), ACCEPTED.encode(accepted)),
+        (STATUS.name, accepted.id, STATUS.encode(reception_status(accepted))),
+        (EVENTS.name, accepted.id, EVENTS.encode(reception_record(accepted))),
+    ):
         limit = TOPIC_LIMITS[topic]
         if len(value) + len(key) + RECORD_OVERHEAD > limit:
-            raise ValueError(f"its metadata and headers make a {topic} record of {len(value)} bytes; the topic "
-                             f"takes at most {limit - RECORD_OVERHEAD}")
+            raise ValueError(
+                f"its metadata and headers make a {topic} record of {len(value)} bytes; the topic "
+                f"takes at most {limit - RECORD_OVERHEAD}"
+            )
         out.append((topic, key.encode(), value))
     return out
 

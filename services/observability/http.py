@@ -8,9 +8,11 @@ from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 
-async def serve_health(host: str, port: int, healthy: Callable[[], bool],
-                       status: Callable[[], str] = lambda: "starting") -> web.AppRunner:
+async def serve_health(
+    host: str, port: int, healthy: Callable[[], bool], status: Callable[[], str] = lambda: "starting"
+) -> web.AppRunner:
     """`status` names what is wrong while `healthy` is False ("starting", "degraded", ...)."""
+
     async def healthz(_: web.Request) -> web.Response:
         ok = healthy()
         return web.json_response({"status": "ok" if ok else status()}, status=200 if ok else 503)

@@ -33,12 +33,30 @@ def build_processors(config: Config) -> tuple[list[TransactionalProcessor], Queu
     bootstrap, group = config.kafka.bootstrap_servers, config.scheduler.app_id
     queues, egress = QueueStage(policies), EgressStage(policies)
     processors = [
-        TransactionalProcessor(bootstrap=bootstrap, group_id=f"{group}-queues", inputs=INPUTS,
-                               changelog=QUEUE_STATE.name, partitions=PARTITIONS, handler=queues,
-                               clock=system_clock, tick_interval=0.2, name="queues", dead_letter=DEAD_LETTER.name),
-        TransactionalProcessor(bootstrap=bootstrap, group_id=f"{group}-egress", inputs=[READY.name],
-                               changelog=EGRESS_STATE.name, partitions=PARTITIONS, handler=egress,
-                               clock=system_clock, tick_interval=0.2, name="egress", dead_letter=DEAD_LETTER.name),
+        TransactionalProcessor(
+            bootstrap=bootstrap,
+            group_id=f"{group}-queues",
+            inputs=INPUTS,
+            changelog=QUEUE_STATE.name,
+            partitions=PARTITIONS,
+            handler=queues,
+            clock=system_clock,
+            tick_interval=0.2,
+            name="queues",
+            dead_letter=DEAD_LETTER.name,
+        ),
+        TransactionalProcessor(
+            bootstrap=bootstrap,
+            group_id=f"{group}-egress",
+            inputs=[READY.name],
+            changelog=EGRESS_STATE.name,
+            partitions=PARTITIONS,
+            handler=egress,
+            clock=system_clock,
+            tick_interval=0.2,
+            name="egress",
+            dead_letter=DEAD_LETTER.name,
+        ),
     ]
     return processors, queues, egress
 
@@ -51,8 +69,11 @@ async def _run(config: Config, web_port: int) -> int:
     processors, _, egress = build_processors(config)
     held = Gauge("mailstream_egress_held_messages", "Messages waiting for egress capacity")
     held.set_function(egress.held_count)
-    dead = Gauge("mailstream_scheduler_dead_lettered_records", "Input records a stage failed on, set aside in "
-                 "mail.dead-letter since start", ["stage"])
+    dead = Gauge(
+        "mailstream_scheduler_dead_lettered_records",
+        "Input records a stage failed on, set aside in mail.dead-letter since start",
+        ["stage"],
+    )
     for p in processors:
         dead.labels(p.name).set_function(_dead_lettered(p))
     stop = threading.Event()

@@ -83,8 +83,14 @@ class EgressBook:
 
 
 class EgressStage:
-    def __init__(self, policies: Policies, *, release_budget: int = 2000,
-                 snapshot_every: timedelta = timedelta(seconds=2), partitions: int = PARTITIONS) -> None:
+    def __init__(
+        self,
+        policies: Policies,
+        *,
+        release_budget: int = 2000,
+        snapshot_every: timedelta = timedelta(seconds=2),
+        partitions: int = PARTITIONS,
+    ) -> None:
         self.policies = policies
         self.partitions = partitions
         self._owners: dict[str, int] = {}  # egress group -> its partition
@@ -110,8 +116,9 @@ class EgressStage:
     def revoked(self, partition: int) -> None:
         self.books.pop(partition, None)
 
-    def on_record(self, partition: int, topic: str, key: bytes | None, value: bytes, now: datetime,
-                  out: Writes) -> None:
+    def on_record(
+        self, partition: int, topic: str, key: bytes | None, value: bytes, now: datetime, out: Writes
+    ) -> None:
         if topic != READY.name:
             return
         batched = coalesced(out)
@@ -198,8 +205,13 @@ class EgressStage:
 
     def _heard(self, book: EgressBook, partition: int, marker: EgressSettlement, out: Coalesced) -> None:
         if marker.fingerprint != book.settled_under:  # its sender announces again until we are on it too
-            log.info("settlement_of_another_grouping", partition=partition, grouping=marker.fingerprint,
-                        ours=book.settled_under, sender=list(marker.partitions))
+            log.info(
+                "settlement_of_another_grouping",
+                partition=partition,
+                grouping=marker.fingerprint,
+                ours=book.settled_under,
+                sender=list(marker.partitions),
+            )
             return
         book.heard.update(marker.partitions)
         self._save_settlement(book, partition, out)
@@ -278,18 +290,46 @@ class EgressStage:
                 continue
             self._charge(book, partition, chosen, now, out)
             if rotation is not None:
-                book.limits.set(out, partition, rotation_scope,
-                                LimitState(rr_index=rotation.index, rr_weight=rotation.current_weight))
+                book.limits.set(
+                    out,
+                    partition,
+                    rotation_scope,
+                    LimitState(rr_index=rotation.index, rr_weight=rotation.current_weight),
+                )
             task = DeliveryTask(
-                id=ready.id, attempt=ready.attempt, attempt_id=f"{ready.id}/{ready.attempt}", queue=ready.queue,
-                egress_pool=pool.name, egress_source=chosen.source.name, egress_path=chosen.path,
-                sender=ready.sender, recipient=ready.recipient, domain=ready.domain,
-                routing_domain=ready.routing_domain, tenant=ready.tenant, campaign=ready.campaign, body=ready.body,
-                created_at=ready.created_at, issued_at=now)
+                id=ready.id,
+                attempt=ready.attempt,
+                attempt_id=f"{ready.id}/{ready.attempt}",
+                queue=ready.queue,
+                egress_pool=pool.name,
+                egress_source=chosen.source.name,
+                egress_path=chosen.path,
+                sender=ready.sender,
+                recipient=ready.recipient,
+                domain=ready.domain,
+                routing_domain=ready.routing_domain,
+                tenant=ready.tenant,
+                campaign=ready.campaign,
+                body=ready.body,
+                created_at=ready.created_at,
+                issued_at=now,
+            )
             send(out, DELIVERY, chosen.path, task)
-            send(out, DISPATCHED, route_key(ready.tenant, ready.queue), Dispatched(
-                id=ready.id, attempt=ready.attempt, attempt_id=task.attempt_id, queue=ready.queue, tenant=ready.tenant,
-                egress_source=chosen.source.name, egress_path=chosen.path, issued_at=now))
+            send(
+                out,
+                DISPATCHED,
+                route_key(ready.tenant, ready.queue),
+                Dispatched(
+                    id=ready.id,
+                    attempt=ready.attempt,
+                    attempt_id=task.attempt_id,
+                    queue=ready.queue,
+                    tenant=ready.tenant,
+                    egress_source=chosen.source.name,
+                    egress_path=chosen.path,
+                    issued_at=now,
+                ),
+            )
             self._unhold(book, tx_id)
             out.put(partition, Held(tx_id).key(), None)
             budget -= 1
@@ -301,12 +341,14 @@ class EgressStage:
             if source is None or entry.weight == 0:
                 continue
             site = self.policies.site(source, ready.domain, ready.routing_domain)
-            found.append(Candidate(i, source, ready.routing_domain or ready.domain, site,
-                                   EgressPath(source.name, site).key()))
+            found.append(
+                Candidate(i, source, ready.routing_domain or ready.domain, site, EgressPath(source.name, site).key())
+            )
         return found
 
-    def _choose(self, book: EgressBook, pool: EgressPool, candidates: list[Candidate], rotation_scope: Rotation,
-                now: datetime) -> tuple[Candidate | None, WrrState | None]:
+    def _choose(
+        self, book: EgressBook, pool: EgressPool, candidates: list[Candidate], rotation_scope: Rotation, now: datetime
+    ) -> tuple[Candidate | None, WrrState | None]:
         """The pool's pick among sources usable now, and the round robin's next position."""
         by_index = {c.index: c for c in candidates}
 
@@ -314,13 +356,13 @@ class EgressStage:
             return i in by_index and self._usable_at(book, by_index[i], now) <= now
 
         if pool.policy == "most_remaining":
-            remaining = [self._remaining(book, by_index[i].source, now) if i in by_index else 0
-                         for i in range(len(pool.entries))]
+            remaining = [
+                self._remaining(book, by_index[i].source, now) if i in by_index else 0 for i in range(len(pool.entries))
+            ]
             picked = most_remaining(remaining, usable)
             return (by_index[picked] if picked is not None else None), None
         state = book.limits.get(rotation_scope)
-        picked, rotation = wrr_next([e.weight for e in pool.entries], WrrState(state.rr_index, state.rr_weight),
-                                    usable)
+        picked, rotation = wrr_next([e.weight for e in pool.entries], WrrState(state.rr_index, state.rr_weight), usable)
         return (by_index[picked], rotation) if picked is not None else (None, None)
 
     def _usable_at(self, book: EgressBook, c: Candidate, now: datetime) -> datetime:
@@ -382,12 +424,25 @@ class EgressStage:
         out.put(partition, Held(notice.id).key(), None)
         self._answer(notice, "CANCELLED", notice.reason, now, out)
 
-    def _answer(self, held: ReadyMessage | CancelNotice, verdict: EgressVerdictKind, reason: str, now: datetime,
-                out: Coalesced) -> None:
+    def _answer(
+        self, held: ReadyMessage | CancelNotice, verdict: EgressVerdictKind, reason: str, now: datetime, out: Coalesced
+    ) -> None:
         """Tell stage 1 the held attempt ended unsent."""
-        send(out, RESPONSES, route_key(held.tenant, held.queue), EgressVerdict(
-            id=held.id, attempt=held.attempt, attempt_id=f"{held.id}/{held.attempt}", queue=held.queue,
-            tenant=held.tenant, verdict=verdict, reason=reason, decided_at=now))
+        send(
+            out,
+            RESPONSES,
+            route_key(held.tenant, held.queue),
+            EgressVerdict(
+                id=held.id,
+                attempt=held.attempt,
+                attempt_id=f"{held.id}/{held.attempt}",
+                queue=held.queue,
+                tenant=held.tenant,
+                verdict=verdict,
+                reason=reason,
+                decided_at=now,
+            ),
+        )
 
     def _hold(self, book: EgressBook, ready: ReadyMessage, raw: bytes) -> None:
         tx_id = sys.intern(ready.id)  # one string per message, however many indexes name it
@@ -418,11 +473,19 @@ class EgressStage:
                 source = self.policies.source(name)
                 window = source.sliding_window if source is not None else None
                 sends = tuple(t for t in usage.sends if window is not None and t > now - window.span)
-                self.snapshots.offer(out, name, SourceUsage(
-                    source=name, day=usage.day, used=usage.used, sends=sends, as_of=now,
-                    daily_limit=source.daily_limit if source is not None else None))
+                self.snapshots.offer(
+                    out,
+                    name,
+                    SourceUsage(
+                        source=name,
+                        day=usage.day,
+                        used=usage.used,
+                        sends=sends,
+                        as_of=now,
+                        daily_limit=source.daily_limit if source is not None else None,
+                    ),
+                )
 
     # -- inspection (metrics) ---------------------------------------------------------------------
     def held_count(self) -> int:
         return sum(len(b.held) for b in self.books.values())
-

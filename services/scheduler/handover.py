@@ -34,5 +34,11 @@ def merge_usage(mine: LimitState, handed: LimitState) -> LimitState:
     else:
         day, used = handed.day, handed.used
     tats = [t for t in (mine.tat, handed.tat) if t is not None]
-    return mine.model_copy(update={"day": day, "used": used, "sends": tuple(sorted(mine.sends + handed.sends)),
-                                   "tat": max(tats) if tats else None})
+    return mine.model_copy(
+        update={
+            "day": day,
+            "used": used,
+            "sends": tuple(sorted(mine.sends + handed.sends)),
+            "tat": max(tats) if tats else None,
+        }
+    )

@@ -17,8 +17,7 @@ from mailstream.events.records import ADMIN_ISSUER, QueueCommand, QueueSuspensio
 from mailstream.events.serde import decode, encode
 from mailstream.scheduler.queue_keys import Control
 
-RULE_OF: dict[str, RuleName] = {"suspend": "suspended", "drain": "draining", "disable": "disabled",
-                                "cancel": "bounce"}
+RULE_OF: dict[str, RuleName] = {"suspend": "suspended", "drain": "draining", "disable": "disabled", "cancel": "bounce"}
 
 
 def scope_of(s: QueueSuspension | QueueCommand) -> QueueScope:
@@ -59,9 +58,18 @@ class Holds:
             return scope
         if command.until is not None and command.until <= now and rule != "bounce":
             return None  # lapsed before it arrived (a bounce still cancels what is queued now)
-        control = QueueSuspension(id=command.id, queue=scope.queue, tenant=scope.tenant, campaign=scope.campaign,
-                                  domain=scope.domain, reason=command.reason, since=command.issued_at,
-                                  until=command.until, issued_by=command.issued_by, state=rule)
+        control = QueueSuspension(
+            id=command.id,
+            queue=scope.queue,
+            tenant=scope.tenant,
+            campaign=scope.campaign,
+            domain=scope.domain,
+            reason=command.reason,
+            since=command.issued_at,
+            until=command.until,
+            issued_by=command.issued_by,
+            state=rule,
+        )
         self._active[key] = (scope, control)
         out.put(partition, key.key(), encode(control))
         return scope
@@ -72,21 +80,26 @@ class Holds:
         A bounce ends only once the partition has nothing left to re-examine (`busy` false), so every
         message its scope held when it arrived is cancelled however short it was.
         """
-        ended = [key for key, (_, c) in self._active.items()
-                 if (c.state == "bounce" and not busy and (c.until is None or c.until <= now))
-                 or (c.state != "bounce" and c.until is not None and c.until <= now)]
+        ended = [
+            key
+            for key, (_, c) in self._active.items()
+            if (c.state == "bounce" and not busy and (c.until is None or c.until <= now))
+            or (c.state != "bounce" and c.until is not None and c.until <= now)
+        ]
         for key in ended:
             out.put(partition, key.key(), None)
         return [self._active.pop(key)[0] for key in ended]
 
-    def verdict(self, queue: str, tenant: str | None, campaign: str | None, domain: str,
-                now: datetime) -> Verdict:
+    def verdict(self, queue: str, tenant: str | None, campaign: str | None, domain: str, now: datetime) -> Verdict:
         """What the controls in force at `now` say about one queue (a bounce is in force until it lapses)."""
         if not self._active:
             return ACTIVE
-        return verdict((c.state, c.reason) for scope, c in self._active.values()
-                       if (c.state == "bounce" or c.until is None or c.until > now)
-                       and scope.matches(queue, tenant, campaign, domain))
+        return verdict(
+            (c.state, c.reason)
+            for scope, c in self._active.values()
+            if (c.state == "bounce" or c.until is None or c.until > now)
+            and scope.matches(queue, tenant, campaign, domain)
+        )
 
     def of_tenant(self, tenant: str | None) -> tuple[QueueSuspension, ...]:
         return tuple(sorted((c for _, c in self._active.values() if c.tenant == tenant), key=lambda c: c.since))

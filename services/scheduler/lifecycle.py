@@ -48,18 +48,37 @@ class Effects:
     recall: CancelNotice | None = None  # for stage 2, which holds the message's attempt
 
 
-def log_record(kind: LogRecordType, tx: TransactionStatus, q: QueuedMessage, response: SmtpResponse,
-               now: datetime, *, attempt: DeliveryResponse | None = None,
-               bounce_class: str | None = None) -> LogRecord:
+def log_record(
+    kind: LogRecordType,
+    tx: TransactionStatus,
+    q: QueuedMessage,
+    response: SmtpResponse,
+    now: datetime,
+    *,
+    attempt: DeliveryResponse | None = None,
+    bounce_class: str | None = None,
+) -> LogRecord:
     return LogRecord(
-        type=kind, id=tx.id, sender=tx.sender, recipient=tx.recipient, queue=tx.queue,
-        site=attempt.egress_path if attempt else "", size=q.body.size, response=response,
-        peer_address=attempt.peer_address if attempt else None, timestamp=now, created=tx.created_at,
-        num_attempts=tx.num_attempts, bounce_classification=bounce_class, egress_pool=tx.egress_pool,
+        type=kind,
+        id=tx.id,
+        sender=tx.sender,
+        recipient=tx.recipient,
+        queue=tx.queue,
+        site=attempt.egress_path if attempt else "",
+        size=q.body.size,
+        response=response,
+        peer_address=attempt.peer_address if attempt else None,
+        timestamp=now,
+        created=tx.created_at,
+        num_attempts=tx.num_attempts,
+        bounce_classification=bounce_class,
+        egress_pool=tx.egress_pool,
         egress_source=attempt.egress_source if attempt else None,
-        delivery_protocol="ESMTP" if attempt and attempt.outcome in ("DELIVERED", "TRANSIENT", "PERMANENT")
-        else None, tenant=tx.tenant,
-        campaign=tx.campaign, message_id=tx.message_id)
+        delivery_protocol="ESMTP" if attempt and attempt.outcome in ("DELIVERED", "TRANSIENT", "PERMANENT") else None,
+        tenant=tx.tenant,
+        campaign=tx.campaign,
+        message_id=tx.message_id,
+    )
 
 
 def advance(q: QueuedMessage, now: datetime, **changes: Unpack[StatusChange]) -> QueuedMessage:
@@ -76,12 +95,20 @@ def on_accepted(msg: AcceptedMessage, partition: int, egress_pool: str, *, prior
     """The message joins its scheduled queue as 'scheduled' (ingest already wrote that status, v0), at its
     own priority, else at `priority`, its queue's."""
     tx = reception_status(msg, egress_pool)
-    q = QueuedMessage(accepted_partition=partition, body=msg.body, routing_domain=msg.routing_domain,
-                      domain=msg.domain, priority=priority if msg.priority is None else msg.priority,
-                      send_at=msg.send_at, expires_at=msg.expires_at, transaction=tx)
+    q = QueuedMessage(
+        accepted_partition=partition,
+        body=msg.body,
+        routing_domain=msg.routing_domain,
+        domain=msg.domain,
+        priority=priority if msg.priority is None else msg.priority,
+        send_at=msg.send_at,
+        expires_at=msg.expires_at,
+        transaction=tx,
+    )
     if msg.queue == NULL_QUEUE:
-        q = advance(q, msg.received_at, status="cancelled",
-                    final_reason="discarded: the null queue discards its messages")
+        q = advance(
+            q, msg.received_at, status="cancelled", final_reason="discarded: the null queue discards its messages"
+        )
         return Effects(delete=True, statuses=[q.transaction])
     return Effects(state=q)
 
@@ -89,17 +116,32 @@ def on_accepted(msg: AcceptedMessage, partition: int, egress_pool: str, *, prior
 def expire(q: QueuedMessage, now: datetime, reason: str, *, attempt: DeliveryResponse | None = None) -> Effects:
     response = SmtpResponse(code=551, enhanced_code="5.4.7", content=reason)
     q = advance(q, now, status="expired", next_attempt_at=None, final_reason=f"expired: {reason}")
-    return Effects(delete=True, statuses=[q.transaction],
-                   logs=[log_record("Expiration", q.transaction, q, response, now, attempt=attempt)])
+    return Effects(
+        delete=True,
+        statuses=[q.transaction],
+        logs=[log_record("Expiration", q.transaction, q, response, now, attempt=attempt)],
+    )
 
 
 def _ready(q: QueuedMessage, now: datetime, egress_pool: str) -> ReadyMessage:
     tx = q.transaction
     return ReadyMessage(
-        id=tx.id, attempt=tx.num_attempts + 1, queue=tx.queue, tenant=tx.tenant, campaign=tx.campaign,
-        sender=tx.sender, recipient=tx.recipient, domain=q.domain, routing_domain=q.routing_domain,
-        egress_pool=egress_pool, priority=q.priority, body=q.body, created_at=tx.created_at, ready_at=now,
-        expires_at=q.expires_at or now)  # a promotion's expires_at is replaced by the caller's deadline
+        id=tx.id,
+        attempt=tx.num_attempts + 1,
+        queue=tx.queue,
+        tenant=tx.tenant,
+        campaign=tx.campaign,
+        sender=tx.sender,
+        recipient=tx.recipient,
+        domain=q.domain,
+        routing_domain=q.routing_domain,
+        egress_pool=egress_pool,
+        priority=q.priority,
+        body=q.body,
+        created_at=tx.created_at,
+        ready_at=now,
+        expires_at=q.expires_at or now,
+    )  # a promotion's expires_at is replaced by the caller's deadline
 
 
 def promote(q: QueuedMessage, now: datetime, egress_pool: str) -> tuple[ReadyMessage, Effects]:
@@ -109,35 +151,60 @@ def promote(q: QueuedMessage, now: datetime, egress_pool: str) -> tuple[ReadyMes
     return ready, Effects(state=q, statuses=[q.transaction])
 
 
-def on_response(q: QueuedMessage | None, resp: DeliveryResponse, retry: RetryPolicy, classifier: BounceClassifier,
-                now: datetime, rng: random.Random) -> Effects:
+def on_response(
+    q: QueuedMessage | None,
+    resp: DeliveryResponse,
+    retry: RetryPolicy,
+    classifier: BounceClassifier,
+    now: datetime,
+    rng: random.Random,
+) -> Effects:
     """Fold one attempt's outcome in; a response for an attempt that is not outstanding changes nothing."""
     unsent = as_egress_verdict(resp)
     if unsent is not None:  # stage 2's verdict as written before it had its own record type
         return on_verdict(q, unsent, now)
     if q is None or not _outstanding(q, resp.attempt):
         return Effects()
-    record = AttemptRecord(attempt=resp.attempt, outcome=resp.outcome, response=resp.response,
-                           egress_source=resp.egress_source, egress_path=resp.egress_path,
-                           peer_address=resp.peer_address, started_at=resp.started_at,
-                           completed_at=resp.completed_at)
+    record = AttemptRecord(
+        attempt=resp.attempt,
+        outcome=resp.outcome,
+        response=resp.response,
+        egress_source=resp.egress_source,
+        egress_path=resp.egress_path,
+        peer_address=resp.peer_address,
+        started_at=resp.started_at,
+        completed_at=resp.completed_at,
+    )
     tx = q.transaction
     attempts = (*tx.attempts, record)
     if resp.outcome == "DELIVERED":
-        q = advance(q, now, status="delivered", num_attempts=resp.attempt, attempts=attempts,
-                    final_reason="delivered")
-        return Effects(delete=True, statuses=[q.transaction],
-                       logs=[log_record("Delivery", q.transaction, q, resp.response, now, attempt=resp)])
+        q = advance(q, now, status="delivered", num_attempts=resp.attempt, attempts=attempts, final_reason="delivered")
+        return Effects(
+            delete=True,
+            statuses=[q.transaction],
+            logs=[log_record("Delivery", q.transaction, q, resp.response, now, attempt=resp)],
+        )
     if resp.outcome == "PERMANENT":
         r = resp.response
         verdict = classifier.classify(r.code, r.enhanced_code, r.content)
-        q = advance(q, now, status="bounced", num_attempts=resp.attempt, attempts=attempts,
-                    bounce_classification=verdict.bounce_class, bounce_type=verdict.bounce_type,
-                    final_reason=f"bounced: {r}")
-        return Effects(delete=True, statuses=[q.transaction], logs=[
-            log_record("Bounce", q.transaction, q, r, now, attempt=resp, bounce_class=verdict.bounce_class)])
-    plan = next_attempt(retry, created=tx.created_at, now=now, attempts_made=tx.num_attempts,
-                        expires_at=q.expires_at, rng=rng)
+        q = advance(
+            q,
+            now,
+            status="bounced",
+            num_attempts=resp.attempt,
+            attempts=attempts,
+            bounce_classification=verdict.bounce_class,
+            bounce_type=verdict.bounce_type,
+            final_reason=f"bounced: {r}",
+        )
+        return Effects(
+            delete=True,
+            statuses=[q.transaction],
+            logs=[log_record("Bounce", q.transaction, q, r, now, attempt=resp, bounce_class=verdict.bounce_class)],
+        )
+    plan = next_attempt(
+        retry, created=tx.created_at, now=now, attempts_made=tx.num_attempts, expires_at=q.expires_at, rng=rng
+    )
     q = advance(q, now, num_attempts=resp.attempt, attempts=attempts)
     failure = log_record("TransientFailure", q.transaction, q, resp.response, now, attempt=resp)
     if q.cancel_reason is not None:  # cancelled during the attempt: it ends here, no retry
@@ -217,8 +284,11 @@ def admin_bounce(reason: str) -> SmtpResponse:
 def cancelled(q: QueuedMessage, now: datetime, reason: str, *, attempt: DeliveryResponse | None = None) -> Effects:
     """Final 'cancelled', logged as KumoMTA logs an admin bounce."""
     q = advance(q, now, status="cancelled", next_attempt_at=None, final_reason=f"cancelled: {reason}")
-    return Effects(delete=True, statuses=[q.transaction],
-                   logs=[log_record("AdminBounce", q.transaction, q, admin_bounce(reason), now, attempt=attempt)])
+    return Effects(
+        delete=True,
+        statuses=[q.transaction],
+        logs=[log_record("AdminBounce", q.transaction, q, admin_bounce(reason), now, attempt=attempt)],
+    )
 
 
 def cancel(q: QueuedMessage | None, now: datetime, reason: str) -> Effects:
@@ -235,8 +305,15 @@ def cancel(q: QueuedMessage | None, now: datetime, reason: str) -> Effects:
     if q.transaction.status == "in_delivery":
         return Effects(state=pending)
     tx = q.transaction
-    recall = CancelNotice(id=tx.id, attempt=tx.num_attempts + 1, queue=tx.queue, tenant=tx.tenant,
-                          egress_pool=tx.egress_pool or "", reason=reason, cancelled_at=now)
+    recall = CancelNotice(
+        id=tx.id,
+        attempt=tx.num_attempts + 1,
+        queue=tx.queue,
+        tenant=tx.tenant,
+        egress_pool=tx.egress_pool or "",
+        reason=reason,
+        cancelled_at=now,
+    )
     return Effects(state=pending, recall=recall)
 
 
@@ -245,8 +322,9 @@ def refuse(q: QueuedMessage, now: datetime, state: str, reason: str | None) -> E
     why = f"queue {q.transaction.queue} is {state}" + (f": {reason}" if reason else "")
     q = advance(q, now, status="bounced", next_attempt_at=None, final_reason=f"refused: {why}")
     response = SmtpResponse(code=550, enhanced_code="5.7.1", content=why)
-    return Effects(delete=True, statuses=[q.transaction],
-                   logs=[log_record("Rejection", q.transaction, q, response, now)])
+    return Effects(
+        delete=True, statuses=[q.transaction], logs=[log_record("Rejection", q.transaction, q, response, now)]
+    )
 
 
 def restate(q: QueuedMessage, now: datetime) -> Effects:
@@ -257,17 +335,28 @@ def restate(q: QueuedMessage, now: datetime) -> Effects:
 
 def then(first: Effects, second: Effects) -> Effects:
     """`first`'s outputs followed by `second`'s; `second` decides the state."""
-    return Effects(state=second.state, delete=second.delete, statuses=first.statuses + second.statuses,
-                   logs=first.logs + second.logs, recall=second.recall or first.recall)
+    return Effects(
+        state=second.state,
+        delete=second.delete,
+        statuses=first.statuses + second.statuses,
+        logs=first.logs + second.logs,
+        recall=second.recall or first.recall,
+    )
 
 
 def stamped(effects: Effects, queue_state: QueueState) -> Effects:
     """The same effects with every status written saying the queue's state."""
+
     def stamp(tx: TransactionStatus) -> TransactionStatus:
         return tx if tx.queue_state == queue_state else changed(tx, queue_state=queue_state)
 
     state = effects.state
     if state is not None and state.transaction.queue_state != queue_state:
         state = state.model_copy(update={"transaction": stamp(state.transaction)})
-    return Effects(state=state, delete=effects.delete, statuses=[stamp(s) for s in effects.statuses],
-                   logs=effects.logs, recall=effects.recall)
+    return Effects(
+        state=state,
+        delete=effects.delete,
+        statuses=[stamp(s) for s in effects.statuses],
+        logs=effects.logs,
+        recall=effects.recall,
+    )

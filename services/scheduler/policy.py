@@ -69,8 +69,9 @@ class Policies:
         self.groups = _egress_groups(config.egress.pools)
         self._source_groups = {e.name: self.groups[p.name] for p in config.egress.pools for e in p.entries}
         # Changes when pools are regrouped (or renamed): stage 2 then settles who owns what again.
-        self.grouping = hashlib.sha256(json.dumps(sorted(self._source_groups.items()) + sorted(self.groups.items()))
-                                       .encode()).hexdigest()[:16]
+        self.grouping = hashlib.sha256(
+            json.dumps(sorted(self._source_groups.items()) + sorted(self.groups.items())).encode()
+        ).hexdigest()[:16]
         self.pools = {p.name: p for p in config.egress.pools}
         self.sources = {s.name: s for s in config.egress.sources}
         self.reset_zone = config.egress.daily_reset_timezone
@@ -84,9 +85,18 @@ class Policies:
 
     def _resolve_queue(self, key: tuple[str | None, ...]) -> QueuePolicy:
         q = self.config.queues
-        merged: dict[str, Any] = {f: getattr(q, f) for f in (
-            "egress_pool", "retry_interval", "max_retry_interval", "max_age", "max_message_rate", "priority",
-            "send_window")}
+        merged: dict[str, Any] = {
+            f: getattr(q, f)
+            for f in (
+                "egress_pool",
+                "retry_interval",
+                "max_retry_interval",
+                "max_age",
+                "max_message_rate",
+                "priority",
+                "send_window",
+            )
+        }
         rules = sorted((r for r in q.rules if _matches(r, key)), key=_specificity)  # stable: file order in ties
         for rule in rules:
             # Not model_dump: it would turn parsed throttle specs and send windows back into dicts.
@@ -96,8 +106,11 @@ class Policies:
         return QueuePolicy(
             egress_pool=merged["egress_pool"],
             retry=RetryPolicy(merged["retry_interval"], merged["max_retry_interval"], merged["max_age"]),
-            max_message_rate=merged["max_message_rate"], priority=merged["priority"], windows=windows,
-            tenant=tenant)
+            max_message_rate=merged["max_message_rate"],
+            priority=merged["priority"],
+            windows=windows,
+            tenant=tenant,
+        )
 
     def group_of(self, pool: str) -> str:
         """The egress group owning a pool; an unknown pool (removed from the file) is its own group."""

@@ -93,7 +93,11 @@ def _row(text: str) -> Row:
         row = json.loads(text)
     except ValueError:
         row = None
-    if not (isinstance(row, list) and len(row) == 3 and all(v is None or isinstance(v, str) for v in row[:2])
-            and isinstance(row[2], str)):
+    if not (
+        isinstance(row, list)
+        and len(row) == 3
+        and all(v is None or isinstance(v, str) for v in row[:2])
+        and isinstance(row[2], str)
+    ):
         raise MalformedKey(f"totals key {TOTALS}{text!r} is not [tenant, campaign, egress pool]")
     return row[0], row[1], row[2]

@@ -102,14 +102,23 @@ class QueueBook:
 
 
 def _matching(book: QueueBook, scope: QueueScope, statuses: Set[str]) -> list[str]:
-    return [tx for tx, f in book.tally.filed.items()
-            if f.status in statuses and scope.matches(f.queue, f.tenant, f.campaign, f.domain)]
+    return [
+        tx
+        for tx, f in book.tally.filed.items()
+        if f.status in statuses and scope.matches(f.queue, f.tenant, f.campaign, f.domain)
+    ]
 
 
 class QueueStage:
-    def __init__(self, policies: Policies, *, classifier: BounceClassifier | None = None,
-                 rng: random.Random | None = None, promote_budget: int = 2000,
-                 snapshot_every: timedelta = timedelta(seconds=2)) -> None:
+    def __init__(
+        self,
+        policies: Policies,
+        *,
+        classifier: BounceClassifier | None = None,
+        rng: random.Random | None = None,
+        promote_budget: int = 2000,
+        snapshot_every: timedelta = timedelta(seconds=2),
+    ) -> None:
         self.policies = policies
         self.classifier = classifier or BounceClassifier.default()
         self.rng = rng or random.Random()
@@ -142,8 +151,9 @@ class QueueStage:
     def revoked(self, partition: int) -> None:
         self.books.pop(partition, None)
 
-    def on_record(self, partition: int, topic: str, key: bytes | None, value: bytes, now: datetime,
-                  out: Writes) -> None:
+    def on_record(
+        self, partition: int, topic: str, key: bytes | None, value: bytes, now: datetime, out: Writes
+    ) -> None:
         batched = coalesced(out)
         try:
             self._on_record(partition, topic, value, now, batched)
@@ -180,12 +190,12 @@ class QueueStage:
                 self._apply(book, partition, resp.id, on_verdict(q, resp, now), out, now)
             else:
                 retry = self._policy(q).retry if q else RetryPolicy()  # no message: the response is moot
-                self._apply(book, partition, resp.id,
-                            on_response(q, resp, retry, self.classifier, now, self.rng), out, now)
+                self._apply(
+                    book, partition, resp.id, on_response(q, resp, retry, self.classifier, now, self.rng), out, now
+                )
         elif topic == DISPATCHED.name:
             notice = decode(value, Dispatched)
-            self._apply(book, partition, notice.id, on_dispatched(self._load(book, notice.id), notice, now),
-                        out, now)
+            self._apply(book, partition, notice.id, on_dispatched(self._load(book, notice.id), notice, now), out, now)
         elif topic == QUEUE_COMMANDS.name:
             command = decode(value, QueueCommand)
             if command.transaction_id is not None:
@@ -207,8 +217,11 @@ class QueueStage:
                     continue
                 if now >= deadline(q, self._policy(q).retry):
                     self._apply(book, partition, tx_id, expire(q, now, "max_age reached while queued"), out, now)
-                elif q.transaction.status in WAITING and q.transaction.next_attempt_at is not None \
-                        and q.transaction.next_attempt_at <= now:
+                elif (
+                    q.transaction.status in WAITING
+                    and q.transaction.next_attempt_at is not None
+                    and q.transaction.next_attempt_at <= now
+                ):
                     book.lanes.push(q.transaction.queue, q.priority, tx_id)  # its retry (or send_at) is due
                     book.timers.add(deadline(q, self._policy(q).retry), tx_id)
             book.lanes.wake(now)
@@ -279,8 +292,9 @@ class QueueStage:
         tx = q.transaction
         return book.holds.verdict(tx.queue, tx.tenant, tx.campaign, q.domain, now)
 
-    def _cancel_one(self, book: QueueBook, partition: int, command: QueueCommand, now: datetime,
-                    out: Coalesced) -> None:
+    def _cancel_one(
+        self, book: QueueBook, partition: int, command: QueueCommand, now: datetime, out: Coalesced
+    ) -> None:
         """POST /api/transactions/{id}/cancel: only an admin or the message's own tenant may."""
         tx_id = command.transaction_id or ""
         q = self._load(book, tx_id)
@@ -296,14 +310,21 @@ class QueueStage:
         for partition, book in self.books.items():
             prefix = f"{partition}/"
             tenants = book.tally.tenants() | book.holds.tenants()
-            tenants |= {key[len(prefix):] or None for key in self.snapshots.keys(prefix)}  # so emptied ones say so
+            tenants |= {key[len(prefix) :] or None for key in self.snapshots.keys(prefix)}  # so emptied ones say so
             for tenant in tenants:
-                self.snapshots.offer(out, f"{prefix}{tenant or ''}", QueueStats(
-                    partition=partition, tenant=tenant, rows=book.tally.rows(tenant),
-                    suspensions=book.holds.of_tenant(tenant), as_of=now))
+                self.snapshots.offer(
+                    out,
+                    f"{prefix}{tenant or ''}",
+                    QueueStats(
+                        partition=partition,
+                        tenant=tenant,
+                        rows=book.tally.rows(tenant),
+                        suspensions=book.holds.of_tenant(tenant),
+                        as_of=now,
+                    ),
+                )
 
-    def _blocked_until(self, book: QueueBook, q: QueuedMessage, policy: QueuePolicy,
-                       now: datetime) -> datetime | None:
+    def _blocked_until(self, book: QueueBook, q: QueuedMessage, policy: QueuePolicy, now: datetime) -> datetime | None:
         """None if the message may go now, else the earliest instant worth another look."""
         if not all_open(policy.windows, now):
             return next_open_all(policy.windows, now) or now + CLOSED_HORIZON
@@ -324,8 +345,9 @@ class QueueStage:
                 waits.append(next_reset(now, self.policies.reset_zone))
         return max(waits) if waits else None
 
-    def _count(self, book: QueueBook, partition: int, q: QueuedMessage, policy: QueuePolicy, now: datetime,
-               out: Coalesced) -> None:
+    def _count(
+        self, book: QueueBook, partition: int, q: QueuedMessage, policy: QueuePolicy, now: datetime, out: Coalesced
+    ) -> None:
         """Charge the promotion to the queue's and the tenant's limits (only those that are configured)."""
         if policy.max_message_rate is not None:
             scope = QueueRate(q.transaction.queue)
@@ -342,8 +364,16 @@ class QueueStage:
             book.limits.set(out, partition, tenant_scope, counted(state, usage, tat=tat))
 
     # -- state -----------------------------------------------------------------------------------
-    def _apply(self, book: QueueBook, partition: int, tx_id: str, effects: Effects, out: Coalesced,
-               now: datetime, verdict: Verdict | None = None) -> None:
+    def _apply(
+        self,
+        book: QueueBook,
+        partition: int,
+        tx_id: str,
+        effects: Effects,
+        out: Coalesced,
+        now: datetime,
+        verdict: Verdict | None = None,
+    ) -> None:
         """Write the effects, under the controls in force: every status says its queue's state."""
         if len(book.holds):
             if verdict is None:
@@ -355,8 +385,9 @@ class QueueStage:
                 elif verdict.holds:
                     effects = held(effects, now)  # accepted or deferred into a suspended or disabled queue
             effects = stamped(effects, verdict.state)
-        elif (effects.state is not None and effects.state.transaction.queue_state != "active") \
-                or any(s.queue_state != "active" for s in effects.statuses):
+        elif (effects.state is not None and effects.state.transaction.queue_state != "active") or any(
+            s.queue_state != "active" for s in effects.statuses
+        ):
             effects = stamped(effects, "active")  # its queue's controls have ended
         if effects.recall is not None:
             send(out, READY, self.policies.group_of(effects.recall.egress_pool), effects.recall)
@@ -385,8 +416,9 @@ class QueueStage:
 
     def _keep(self, book: QueueBook, tx_id: str, q: QueuedMessage) -> None:
         """Keep a message due now or at stage 2 decoded (it is looked at again soon), in a bounded set."""
-        if q.transaction.status not in AT_EGRESS and (q.transaction.status not in WAITING
-                                                      or q.transaction.next_attempt_at is not None):
+        if q.transaction.status not in AT_EGRESS and (
+            q.transaction.status not in WAITING or q.transaction.next_attempt_at is not None
+        ):
             book.hot.pop(tx_id, None)
             return
         if tx_id not in book.hot and len(book.hot) >= HOT:
@@ -420,4 +452,3 @@ class QueueStage:
 
     def _policy_of_accepted(self, msg: AcceptedMessage) -> QueuePolicy:
         return self.policies.queue(msg.tenant, msg.campaign, msg.domain, msg.routing_domain)
-

@@ -47,7 +47,7 @@ def split(key: bytes | str, prefixes: tuple[str, ...]) -> tuple[str, str]:
         raise MalformedKey(f"{key!r} is not UTF-8") from None
     for prefix in prefixes:
         if text.startswith(prefix) and len(text) > len(prefix):
-            return prefix, text[len(prefix):]
+            return prefix, text[len(prefix) :]
     raise MalformedKey(f"{text!r} is none of {', '.join(p + '...' for p in prefixes)}")
 
 
@@ -60,7 +60,7 @@ class LimitScope:
 
     @property
     def scope(self) -> str:
-        """"<kind><name>", as a UsageHandover names it."""
+        """ "<kind><name>", as a UsageHandover names it."""
         return self.KIND + self.name
 
     def key(self) -> bytes:
@@ -95,8 +95,7 @@ class Coalesced:
     def send(self, topic: str, key: bytes, value: bytes, partition: int | None = None) -> None:
         self.out.send(topic, key, value, partition)
 
-    def put(self, partition: int, key: bytes, value: bytes | Callable[[], bytes] | None, *,
-            new: bool = False) -> None:
+    def put(self, partition: int, key: bytes, value: bytes | Callable[[], bytes] | None, *, new: bool = False) -> None:
         where = (partition, key)
         if new and where not in self._puts:
             self._new.add(where)
@@ -151,8 +150,7 @@ def daily(state: LimitState) -> DailyUsage:
 
 def counted(state: LimitState, usage: DailyUsage, **changes: object) -> LimitState:
     """The state with the day's count `usage` (and other `changes`)."""
-    return state.model_copy(update={"day": usage.day.isoformat() if usage.day else None, "used": usage.used,
-                                    **changes})
+    return state.model_copy(update={"day": usage.day.isoformat() if usage.day else None, "used": usage.used, **changes})
 
 
 class Timers:

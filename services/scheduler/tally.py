@@ -70,9 +70,17 @@ class Tally:
         return {row[0] for row in (*self._live, *self._final)}
 
     def rows(self, tenant: str | None) -> tuple[StatusCounts, ...]:
-        rows = sorted({row for row in (*self._live, *self._final) if row[0] == tenant},
-                      key=lambda r: (r[1] or "", r[2]))
-        return tuple(StatusCounts(tenant=t, campaign=c, egress_pool=p,
-                                  counts=dict(sorted((+(self._live.get((t, c, p), Counter())
-                                                        + self._final.get((t, c, p), Counter()))).items())))
-                     for t, c, p in rows)
+        rows = sorted(
+            {row for row in (*self._live, *self._final) if row[0] == tenant}, key=lambda r: (r[1] or "", r[2])
+        )
+        return tuple(
+            StatusCounts(
+                tenant=t,
+                campaign=c,
+                egress_pool=p,
+                counts=dict(
+                    sorted((+(self._live.get((t, c, p), Counter()) + self._final.get((t, c, p), Counter()))).items())
+                ),
+            )
+            for t, c, p in rows
+        )

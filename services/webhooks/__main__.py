@@ -35,9 +35,15 @@ async def _run(config: Config, web_port: int) -> int:
 
     async def deliver(endpoint: WebhookEndpoint) -> None:
         poster = HttpPoster(endpoint.timeout_ms / 1000)
-        deliverer = Deliverer(endpoint, poster, producer, backoff_of(endpoint, section.retry_interval,
-                                                                     section.max_retry_interval),
-                              system_clock, asyncio.sleep, rng)
+        deliverer = Deliverer(
+            endpoint,
+            poster,
+            producer,
+            backoff_of(endpoint, section.retry_interval, section.max_retry_interval),
+            system_clock,
+            asyncio.sleep,
+            rng,
+        )
         consumer = LaneConsumer(bootstrap, f"{section.app_id}-{endpoint.id}", EVENTS.name, endpoint.created_at)
         try:
             await EndpointWorker(endpoint.id, consumer, deliverer.handle).run()
@@ -52,8 +58,7 @@ async def _run(config: Config, web_port: int) -> int:
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stopping.set)
     tail.add_done_callback(lambda _: stopping.set())  # the endpoint list is gone: let the supervisor restart us
-    runner = await serve_health(section.web_host, web_port,
-                                lambda: endpoints.caught_up and not stopping.is_set())
+    runner = await serve_health(section.web_host, web_port, lambda: endpoints.caught_up and not stopping.is_set())
     log.info("ready", web_port=web_port, configured=len(section.endpoints))
     await stopping.wait()
     log.info("stopping")

@@ -26,12 +26,17 @@ from mailstream.webhooks.http_post import Answer
 from mailstream.webhooks.signature import SIGNATURE_HEADER, TIMESTAMP_HEADER, signature
 
 log = get_logger(__name__)
-DELIVERIES = Counter("mailstream_webhook_deliveries_total", "Events finished per endpoint: delivered or given up",
-                     ["endpoint", "outcome"])
-ATTEMPTS = Counter("mailstream_webhook_attempts_total", "POSTs per endpoint by result (2xx, other status, no answer)",
-                   ["endpoint", "result"])
-SECONDS = Histogram("mailstream_webhook_request_seconds", "Time of one POST, until its answer or failure",
-                    ["endpoint"])
+DELIVERIES = Counter(
+    "mailstream_webhook_deliveries_total",
+    "Events finished per endpoint: delivered or given up",
+    ["endpoint", "outcome"],
+)
+ATTEMPTS = Counter(
+    "mailstream_webhook_attempts_total",
+    "POSTs per endpoint by result (2xx, other status, no answer)",
+    ["endpoint", "result"],
+)
+SECONDS = Histogram("mailstream_webhook_request_seconds", "Time of one POST, until its answer or failure", ["endpoint"])
 
 Sleep = Callable[[float], Awaitable[None]]
 
@@ -41,8 +46,16 @@ class Post(Protocol):
 
 
 class Deliverer:
-    def __init__(self, endpoint: WebhookEndpoint, poster: Post, attempts: EventSink, backoff: Backoff,
-                 clock: Clock, sleep: Sleep, rng: random.Random) -> None:
+    def __init__(
+        self,
+        endpoint: WebhookEndpoint,
+        poster: Post,
+        attempts: EventSink,
+        backoff: Backoff,
+        clock: Clock,
+        sleep: Sleep,
+        rng: random.Random,
+    ) -> None:
         self.endpoint = endpoint
         self._poster, self._attempts, self._backoff = poster, attempts, backoff
         self._clock, self._sleep, self._rng = clock, sleep, rng
@@ -52,8 +65,13 @@ class Deliverer:
         try:
             event = EVENTS.decode(record.value)
         except SerdeError as exc:  # not a LogRecord: no endpoint can be told anything about it
-            log.error("event_unreadable", endpoint=self.endpoint.id, partition=record.partition,
-                      offset=record.offset, error=str(exc))
+            log.error(
+                "event_unreadable",
+                endpoint=self.endpoint.id,
+                partition=record.partition,
+                offset=record.offset,
+                error=str(exc),
+            )
             return
         kind = wanted(self.endpoint, event)
         if kind is not None:
@@ -67,10 +85,17 @@ class Deliverer:
             attempt += 1
             started = self._clock()
             stamp = int(started.timestamp())  # signed anew on every attempt: receivers refuse stale timestamps
-            answer = await self._poster.post(self.endpoint.url, data, {
-                "Content-Type": "application/json", TIMESTAMP_HEADER: str(stamp),
-                SIGNATURE_HEADER: signature(self.endpoint.secret, stamp, data),
-                "X-Mailstream-Event-Id": ident, "X-Mailstream-Attempt": str(attempt)})
+            answer = await self._poster.post(
+                self.endpoint.url,
+                data,
+                {
+                    "Content-Type": "application/json",
+                    TIMESTAMP_HEADER: str(stamp),
+                    SIGNATURE_HEADER: signature(self.endpoint.secret, stamp, data),
+                    "X-Mailstream-Event-Id": ident,
+                    "X-Mailstream-Attempt": str(attempt),
+                },
+            )
             SECONDS.labels(self.endpoint.id).observe(answer.seconds)
             ATTEMPTS.labels(self.endpoint.id, "2xx" if answer.ok else "status" if answer.status else "no_answer").inc()
             if answer.ok:
@@ -82,17 +107,35 @@ class Deliverer:
             await self._record(event, kind, ident, attempt, answer, started, "RETRYING" if due else "GIVEN_UP")
             if due is None:
                 DELIVERIES.labels(self.endpoint.id, "given_up").inc()
-                log.warning("webhook_given_up", endpoint=self.endpoint.id, event_id=ident, attempts=attempt,
-                            error=answer.error)
+                log.warning(
+                    "webhook_given_up", endpoint=self.endpoint.id, event_id=ident, attempts=attempt, error=answer.error
+                )
                 return
             await self._sleep(max(0.0, (due - self._clock()).total_seconds()))
 
-    async def _record(self, event: LogRecord, kind: WebhookEventType, ident: str, attempt: int, answer: Answer,
-                      started: datetime, outcome: WebhookOutcome) -> None:
+    async def _record(
+        self,
+        event: LogRecord,
+        kind: WebhookEventType,
+        ident: str,
+        attempt: int,
+        answer: Answer,
+        started: datetime,
+        outcome: WebhookOutcome,
+    ) -> None:
         record = WebhookAttempt(
-            endpoint_id=self.endpoint.id, tenant=self.endpoint.tenant, event_id=ident, event_type=kind,
-            transaction_id=event.id, attempt=attempt, status_code=answer.status, error=answer.error,
-            duration_ms=int(answer.seconds * 1000), attempted_at=started, outcome=outcome)
+            endpoint_id=self.endpoint.id,
+            tenant=self.endpoint.tenant,
+            event_id=ident,
+            event_type=kind,
+            transaction_id=event.id,
+            attempt=attempt,
+            status_code=answer.status,
+            error=answer.error,
+            duration_ms=int(answer.seconds * 1000),
+            attempted_at=started,
+            outcome=outcome,
+        )
         try:
             await self._attempts.send(WEBHOOK_ATTEMPTS, self.endpoint.id, record)
         except KafkaUnavailable as exc:  # the attempt log is for people: delivery goes on without it

@@ -60,8 +60,11 @@ def payload(record: LogRecord, kind: WebhookEventType, event: str) -> dict[str, 
         "sender": record.sender,
         "recipient": record.recipient,
         "queue": record.queue,
-        "response": {"code": record.response.code, "enhanced_code": record.response.enhanced_code,
-                     "text": record.response.content},
+        "response": {
+            "code": record.response.code,
+            "enhanced_code": record.response.enhanced_code,
+            "text": record.response.content,
+        },
         "num_attempts": record.num_attempts,
         "bounce_classification": record.bounce_classification,
         "site": record.site or None,
@@ -80,10 +83,17 @@ def from_config(endpoint: EndpointConfig, seen_at: datetime) -> WebhookEndpoint:
     """An endpoint of the file as the record an API endpoint is; `seen_at` stands for its creation (where its
     consumer group starts when it has committed nothing yet)."""
     return WebhookEndpoint(
-        id=endpoint.id, name=endpoint.name, tenant=endpoint.tenant, url=endpoint.url,
-        secret=endpoint.secret.get_secret_value(), events=tuple(endpoint.events),
+        id=endpoint.id,
+        name=endpoint.name,
+        tenant=endpoint.tenant,
+        url=endpoint.url,
+        secret=endpoint.secret.get_secret_value(),
+        events=tuple(endpoint.events),
         retry_for_ms=int(endpoint.retry_for.total_seconds() * 1000),
-        timeout_ms=int(endpoint.timeout.total_seconds() * 1000), created_at=seen_at, created_by="config")
+        timeout_ms=int(endpoint.timeout.total_seconds() * 1000),
+        created_at=seen_at,
+        created_by="config",
+    )
 
 
 def same_delivery(a: WebhookEndpoint, b: WebhookEndpoint) -> bool:

@@ -28,9 +28,12 @@ class HttpPoster:
     def __init__(self, timeout: float) -> None:
         self._timeout = timeout
         self._slots = asyncio.Semaphore(CONNECTIONS)
-        self._client = httpx.AsyncClient(timeout=timeout, follow_redirects=False, headers={"User-Agent": USER_AGENT},
-                                         limits=httpx.Limits(max_connections=CONNECTIONS,
-                                                             max_keepalive_connections=CONNECTIONS))
+        self._client = httpx.AsyncClient(
+            timeout=timeout,
+            follow_redirects=False,
+            headers={"User-Agent": USER_AGENT},
+            limits=httpx.Limits(max_connections=CONNECTIONS, max_keepalive_connections=CONNECTIONS),
+        )
 
     async def post(self, url: str, body: bytes, headers: dict[str, str]) -> Answer:
         async with self._slots:
@@ -44,8 +47,9 @@ class HttpPoster:
         except TimeoutError:
             return Answer(None, f"no answer within {self._timeout:g}s", time.monotonic() - started)
         except httpx.HTTPError as exc:
-            return Answer(None, f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__,
-                          time.monotonic() - started)
+            return Answer(
+                None, f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__, time.monotonic() - started
+            )
         seconds = time.monotonic() - started
         if 200 <= response.status_code < 300:
             return Answer(response.status_code, None, seconds)

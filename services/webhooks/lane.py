@@ -21,8 +21,13 @@ WINDOW = 64  # records in hand past the oldest unfinished one
 
 
 class Lane:
-    def __init__(self, partition: int, handle: Callable[[Consumed], Awaitable[None]],
-                 done: Callable[[Consumed], bool], window: int = WINDOW) -> None:
+    def __init__(
+        self,
+        partition: int,
+        handle: Callable[[Consumed], Awaitable[None]],
+        done: Callable[[Consumed], bool],
+        window: int = WINDOW,
+    ) -> None:
         self.partition = partition
         self.next_offset: int | None = None  # after the longest finished prefix
         self._handle, self._done, self._window = handle, done, window

@@ -20,8 +20,9 @@ def signature(secret: str, timestamp: int, body: bytes) -> str:
     return f"sha256={mac.hexdigest()}"
 
 
-def verify(secret: str, header: str, timestamp: str, body: bytes, now: float,
-           tolerance: float = TOLERANCE_SECONDS) -> bool:
+def verify(
+    secret: str, header: str, timestamp: str, body: bytes, now: float, tolerance: float = TOLERANCE_SECONDS
+) -> bool:
     """Whether `header` signs `body` at `timestamp` (the two headers as received), within `tolerance` seconds
     of `now` (Unix time). Compares in constant time."""
     if not timestamp.isdigit() or abs(now - int(timestamp)) > tolerance:

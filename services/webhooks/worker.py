@@ -15,8 +15,11 @@ from prometheus_client import Gauge
 from mailstream.events.kafka import Consumed
 from mailstream.webhooks.lane import Lane
 
-LAG = Gauge("mailstream_webhook_lag_records", "Records of mail.events not yet finished for the endpoint, over this "
-            "process's partitions of it", ["endpoint"])
+LAG = Gauge(
+    "mailstream_webhook_lag_records",
+    "Records of mail.events not yet finished for the endpoint, over this process's partitions of it",
+    ["endpoint"],
+)
 PAUSE_AT = 1000  # records waiting in a lane before its partition stops fetching
 RESUME_AT = 100
 

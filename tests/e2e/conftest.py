@@ -41,11 +41,21 @@ def dkim_dns(dkim_keys: list[DkimTestKey]) -> Iterator[LoopbackDns]:
 
 
 @pytest.fixture(scope="session")
-def stack(kafka_bootstrap: str, sink: CaptureSink, gateway_config: tuple[dict[str, Any], GatewayPorts],
-          dkim_keys: list[DkimTestKey], tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
-    with running_stack(kafka_bootstrap, sink.address, tmp_path_factory.mktemp("stack"),
-                       gateway=gateway_config[0], dkim={"keys": [k.config() for k in dkim_keys]},
-                       webhooks={"web_port": free_port(), "retry_interval": "0.5s"}) as s:
+def stack(
+    kafka_bootstrap: str,
+    sink: CaptureSink,
+    gateway_config: tuple[dict[str, Any], GatewayPorts],
+    dkim_keys: list[DkimTestKey],
+    tmp_path_factory: pytest.TempPathFactory,
+) -> Iterator[Stack]:
+    with running_stack(
+        kafka_bootstrap,
+        sink.address,
+        tmp_path_factory.mktemp("stack"),
+        gateway=gateway_config[0],
+        dkim={"keys": [k.config() for k in dkim_keys]},
+        webhooks={"web_port": free_port(), "retry_interval": "0.5s"},
+    ) as s:
         yield s
 
 

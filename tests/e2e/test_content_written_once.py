@@ -32,9 +32,15 @@ def test_bytes_written_per_delivered_message_stay_within_1_3_times_its_size(stac
     ids = []
     with stack.client(ACME_KEY) as client:
         for n in range(COUNT):
-            r = client.post("/api/inject/v1", json={
-                "envelope_sender": f"bounces-{tag}@acme.test", "template_dialect": "Static",
-                "recipients": [{"email": f"size-{tag}-{n}@example.com"}], "content": raw_message(tag, n)})
+            r = client.post(
+                "/api/inject/v1",
+                json={
+                    "envelope_sender": f"bounces-{tag}@acme.test",
+                    "template_dialect": "Static",
+                    "recipients": [{"email": f"size-{tag}-{n}@example.com"}],
+                    "content": raw_message(tag, n),
+                },
+            )
             assert r.status_code == 200, r.text
             ids += [t["id"] for t in r.json()["transactions"]]
     for tx_id in ids:

@@ -95,11 +95,14 @@ def test_builder_message_reaches_the_sink_and_is_delivered(stack: Stack, sink: C
 def test_raw_rfc5322_content_is_sent_as_given(stack: Stack, sink: CaptureSink) -> None:
     tag = uuid.uuid4().hex[:8]
     rcpt = f"raw-{tag}@example.org"
-    raw = ("From: App <app@acme.test>\r\nTo: someone@example.org\r\nSubject: raw {{ email }}\r\n"
-           "Message-ID: <fixed-{tag}@acme.test>\r\n\r\nline one\r\n.leading dot\r\n").replace("{tag}", tag)
+    raw = (
+        "From: App <app@acme.test>\r\nTo: someone@example.org\r\nSubject: raw {{ email }}\r\n"
+        "Message-ID: <fixed-{tag}@acme.test>\r\n\r\nline one\r\n.leading dot\r\n"
+    ).replace("{tag}", tag)
     with stack.client() as client:
-        r = client.post("/api/inject/v1", json={
-            "envelope_sender": "app@acme.test", "recipients": [{"email": rcpt}], "content": raw})
+        r = client.post(
+            "/api/inject/v1", json={"envelope_sender": "app@acme.test", "recipients": [{"email": rcpt}], "content": raw}
+        )
     assert r.status_code == 200, r.text
     tx = r.json()["transactions"][0]
     assert tx["queue"] == "example.org"  # admin key, no tenant or campaign: just the domain

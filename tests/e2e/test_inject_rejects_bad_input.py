@@ -14,8 +14,11 @@ from tests.infra.stack import ACME_KEY, GLOBEX_KEY, Stack
 from tests.infra.topics import end_offsets
 
 pytestmark = [pytest.mark.e2e, pytest.mark.integration]
-GOOD: dict[str, Any] = {"envelope_sender": "s@acme.test", "recipients": [{"email": "r@example.com"}],
-                        "content": {"subject": "s", "text_body": "t"}}
+GOOD: dict[str, Any] = {
+    "envelope_sender": "s@acme.test",
+    "recipients": [{"email": "r@example.com"}],
+    "content": {"subject": "s", "text_body": "t"},
+}
 
 
 @pytest.fixture
@@ -39,23 +42,29 @@ def _problem(r: httpx.Response, status: int) -> dict[str, Any]:
 @pytest.mark.usefixtures("nothing_written")
 def test_malformed_json(stack: Stack) -> None:
     with stack.client() as c:
-        body = _problem(c.post("/api/inject/v1", content=b'{"envelope_sender": ',
-                               headers={"content-type": "application/json"}), 400)
+        body = _problem(
+            c.post("/api/inject/v1", content=b'{"envelope_sender": ', headers={"content-type": "application/json"}), 400
+        )
     assert "not JSON" in body["detail"]
 
 
 @pytest.mark.usefixtures("nothing_written")
-@pytest.mark.parametrize(("change", "field"), [
-    ({"envelope_sender": None}, "envelope_sender"),
-    ({"envelope_sender": "not an address"}, "envelope_sender"),
-    ({"recipients": []}, "recipients"),
-    ({"recipients": "r@example.com"}, "recipients"),
-    ({"recipients": [{"name": "no email"}]}, "recipients[0].email"),
-    ({"content": 42}, "content"),
-    ({"content": {"subject": "s", "attachments": [{"data": "%%%", "content_type": "a/b", "base64": True}]}},
-     "content"),
-    ({"surprise": 1}, "surprise"),
-])
+@pytest.mark.parametrize(
+    ("change", "field"),
+    [
+        ({"envelope_sender": None}, "envelope_sender"),
+        ({"envelope_sender": "not an address"}, "envelope_sender"),
+        ({"recipients": []}, "recipients"),
+        ({"recipients": "r@example.com"}, "recipients"),
+        ({"recipients": [{"name": "no email"}]}, "recipients[0].email"),
+        ({"content": 42}, "content"),
+        (
+            {"content": {"subject": "s", "attachments": [{"data": "%%%", "content_type": "a/b", "base64": True}]}},
+            "content",
+        ),
+        ({"surprise": 1}, "surprise"),
+    ],
+)
 def test_invalid_fields_are_named(stack: Stack, change: dict[str, Any], field: str) -> None:
     request = {**GOOD, **change}
     request = {k: v for k, v in request.items() if v is not None}

@@ -44,20 +44,24 @@ def relay(stack: Stack, gateway: GatewayPorts) -> Iterator[PostfixMta]:
     ca_file = secrets / "ca.pem"
     shutil.copy(gateway.ca_file, ca_file)
     ca_file.chmod(0o644)
-    mta = PostfixMta(root, ("127.0.0.1", gateway.submission), settings={
-        "smtp_sasl_auth_enable": "yes",
-        "smtp_sasl_password_maps": f"hash:{passwords}",
-        # PLAIN and LOGIN are fine once TLS is up (the defaults refuse plaintext mechanisms even then)
-        "smtp_sasl_security_options": "noanonymous", "smtp_sasl_tls_security_options": "noanonymous",
-        "smtp_tls_security_level": "encrypt",  # never in clear: no STARTTLS, no delivery
-        "smtp_tls_CAfile": str(ca_file),
-        "smtp_tls_loglevel": "1",  # logs whether the certificate checked against the CA ("Trusted")
-    })
+    mta = PostfixMta(
+        root,
+        ("127.0.0.1", gateway.submission),
+        settings={
+            "smtp_sasl_auth_enable": "yes",
+            "smtp_sasl_password_maps": f"hash:{passwords}",
+            # PLAIN and LOGIN are fine once TLS is up (the defaults refuse plaintext mechanisms even then)
+            "smtp_sasl_security_options": "noanonymous",
+            "smtp_sasl_tls_security_options": "noanonymous",
+            "smtp_tls_security_level": "encrypt",  # never in clear: no STARTTLS, no delivery
+            "smtp_tls_CAfile": str(ca_file),
+            "smtp_tls_loglevel": "1",  # logs whether the certificate checked against the CA ("Trusted")
+        },
+    )
     try:
         mta.start()
         # postmap reads the instance's main.cf; the map is opened by the first smtp client, after this
-        subprocess.run([postmap, "-c", str(mta.etc), f"hash:{passwords}"], check=True, capture_output=True,
-                       timeout=30)
+        subprocess.run([postmap, "-c", str(mta.etc), f"hash:{passwords}"], check=True, capture_output=True, timeout=30)
     except (RuntimeError, subprocess.CalledProcessError) as exc:
         mta.stop()
         shutil.rmtree(root, ignore_errors=True)
@@ -71,8 +75,10 @@ def relay(stack: Stack, gateway: GatewayPorts) -> Iterator[PostfixMta]:
 
 def sent_ids(mta: PostfixMta, recipient: str, count: int, timeout: float = 60.0) -> list[str]:
     """The transaction ids the gateway named in its DATA replies to Postfix, once `count` are logged sent."""
-    sent = re.compile(rf"to=<{re.escape(recipient)}>, relay=127\.0\.0\.1\[127\.0\.0\.1\]:\d+.* status=sent "
-                      r"\(250 2\.0\.0 \w+ as ([0-9a-f]{32})\)")
+    sent = re.compile(
+        rf"to=<{re.escape(recipient)}>, relay=127\.0\.0\.1\[127\.0\.0\.1\]:\d+.* status=sent "
+        r"\(250 2\.0\.0 \w+ as ([0-9a-f]{32})\)"
+    )
     deadline = time.monotonic() + timeout
     while len(found := sent.findall(mta.log_text())) < count:
         if time.monotonic() > deadline:
@@ -81,15 +87,33 @@ def sent_ids(mta: PostfixMta, recipient: str, count: int, timeout: float = 60.0)
     return found
 
 
-def test_a_postfix_relay_with_starttls_and_sasl_delivers_end_to_end(stack: Stack, gateway: GatewayPorts,
-                                                                    sink: CaptureSink, relay: PostfixMta) -> None:
+def test_a_postfix_relay_with_starttls_and_sasl_delivers_end_to_end(
+    stack: Stack, gateway: GatewayPorts, sink: CaptureSink, relay: PostfixMta
+) -> None:
     source = find_postfix_tool("smtp-source")
     if source is None:
         missing("Postfix smtp-source not installed (scripts/bootstrap.sh postfix)")
     rcpt = f"relayed-{uuid.uuid4().hex[:8]}@example.com"
     messages = 3
-    subprocess.run([str(source), "-s", "2", "-m", str(messages), "-f", "app@acme.test", "-t", rcpt,
-                    "-M", "app.acme.test", f"127.0.0.1:{relay.port}"], check=True, capture_output=True, timeout=60)
+    subprocess.run(
+        [
+            str(source),
+            "-s",
+            "2",
+            "-m",
+            str(messages),
+            "-f",
+            "app@acme.test",
+            "-t",
+            rcpt,
+            "-M",
+            "app.acme.test",
+            f"127.0.0.1:{relay.port}",
+        ],
+        check=True,
+        capture_output=True,
+        timeout=60,
+    )
     ids = sent_ids(relay, rcpt, messages)
     assert len(set(ids)) == messages
     for tx in ids:

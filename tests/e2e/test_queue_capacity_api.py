@@ -19,15 +19,18 @@ from tests.infra.stack import ACME_KEY, ADMIN_KEY, GLOBEX_KEY, Stack, running_st
 pytestmark = [pytest.mark.e2e, pytest.mark.integration]
 
 EGRESS = {
-    "sources": [{"name": "mail2", "daily_limit": 1000, "from_email": "adam@mail2.test"},
-                {"name": "mail3", "daily_limit": 1000, "from_email": "adam@mail3.test"}],
+    "sources": [
+        {"name": "mail2", "daily_limit": 1000, "from_email": "adam@mail2.test"},
+        {"name": "mail3", "daily_limit": 1000, "from_email": "adam@mail3.test"},
+    ],
     "pools": [{"name": "warm", "policy": "most_remaining", "entries": [{"name": "mail2"}, {"name": "mail3"}]}],
 }
 
 
 @pytest.fixture(scope="module")
-def capacity_stack(kafka_bootstrap: str, sink: CaptureSink,
-                   tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
+def capacity_stack(
+    kafka_bootstrap: str, sink: CaptureSink, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[Stack]:
     workdir: Path = tmp_path_factory.mktemp("capacity")
     with running_stack(kafka_bootstrap, sink.address, workdir, egress=EGRESS, queues={"egress_pool": "warm"}) as s:
         yield s
@@ -35,9 +38,15 @@ def capacity_stack(kafka_bootstrap: str, sink: CaptureSink,
 
 def _submit(stack: Stack, key: str, recipients: list[str], campaign: str) -> list[str]:
     with stack.client(key) as client:
-        r = client.post("/api/inject/v1", json={
-            "envelope_sender": "sender@acme.test", "recipients": [{"email": rcpt} for rcpt in recipients],
-            "metadata": {"campaign": campaign}, "content": {"subject": "s", "text_body": "t"}})
+        r = client.post(
+            "/api/inject/v1",
+            json={
+                "envelope_sender": "sender@acme.test",
+                "recipients": [{"email": rcpt} for rcpt in recipients],
+                "metadata": {"campaign": campaign},
+                "content": {"subject": "s", "text_body": "t"},
+            },
+        )
     assert r.status_code == 200, r.text
     return [str(t["id"]) for t in r.json()["transactions"]]
 
@@ -61,8 +70,12 @@ def _get(stack: Stack, path: str, key: str = ADMIN_KEY, **params: str) -> Any:
 
 
 def test_every_queue_endpoint_needs_a_key(capacity_stack: Stack) -> None:
-    for method, path in (("GET", "/api/queue/servers"), ("GET", "/api/queue/stats"),
-                         ("POST", "/api/admin/suspend"), ("DELETE", "/api/admin/suspend")):
+    for method, path in (
+        ("GET", "/api/queue/servers"),
+        ("GET", "/api/queue/stats"),
+        ("POST", "/api/admin/suspend"),
+        ("DELETE", "/api/admin/suspend"),
+    ):
         r = httpx.request(method, capacity_stack.api + path, json={"tenant": "acme"}, timeout=10)
         assert r.status_code == 401, (method, path, r.text)
         assert r.headers["content-type"] == "application/problem+json"
@@ -125,8 +138,11 @@ def test_suspended_campaign_keeps_its_messages_until_resumed(capacity_stack: Sta
     for tx in ids:
         seen = capacity_stack.wait_status(tx, {"suspended", "ready", "delivered"}, key=ACME_KEY)
         assert seen["status"] == "suspended"
-    stats = _eventually(capacity_stack, lambda: _get(capacity_stack, "/api/queue/stats", ACME_KEY, campaign=campaign),
-                        lambda s: s["by_status"].get("suspended") == 3)
+    stats = _eventually(
+        capacity_stack,
+        lambda: _get(capacity_stack, "/api/queue/stats", ACME_KEY, campaign=campaign),
+        lambda s: s["by_status"].get("suspended") == 3,
+    )
     assert [(s["campaign"], s["reason"]) for s in stats["suspensions"]] == [(campaign, "complaints")]
     assert stats["total_queued"] == 3
     time.sleep(3)  # they stay: nothing reaches the sink
@@ -140,8 +156,11 @@ def test_suspended_campaign_keeps_its_messages_until_resumed(capacity_stack: Sta
     for tx in ids:
         capacity_stack.wait_status(tx, {"delivered"}, key=ACME_KEY)
     assert {rcpt for m in sink.messages for rcpt in m.rcpt_tos} >= set(recipients)
-    done = _eventually(capacity_stack, lambda: _get(capacity_stack, "/api/queue/stats", ACME_KEY, campaign=campaign),
-                       lambda s: s["total_sent"] == 3 and not s["suspensions"])
+    done = _eventually(
+        capacity_stack,
+        lambda: _get(capacity_stack, "/api/queue/stats", ACME_KEY, campaign=campaign),
+        lambda s: s["total_sent"] == 3 and not s["suspensions"],
+    )
     assert done["total_queued"] == 0
 
 
@@ -149,24 +168,34 @@ def test_a_tenant_cannot_lift_an_admin_suspension(capacity_stack: Stack) -> None
     scope = {"tenant": "acme", "campaign": f"abuse-{uuid.uuid4().hex[:8]}"}
     with capacity_stack.client(ADMIN_KEY) as admin:
         assert admin.post("/api/admin/suspend", json={**scope, "reason": "abuse report"}).status_code == 202
-        _eventually(capacity_stack, lambda: _get(capacity_stack, "/api/admin/suspensions", ACME_KEY),
-                    lambda found: any(s["campaign"] == scope["campaign"] for s in found))
+        _eventually(
+            capacity_stack,
+            lambda: _get(capacity_stack, "/api/admin/suspensions", ACME_KEY),
+            lambda found: any(s["campaign"] == scope["campaign"] for s in found),
+        )
         with capacity_stack.client(ACME_KEY) as tenant:
             r = tenant.delete("/api/admin/suspend", params={"campaign": scope["campaign"]})
         assert r.status_code == 403, r.text
         assert admin.request("DELETE", "/api/admin/suspend", json=scope).status_code == 202
-    _eventually(capacity_stack, lambda: _get(capacity_stack, "/api/admin/suspensions", ACME_KEY),
-                lambda found: all(s["campaign"] != scope["campaign"] for s in found))
+    _eventually(
+        capacity_stack,
+        lambda: _get(capacity_stack, "/api/admin/suspensions", ACME_KEY),
+        lambda found: all(s["campaign"] != scope["campaign"] for s in found),
+    )
 
 
-@pytest.mark.parametrize(("key", "body", "status", "field"), [
-    (ADMIN_KEY, {}, 422, "(body)"),
-    (ADMIN_KEY, {"tenant": "acme", "duration": "soon"}, 422, "duration"),
-    (ADMIN_KEY, {"tenant": "acme", "colour": "red"}, 422, "colour"),
-    (ACME_KEY, {"tenant": "globex"}, 403, "tenant"),
-])
-def test_bad_suspend_requests_name_the_field(capacity_stack: Stack, key: str, body: dict[str, Any], status: int,
-                                             field: str) -> None:
+@pytest.mark.parametrize(
+    ("key", "body", "status", "field"),
+    [
+        (ADMIN_KEY, {}, 422, "(body)"),
+        (ADMIN_KEY, {"tenant": "acme", "duration": "soon"}, 422, "duration"),
+        (ADMIN_KEY, {"tenant": "acme", "colour": "red"}, 422, "colour"),
+        (ACME_KEY, {"tenant": "globex"}, 403, "tenant"),
+    ],
+)
+def test_bad_suspend_requests_name_the_field(
+    capacity_stack: Stack, key: str, body: dict[str, Any], status: int, field: str
+) -> None:
     with capacity_stack.client(key) as client:
         r = client.post("/api/admin/suspend", json=body)
     assert r.status_code == status, r.text

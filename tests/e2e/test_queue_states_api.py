@@ -25,8 +25,10 @@ pytestmark = [pytest.mark.e2e, pytest.mark.integration]
 
 SPAN = 10  # seconds: the tight source sends one message per SPAN, so stage 2 holds the rest
 EGRESS = {
-    "sources": [{"name": "mail2", "daily_limit": 1000},
-                {"name": "mail3", "sliding_window": {"limit": 1, "span": f"{SPAN}s"}}],
+    "sources": [
+        {"name": "mail2", "daily_limit": 1000},
+        {"name": "mail3", "sliding_window": {"limit": 1, "span": f"{SPAN}s"}},
+    ],
     "pools": [{"name": "warm", "entries": [{"name": "mail2"}]}, {"name": "tight", "entries": [{"name": "mail3"}]}],
 }
 QUEUES = {"egress_pool": "warm", "rules": [{"campaign": "tight", "egress_pool": "tight"}]}
@@ -41,9 +43,15 @@ def states_stack(kafka_bootstrap: str, sink: CaptureSink, tmp_path_factory: pyte
 
 def _inject(stack: Stack, key: str, recipients: list[str], **metadata: str) -> dict[str, Any]:
     with stack.client(key) as client:
-        r = client.post("/api/inject/v1", json={
-            "envelope_sender": "sender@acme.test", "recipients": [{"email": rcpt} for rcpt in recipients],
-            "metadata": metadata, "content": {"subject": "s", "text_body": "t"}})
+        r = client.post(
+            "/api/inject/v1",
+            json={
+                "envelope_sender": "sender@acme.test",
+                "recipients": [{"email": rcpt} for rcpt in recipients],
+                "metadata": metadata,
+                "content": {"subject": "s", "text_body": "t"},
+            },
+        )
     assert r.status_code == 200, r.text
     return dict(r.json())
 
@@ -80,7 +88,10 @@ def test_cancel_needs_a_key_and_sees_only_the_callers_transactions(states_stack:
         assert r.json()["cancel_requested"] is True
     done = states_stack.wait_status(tx, {"cancelled"}, key=ACME_KEY)
     assert (done["done"], done["final_reason"], done["queue_state"]) == (
-        True, "cancelled: cancelled by request", "active")
+        True,
+        "cancelled: cancelled by request",
+        "active",
+    )
     with states_stack.client(ACME_KEY) as acme:
         again = acme.post(f"/api/transactions/{tx}/cancel")
     assert again.status_code == 200
@@ -99,21 +110,24 @@ def test_messages_stage_2_holds_are_cancelled_and_never_sent(states_stack: Stack
     with states_stack.client(ACME_KEY) as acme:
         assert acme.post(f"/api/transactions/{second}/cancel").status_code == 200
     with states_stack.client(ADMIN_KEY) as admin:
-        r = admin.post("/api/admin/bounce", json={"tenant": "acme", "campaign": "tight", "reason": "recall",
-                                                  "duration": "1s"})
+        r = admin.post(
+            "/api/admin/bounce", json={"tenant": "acme", "campaign": "tight", "reason": "recall", "duration": "1s"}
+        )
     assert r.status_code == 202, r.text
     assert (r.json()["operation"], r.json()["scope"]) == ("cancel", {"tenant": "acme", "campaign": "tight"})
     assert states_stack.wait_status(second, {"cancelled", "delivered"}, key=ACME_KEY)["status"] == "cancelled"
-    assert states_stack.wait_status(third, {"cancelled", "delivered"}, key=ACME_KEY)["final_reason"] == \
-        "cancelled: recall"
+    assert (
+        states_stack.wait_status(third, {"cancelled", "delivered"}, key=ACME_KEY)["final_reason"] == "cancelled: recall"
+    )
     time.sleep(2 * SPAN + 2)  # the window would have let both go by now
     assert _delivered_to(sink, recipients) == {recipients[0]}
     kinds = sorted(e.type for e in _events(states_stack, [second, third]))
     assert kinds == ["AdminBounce", "AdminBounce", "Reception", "Reception"]
 
 
-def test_a_draining_queue_delivers_what_it_holds_and_refuses_what_arrives(states_stack: Stack,
-                                                                          sink: CaptureSink) -> None:
+def test_a_draining_queue_delivers_what_it_holds_and_refuses_what_arrives(
+    states_stack: Stack, sink: CaptureSink
+) -> None:
     tag = uuid.uuid4().hex[:8]
     campaign = f"drain-{tag}"
     soon = (datetime.now(UTC) + timedelta(seconds=6)).isoformat()
@@ -122,8 +136,7 @@ def test_a_draining_queue_delivers_what_it_holds_and_refuses_what_arrives(states
     for tx in old:
         states_stack.wait_status(tx, {"scheduled"}, key=ACME_KEY)
     with states_stack.client(ACME_KEY) as acme:
-        r = acme.post("/api/admin/queue-state", json={"campaign": campaign, "state": "draining",
-                                                      "reason": "moving"})
+        r = acme.post("/api/admin/queue-state", json={"campaign": campaign, "state": "draining", "reason": "moving"})
     assert r.status_code == 202, r.text
     assert (r.json()["operation"], r.json()["scope"]) == ("drain", {"tenant": "acme", "campaign": campaign})
 
@@ -158,16 +171,20 @@ def test_a_draining_queue_delivers_what_it_holds_and_refuses_what_arrives(states
     assert r.json()["operation"] == "resume"
 
 
-@pytest.mark.parametrize(("key", "path", "body", "status", "field"), [
-    (ADMIN_KEY, "/api/admin/queue-state", {"tenant": "acme"}, 422, "state"),
-    (ADMIN_KEY, "/api/admin/queue-state", {"tenant": "acme", "state": "paused"}, 422, "state"),
-    (ADMIN_KEY, "/api/admin/queue-state", {"state": "draining"}, 422, "(body)"),
-    (ACME_KEY, "/api/admin/queue-state", {"tenant": "globex", "state": "disabled"}, 403, "tenant"),
-    (ADMIN_KEY, "/api/admin/bounce", {"tenant": "acme"}, 422, "reason"),
-    (ADMIN_KEY, "/api/admin/bounce", {"tenant": "acme", "reason": "x", "duration": "-1s"}, 422, "duration"),
-])
-def test_bad_state_and_bounce_requests_name_the_field(states_stack: Stack, key: str, path: str,
-                                                      body: dict[str, Any], status: int, field: str) -> None:
+@pytest.mark.parametrize(
+    ("key", "path", "body", "status", "field"),
+    [
+        (ADMIN_KEY, "/api/admin/queue-state", {"tenant": "acme"}, 422, "state"),
+        (ADMIN_KEY, "/api/admin/queue-state", {"tenant": "acme", "state": "paused"}, 422, "state"),
+        (ADMIN_KEY, "/api/admin/queue-state", {"state": "draining"}, 422, "(body)"),
+        (ACME_KEY, "/api/admin/queue-state", {"tenant": "globex", "state": "disabled"}, 403, "tenant"),
+        (ADMIN_KEY, "/api/admin/bounce", {"tenant": "acme"}, 422, "reason"),
+        (ADMIN_KEY, "/api/admin/bounce", {"tenant": "acme", "reason": "x", "duration": "-1s"}, 422, "duration"),
+    ],
+)
+def test_bad_state_and_bounce_requests_name_the_field(
+    states_stack: Stack, key: str, path: str, body: dict[str, Any], status: int, field: str
+) -> None:
     with states_stack.client(key) as client:
         r = client.post(path, json=body)
     assert r.status_code == status, r.text

@@ -23,9 +23,14 @@ def own_stack(kafka_bootstrap: str, sink: CaptureSink, tmp_path: Path) -> Iterat
 
 def _submit(stack: Stack, recipients: list[str]) -> list[str]:
     with stack.client() as client:
-        r = client.post("/api/inject/v1", json={
-            "envelope_sender": "s@acme.test", "recipients": [{"email": r} for r in recipients],
-            "content": {"subject": "restart", "text_body": "must arrive"}})
+        r = client.post(
+            "/api/inject/v1",
+            json={
+                "envelope_sender": "s@acme.test",
+                "recipients": [{"email": r} for r in recipients],
+                "content": {"subject": "restart", "text_body": "must arrive"},
+            },
+        )
     assert r.status_code == 200, r.text
     assert r.json()["success_count"] == len(recipients)
     return [t["id"] for t in r.json()["transactions"]]

@@ -32,8 +32,9 @@ def _transaction_id(reply: bytes) -> str:
     return found[1].decode()
 
 
-def test_submission_over_starttls_is_delivered_and_reported_by_cut_through(stack: Stack, gateway: GatewayPorts,
-                                                                           sink: CaptureSink) -> None:
+def test_submission_over_starttls_is_delivered_and_reported_by_cut_through(
+    stack: Stack, gateway: GatewayPorts, sink: CaptureSink
+) -> None:
     rcpt = f"smtp-{uuid.uuid4().hex[:8]}@example.com"
     subject = f"gateway {uuid.uuid4().hex[:8]}"
     with smtplib.SMTP("127.0.0.1", gateway.submission, timeout=60) as smtp:
@@ -70,15 +71,19 @@ def test_ingress_passes_a_temporary_failure_back_and_stops_retrying(stack: Stack
         smtp.rcpt(rcpt)
         code, reply = smtp.data(_message("deferred"))
     assert (code, reply) == (451, b"4.3.0 try again later")
-    accepted = [decode(value, AcceptedMessage) for _, _, _, value in read_all(stack.bootstrap, ACCEPTED.name,
-                                                                            ACCEPTED.partitions) if value]
+    accepted = [
+        decode(value, AcceptedMessage)
+        for _, _, _, value in read_all(stack.bootstrap, ACCEPTED.name, ACCEPTED.partitions)
+        if value
+    ]
     [tx] = [m.id for m in accepted if m.recipient == rcpt]
     status = stack.wait_status(tx, {"cancelled"})  # the peer retries it, so mailstream must not
     assert status["done"] is True
 
 
-def test_a_later_bounce_sends_the_sender_a_delivery_status_notification(stack: Stack, gateway: GatewayPorts,
-                                                                        sink: CaptureSink) -> None:
+def test_a_later_bounce_sends_the_sender_a_delivery_status_notification(
+    stack: Stack, gateway: GatewayPorts, sink: CaptureSink
+) -> None:
     tag = uuid.uuid4().hex[:8]
     sender = f"dsn-{tag}@acme.test"
     good, bad = f"ok-{tag}@example.com", f"bounce-{tag}@example.com"
@@ -111,9 +116,12 @@ def test_the_gateway_reports_health_and_metrics(stack: Stack, gateway: GatewayPo
     base = f"http://127.0.0.1:{stack.config['gateway']['web_port']}"
     assert httpx.get(f"{base}/healthz", timeout=10).json() == {"status": "ok"}
     metrics = httpx.get(f"{base}/metrics", timeout=10).text
-    for name in ('mailstream_gateway_sessions_total{listener="ingress",outcome="opened"}',
-                 'mailstream_gateway_replies_total{code="550",listener="ingress"}',
-                 'mailstream_gateway_commands_total{command="RCPT",listener="ingress"}',
-                 "mailstream_gateway_cut_through_total", "mailstream_gateway_tls_handshakes_total",
-                 "mailstream_gateway_auth_failures_total"):
+    for name in (
+        'mailstream_gateway_sessions_total{listener="ingress",outcome="opened"}',
+        'mailstream_gateway_replies_total{code="550",listener="ingress"}',
+        'mailstream_gateway_commands_total{command="RCPT",listener="ingress"}',
+        "mailstream_gateway_cut_through_total",
+        "mailstream_gateway_tls_handshakes_total",
+        "mailstream_gateway_auth_failures_total",
+    ):
         assert name in metrics, name

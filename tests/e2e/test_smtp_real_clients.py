@@ -48,24 +48,51 @@ def run(command: list[str]) -> str:
     return done.stdout
 
 
-@pytest.mark.parametrize(("listener", "tls", "mechanism"), [("submission", "--tls", "PLAIN"),
-                                                             ("smtps", "--tls-on-connect", "LOGIN")])
-def test_swaks_pipelining_over_tls_with_auth_is_delivered(stack: Stack, gateway: GatewayPorts, sink: CaptureSink,
-                                                          swaks: Path, listener: str, tls: str,
-                                                          mechanism: str) -> None:
+@pytest.mark.parametrize(
+    ("listener", "tls", "mechanism"), [("submission", "--tls", "PLAIN"), ("smtps", "--tls-on-connect", "LOGIN")]
+)
+def test_swaks_pipelining_over_tls_with_auth_is_delivered(
+    stack: Stack, gateway: GatewayPorts, sink: CaptureSink, swaks: Path, listener: str, tls: str, mechanism: str
+) -> None:
     rcpt = f"swaks-{uuid.uuid4().hex[:8]}@example.com"
     subject = f"swaks {mechanism} {uuid.uuid4().hex[:8]}"
     port = gateway.submission if listener == "submission" else gateway.smtps
-    transcript = run([
-        str(swaks), "--server", "127.0.0.1", "--port", str(port), "--ehlo", "client.acme.test",
-        tls, "--tls-verify", "--tls-ca-path", str(gateway.ca_file),  # the handshake fails unless the cert checks
-        "--auth", mechanism, "--auth-user", ACME_USER, "--auth-password", ACME_PASSWORD, "--pipeline",
-        "--from", "app@acme.test", "--to", rcpt, "--header", f"Subject: {subject}", "--body", "Hello from swaks.",
-        "--timeout", "60"])
+    transcript = run(
+        [
+            str(swaks),
+            "--server",
+            "127.0.0.1",
+            "--port",
+            str(port),
+            "--ehlo",
+            "client.acme.test",
+            tls,
+            "--tls-verify",
+            "--tls-ca-path",
+            str(gateway.ca_file),  # the handshake fails unless the cert checks
+            "--auth",
+            mechanism,
+            "--auth-user",
+            ACME_USER,
+            "--auth-password",
+            ACME_PASSWORD,
+            "--pipeline",
+            "--from",
+            "app@acme.test",
+            "--to",
+            rcpt,
+            "--header",
+            f"Subject: {subject}",
+            "--body",
+            "Hello from swaks.",
+            "--timeout",
+            "60",
+        ]
+    )
     assert "TLS started" in transcript, transcript
     said = [line[4:] for line in transcript.splitlines() if line[:4] in SMTP_LINES]
     mail = next(i for i, line in enumerate(said) if line.startswith("MAIL FROM:"))
-    assert said[mail + 1:mail + 3] == [f"RCPT TO:<{rcpt}>", "DATA"], transcript  # pipelined: no reply between
+    assert said[mail + 1 : mail + 3] == [f"RCPT TO:<{rcpt}>", "DATA"], transcript  # pipelined: no reply between
     found = TRANSACTION_ID.search(transcript)
     assert found is not None, transcript
     status = stack.wait_status(found[1], {"delivered"})
@@ -75,15 +102,34 @@ def test_swaks_pipelining_over_tls_with_auth_is_delivered(stack: Stack, gateway:
     assert "with ESMTPSA" in received.message()["Received"]  # over TLS, authenticated (RFC 3848)
 
 
-def test_smtp_source_on_the_ingress_listener_is_all_delivered(stack: Stack, gateway: GatewayPorts, sink: CaptureSink,
-                                                              smtp_source: Path) -> None:
+def test_smtp_source_on_the_ingress_listener_is_all_delivered(
+    stack: Stack, gateway: GatewayPorts, sink: CaptureSink, smtp_source: Path
+) -> None:
     tag = uuid.uuid4().hex[:8]
     messages = 6
     # -N puts a sequence number before each recipient: six transactions, three sessions at once
-    run([str(smtp_source), "-s", "3", "-m", str(messages), "-N", "-f", "peer@remote.example",
-         "-t", f"ss-{tag}@{INGRESS_DOMAIN}", "-M", "peer.remote.example", f"127.0.0.1:{gateway.ingress}"])
-    accepted = [decode(value, AcceptedMessage) for _, _, _, value in read_all(stack.bootstrap, ACCEPTED.name,
-                                                                            ACCEPTED.partitions) if value]
+    run(
+        [
+            str(smtp_source),
+            "-s",
+            "3",
+            "-m",
+            str(messages),
+            "-N",
+            "-f",
+            "peer@remote.example",
+            "-t",
+            f"ss-{tag}@{INGRESS_DOMAIN}",
+            "-M",
+            "peer.remote.example",
+            f"127.0.0.1:{gateway.ingress}",
+        ]
+    )
+    accepted = [
+        decode(value, AcceptedMessage)
+        for _, _, _, value in read_all(stack.bootstrap, ACCEPTED.name, ACCEPTED.partitions)
+        if value
+    ]
     mine = {m.id: m.recipient for m in accepted if f"ss-{tag}@" in m.recipient}
     assert len(set(mine.values())) == len(mine) == messages, mine
     for tx, rcpt in mine.items():

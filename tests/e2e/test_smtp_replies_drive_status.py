@@ -14,9 +14,14 @@ pytestmark = [pytest.mark.e2e, pytest.mark.integration]
 
 def _submit(stack: Stack, rcpt: str) -> str:
     with stack.client() as client:
-        r = client.post("/api/inject/v1", json={
-            "envelope_sender": "sender@acme.test", "recipients": [{"email": rcpt}],
-            "content": {"subject": "s", "text_body": "t"}})
+        r = client.post(
+            "/api/inject/v1",
+            json={
+                "envelope_sender": "sender@acme.test",
+                "recipients": [{"email": rcpt}],
+                "content": {"subject": "s", "text_body": "t"},
+            },
+        )
     assert r.status_code == 200, r.text
     return str(r.json()["transactions"][0]["id"])
 
@@ -52,9 +57,15 @@ def test_451_reply_is_a_transient_failure_with_retry_time(stack: Stack) -> None:
 
 def test_null_queue_discards(stack: Stack) -> None:
     with stack.client() as client:
-        r = client.post("/api/inject/v1", json={
-            "envelope_sender": "sender@acme.test", "recipients": [{"email": "x@example.com"}],
-            "metadata": {"queue": "null"}, "content": {"subject": "s", "text_body": "t"}})
+        r = client.post(
+            "/api/inject/v1",
+            json={
+                "envelope_sender": "sender@acme.test",
+                "recipients": [{"email": "x@example.com"}],
+                "metadata": {"queue": "null"},
+                "content": {"subject": "s", "text_body": "t"},
+            },
+        )
     assert r.status_code == 200, r.text
     tx = r.json()["transactions"][0]
     assert tx["queue"] == "null"

@@ -38,8 +38,9 @@ class CappedCounter:
     def revoked(self, partition: int) -> None:
         self.counts.pop(partition, None)
 
-    def on_record(self, partition: int, topic: str, key: bytes | None, value: bytes, now: datetime,
-                  out: Writes) -> None:
+    def on_record(
+        self, partition: int, topic: str, key: bytes | None, value: bytes, now: datetime, out: Writes
+    ) -> None:
         if key is None:
             return
         counts = self.counts[partition]
@@ -72,8 +73,12 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--max-batch", type=int, default=500)
     parser.add_argument("--transaction-timeout-ms", type=int, default=10_000)
     parser.add_argument("--name", default="capped-counter")
-    parser.add_argument("--stall-after", type=int, default=None,
-                        help="hang inside the transaction after emitting this many items (to be killed)")
+    parser.add_argument(
+        "--stall-after",
+        type=int,
+        default=None,
+        help="hang inside the transaction after emitting this many items (to be killed)",
+    )
     args = parser.parse_args(argv)
 
     configure_logging(args.name)
@@ -85,9 +90,15 @@ def main(argv: list[str] | None = None) -> None:
     signal.signal(signal.SIGTERM, on_signal)
     signal.signal(signal.SIGINT, on_signal)
     TransactionalProcessor(
-        bootstrap=args.bootstrap, group_id=args.group, inputs=args.inputs, changelog=args.changelog,
-        partitions=args.partitions, handler=CappedCounter(args.out, args.cap, args.stall_after),
-        clock=lambda: datetime.now(UTC), max_batch=args.max_batch, transaction_timeout_ms=args.transaction_timeout_ms,
+        bootstrap=args.bootstrap,
+        group_id=args.group,
+        inputs=args.inputs,
+        changelog=args.changelog,
+        partitions=args.partitions,
+        handler=CappedCounter(args.out, args.cap, args.stall_after),
+        clock=lambda: datetime.now(UTC),
+        max_batch=args.max_batch,
+        transaction_timeout_ms=args.transaction_timeout_ms,
         name=args.name,
     ).run(stop)
 

@@ -28,18 +28,26 @@ class DkimTestKey:
         return f"{self.selector}._domainkey.{self.domain}"
 
     def config(self, tenant: str | None = None) -> dict[str, str]:
-        found = {"domain": self.domain, "selector": self.selector, "algorithm": self.algorithm,
-                 "key_file": str(self.key_file)}
+        found = {
+            "domain": self.domain,
+            "selector": self.selector,
+            "algorithm": self.algorithm,
+            "key_file": str(self.key_file),
+        }
         return {**found, "tenant": tenant} if tenant else found
 
 
 def rsa_key(directory: Path, domain: str, selector: str) -> DkimTestKey:
     private = rsa.generate_private_key(public_exponent=65537, key_size=2048)
     path = directory / f"{selector}.{domain}.pem"
-    path.write_bytes(private.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.TraditionalOpenSSL,
-                                           serialization.NoEncryption()))
-    public = private.public_key().public_bytes(serialization.Encoding.DER,
-                                               serialization.PublicFormat.SubjectPublicKeyInfo)
+    path.write_bytes(
+        private.private_bytes(
+            serialization.Encoding.PEM, serialization.PrivateFormat.TraditionalOpenSSL, serialization.NoEncryption()
+        )
+    )
+    public = private.public_key().public_bytes(
+        serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo
+    )
     return DkimTestKey(domain, selector, "rsa-sha256", path, f"v=DKIM1; k=rsa; p={base64.b64encode(public).decode()}")
 
 
@@ -53,7 +61,7 @@ def ed25519_key(directory: Path, domain: str, selector: str) -> DkimTestKey:
 
 def txt_rdata(text: str) -> str:
     """A TXT record's presentation form: quoted strings of at most 255 octets (an RSA key needs several)."""
-    return " ".join(f'"{text[i:i + 255]}"' for i in range(0, len(text), 255))
+    return " ".join(f'"{text[i : i + 255]}"' for i in range(0, len(text), 255))
 
 
 def dns_lookup(nameserver: str) -> Callable[..., bytes | None]:

@@ -53,14 +53,23 @@ def gateway_section(workdir: Path, **overrides: Any) -> tuple[dict[str, Any], Ga
         "web_port": free_port(),
         "listeners": [
             {"name": "submission", "port": ports.submission, "mode": "submission", "tls": {"mode": "starttls", **tls}},
-            {"name": "submission-plain", "port": ports.submission_plain, "mode": "submission",
-             "allow_auth_without_tls": True, "max_recipients": 5},
+            {
+                "name": "submission-plain",
+                "port": ports.submission_plain,
+                "mode": "submission",
+                "allow_auth_without_tls": True,
+                "max_recipients": 5,
+            },
             {"name": "smtps", "port": ports.smtps, "mode": "submission", "tls": {"mode": "implicit", **tls}},
             {"name": "ingress", "port": ports.ingress, "mode": "ingress", "max_message_size": 64 * 1024},
         ],
         "users": [
-            {"username": ACME_USER, "password_hash": _hash(ACME_PASSWORD), "tenant": "acme",
-             "sender_domains": ["acme.test"]},
+            {
+                "username": ACME_USER,
+                "password_hash": _hash(ACME_PASSWORD),
+                "tenant": "acme",
+                "sender_domains": ["acme.test"],
+            },
             {"username": GLOBEX_USER, "password_hash": _hash(GLOBEX_PASSWORD), "tenant": "globex"},
         ],
         "ingress_domains": [{"domain": INGRESS_DOMAIN, "tenant": "acme"}],

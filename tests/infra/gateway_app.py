@@ -49,18 +49,23 @@ class GatewayApp:
     def answer(self, message: AcceptedMessage, code: int, enhanced: str, text: str) -> None:
         """The first attempt of `message` ends with this reply, as stage 1 would publish it on mail.status."""
         outcome = "DELIVERED" if code < 400 else "PERMANENT" if code >= 500 else "TRANSIENT"
-        attempt = AttemptRecord(attempt=1, outcome=outcome,
-                                response=SmtpResponse(code=code, enhanced_code=enhanced, content=text),
-                                egress_source="direct", egress_path="direct->sink", started_at=self.clock(),
-                                completed_at=self.clock())
-        status = reception_status(message).model_copy(update={"version": 2, "num_attempts": 1,
-                                                               "attempts": (attempt,)})
+        attempt = AttemptRecord(
+            attempt=1,
+            outcome=outcome,
+            response=SmtpResponse(code=code, enhanced_code=enhanced, content=text),
+            egress_source="direct",
+            egress_path="direct->sink",
+            started_at=self.clock(),
+            completed_at=self.clock(),
+        )
+        status = reception_status(message).model_copy(update={"version": 2, "num_attempts": 1, "attempts": (attempt,)})
         self.watch.apply(message.id.encode(), encode(status))
 
 
 @asynccontextmanager
-async def gateway_app(workdir: Path, capacity: CapacityView | None = None,
-                      **overrides: Any) -> AsyncIterator[GatewayApp]:
+async def gateway_app(
+    workdir: Path, capacity: CapacityView | None = None, **overrides: Any
+) -> AsyncIterator[GatewayApp]:
     section, ports = gateway_section(workdir, **{"cut_through_wait": "0s", **overrides})
     config = GatewayConfig.model_validate(section)
     producer = MemoryProducer()

@@ -120,17 +120,33 @@ def tail_the_bus(monkeypatch: pytest.MonkeyPatch, bus: MemoryBus) -> list[BusTai
 
 def ingest_config(status_db: Path, **ingest: Any) -> Config:
     """Three keys (an admin, tenants acme and globex); two sources in the default pool, one in globex's."""
-    return parse_config({
-        "ingest": {"message_id_domain": "ingest.test", "status_db": str(status_db), "api_keys": [
-            {"key": ADMIN_KEY, "admin": True}, {"key": ACME_KEY, "tenant": "acme"},
-            {"key": GLOBEX_KEY, "tenant": "globex"}], **ingest},
-        "egress": {
-            "sources": [{"name": "mail1", "daily_limit": 100, "from_email": "adam@mail1.test"},
-                        {"name": "mail2", "daily_limit": 50}, {"name": "globex-ip"}],
-            "pools": [{"name": "shared", "entries": [{"name": "mail1"}, {"name": "mail2"}]},
-                      {"name": "globex", "entries": [{"name": "globex-ip"}]}]},
-        "queues": {"egress_pool": "shared", "rules": [{"tenant": "globex", "egress_pool": "globex"}]},
-    }, env={})
+    return parse_config(
+        {
+            "ingest": {
+                "message_id_domain": "ingest.test",
+                "status_db": str(status_db),
+                "api_keys": [
+                    {"key": ADMIN_KEY, "admin": True},
+                    {"key": ACME_KEY, "tenant": "acme"},
+                    {"key": GLOBEX_KEY, "tenant": "globex"},
+                ],
+                **ingest,
+            },
+            "egress": {
+                "sources": [
+                    {"name": "mail1", "daily_limit": 100, "from_email": "adam@mail1.test"},
+                    {"name": "mail2", "daily_limit": 50},
+                    {"name": "globex-ip"},
+                ],
+                "pools": [
+                    {"name": "shared", "entries": [{"name": "mail1"}, {"name": "mail2"}]},
+                    {"name": "globex", "entries": [{"name": "globex-ip"}]},
+                ],
+            },
+            "queues": {"egress_pool": "shared", "rules": [{"tenant": "globex", "egress_pool": "globex"}]},
+        },
+        env={},
+    )
 
 
 @dataclass
@@ -153,8 +169,13 @@ class IngestApp:
         capacity = CapacityView()
         transactions = MemoryTransactions(producer)
         submitter = Submitter(producer, clock, capacity.refusal, writer=transactions)
-        app = create_app(config.ingest, submitter, statuses, clock,
-                         routers=[queue_router(config, capacity, producer, clock, statuses)])
+        app = create_app(
+            config.ingest,
+            submitter,
+            statuses,
+            clock,
+            routers=[queue_router(config, capacity, producer, clock, statuses)],
+        )
         app.state.answers.caught_up.set()  # nothing to read back: the answers' tail is not run here
         return cls(config, producer, transactions, statuses, capacity, clock, app)
 

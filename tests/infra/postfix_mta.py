@@ -95,21 +95,34 @@ class PostfixMta:
         """main.cf: loopback only, no local delivery, relays everything to `relay`; then `settings`."""
         return {
             "compatibility_level": compatibility_level(),
-            "queue_directory": str(self.root / "spool"), "data_directory": str(self.root / "lib"),
-            "mail_owner": "postfix", "setgid_group": "postdrop",
-            "maillog_file": str(self.maillog), "maillog_file_prefixes": str(self.maillog.parent),
-            "inet_interfaces": "127.0.0.1", "inet_protocols": "ipv4",
-            "myhostname": "postfix.bench.test", "mydomain": "bench.test",
-            "mydestination": "", "relay_domains": "", "local_recipient_maps": "",
-            "local_transport": "error:5.1.1 local delivery is disabled here", "alias_maps": "", "alias_database": "",
-            "mynetworks": "127.0.0.0/8", "smtpd_relay_restrictions": "permit_mynetworks, reject",
+            "queue_directory": str(self.root / "spool"),
+            "data_directory": str(self.root / "lib"),
+            "mail_owner": "postfix",
+            "setgid_group": "postdrop",
+            "maillog_file": str(self.maillog),
+            "maillog_file_prefixes": str(self.maillog.parent),
+            "inet_interfaces": "127.0.0.1",
+            "inet_protocols": "ipv4",
+            "myhostname": "postfix.bench.test",
+            "mydomain": "bench.test",
+            "mydestination": "",
+            "relay_domains": "",
+            "local_recipient_maps": "",
+            "local_transport": "error:5.1.1 local delivery is disabled here",
+            "alias_maps": "",
+            "alias_database": "",
+            "mynetworks": "127.0.0.0/8",
+            "smtpd_relay_restrictions": "permit_mynetworks, reject",
             "relayhost": self.relayhost,
             "default_destination_concurrency_limit": str(max(20, self.concurrency)),
             "default_process_limit": str(max(100, 3 * self.concurrency)),
             "smtp_connection_cache_destinations": self.relayhost,
             "smtpd_peername_lookup": "no",
-            "smtp_tls_security_level": "none", "smtpd_tls_security_level": "none",
-            "biff": "no", "append_dot_mydomain": "no", "readme_directory": "no",
+            "smtp_tls_security_level": "none",
+            "smtpd_tls_security_level": "none",
+            "biff": "no",
+            "append_dot_mydomain": "no",
+            "readme_directory": "no",
             **self.settings,
         }
 
@@ -122,8 +135,9 @@ class PostfixMta:
         assert command is not None
         done = subprocess.run([command, "-c", str(self.etc), *args], capture_output=True, text=True, timeout=60)
         if check and done.returncode != 0:
-            raise RuntimeError(f"postfix {' '.join(args)} failed ({done.returncode}): {done.stderr}"
-                               f"{done.stdout}\n{self.log_tail()}")
+            raise RuntimeError(
+                f"postfix {' '.join(args)} failed ({done.returncode}): {done.stderr}{done.stdout}\n{self.log_tail()}"
+            )
         return done
 
     def start(self) -> PostfixMta:
@@ -166,8 +180,7 @@ class PostfixMta:
 
     def outcomes(self) -> collections.Counter[str]:
         """Delivery statuses the smtp client logged: sent, deferred, bounced, expired."""
-        return collections.Counter(re.findall(r"postfix/smtp\[\d+\]: \w+: to=<[^>]*>.* status=(\w+)",
-                                              self.log_text()))
+        return collections.Counter(re.findall(r"postfix/smtp\[\d+\]: \w+: to=<[^>]*>.* status=(\w+)", self.log_text()))
 
     def wait_outcomes(self, sent: int, timeout: float = 10.0) -> collections.Counter[str]:
         """The statuses once `sent` messages are logged sent (postlogd writes asynchronously), or at `timeout`."""

@@ -31,6 +31,7 @@ MAX_POLL_INTERVAL_MS = 10_000
 def two_path_settings(bootstrap: str, tarpit: str, fast: str, reply_delay: float, **delivery: Any) -> dict[str, Any]:
     """Source `src-tarpit` relays to `tarpit`, source `src-fast` to `fast` (both `host:port`); `delivery`
     overrides keys of the delivery section. The configuration file's content, as a dict."""
+
     def relay(hostport: str) -> dict[str, Any]:
         host, _, port = hostport.rpartition(":")
         return {"host": host, "port": int(port), "starttls": "disabled"}
@@ -40,11 +41,17 @@ def two_path_settings(bootstrap: str, tarpit: str, fast: str, reply_delay: float
     return {
         "kafka": {"bootstrap_servers": bootstrap},
         "ingest": {"message_id_domain": "worker.test"},
-        "delivery": {"group_id": f"delivery-{uuid.uuid4().hex[:8]}", "ehlo_domain": "worker.test",
-                     "connect_timeout": slack, "command_timeout": slack, "path_wait": f"{int(10 * reply_delay) + 60}s",
-                     **delivery},
+        "delivery": {
+            "group_id": f"delivery-{uuid.uuid4().hex[:8]}",
+            "ehlo_domain": "worker.test",
+            "connect_timeout": slack,
+            "command_timeout": slack,
+            "path_wait": f"{int(10 * reply_delay) + 60}s",
+            **delivery,
+        },
         "egress": {"sources": sources, "pools": [{"name": "all", "entries": [{"name": SLOW}, {"name": FAST}]}]},
-        "queues": {"egress_pool": "all"}}
+        "queues": {"egress_pool": "all"},
+    }
 
 
 def two_path_config(bootstrap: str, tarpit: str, fast: str, reply_delay: float, **delivery: Any) -> Config:
@@ -58,11 +65,23 @@ def tasks_for(config: Config, source: str, run: str, count: int, body: BodyRef) 
     tasks = []
     for i in range(count):
         tx = f"{run}-{source}-{i}"
-        tasks.append(DeliveryTask(
-            id=tx, attempt=1, attempt_id=f"{tx}/1", queue="example.com", egress_pool="all", egress_source=source,
-            egress_path=EgressPath(source, site).key(), sender=f"bounce@{source}.test",
-            recipient=f"{source}-{i}-{run}@example.com", domain="example.com", body=body,
-            created_at=now, issued_at=now))
+        tasks.append(
+            DeliveryTask(
+                id=tx,
+                attempt=1,
+                attempt_id=f"{tx}/1",
+                queue="example.com",
+                egress_pool="all",
+                egress_source=source,
+                egress_path=EgressPath(source, site).key(),
+                sender=f"bounce@{source}.test",
+                recipient=f"{source}-{i}-{run}@example.com",
+                domain="example.com",
+                body=body,
+                created_at=now,
+                issued_at=now,
+            )
+        )
     return tasks
 
 
@@ -79,9 +98,12 @@ class WatchedConsumer(EventConsumer):
 
     def __init__(self, bootstrap: str, group_id: str, topics: Sequence[str], **extra: Any) -> None:
         super().__init__(bootstrap, group_id, topics, **{"max.poll.interval.ms": MAX_POLL_INTERVAL_MS, **extra})
-        self._consumer.subscribe(list(topics), on_assign=self._record("assign", self._on_assign),
-                                 on_revoke=self._record("revoke", self._on_revoke),
-                                 on_lost=self._record("lost", self._on_revoke))
+        self._consumer.subscribe(
+            list(topics),
+            on_assign=self._record("assign", self._on_assign),
+            on_revoke=self._record("revoke", self._on_revoke),
+            on_lost=self._record("lost", self._on_revoke),
+        )
 
     @classmethod
     def _record(cls, kind: str, then: Any = None) -> Any:
@@ -90,6 +112,7 @@ class WatchedConsumer(EventConsumer):
                 cls.events.append((time.monotonic(), kind, tuple(sorted((tp.topic, tp.partition) for tp in tps))))
             if then is not None:
                 then(consumer, tps)
+
         return callback
 
     @classmethod

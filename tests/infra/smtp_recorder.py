@@ -66,9 +66,16 @@ class _Handler:
         assert isinstance(server, _RecordingSMTP)
         assert server.record is not None
         login = session.auth_data.login.decode() if isinstance(session.auth_data, LoginPassword) else None
-        server.record.messages.append(Received(
-            envelope.mail_from or "", tuple(envelope.rcpt_tos), envelope.original_content or b"",
-            session.host_name, session.ssl is not None, login))
+        server.record.messages.append(
+            Received(
+                envelope.mail_from or "",
+                tuple(envelope.rcpt_tos),
+                envelope.original_content or b"",
+                session.host_name,
+                session.ssl is not None,
+                login,
+            )
+        )
         return "250 2.0.0 OK"
 
 
@@ -82,8 +89,15 @@ class _Controller(Controller):
 
 
 class RecordingSink:
-    def __init__(self, host: str = "127.0.0.1", *, port: int = 0, delay: float = 0.0,
-                 tls: tuple[Path, Path] | None = None, logins: dict[str, str] | None = None) -> None:
+    def __init__(
+        self,
+        host: str = "127.0.0.1",
+        *,
+        port: int = 0,
+        delay: float = 0.0,
+        tls: tuple[Path, Path] | None = None,
+        logins: dict[str, str] | None = None,
+    ) -> None:
         """`tls`: (certificate, key) to offer STARTTLS; `logins`: accepted AUTH user → password (AUTH then required)."""
         self.delay = delay
         self.connections: list[Connection] = []
@@ -92,17 +106,22 @@ class RecordingSink:
         kwargs: dict[str, Any] = {}
         if tls is not None:
             import ssl
+
             context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
             context.load_cert_chain(*tls)
             kwargs["tls_context"] = context
         if logins is not None:
-            def authenticate(server: SMTP, session: Session, envelope: Envelope, mechanism: str,
-                             data: Any) -> AuthResult:
+
+            def authenticate(
+                server: SMTP, session: Session, envelope: Envelope, mechanism: str, data: Any
+            ) -> AuthResult:
                 ok = isinstance(data, LoginPassword) and logins.get(data.login.decode()) == data.password.decode()
                 return AuthResult(success=ok, handled=False, auth_data=data if ok else None)
+
             kwargs |= {"authenticator": authenticate, "auth_required": True, "auth_require_tls": tls is not None}
-        self._controller = _Controller(self, hostname=host, port=port or _free_port(host), ready_timeout=10,
-                                       server_hostname="sink.test", **kwargs)
+        self._controller = _Controller(
+            self, hostname=host, port=port or _free_port(host), ready_timeout=10, server_hostname="sink.test", **kwargs
+        )
 
     @property
     def address(self) -> tuple[str, int]:
@@ -130,9 +149,11 @@ class RecordingSink:
 
     def max_concurrent(self) -> int:
         """The most connections that were open at the same instant."""
-        events = sorted([(c.opened, 1) for c in self.connections]
-                        + [(c.closed if c.closed is not None else float("inf"), -1) for c in self.connections],
-                        key=lambda e: (e[0], e[1]))  # a close sorts before an open at the same instant
+        events = sorted(
+            [(c.opened, 1) for c in self.connections]
+            + [(c.closed if c.closed is not None else float("inf"), -1) for c in self.connections],
+            key=lambda e: (e[0], e[1]),
+        )  # a close sorts before an open at the same instant
         most = now = 0
         for _, step in events:
             now += step
@@ -157,6 +178,24 @@ def _free_port(host: str) -> int:
 def self_signed(workdir: Path, name: str = "relay.test") -> tuple[Path, Path]:
     """A throwaway certificate and key (openssl, which Postfix's package brings along)."""
     cert, key = workdir / f"{name}.crt", workdir / f"{name}.key"
-    subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", str(key),
-                    "-out", str(cert), "-days", "1", "-subj", f"/CN={name}"], check=True, capture_output=True)
+    subprocess.run(
+        [
+            "openssl",
+            "req",
+            "-x509",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-keyout",
+            str(key),
+            "-out",
+            str(cert),
+            "-days",
+            "1",
+            "-subj",
+            f"/CN={name}",
+        ],
+        check=True,
+        capture_output=True,
+    )
     return cert, key

@@ -46,15 +46,24 @@ def stack_config(bootstrap: str, smarthost: tuple[str, int], workdir: Path, **ov
     config: dict[str, Any] = {
         "kafka": {"bootstrap_servers": bootstrap},
         "ingest": {
-            "port": free_port(), "message_id_domain": "mailstream.test",
+            "port": free_port(),
+            "message_id_domain": "mailstream.test",
             "status_db": str(workdir / "status.sqlite3"),
-            "api_keys": [{"key": ADMIN_KEY, "admin": True}, {"key": ACME_KEY, "tenant": "acme"},
-                         {"key": GLOBEX_KEY, "tenant": "globex"}],
+            "api_keys": [
+                {"key": ADMIN_KEY, "admin": True},
+                {"key": ACME_KEY, "tenant": "acme"},
+                {"key": GLOBEX_KEY, "tenant": "globex"},
+            ],
         },
         "scheduler": {"app_id": f"mailstream-scheduler-{run_id}", "web_port": free_port()},
-        "delivery": {"group_id": f"mailstream-delivery-{run_id}", "smarthost": f"{smarthost[0]}:{smarthost[1]}",
-                     "ehlo_domain": "mailstream.test",
-                     "metrics_port": free_port(), "connect_timeout": "5s", "command_timeout": "20s"},
+        "delivery": {
+            "group_id": f"mailstream-delivery-{run_id}",
+            "smarthost": f"{smarthost[0]}:{smarthost[1]}",
+            "ehlo_domain": "mailstream.test",
+            "metrics_port": free_port(),
+            "connect_timeout": "5s",
+            "command_timeout": "20s",
+        },
         "queues": {"retry_interval": "20 minutes", "max_age": "7 days"},
     }
     for section, values in overrides.items():
@@ -66,7 +75,7 @@ SERVICES = ("scheduler", "delivery", "ingest", "gateway", "webhooks")  # start o
 
 
 def service_of(instance: str) -> str:
-    """"ingest-2" -> "ingest": an instance is named after its service, replicas after the first get "-<n>"."""
+    """ "ingest-2" -> "ingest": an instance is named after its service, replicas after the first get "-<n>"."""
     return instance.partition("-")[0]
 
 
@@ -123,8 +132,13 @@ class Stack:
         if instance not in self._configs:
             config = copy.deepcopy(self.config)
             # gateway replicas share the SMTP ports (SO_REUSEPORT)
-            port_key = {"ingest": "port", "scheduler": "web_port", "delivery": "metrics_port",
-                        "gateway": "web_port", "webhooks": "web_port"}[service]
+            port_key = {
+                "ingest": "port",
+                "scheduler": "web_port",
+                "delivery": "metrics_port",
+                "gateway": "web_port",
+                "webhooks": "web_port",
+            }[service]
             config[service][port_key] = free_port(avoid=self._ports())
             if service == "ingest":
                 config["ingest"]["status_db"] = str(self.workdir / f"status-{instance.rpartition('-')[2]}.sqlite3")
@@ -132,8 +146,13 @@ class Stack:
         return self._configs[instance]
 
     def _ports(self) -> set[int]:
-        keys = (("ingest", "port"), ("scheduler", "web_port"), ("delivery", "metrics_port"), ("gateway", "web_port"),
-                ("webhooks", "web_port"))
+        keys = (
+            ("ingest", "port"),
+            ("scheduler", "web_port"),
+            ("delivery", "metrics_port"),
+            ("gateway", "web_port"),
+            ("webhooks", "web_port"),
+        )
         return {int(c[s][k]) for c in (self.config, *self._configs.values()) for s, k in keys if k in c.get(s, {})}
 
     def _config_file(self, instance: str) -> Path:
@@ -156,8 +175,18 @@ class Stack:
             env["MAILSTREAM_PARTITIONS"] = str(self.partitions)
         with (self.workdir / f"{service}.log").open("ab") as log:  # the child keeps its own descriptor
             self.procs[service] = subprocess.Popen(
-                [sys.executable, "-m", f"mailstream.{service_of(service)}", "--config",
-                 str(self._config_file(service))], stdout=log, stderr=subprocess.STDOUT, env=env, cwd=self.workdir)
+                [
+                    sys.executable,
+                    "-m",
+                    f"mailstream.{service_of(service)}",
+                    "--config",
+                    str(self._config_file(service)),
+                ],
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                env=env,
+                cwd=self.workdir,
+            )
         if wait:
             self._wait_ready(90.0, [service])
 
@@ -191,8 +220,9 @@ class Stack:
                     pass
             time.sleep(0.3)
         if pending:
-            raise RuntimeError(f"not ready after {timeout}s: {sorted(pending)}\n"
-                               + "\n".join(self.log_tail(n) for n in pending))
+            raise RuntimeError(
+                f"not ready after {timeout}s: {sorted(pending)}\n" + "\n".join(self.log_tail(n) for n in pending)
+            )
 
     def log_tail(self, service: str, lines: int = 40) -> str:
         text = (self.workdir / f"{service}.log").read_text(errors="replace").splitlines()
@@ -218,8 +248,9 @@ class Stack:
         body: dict[str, Any] = {}
         with self.client(key) as client:
             while time.monotonic() < deadline:
-                r = client.get(f"/api/transactions/{tx_id}", params={"wait": 5},
-                               headers={"If-None-Match": f'"{version}"'})
+                r = client.get(
+                    f"/api/transactions/{tx_id}", params={"wait": 5}, headers={"If-None-Match": f'"{version}"'}
+                )
                 if r.status_code == 200:
                     body = r.json()
                     version = body["version"]
@@ -227,8 +258,10 @@ class Stack:
                         return body
                 elif r.status_code == 404:
                     time.sleep(0.2)
-        raise AssertionError(f"{tx_id} did not reach {want} in {timeout}s; last seen {body}\n"
-                             + "\n".join(self.log_tail(s) for s in self.procs))
+        raise AssertionError(
+            f"{tx_id} did not reach {want} in {timeout}s; last seen {body}\n"
+            + "\n".join(self.log_tail(s) for s in self.procs)
+        )
 
 
 @contextmanager
@@ -258,6 +291,7 @@ def _started(stack: Stack) -> Iterator[Stack]:
     except RuntimeError as exc:
         stack.stop()
         import pytest
+
         pytest.fail(str(exc), pytrace=False)
     try:
         yield stack

@@ -29,8 +29,14 @@ class Accepted:
 
 
 class Tarpit:
-    def __init__(self, delay: float, host: str = "127.0.0.1", *, slow: Collection[str] = STEPS,
-                 final_reply: bytes = b"250 2.0.0 accepted, eventually") -> None:
+    def __init__(
+        self,
+        delay: float,
+        host: str = "127.0.0.1",
+        *,
+        slow: Collection[str] = STEPS,
+        final_reply: bytes = b"250 2.0.0 accepted, eventually",
+    ) -> None:
         if unknown := set(slow) - set(STEPS):
             raise ValueError(f"no such steps: {sorted(unknown)}")
         self.delay = delay

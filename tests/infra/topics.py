@@ -24,8 +24,9 @@ def end_offsets(bootstrap: str, topic: str, partitions: int, *, timeout: float =
     try:
         while True:
             try:
-                return [consumer.get_watermark_offsets(TopicPartition(topic, p), timeout=10)[1]
-                        for p in range(partitions)]
+                return [
+                    consumer.get_watermark_offsets(TopicPartition(topic, p), timeout=10)[1] for p in range(partitions)
+                ]
             except KafkaException as exc:
                 if exc.args[0].code() not in _NOT_YET or time.monotonic() > deadline:
                     raise
@@ -43,13 +44,25 @@ def committed_offsets(bootstrap: str, group: str, topic: str, partitions: int) -
         probe.close()
 
 
-def read_all(bootstrap: str, topic: str, partitions: int, *, start: list[int] | None = None,
-             isolation: str = "read_committed", timeout: float = 45.0) -> list[Record]:
+def read_all(
+    bootstrap: str,
+    topic: str,
+    partitions: int,
+    *,
+    start: list[int] | None = None,
+    isolation: str = "read_committed",
+    timeout: float = 45.0,
+) -> list[Record]:
     """Every record from `start` (default: the beginning) up to the current high watermark.
 
     read_committed waits out open transactions and skips aborted ones."""
-    conf = {"bootstrap.servers": bootstrap, "group.id": f"reader-{uuid.uuid4().hex[:8]}",
-            "enable.auto.commit": False, "auto.offset.reset": "earliest", "fetch.wait.max.ms": 10}
+    conf = {
+        "bootstrap.servers": bootstrap,
+        "group.id": f"reader-{uuid.uuid4().hex[:8]}",
+        "enable.auto.commit": False,
+        "auto.offset.reset": "earliest",
+        "fetch.wait.max.ms": 10,
+    }
     first = start or [0] * partitions
     ends = {p: end for p, end in enumerate(end_offsets(bootstrap, topic, partitions)) if end > first[p]}
     reader = Consumer({**conf, "isolation.level": isolation})
@@ -58,8 +71,11 @@ def read_all(bootstrap: str, topic: str, partitions: int, *, start: list[int] | 
     deadline = time.monotonic() + timeout
     try:
         while ends:
-            got += [(m.partition() or 0, m.offset() or 0, m.key() or b"", m.value())
-                    for m in reader.consume(1000, 0.1) if m.error() is None]
+            got += [
+                (m.partition() or 0, m.offset() or 0, m.key() or b"", m.value())
+                for m in reader.consume(1000, 0.1)
+                if m.error() is None
+            ]
             for tp in reader.position([TopicPartition(topic, p) for p in ends]):
                 if tp.offset >= ends[tp.partition]:
                     del ends[tp.partition]
@@ -106,8 +122,12 @@ def topic_offsets(bootstrap: str, prefixes: tuple[str, ...]) -> Offsets:
     consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": "mailstream-test-watermarks"})
     try:
         meta = consumer.list_topics(timeout=10).topics
-        return {(t, p): consumer.get_watermark_offsets(TopicPartition(t, p), timeout=10)[1]
-                for t in meta if t.startswith(prefixes) for p in meta[t].partitions}
+        return {
+            (t, p): consumer.get_watermark_offsets(TopicPartition(t, p), timeout=10)[1]
+            for t in meta
+            if t.startswith(prefixes)
+            for p in meta[t].partitions
+        }
     finally:
         consumer.close()
 
@@ -117,8 +137,14 @@ def bytes_written(bootstrap: str, start: Offsets, end: Offsets) -> dict[str, int
     aborted transactions included: they were written too)."""
     todo = {tp: high for tp, high in end.items() if high > start.get(tp, 0)}
     totals = dict.fromkeys((t for t, _ in end), 0)
-    consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": f"bytes-{uuid.uuid4().hex[:8]}",
-                         "enable.auto.commit": False, "isolation.level": "read_uncommitted"})
+    consumer = Consumer(
+        {
+            "bootstrap.servers": bootstrap,
+            "group.id": f"bytes-{uuid.uuid4().hex[:8]}",
+            "enable.auto.commit": False,
+            "isolation.level": "read_uncommitted",
+        }
+    )
     consumer.assign([TopicPartition(t, p, start.get((t, p), 0)) for t, p in todo])
     deadline = time.monotonic() + 60
     try:

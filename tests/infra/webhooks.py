@@ -77,11 +77,25 @@ class Receiver:
     async def _hook(self, request: web.Request) -> web.Response:
         raw = await request.read()
         event = json.loads(raw)
-        signed = verify(SECRET, request.headers.get("X-Mailstream-Signature", ""),
-                        request.headers.get("X-Mailstream-Timestamp", ""), raw, now=time.time())
+        signed = verify(
+            SECRET,
+            request.headers.get("X-Mailstream-Signature", ""),
+            request.headers.get("X-Mailstream-Timestamp", ""),
+            raw,
+            now=time.time(),
+        )
         status = await self.answer(self, event)
-        self.received.append(Received(event["id"], event["type"], event["transaction_id"],
-                                      int(request.headers["X-Mailstream-Attempt"]), signed, status, time.monotonic()))
+        self.received.append(
+            Received(
+                event["id"],
+                event["type"],
+                event["transaction_id"],
+                int(request.headers["X-Mailstream-Attempt"]),
+                signed,
+                status,
+                time.monotonic(),
+            )
+        )
         return web.Response(status=status)
 
     def accepted(self) -> list[Received]:
@@ -91,10 +105,17 @@ class Receiver:
         return {r.event_id for r in self.accepted()}
 
 
-def endpoint(name: str, tenant: str, receiver: Receiver, events: list[str] | None = None,
-             **extra: Any) -> dict[str, Any]:
-    return {"name": name, "tenant": tenant, "url": receiver.url, "secret": SECRET,
-            "events": events or ["delivered", "deferred", "bounced"], **extra}
+def endpoint(
+    name: str, tenant: str, receiver: Receiver, events: list[str] | None = None, **extra: Any
+) -> dict[str, Any]:
+    return {
+        "name": name,
+        "tenant": tenant,
+        "url": receiver.url,
+        "secret": SECRET,
+        "events": events or ["delivered", "deferred", "bounced"],
+        **extra,
+    }
 
 
 @dataclass
@@ -115,17 +136,28 @@ class WebhooksProcess:
         return self.name or self.app_id
 
     def config(self) -> dict[str, Any]:
-        return {"kafka": {"bootstrap_servers": self.bootstrap},
-                "webhooks": {"app_id": self.app_id, "web_port": self.web_port, "retry_interval": "0.2s",
-                             "max_retry_interval": "1s", "endpoints": self.endpoints, **self.extra}}
+        return {
+            "kafka": {"bootstrap_servers": self.bootstrap},
+            "webhooks": {
+                "app_id": self.app_id,
+                "web_port": self.web_port,
+                "retry_interval": "0.2s",
+                "max_retry_interval": "1s",
+                "endpoints": self.endpoints,
+                **self.extra,
+            },
+        }
 
     async def start(self, timeout: float = 60.0) -> None:
         path = self.workdir / f"{self._files}.yaml"
         path.write_text(yaml.safe_dump(self.config()))
         with (self.workdir / f"{self._files}.log").open("ab") as log:
             self.proc = await asyncio.to_thread(
-                subprocess.Popen, [sys.executable, "-m", "mailstream.webhooks", "--config", str(path)], stdout=log,
-                stderr=subprocess.STDOUT)
+                subprocess.Popen,
+                [sys.executable, "-m", "mailstream.webhooks", "--config", str(path)],
+                stdout=log,
+                stderr=subprocess.STDOUT,
+            )
         deadline = time.monotonic() + timeout
         async with httpx.AsyncClient() as client:
             while time.monotonic() < deadline:
@@ -159,9 +191,13 @@ class WebhooksProcess:
         return path.read_text(errors="replace")[-6000:] if path.exists() else ""
 
 
-async def write_events(bootstrap: str, tenant: str, transactions: int,
-                       steps: tuple[LogRecordType, ...] = ("TransientFailure", "TransientFailure", "Delivery"),
-                       prefix: str = "tx") -> dict[str, list[str]]:
+async def write_events(
+    bootstrap: str,
+    tenant: str,
+    transactions: int,
+    steps: tuple[LogRecordType, ...] = ("TransientFailure", "TransientFailure", "Delivery"),
+    prefix: str = "tx",
+) -> dict[str, list[str]]:
     """Each transaction's records, in order, on mail.events keyed by its id; returns tx id -> record types."""
     producer = EventProducer(bootstrap)
     written: dict[str, list[str]] = {}
@@ -169,8 +205,9 @@ async def write_events(bootstrap: str, tenant: str, transactions: int,
         for n in range(transactions):
             tx = f"{tenant}-{prefix}{n}"
             for attempt, kind in enumerate(steps, start=1):
-                record = fixtures.log_record().model_copy(update={
-                    "type": kind, "id": tx, "tenant": tenant, "num_attempts": attempt})
+                record = fixtures.log_record().model_copy(
+                    update={"type": kind, "id": tx, "tenant": tenant, "num_attempts": attempt}
+                )
                 await producer.send(EVENTS, tx, record)
             written[tx] = list(steps)
     finally:

@@ -30,15 +30,17 @@ TARPIT_DELAY = 300.0  # seconds before the reply to the end of the data
 DEADLINE = 4.0  # delivery.attempt_timeout
 
 
-async def test_a_stuck_attempt_ends_transient_at_its_deadline(kafka_bootstrap: str,
-                                                              monkeypatch: pytest.MonkeyPatch) -> None:
+async def test_a_stuck_attempt_ends_transient_at_its_deadline(
+    kafka_bootstrap: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
     monkeypatch.setattr("mailstream.delivery.worker.EventConsumer", WatchedConsumer)
     WatchedConsumer.reset()
     run = uuid.uuid4().hex[:8]
     ensure_topics(kafka_bootstrap, [BODIES, DELIVERY, RESPONSES])
     with Tarpit(TARPIT_DELAY, slow={"end"}) as tarpit, RecordingSink() as fast:
-        config = two_path_config(kafka_bootstrap, tarpit.hostport, fast.hostport, TARPIT_DELAY,
-                                 attempt_timeout=f"{DEADLINE:g}s")
+        config = two_path_config(
+            kafka_bootstrap, tarpit.hostport, fast.hostport, TARPIT_DELAY, attempt_timeout=f"{DEADLINE:g}s"
+        )
         producer = EventProducer(kafka_bootstrap)
         responses = EventConsumer(kafka_bootstrap, f"responses-{uuid.uuid4().hex[:8]}", [RESPONSES.name])
         worker = DeliveryWorker(config, system_clock)

@@ -32,8 +32,11 @@ pytestmark = pytest.mark.integration
 @pytest.fixture
 def relays(tmp_path: Path) -> Iterator[tuple[RecordingSink, RecordingSink, RecordingSink]]:
     """Relay A (STARTTLS, AUTH alice), relay B (plain, no AUTH), and the smarthost."""
-    with RecordingSink(tls=self_signed(tmp_path), logins={"alice": "alice-secret"}) as a, \
-            RecordingSink() as b, RecordingSink() as smarthost:
+    with (
+        RecordingSink(tls=self_signed(tmp_path), logins={"alice": "alice-secret"}) as a,
+        RecordingSink() as b,
+        RecordingSink() as smarthost,
+    ):
         yield a, b, smarthost
 
 
@@ -42,21 +45,39 @@ def worker_config(bootstrap: str, a: RecordingSink, b: RecordingSink, smarthost:
         return {"host": sink.address[0], "port": sink.address[1], **extra}
 
     sources: list[dict[str, Any]] = [
-        {"name": "src-a", "ehlo_domain": "a.mailstream.test",
-         "relay": relay(a, username="alice", password="alice-secret", starttls="required")},
-        {"name": "src-b", "ehlo_domain": "b.mailstream.test", "source_address": "127.0.0.2",
-         "relay": relay(b, starttls="disabled")},
+        {
+            "name": "src-a",
+            "ehlo_domain": "a.mailstream.test",
+            "relay": relay(a, username="alice", password="alice-secret", starttls="required"),
+        },
+        {
+            "name": "src-b",
+            "ehlo_domain": "b.mailstream.test",
+            "source_address": "127.0.0.2",
+            "relay": relay(b, starttls="disabled"),
+        },
         {"name": "src-c", "source_address": "127.0.0.3"},  # no relay: the smarthost
         {"name": "src-d", "relay": relay(a, username="alice", password="wrong", starttls="required")},
     ]
-    return parse_config({
-        "kafka": {"bootstrap_servers": bootstrap},
-        "ingest": {"message_id_domain": "worker.test"},
-        "delivery": {"group_id": f"delivery-{uuid.uuid4().hex[:8]}", "smarthost": smarthost.hostport,
-                     "ehlo_domain": "worker.test", "connect_timeout": "5s", "command_timeout": "10s"},
-        "egress": {"sources": sources,
-                   "pools": [{"name": "all", "entries": [{"name": s["name"]} for s in sources]}]},
-        "queues": {"egress_pool": "all"}}, env={})
+    return parse_config(
+        {
+            "kafka": {"bootstrap_servers": bootstrap},
+            "ingest": {"message_id_domain": "worker.test"},
+            "delivery": {
+                "group_id": f"delivery-{uuid.uuid4().hex[:8]}",
+                "smarthost": smarthost.hostport,
+                "ehlo_domain": "worker.test",
+                "connect_timeout": "5s",
+                "command_timeout": "10s",
+            },
+            "egress": {
+                "sources": sources,
+                "pools": [{"name": "all", "entries": [{"name": s["name"]} for s in sources]}],
+            },
+            "queues": {"egress_pool": "all"},
+        },
+        env={},
+    )
 
 
 async def run_tasks(config: Config, tasks: list[DeliveryTask], timeout: float = 60.0) -> dict[str, DeliveryResponse]:
@@ -87,7 +108,8 @@ async def run_tasks(config: Config, tasks: list[DeliveryTask], timeout: float = 
 
 
 async def test_each_source_sends_through_its_own_relay_or_the_smarthost(
-        kafka_bootstrap: str, relays: tuple[RecordingSink, RecordingSink, RecordingSink]) -> None:
+    kafka_bootstrap: str, relays: tuple[RecordingSink, RecordingSink, RecordingSink]
+) -> None:
     a, b, smarthost = relays
     config = worker_config(kafka_bootstrap, a, b, smarthost)
     run = uuid.uuid4().hex[:8]
@@ -103,18 +125,33 @@ async def test_each_source_sends_through_its_own_relay_or_the_smarthost(
         site = site_of(config.egress.source(source), config.delivery.smarthost, "example.com")
         for i in range(2):
             tx = f"{run}-{source}-{i}"
-            tasks.append(DeliveryTask(
-                id=tx, attempt=1, attempt_id=f"{tx}/1", queue="example.com", egress_pool="all",
-                egress_source=source, egress_path=EgressPath(source, site).key(), sender=f"bounce@{source}.test",
-                recipient=f"{source}-{i}-{run}@example.com", domain="example.com", body=body,
-                created_at=now, issued_at=now))
+            tasks.append(
+                DeliveryTask(
+                    id=tx,
+                    attempt=1,
+                    attempt_id=f"{tx}/1",
+                    queue="example.com",
+                    egress_pool="all",
+                    egress_source=source,
+                    egress_path=EgressPath(source, site).key(),
+                    sender=f"bounce@{source}.test",
+                    recipient=f"{source}-{i}-{run}@example.com",
+                    domain="example.com",
+                    body=body,
+                    created_at=now,
+                    issued_at=now,
+                )
+            )
 
     answers = await run_tasks(config, tasks)
 
     def received(sink: RecordingSink) -> list[tuple[str, str | None, bool, str | None]]:
         """(source, EHLO name, TLS, login) of each message of this run; the sender names the source."""
-        return sorted((m.mail_from.split("@")[1].removesuffix(".test"), m.ehlo, m.tls, m.login)
-                      for m in sink.messages if run in m.rcpt_tos[0])
+        return sorted(
+            (m.mail_from.split("@")[1].removesuffix(".test"), m.ehlo, m.tls, m.login)
+            for m in sink.messages
+            if run in m.rcpt_tos[0]
+        )
 
     assert received(a) == [("src-a", "a.mailstream.test", True, "alice")] * 2
     assert received(b) == [("src-b", "b.mailstream.test", False, None)] * 2

@@ -38,8 +38,15 @@ async def test_a_restarted_worker_resends_nothing_already_answered(kafka_bootstr
     run = uuid.uuid4().hex[:8]
     ensure_topics(kafka_bootstrap, [BODIES, DELIVERY, RESPONSES])
     with Tarpit(600.0, slow={"end"}) as tarpit, RecordingSink() as sink:
-        settings = two_path_settings(kafka_bootstrap, tarpit.hostport, sink.hostport, 1.0,
-                                     metrics_port=free_port(), path_wait="10m", attempt_timeout="15m")
+        settings = two_path_settings(
+            kafka_bootstrap,
+            tarpit.hostport,
+            sink.hostport,
+            1.0,
+            metrics_port=free_port(),
+            path_wait="10m",
+            attempt_timeout="15m",
+        )
         config = parse_config(settings, env={})
         stack = Stack(settings, tmp_path)
         producer = EventProducer(kafka_bootstrap)
@@ -87,13 +94,17 @@ async def test_a_restarted_worker_resends_nothing_already_answered(kafka_bootstr
     answered_before_kill = {a.attempt_id for a in answers if a.completed_at < killed_at}
     twice = {by_recipient[r] for r, n in sent.items() if n > 1}
     resent_after_answer = twice & answered_before_kill
-    assert not resent_after_answer, (f"{len(resent_after_answer)} attempts sent again although their response "
-                                     f"was committed before the kill; {len(at_kill)} delivered by then")
+    assert not resent_after_answer, (
+        f"{len(resent_after_answer)} attempts sent again although their response "
+        f"was committed before the kill; {len(at_kill)} delivered by then"
+    )
     in_flight_at_kill = {by_recipient[r] for r in at_kill} - answered_before_kill
     assert twice <= in_flight_at_kill
     assert max(sent.values()) <= 2
     # The kill came mid-run, with answered tasks behind partition 0's stuck first one.
     stuck_behind = answered_before_kill & {t.attempt_id for t in fast[:PER_PARTITION]}
     assert stuck_behind, "nothing of partition 0 was answered before the kill"
-    print(f"delivered before the kill: {len(at_kill)}, answered (committed) by then: {len(answered_before_kill)}, "
-          f"sent twice: {len(twice)} (in flight at the kill: {len(in_flight_at_kill)})")
+    print(
+        f"delivered before the kill: {len(at_kill)}, answered (committed) by then: {len(answered_before_kill)}, "
+        f"sent twice: {len(twice)} (in flight at the kill: {len(in_flight_at_kill)})"
+    )

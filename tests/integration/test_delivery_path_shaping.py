@@ -28,21 +28,34 @@ QUARTER = timedelta(milliseconds=250)
 
 def dispatcher(sink: RecordingSink, shaping: dict[str, Any], **delivery: Any) -> PathDispatcher:
     """The worker's dispatcher for source s1 -> the sink (the smarthost), shaped by a site rule."""
-    config = parse_config({
-        "ingest": {"message_id_domain": "worker.test"},  # not the default, socket.getfqdn(): DNS may be slow
-        "delivery": {"smarthost": sink.hostport, "ehlo_domain": "worker.test", "connect_timeout": "5s",
-                     "command_timeout": "10s", **delivery},
-        "egress": {"sources": [{"name": "s1"}], "pools": [{"name": "p", "entries": [{"name": "s1"}]}],
-                   "paths": [{"site": sink.hostport, **shaping}]},
-        "queues": {"egress_pool": "p"}}, env={})
+    config = parse_config(
+        {
+            "ingest": {"message_id_domain": "worker.test"},  # not the default, socket.getfqdn(): DNS may be slow
+            "delivery": {
+                "smarthost": sink.hostport,
+                "ehlo_domain": "worker.test",
+                "connect_timeout": "5s",
+                "command_timeout": "10s",
+                **delivery,
+            },
+            "egress": {
+                "sources": [{"name": "s1"}],
+                "pools": [{"name": "p", "entries": [{"name": "s1"}]}],
+                "paths": [{"site": sink.hostport, **shaping}],
+            },
+            "queues": {"egress_pool": "p"},
+        },
+        env={},
+    )
     worker = DeliveryWorker(config, system_clock)
     source = config.egress.source("s1")
     return worker.dispatcher(source, route_for(source, config.delivery, "example.com"))
 
 
 async def send(path: PathDispatcher, count: int, wait: float = 30.0) -> list[int]:
-    attempts = await asyncio.gather(*(path.deliver("from@worker.test", f"r{i}@example.com", BODY, wait)
-                                      for i in range(count)))
+    attempts = await asyncio.gather(
+        *(path.deliver("from@worker.test", f"r{i}@example.com", BODY, wait) for i in range(count))
+    )
     return [a.response.code if a is not None else 0 for a in attempts]
 
 
@@ -107,8 +120,9 @@ async def test_max_connection_rate_spaces_new_connections(rate: str | None) -> N
             return await SmtpSession.open([Destination(*sink.address)], settings)
 
         shape = ConnectionShape(rate=ThrottleSpec.parse(rate) if rate else None, per_connection=1)
-        path = PathDispatcher("s1->sink", shape, connect, Gate(64), virtual.clock, idle_timeout=5.0,
-                              sleep=virtual.sleep)
+        path = PathDispatcher(
+            "s1->sink", shape, connect, Gate(64), virtual.clock, idle_timeout=5.0, sleep=virtual.sleep
+        )
         assert await send(path, 4) == [250] * 4
         await path.close()
         if rate:  # the throttle's state outlives the burst, until the fifth connection would be allowed

@@ -41,7 +41,8 @@ SLOW_TASKS, FAST_TASKS = 20, 200
 
 
 async def test_a_tarpit_holds_back_neither_other_paths_nor_group_membership(
-        kafka_bootstrap: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    kafka_bootstrap: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
     monkeypatch.setattr("mailstream.delivery.worker.EventConsumer", WatchedConsumer)
     WatchedConsumer.reset()
     run = uuid.uuid4().hex[:8]
@@ -93,8 +94,9 @@ async def test_a_tarpit_holds_back_neither_other_paths_nor_group_membership(
     last_fast = max(m.at for m in fast.messages if run in m.rcpt_tos[0])
     first_slow = min(m.at for m in tarpit.messages)
     assert last_fast < first_slow, f"fast path finished {last_fast - first_slow:.1f}s after the tarpit's first"
-    assert (max(got[t.attempt_id].completed_at for t in fast_tasks)
-            < min(got[t.attempt_id].completed_at for t in slow_tasks))
+    assert max(got[t.attempt_id].completed_at for t in fast_tasks) < min(
+        got[t.attempt_id].completed_at for t in slow_tasks
+    )
 
     # The tarpit held its messages longer than max.poll.interval, yet the worker stayed in its group: one
     # assignment at the start, nothing revoked or lost until it stopped.

@@ -36,8 +36,11 @@ ROOT = Path(__file__).resolve().parents[2]
 
 
 def request_for(domain: str, count: int = 20) -> dict[str, Any]:
-    return {"envelope_sender": "s@acme.test", "content": {"subject": "s", "text_body": "t"},
-            "recipients": [{"email": f"r{i}@{domain}"} for i in range(count)]}
+    return {
+        "envelope_sender": "s@acme.test",
+        "content": {"subject": "s", "text_body": "t"},
+        "recipients": [{"email": f"r{i}@{domain}"} for i in range(count)],
+    }
 
 
 class Replica:
@@ -49,8 +52,9 @@ class Replica:
         self.producer = EventProducer(bootstrap)
         self.writer = TransactionalWriter(bootstrap, transactional_id)
         self.view = StatusView(StatusStore(db))
-        self.app = create_app(config.ingest, Submitter(self.producer, system_clock, writer=self.writer), self.view,
-                              system_clock)
+        self.app = create_app(
+            config.ingest, Submitter(self.producer, system_clock, writer=self.writer), self.view, system_clock
+        )
         self._tail: asyncio.Task[None] | None = None
 
     async def __aenter__(self) -> httpx.AsyncClient:
@@ -103,8 +107,15 @@ def killed_child(bootstrap: str, db: str, transactional_id: str, body: str) -> N
 def accepted_for(bootstrap: str, domain: str, isolation: str) -> list[AcceptedMessage]:
     """The domain's records on mail.accepted as a consumer of `isolation` reads them (read_uncommitted: up to the
     high watermark, past an open transaction; read_committed stops at it, and skips what was aborted)."""
-    reader = Consumer({"bootstrap.servers": bootstrap, "group.id": f"reader-{uuid.uuid4().hex[:8]}",
-                       "isolation.level": isolation, "enable.auto.commit": False, "fetch.wait.max.ms": 10})
+    reader = Consumer(
+        {
+            "bootstrap.servers": bootstrap,
+            "group.id": f"reader-{uuid.uuid4().hex[:8]}",
+            "isolation.level": isolation,
+            "enable.auto.commit": False,
+            "fetch.wait.max.ms": 10,
+        }
+    )
     reader.assign([TopicPartition(ACCEPTED.name, p, 0) for p in range(ACCEPTED.partitions)])
     found, quiet_since = [], time.monotonic()
     try:
@@ -119,17 +130,25 @@ def accepted_for(bootstrap: str, domain: str, isolation: str) -> list[AcceptedMe
 
 
 async def test_a_request_killed_before_its_commit_leaves_nothing_and_its_retry_lands_once(
-        kafka_bootstrap: str, tmp_path: Path) -> None:
+    kafka_bootstrap: str, tmp_path: Path
+) -> None:
     ensure_topics(kafka_bootstrap, ALL_TOPICS)
     domain = f"{uuid.uuid4().hex[:10]}.test"
     transactional_id = f"mailstream-ingest-test-{uuid.uuid4().hex[:8]}"
     body = json.dumps(request_for(domain))
     flushed = tmp_path / "flushed"
     child = await asyncio.create_subprocess_exec(
-        sys.executable, "-c", "import sys; from tests.integration.test_ingest_atomic import killed_child; "
-                              "killed_child(*sys.argv[1:])",
-        kafka_bootstrap, str(tmp_path / "a.sqlite3"), transactional_id, body,
-        cwd=ROOT, env={**os.environ, "INGEST_TEST_FLUSHED": str(flushed)}, stderr=asyncio.subprocess.PIPE)
+        sys.executable,
+        "-c",
+        "import sys; from tests.integration.test_ingest_atomic import killed_child; killed_child(*sys.argv[1:])",
+        kafka_bootstrap,
+        str(tmp_path / "a.sqlite3"),
+        transactional_id,
+        body,
+        cwd=ROOT,
+        env={**os.environ, "INGEST_TEST_FLUSHED": str(flushed)},
+        stderr=asyncio.subprocess.PIPE,
+    )
     _, stderr = await asyncio.wait_for(child.communicate(), 120)
     assert child.returncode == -signal.SIGKILL, stderr.decode()[-3000:]
     assert flushed.exists()
@@ -147,8 +166,7 @@ async def test_a_request_killed_before_its_commit_leaves_nothing_and_its_retry_l
     assert len(committed) == 20  # the killed attempt's 20 are aborted: each recipient once
     assert sorted(m.id for m in committed) == sorted(t["id"] for t in retried.json()["transactions"])
     ids = {m.id for m in committed}
-    statuses = [k for _, _, k, _ in read_all(kafka_bootstrap, STATUS.name, STATUS.partitions)
-                if k.decode() in ids]
+    statuses = [k for _, _, k, _ in read_all(kafka_bootstrap, STATUS.name, STATUS.partitions) if k.decode() in ids]
     assert len(statuses) == 20
 
     # Another replica, with its own SQLite, answers the retry from mail.ingest.answers.
@@ -159,14 +177,14 @@ async def test_a_request_killed_before_its_commit_leaves_nothing_and_its_retry_l
     assert len(accepted_for(kafka_bootstrap, domain, "read_committed")) == 20
 
 
-async def test_concurrent_requests_share_transactions_and_each_lands_whole(kafka_bootstrap: str,
-                                                                          tmp_path: Path) -> None:
+async def test_concurrent_requests_share_transactions_and_each_lands_whole(
+    kafka_bootstrap: str, tmp_path: Path
+) -> None:
     ensure_topics(kafka_bootstrap, ALL_TOPICS)
     domain = f"{uuid.uuid4().hex[:10]}.test"
     replica = Replica(kafka_bootstrap, tmp_path / "c.sqlite3", f"mailstream-ingest-test-{uuid.uuid4().hex[:8]}")
     async with replica as client:
-        answers = await asyncio.gather(*(client.post("/api/inject/v1", json=request_for(domain, 3))
-                                         for _ in range(32)))
+        answers = await asyncio.gather(*(client.post("/api/inject/v1", json=request_for(domain, 3)) for _ in range(32)))
     assert all(a.status_code == 200 for a in answers)
     assert len(accepted_for(kafka_bootstrap, domain, "read_committed")) == 96
     assert 1 <= replica.writer.transactions < 32  # group commit: requests waiting together share one

@@ -41,13 +41,15 @@ def configuration(service: str, port: int) -> tuple[dict[str, object], str]:
     if service == "webhooks":
         return {"webhooks": {"app_id": f"probe-{run}", "web_port": port}}, "MAILSTREAM_WEBHOOKS__WEB_HOST"
     listener = {"name": "ingress", "host": "127.0.0.1", "port": free_port({port}), "mode": "ingress"}
-    return {"gateway": {"app_id": f"probe-{run}", "web_port": port, "hostname": "gw.test",
-                        "listeners": [listener]}}, "MAILSTREAM_GATEWAY__WEB_HOST"
+    return {
+        "gateway": {"app_id": f"probe-{run}", "web_port": port, "hostname": "gw.test", "listeners": [listener]}
+    }, "MAILSTREAM_GATEWAY__WEB_HOST"
 
 
 @pytest.mark.parametrize("service", ["scheduler", "delivery", "gateway", "webhooks"])
 def test_health_answers_on_the_pod_address_and_sigterm_ends_the_service_in_its_grace_period(
-        service: str, kafka_bootstrap: str, tmp_path: Path) -> None:
+    service: str, kafka_bootstrap: str, tmp_path: Path
+) -> None:
     port = free_port()
     data, variable = configuration(service, port)
     data["kafka"] = {"bootstrap_servers": kafka_bootstrap}
@@ -57,8 +59,13 @@ def test_health_answers_on_the_pod_address_and_sigterm_ends_the_service_in_its_g
     env.pop("KAFKA_BOOTSTRAP_SERVERS", None)
     with (tmp_path / "service.log").open("wb") as log:
         # The image's command: the `mailstream` entry point with the service's name.
-        proc = subprocess.Popen([str(Path(sys.executable).with_name("mailstream")), service, "--config", str(config)],
-                                stdout=log, stderr=subprocess.STDOUT, env=env, cwd=tmp_path)
+        proc = subprocess.Popen(
+            [str(Path(sys.executable).with_name("mailstream")), service, "--config", str(config)],
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            env=env,
+            cwd=tmp_path,
+        )
     try:
         deadline, status = time.monotonic() + 90, None
         while status != 200 and time.monotonic() < deadline and proc.poll() is None:

@@ -68,11 +68,12 @@ REPO = Path(__file__).resolve().parents[2]
 HALF = PARTITIONS // 2
 
 # pool -> policy, [(source, weight, daily cap)]
-POOLS = {"pa": ("round_robin", [("a1", 2, 40), ("a2", 1, 40), ("a3", 1, 40)]),
-         "pb": ("most_remaining", [("b1", 1, 30), ("b2", 1, 50)])}
+POOLS = {
+    "pa": ("round_robin", [("a1", 2, 40), ("a2", 1, 40), ("a3", 1, 40)]),
+    "pb": ("most_remaining", [("b1", 1, 30), ("b2", 1, 50)]),
+}
 # tenant -> pool, messages offered, tenant daily cap
-TENANTS = {"t1": ("pa", 100, 60), "t2": ("pa", 100, None),
-           "t3": ("pb", 80, 50), "t4": ("pb", 60, None)}
+TENANTS = {"t1": ("pa", 100, 60), "t2": ("pa", 100, None), "t3": ("pb", 80, 50), "t4": ("pb", 60, None)}
 # Role -> the half of the partitions its key must fall in.
 PLACEMENT = {"t1": 0, "t3": 1, "pa": 0, "pb": 1}
 DOMAINS = 5  # not a multiple of the round robin's period (weights 2+1+1), so sources meet more sites
@@ -108,8 +109,10 @@ def plan_names(bootstrap: str) -> Plan:
         return route_key(name, "") if role in TENANTS else name
 
     placed = partitions_of(bootstrap, [key(r, n) for r, names in candidates.items() for n in names], PARTITIONS)
-    names = {role: next(n for n in candidates[role] if placed[key(role, n)] // HALF == half)
-             for role, half in PLACEMENT.items()}
+    names = {
+        role: next(n for n in candidates[role] if placed[key(role, n)] // HALF == half)
+        for role, half in PLACEMENT.items()
+    }
     partitions = {role: placed[key(role, name)] for role, name in names.items()}
     for role in [*TENANTS, *(s for _, entries in POOLS.values() for s, _, _ in entries), "spare"]:
         names.setdefault(role, f"{role}-{tag}")
@@ -124,8 +127,10 @@ def noon_zone() -> str:
 
 def scheduler_config(bootstrap: str, plan: Plan, workdir: Path) -> dict[str, Any]:
     sources = [{"name": plan.n(s), "daily_limit": cap} for _, entries in POOLS.values() for s, _, cap in entries]
-    pools = [{"name": plan.n(p), "policy": policy, "entries": [{"name": plan.n(s), "weight": w} for s, w, _ in entries]}
-             for p, (policy, entries) in POOLS.items()]
+    pools = [
+        {"name": plan.n(p), "policy": policy, "entries": [{"name": plan.n(s), "weight": w} for s, w, _ in entries]}
+        for p, (policy, entries) in POOLS.items()
+    ]
     return {
         "kafka": {"bootstrap_servers": bootstrap},
         "scheduler": {"app_id": f"exact-{plan.tag}"},
@@ -135,8 +140,10 @@ def scheduler_config(bootstrap: str, plan: Plan, workdir: Path) -> dict[str, Any
             "sources": [*sources, {"name": plan.n("spare")}],
             "pools": [*pools, {"name": plan.n("spare"), "entries": [{"name": plan.n("spare")}]}],
         },
-        "queues": {"egress_pool": plan.n("spare"),
-                   "rules": [{"tenant": plan.n(t), "egress_pool": plan.n(p)} for t, (p, _, _) in TENANTS.items()]},
+        "queues": {
+            "egress_pool": plan.n("spare"),
+            "rules": [{"tenant": plan.n(t), "egress_pool": plan.n(p)} for t, (p, _, _) in TENANTS.items()],
+        },
         "tenants": {plan.n(t): {"daily_limit": cap} for t, (_, _, cap) in TENANTS.items() if cap is not None},
     }
 
@@ -150,12 +157,21 @@ def offered_mail(plan: Plan) -> list[AcceptedMessage]:
         msgs = []
         for i in range(count):
             domain = plan.domains()[i % DOMAINS]
-            msgs.append(AcceptedMessage(
-                id=f"{plan.tag}-{role}-{i:03d}", submission_id=f"{plan.tag}-{role}", tenant=tenant,
-                queue=str(QueueName(domain, tenant=tenant)), sender=f"news@{role}.test",
-                recipient=f"r{i}@{domain}", domain=domain, message_id=f"{plan.tag}-{role}-{i}@{role}.test",
-                body=BodyRef(topic="mail.bodies", partition=0, offset=i, sha256="0" * 64, size=512),
-                reception_protocol="HTTP", received_at=now))
+            msgs.append(
+                AcceptedMessage(
+                    id=f"{plan.tag}-{role}-{i:03d}",
+                    submission_id=f"{plan.tag}-{role}",
+                    tenant=tenant,
+                    queue=str(QueueName(domain, tenant=tenant)),
+                    sender=f"news@{role}.test",
+                    recipient=f"r{i}@{domain}",
+                    domain=domain,
+                    message_id=f"{plan.tag}-{role}-{i}@{role}.test",
+                    body=BodyRef(topic="mail.bodies", partition=0, offset=i, sha256="0" * 64, size=512),
+                    reception_protocol="HTTP",
+                    received_at=now,
+                )
+            )
         per_tenant.append(msgs)
     longest = max(len(m) for m in per_tenant)
     return [msgs[i] for i in range(longest) for msgs in per_tenant if i < len(msgs)]
@@ -175,23 +191,32 @@ class Worker:
         return log_events(self.log, processor=processor)
 
     def owned(self, processor: str) -> list[int]:
-        moves = [e for e in self.events(processor)
-                 if e.get("event") in ("partitions_assigned", "partitions_revoked", "partitions_lost")]
+        moves = [
+            e
+            for e in self.events(processor)
+            if e.get("event") in ("partitions_assigned", "partitions_revoked", "partitions_lost")
+        ]
         return list(moves[-1]["partitions"]) if moves and moves[-1]["event"] == "partitions_assigned" else []
 
     def held(self) -> float:
         """The egress stage's in-memory held count, as its /metrics shows it."""
         text = httpx.get(f"http://127.0.0.1:{self.web_port}/metrics", timeout=5).text
-        return next(float(line.split()[1]) for line in text.splitlines()
-                    if line.startswith("mailstream_egress_held_messages "))
+        return next(
+            float(line.split()[1]) for line in text.splitlines() if line.startswith("mailstream_egress_held_messages ")
+        )
 
 
 def start_worker(name: str, bootstrap: str, config: Path, workdir: Path) -> Worker:
     log, port = workdir / f"{name}.log", free_port()
     env = {**os.environ, "KAFKA_BOOTSTRAP_SERVERS": bootstrap, "MAILSTREAM_LOG_LEVEL": "INFO"}
     with log.open("wb") as sink:
-        proc = subprocess.Popen([sys.executable, "-m", "mailstream.scheduler", "--config", str(config),
-                                 "--web-port", str(port)], cwd=REPO, stdout=sink, stderr=subprocess.STDOUT, env=env)
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "mailstream.scheduler", "--config", str(config), "--web-port", str(port)],
+            cwd=REPO,
+            stdout=sink,
+            stderr=subprocess.STDOUT,
+            env=env,
+        )
     return Worker(name, proc, log, port)
 
 
@@ -214,25 +239,40 @@ class DeliveryStandIn:
         return self
 
     def _run(self) -> None:
-        consumer = Consumer({"bootstrap.servers": self.bootstrap, "group.id": f"standin-{uuid.uuid4().hex[:8]}",
-                             "isolation.level": "read_committed", "enable.auto.commit": False,
-                             "fetch.wait.max.ms": 20})
+        consumer = Consumer(
+            {
+                "bootstrap.servers": self.bootstrap,
+                "group.id": f"standin-{uuid.uuid4().hex[:8]}",
+                "isolation.level": "read_committed",
+                "enable.auto.commit": False,
+                "fetch.wait.max.ms": 20,
+            }
+        )
         consumer.assign([TopicPartition(DELIVERY.name, p, offset) for p, offset in enumerate(self.start)])
         producer = Producer(producer_config(self.bootstrap))
         try:
             while not self._stop.is_set():
-                mine = [decode(m.value() or b"", DeliveryTask) for m in consumer.consume(500, 0.05)
-                        if m.error() is None]
+                mine = [
+                    decode(m.value() or b"", DeliveryTask) for m in consumer.consume(500, 0.05) if m.error() is None
+                ]
                 mine = [t for t in mine if t.egress_pool in self.pools]
                 for task in mine:
                     self.tasks.append((time.monotonic(), task))
                     answer = DeliveryResponse(
-                        id=task.id, attempt=task.attempt, attempt_id=task.attempt_id, queue=task.queue,
-                        outcome="DELIVERED", response=SmtpResponse(code=250, enhanced_code="2.0.0", content="OK"),
-                        egress_source=task.egress_source, egress_path=task.egress_path,
-                        started_at=task.issued_at, completed_at=datetime.now(UTC))
-                    producer.produce(RESPONSES.name, key=route_key(task.tenant, task.queue).encode(),
-                                     value=encode(answer))
+                        id=task.id,
+                        attempt=task.attempt,
+                        attempt_id=task.attempt_id,
+                        queue=task.queue,
+                        outcome="DELIVERED",
+                        response=SmtpResponse(code=250, enhanced_code="2.0.0", content="OK"),
+                        egress_source=task.egress_source,
+                        egress_path=task.egress_path,
+                        started_at=task.issued_at,
+                        completed_at=datetime.now(UTC),
+                    )
+                    producer.produce(
+                        RESPONSES.name, key=route_key(task.tenant, task.queue).encode(), value=encode(answer)
+                    )
                 if mine:
                     assert producer.flush(30) == 0
                     self.answered += len(mine)
@@ -246,15 +286,16 @@ class DeliveryStandIn:
             self._thread.join(30)
 
 
-def feed(bootstrap: str, mail: list[AcceptedMessage], gate: threading.Event, per_round: int = 20,
-         pause: float = 0.25) -> None:
+def feed(
+    bootstrap: str, mail: list[AcceptedMessage], gate: threading.Event, per_round: int = 20, pause: float = 0.25
+) -> None:
     """Offer the mail over a few seconds, as traffic would, so the kill lands while it flows. Past a third of
     it, wait for the gate (the kill) however slow the machine: no pool can have reached its caps by then."""
     producer = Producer(producer_config(bootstrap))
     for i in range(0, len(mail), per_round):
         if i >= len(mail) // 3:
             gate.wait(120)
-        for msg in mail[i:i + per_round]:
+        for msg in mail[i : i + per_round]:
             producer.produce(ACCEPTED.name, key=route_key(msg.tenant, msg.queue).encode(), value=encode(msg))
         producer.flush(10)
         time.sleep(pause)
@@ -272,15 +313,17 @@ def wait_for(cond: Callable[[], bool], timeout: float, what: Callable[[], str], 
 def caught_up(bootstrap: str, group: str, topic: str) -> bool:
     """Every record of the topic consumed and committed by the group (empty partitions have no offsets)."""
     ends = end_offsets(bootstrap, topic, PARTITIONS)
-    return all(c >= e for c, e in zip(committed_offsets(bootstrap, group, topic, PARTITIONS), ends, strict=True)
-               if e > 0)
+    return all(
+        c >= e for c, e in zip(committed_offsets(bootstrap, group, topic, PARTITIONS), ends, strict=True) if e > 0
+    )
 
 
 # -- the test ------------------------------------------------------------------------------------------------
 
 
 def test_limits_hold_and_no_attempt_is_emitted_twice_across_sigkill_and_rebalance(
-        kafka_bootstrap: str, tmp_path: Path) -> None:
+    kafka_bootstrap: str, tmp_path: Path
+) -> None:
     plan = plan_names(kafka_bootstrap)
     config = scheduler_config(kafka_bootstrap, plan, tmp_path)
     config_path = tmp_path / "mailstream.yaml"
@@ -298,12 +341,22 @@ def test_limits_hold_and_no_attempt_is_emitted_twice_across_sigkill_and_rebalanc
     standin = DeliveryStandIn(kafka_bootstrap, plan.pools, starts[DELIVERY.name])
     victim = workers["worker-a"]
     try:
-        def split() -> bool:
-            return all(sorted(p for w in workers.values() for p in w.owned(stage)) == list(range(PARTITIONS))
-                       and all(len(w.owned(stage)) == HALF for w in workers.values()) for stage in ("queues", "egress"))
 
-        wait_for(split, 90, lambda: "both workers to own half the partitions of both stages: "
-                 + str({n: (w.owned("queues"), w.owned("egress"), w.proc.poll()) for n, w in workers.items()}))
+        def split() -> bool:
+            return all(
+                sorted(p for w in workers.values() for p in w.owned(stage)) == list(range(PARTITIONS))
+                and all(len(w.owned(stage)) == HALF for w in workers.values())
+                for stage in ("queues", "egress")
+            )
+
+        wait_for(
+            split,
+            90,
+            lambda: (
+                "both workers to own half the partitions of both stages: "
+                + str({n: (w.owned("queues"), w.owned("egress"), w.proc.poll()) for n, w in workers.items()})
+            ),
+        )
         lost = {stage: victim.owned(stage) for stage in ("queues", "egress")}
         ready_after = time.monotonic() - launched
         standin.begin()
@@ -320,13 +373,19 @@ def test_limits_hold_and_no_attempt_is_emitted_twice_across_sigkill_and_rebalanc
         feeder.join(60)
 
         def settled() -> bool:
-            return (len(standin.tasks) >= expected_tasks and standin.answered == len(standin.tasks)
-                    and caught_up(kafka_bootstrap, f"{app}-queues", ACCEPTED.name)
-                    and caught_up(kafka_bootstrap, f"{app}-queues", RESPONSES.name)
-                    and caught_up(kafka_bootstrap, f"{app}-egress", READY.name))
+            return (
+                len(standin.tasks) >= expected_tasks
+                and standin.answered == len(standin.tasks)
+                and caught_up(kafka_bootstrap, f"{app}-queues", ACCEPTED.name)
+                and caught_up(kafka_bootstrap, f"{app}-queues", RESPONSES.name)
+                and caught_up(kafka_bootstrap, f"{app}-egress", READY.name)
+            )
 
-        wait_for(settled, 120, lambda: f"every input handled; tasks {len(standin.tasks)}/{expected_tasks}, "
-                 f"answered {standin.answered}")
+        wait_for(
+            settled,
+            120,
+            lambda: f"every input handled; tasks {len(standin.tasks)}/{expected_tasks}, answered {standin.answered}",
+        )
         settled_at = time.monotonic()
         time.sleep(1.0)  # ticks run every 0.2 s: a late task would show up now
         survivors = [w for n, w in workers.items() if n != "worker-a"]
@@ -350,16 +409,22 @@ def test_limits_hold_and_no_attempt_is_emitted_twice_across_sigkill_and_rebalanc
     lost_roles = sorted(r for r, p in plan.partitions.items() if p in lost["queues" if r in TENANTS else "egress"])
     assert [r[0] for r in lost_roles] == ["p", "t"], lost_roles
     victim_pool = plan.n(lost_roles[0])
-    assert any(at > killed_at for at, t in standin.tasks if t.egress_pool == victim_pool), \
+    assert any(at > killed_at for at, t in standin.tasks if t.egress_pool == victim_pool), (
         "the victim's egress group had tasks left to emit: its new owner went on from the restored state"
+    )
 
     ids = {m.id: m for m in mail}
-    tasks = [decode(v, DeliveryTask) for _, _, _, v in read_all(kafka_bootstrap, DELIVERY.name, PARTITIONS,
-                                                                  start=starts[DELIVERY.name]) if v is not None]
+    tasks = [
+        decode(v, DeliveryTask)
+        for _, _, _, v in read_all(kafka_bootstrap, DELIVERY.name, PARTITIONS, start=starts[DELIVERY.name])
+        if v is not None
+    ]
     tasks = [t for t in tasks if t.id in ids]
-    ready = [decode(v, ReadyMessage) for _, _, _, v in read_all(kafka_bootstrap, READY.name, PARTITIONS,
-                                                                  start=starts[READY.name])
-             if schema_name(v) == ReadyMessage.schema_name]  # not stage 2's own settlement notices
+    ready = [
+        decode(v, ReadyMessage)
+        for _, _, _, v in read_all(kafka_bootstrap, READY.name, PARTITIONS, start=starts[READY.name])
+        if schema_name(v) == ReadyMessage.schema_name
+    ]  # not stage 2's own settlement notices
     ready = [r for r in ready if r.id in ids]
 
     # No second task for an attempt, and no second promotion; the stand-in saw exactly what was committed.
@@ -390,8 +455,9 @@ def test_limits_hold_and_no_attempt_is_emitted_twice_across_sigkill_and_rebalanc
     queue_state = latest_by_key(read_all(kafka_bootstrap, QUEUE_STATE.name, PARTITIONS))
     held = {key.tx_id for key in map(egress_keys.parse, egress_state) if isinstance(key, Held)}
     queue_entries = [(queue_keys.parse(k), v) for k, v in queue_state.items()]
-    queued = {key.tx_id: decode(v, QueuedMessage) for key, v in queue_entries
-              if isinstance(key, Message) and key.tx_id in ids}
+    queued = {
+        key.tx_id: decode(v, QueuedMessage) for key, v in queue_entries if isinstance(key, Message) and key.tx_id in ids
+    }
     sent = {t.id for t in tasks}
     held_mine = held & set(ids)
     waiting = {i for i, q in queued.items() if q.transaction.status == "scheduled"}
@@ -410,17 +476,29 @@ def test_limits_hold_and_no_attempt_is_emitted_twice_across_sigkill_and_rebalanc
     assert {i for i, s in statuses.items() if s.status == "ready"} == held_mine
 
     # The limit counters the owners committed say the same.
-    limits = {key: decode(v, LimitState) for key, v in (
-        *((egress_keys.parse(k), v) for k, v in egress_state.items()), *queue_entries) if isinstance(key, LimitScope)}
-    assert {s: limits[SourceLimit(plan.n(s))].used for _, e in POOLS.values() for s, _, _ in e} == \
-        {s: cap for _, e in POOLS.values() for s, _, cap in e}
-    assert {t: limits[TenantLimit(plan.n(t))].used for t, (_, _, cap) in TENANTS.items() if cap} == \
-        {t: cap for t, (_, _, cap) in TENANTS.items() if cap}
+    limits = {
+        key: decode(v, LimitState)
+        for key, v in (*((egress_keys.parse(k), v) for k, v in egress_state.items()), *queue_entries)
+        if isinstance(key, LimitScope)
+    }
+    assert {s: limits[SourceLimit(plan.n(s))].used for _, e in POOLS.values() for s, _, _ in e} == {
+        s: cap for _, e in POOLS.values() for s, _, cap in e
+    }
+    assert {t: limits[TenantLimit(plan.n(t))].used for t, (_, _, cap) in TENANTS.items() if cap} == {
+        t: cap for t, (_, _, cap) in TENANTS.items() if cap
+    }
 
-    raw = [v for _, _, _, v in read_all(kafka_bootstrap, DELIVERY.name, PARTITIONS, start=starts[DELIVERY.name],
-                                         isolation="read_uncommitted") if v is not None]
+    raw = [
+        v
+        for _, _, _, v in read_all(
+            kafka_bootstrap, DELIVERY.name, PARTITIONS, start=starts[DELIVERY.name], isolation="read_uncommitted"
+        )
+        if v is not None
+    ]
     aborted = sum(decode(v, DeliveryTask).id in ids for v in raw) - len(tasks)
-    print(f"\nworkers ready after {ready_after:.1f}s; killed worker-a (owner of {lost_roles}) "
-          f"{killed_at - started:.1f}s into the feed, after {tasks_at_kill}/{expected_tasks} tasks; {aborted} task "
-          f"records aborted; settled {settled_at - killed_at:.1f}s after the kill; {len(held_mine)} held by egress, "
-          f"{len(waiting)} waiting for their tenant's day")
+    print(
+        f"\nworkers ready after {ready_after:.1f}s; killed worker-a (owner of {lost_roles}) "
+        f"{killed_at - started:.1f}s into the feed, after {tasks_at_kill}/{expected_tasks} tasks; {aborted} task "
+        f"records aborted; settled {settled_at - killed_at:.1f}s after the kill; {len(held_mine)} held by egress, "
+        f"{len(waiting)} waiting for their tenant's day"
+    )

@@ -48,12 +48,21 @@ class Topics:
 def make_topics(bootstrap: str, partitions: int) -> Topics:
     tag = uuid.uuid4().hex[:10]
     t = Topics(f"test.eos.{tag}.in", f"test.eos.{tag}.out", f"test.eos.{tag}.changelog", partitions)
-    ensure_topics(bootstrap, [
-        TopicSpec(t.inp, "scope", (DeliveryTask,), partitions=partitions),
-        TopicSpec(t.out, "scope", (DeliveryTask,), partitions=partitions),
-        TopicSpec(t.changelog, "state key", (DeliveryTask,), partitions=partitions,
-                  cleanup_policy="compact", retention_ms=-1),
-    ])
+    ensure_topics(
+        bootstrap,
+        [
+            TopicSpec(t.inp, "scope", (DeliveryTask,), partitions=partitions),
+            TopicSpec(t.out, "scope", (DeliveryTask,), partitions=partitions),
+            TopicSpec(
+                t.changelog,
+                "state key",
+                (DeliveryTask,),
+                partitions=partitions,
+                cleanup_policy="compact",
+                retention_ms=-1,
+            ),
+        ],
+    )
     return t
 
 
@@ -65,8 +74,9 @@ def produce(bootstrap: str, topic: str, records: list[tuple[int, bytes, bytes]])
     assert producer.flush(30) == 0
 
 
-def read_all(bootstrap: str, topic: str, partitions: int, *,
-             isolation: str = "read_committed") -> list[tuple[int, bytes, bytes | None]]:
+def read_all(
+    bootstrap: str, topic: str, partitions: int, *, isolation: str = "read_committed"
+) -> list[tuple[int, bytes, bytes | None]]:
     """(partition, key, value) of every record up to the current high watermark."""
     return [(p, k, v) for p, _, k, v in topics.read_all(bootstrap, topic, partitions, isolation=isolation)]
 
@@ -81,8 +91,14 @@ def wait_for(cond: Callable[[], bool], timeout: float, what: str, interval: floa
 
 def dead_lettered(bootstrap: str, topic: str) -> list[Message]:
     """The records set aside in a (one-partition) dead-letter topic."""
-    consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": f"dl-{uuid.uuid4().hex[:8]}",
-                         "isolation.level": "read_committed", "auto.offset.reset": "earliest"})
+    consumer = Consumer(
+        {
+            "bootstrap.servers": bootstrap,
+            "group.id": f"dl-{uuid.uuid4().hex[:8]}",
+            "isolation.level": "read_committed",
+            "auto.offset.reset": "earliest",
+        }
+    )
     consumer.assign([TopicPartition(topic, 0, 0)])
     records = [m for m in consumer.consume(10, 5.0) if m.error() is None]
     consumer.close()
@@ -128,10 +144,19 @@ def running(processor: TransactionalProcessor) -> Iterator[threading.Thread]:
         raise errors[0]
 
 
-def processor(bootstrap: str, group: str, t: Topics, handler: Any, clock: Callable[[], datetime],
-              **kw: Any) -> TransactionalProcessor:
-    return TransactionalProcessor(bootstrap=bootstrap, group_id=group, inputs=[t.inp], changelog=t.changelog,
-                                  partitions=t.partitions, handler=handler, clock=clock, **kw)
+def processor(
+    bootstrap: str, group: str, t: Topics, handler: Any, clock: Callable[[], datetime], **kw: Any
+) -> TransactionalProcessor:
+    return TransactionalProcessor(
+        bootstrap=bootstrap,
+        group_id=group,
+        inputs=[t.inp],
+        changelog=t.changelog,
+        partitions=t.partitions,
+        handler=handler,
+        clock=clock,
+        **kw,
+    )
 
 
 # -- 1. exact caps across SIGKILL + rebalance -----------------------------------------------------------
@@ -157,9 +182,30 @@ class Worker:
 
 def start_worker(name: str, bootstrap: str, group: str, t: Topics, workdir: Path, *extra: str) -> Worker:
     log = workdir / f"{name}.log"
-    cmd = [sys.executable, "-m", "tests.infra.capped_counter", "--bootstrap", bootstrap, "--group", group,
-           "--in", t.inp, "--out", t.out, "--changelog", t.changelog, "--partitions", str(t.partitions),
-           "--cap", str(CAP), "--name", name, "--transaction-timeout-ms", "5000", *extra]
+    cmd = [
+        sys.executable,
+        "-m",
+        "tests.infra.capped_counter",
+        "--bootstrap",
+        bootstrap,
+        "--group",
+        group,
+        "--in",
+        t.inp,
+        "--out",
+        t.out,
+        "--changelog",
+        t.changelog,
+        "--partitions",
+        str(t.partitions),
+        "--cap",
+        str(CAP),
+        "--name",
+        name,
+        "--transaction-timeout-ms",
+        "5000",
+        *extra,
+    ]
     with log.open("wb") as sink:
         proc = subprocess.Popen(cmd, cwd=REPO, stdout=sink, stderr=subprocess.STDOUT)
     return Worker(name, proc, log)
@@ -181,9 +227,16 @@ class OutputTail:
         return self
 
     def _run(self) -> None:
-        consumer = Consumer({"bootstrap.servers": self.bootstrap, "group.id": f"tail-{uuid.uuid4().hex[:8]}",
-                             "isolation.level": "read_committed", "auto.offset.reset": "earliest",
-                             "enable.auto.commit": False, "fetch.wait.max.ms": 20})
+        consumer = Consumer(
+            {
+                "bootstrap.servers": self.bootstrap,
+                "group.id": f"tail-{uuid.uuid4().hex[:8]}",
+                "isolation.level": "read_committed",
+                "auto.offset.reset": "earliest",
+                "enable.auto.commit": False,
+                "fetch.wait.max.ms": 20,
+            }
+        )
         consumer.subscribe([self.topic])
         try:
             while not self._stop.is_set():
@@ -202,26 +255,38 @@ class OutputTail:
 def test_caps_are_exact_and_nothing_is_emitted_twice_across_sigkill(kafka_bootstrap: str, tmp_path: Path) -> None:
     t = make_topics(kafka_bootstrap, 4)
     group = f"capped-{uuid.uuid4().hex[:8]}"
-    inputs = [(i % 4, scope, f"{scope.decode()}/item-{n}".encode())
-              for n in range(PER_SCOPE) for i, scope in enumerate(SCOPES)]
+    inputs = [
+        (i % 4, scope, f"{scope.decode()}/item-{n}".encode())
+        for n in range(PER_SCOPE)
+        for i, scope in enumerate(SCOPES)
+    ]
     total_out = CAP * len(SCOPES)
     tail = OutputTail(kafka_bootstrap, t.out).start()
     # worker-a hangs inside a transaction whose records are already in the log: the worst moment to die.
     # Its transaction timeout outlasts the session timeout, so the new owner's restore has to wait for the
     # coordinator to abort that transaction.
-    workers = {"worker-a": start_worker("worker-a", kafka_bootstrap, group, t, tmp_path, "--stall-after", "100",
-                                        "--transaction-timeout-ms", "10000"),
-               "worker-b": start_worker("worker-b", kafka_bootstrap, group, t, tmp_path)}
+    workers = {
+        "worker-a": start_worker(
+            "worker-a", kafka_bootstrap, group, t, tmp_path, "--stall-after", "100", "--transaction-timeout-ms", "10000"
+        ),
+        "worker-b": start_worker("worker-b", kafka_bootstrap, group, t, tmp_path),
+    }
     try:
-        wait_for(lambda: all(w.owned() for w in workers.values())
-                 and sorted(p for w in workers.values() for p in w.owned()) == [0, 1, 2, 3],
-                 45, "both workers to own two partitions each", interval=0.2)
+        wait_for(
+            lambda: (
+                all(w.owned() for w in workers.values())
+                and sorted(p for w in workers.values() for p in w.owned()) == [0, 1, 2, 3]
+            ),
+            45,
+            "both workers to own two partitions each",
+            interval=0.2,
+        )
 
         # Inputs arrive over ~4 s, as traffic would; the kill lands while they flow.
         def feed() -> None:
             producer = Producer({"bootstrap.servers": kafka_bootstrap, "enable.idempotence": True})
             for i in range(0, len(inputs), 40):
-                for partition, key, value in inputs[i:i + 40]:
+                for partition, key, value in inputs[i : i + 40]:
                     producer.produce(t.inp, value=value, key=key, partition=partition)
                 producer.flush(10)
                 time.sleep(0.08)
@@ -243,8 +308,12 @@ def test_caps_are_exact_and_nothing_is_emitted_twice_across_sigkill(kafka_bootst
         feeder.join(30)
         in_ends = end_offsets(kafka_bootstrap, t.inp, 4)
         assert sum(in_ends) == len(inputs)
-        wait_for(lambda: committed_offsets(kafka_bootstrap, group, t.inp, 4) == in_ends, 50,
-                 "every input to be committed", interval=0.25)
+        wait_for(
+            lambda: committed_offsets(kafka_bootstrap, group, t.inp, 4) == in_ends,
+            50,
+            "every input to be committed",
+            interval=0.25,
+        )
         done_at = time.monotonic()
     finally:
         for w in workers.values():
@@ -275,14 +344,20 @@ def test_caps_are_exact_and_nothing_is_emitted_twice_across_sigkill(kafka_bootst
     lost_scopes = {scope for i, scope in enumerate(SCOPES) if i % 4 in lost}
     resumed = [at for at, key, _ in tail.seen if at > killed_at and key in lost_scopes]
     survivors = [w for n, w in workers.items() if n != "worker-a"]
-    took = [(datetime.fromisoformat(e["timestamp"]).timestamp() - killed_wall, e["restore_ms"])
-            for w in survivors for e in w.events("partitions_assigned") if set(lost) & set(e["partitions"])]
+    took = [
+        (datetime.fromisoformat(e["timestamp"]).timestamp() - killed_wall, e["restore_ms"])
+        for w in survivors
+        for e in w.events("partitions_assigned")
+        if set(lost) & set(e["partitions"])
+    ]
     took = [(round(after, 1), ms) for after, ms in took if after > 0]
-    print(f"\nkilled worker-a (partitions {lost}) mid-transaction after {outputs_at_kill}/{total_out} outputs, "
-          f"{killed_at - started:.1f}s into the feed, {len(raw) - len(out)} of its records aborted; "
-          f"its partitions owned again after (s, restore ms) {took}; "
-          f"its scopes' output visible again {(resumed or [float('nan')])[0] - killed_at:.1f}s after the kill; "
-          f"all inputs committed {done_at - killed_at:.1f}s after the kill")
+    print(
+        f"\nkilled worker-a (partitions {lost}) mid-transaction after {outputs_at_kill}/{total_out} outputs, "
+        f"{killed_at - started:.1f}s into the feed, {len(raw) - len(out)} of its records aborted; "
+        f"its partitions owned again after (s, restore ms) {took}; "
+        f"its scopes' output visible again {(resumed or [float('nan')])[0] - killed_at:.1f}s after the kill; "
+        f"all inputs committed {done_at - killed_at:.1f}s after the kill"
+    )
 
 
 # -- 2. ticks, and state restored from the changelog -------------------------------------------------
@@ -306,8 +381,9 @@ class TickCounter:
         self.ticks.pop(partition, None)
         self.records.pop(partition, None)
 
-    def on_record(self, partition: int, topic: str, key: bytes | None, value: bytes, now: datetime,
-                  out: Writes) -> None:
+    def on_record(
+        self, partition: int, topic: str, key: bytes | None, value: bytes, now: datetime, out: Writes
+    ) -> None:
         self.records[partition] += 1
         out.put(partition, b"records", str(self.records[partition]).encode())
 
@@ -380,8 +456,9 @@ class Echo:
     def revoked(self, partition: int) -> None:
         self.counts.pop(partition, None)
 
-    def on_record(self, partition: int, topic: str, key: bytes | None, value: bytes, now: datetime,
-                  out: Writes) -> None:
+    def on_record(
+        self, partition: int, topic: str, key: bytes | None, value: bytes, now: datetime, out: Writes
+    ) -> None:
         if value == self.fail_on:
             time.sleep(0.3)  # the batch's records reach the broker: the abort must undo them
             raise RuntimeError("handler failed")
@@ -443,8 +520,9 @@ def test_a_record_the_handler_fails_on_goes_to_the_dead_letter_topic(kafka_boots
 class Reading(Echo):
     """An Echo of the records it can read as delivery tasks, as a stage reads its inputs: it raises on any other."""
 
-    def on_record(self, partition: int, topic: str, key: bytes | None, value: bytes, now: datetime,
-                  out: Writes) -> None:
+    def on_record(
+        self, partition: int, topic: str, key: bytes | None, value: bytes, now: datetime, out: Writes
+    ) -> None:
         decode(value, DeliveryTask)
         super().on_record(partition, topic, key, value, now, out)
 
@@ -457,8 +535,15 @@ def test_a_record_the_handler_cannot_read_goes_to_the_dead_letter_topic(kafka_bo
     garbage = b"\xc3\x01 not a record"
     produce(kafka_bootstrap, t.inp, [(0, b"k", v) for v in [*tasks[:10], garbage, *tasks[10:]]])
 
-    proc = processor(kafka_bootstrap, f"unreadable-{uuid.uuid4().hex[:8]}", t, Reading(t.out), wall_clock,
-                     dead_letter=dead, name="reader")
+    proc = processor(
+        kafka_bootstrap,
+        f"unreadable-{uuid.uuid4().hex[:8]}",
+        t,
+        Reading(t.out),
+        wall_clock,
+        dead_letter=dead,
+        name="reader",
+    )
     with running(proc):
         wait_for(lambda: proc.records_processed == 21, 60, "every record, the unreadable one diverted")
         assert proc.healthy
@@ -468,8 +553,12 @@ def test_a_record_the_handler_cannot_read_goes_to_the_dead_letter_topic(kafka_bo
     assert [m.value() for m in diverted] == [garbage]
     headers = dict(diverted[0].headers() or [])
     assert headers["error"] == b"SerdeError: unknown schema fingerprint 206e6f7420612072 for mailstream.DeliveryTask"
-    assert (headers["topic"], headers["partition"], headers["offset"], headers["processor"]) == \
-        (t.inp.encode(), b"0", b"10", b"reader")
+    assert (headers["topic"], headers["partition"], headers["offset"], headers["processor"]) == (
+        t.inp.encode(),
+        b"0",
+        b"10",
+        b"reader",
+    )
 
 
 def test_an_abortable_error_rewinds_state_and_input(kafka_bootstrap: str) -> None:
@@ -547,7 +636,9 @@ def test_one_transaction_per_batch_throughput(kafka_bootstrap: str) -> None:
         wait_for(lambda: proc.records_processed == n, 60, "every record")
         elapsed = time.monotonic() - started
     rate = (n - first) / elapsed
-    print(f"\n{n} records in {proc.transactions_committed} transactions; {rate:,.0f} records/s "
-          "(each record: one output + one changelog write)")
+    print(
+        f"\n{n} records in {proc.transactions_committed} transactions; {rate:,.0f} records/s "
+        "(each record: one output + one changelog write)"
+    )
     assert proc.transactions_committed <= n // 100, "transactions must span batches, not records"
     assert len(read_all(kafka_bootstrap, t.out, 4)) == n

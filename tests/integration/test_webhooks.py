@@ -75,8 +75,9 @@ async def test_a_good_endpoint_gets_its_tenants_events_once_signed(kafka_bootstr
         await good.stop()
 
 
-async def test_a_failing_endpoint_is_retried_and_order_per_transaction_kept(kafka_bootstrap: str,
-                                                                             tmp_path: Path) -> None:
+async def test_a_failing_endpoint_is_retried_and_order_per_transaction_kept(
+    kafka_bootstrap: str, tmp_path: Path
+) -> None:
     acme = tenant()
     failures = 0
 
@@ -109,18 +110,27 @@ async def test_a_slow_endpoint_holds_back_no_other_endpoint_or_tenant(kafka_boot
         await release.wait()
         return 200
 
-    slow, same_tenant, other_tenant = (await Receiver(hold).start(), await Receiver().start(),
-                                       await Receiver().start())
-    service = WebhooksProcess(kafka_bootstrap, tmp_path, [
-        endpoint("slow", acme, slow, timeout="2m"), endpoint("fast", acme, same_tenant),
-        endpoint("other", globex, other_tenant)])
+    slow, same_tenant, other_tenant = (await Receiver(hold).start(), await Receiver().start(), await Receiver().start())
+    service = WebhooksProcess(
+        kafka_bootstrap,
+        tmp_path,
+        [
+            endpoint("slow", acme, slow, timeout="2m"),
+            endpoint("fast", acme, same_tenant),
+            endpoint("other", globex, other_tenant),
+        ],
+    )
     await service.start()
     try:
         ours = await write_events(kafka_bootstrap, acme, 8)
         theirs = await write_events(kafka_bootstrap, globex, 8)
         # The slow endpoint answers nothing until the others have everything: were they waiting on it, this fails.
-        await wait_for(lambda: complete(same_tenant, ours) and complete(other_tenant, theirs), 60,
-                       "the fast endpoints' events while the slow one hangs", service.log)
+        await wait_for(
+            lambda: complete(same_tenant, ours) and complete(other_tenant, theirs),
+            60,
+            "the fast endpoints' events while the slow one hangs",
+            service.log,
+        )
         assert slow.received == []  # its requests are all still waiting for an answer
         release.set()
         await wait_for(lambda: complete(slow, ours), 60, "the slow endpoint's events once it answers", service.log)
@@ -133,8 +143,7 @@ async def test_a_slow_endpoint_holds_back_no_other_endpoint_or_tenant(kafka_boot
             await receiver.stop()
 
 
-async def test_an_endpoint_that_dies_mid_run_gets_everything_once_back(kafka_bootstrap: str,
-                                                                       tmp_path: Path) -> None:
+async def test_an_endpoint_that_dies_mid_run_gets_everything_once_back(kafka_bootstrap: str, tmp_path: Path) -> None:
     acme = tenant()
     dying = await Receiver().start()
     service = WebhooksProcess(kafka_bootstrap, tmp_path, [endpoint("dying", acme, dying)])
@@ -146,8 +155,12 @@ async def test_an_endpoint_that_dies_mid_run_gets_everything_once_back(kafka_boo
         written |= await write_events(kafka_bootstrap, acme, 8, prefix="later")
 
         async def refused() -> float:
-            return metric(await service.metrics(), "mailstream_webhook_attempts_total", endpoint="config-dying",
-                          result="no_answer")
+            return metric(
+                await service.metrics(),
+                "mailstream_webhook_attempts_total",
+                endpoint="config-dying",
+                result="no_answer",
+            )
 
         deadline = time.monotonic() + 30
         while await refused() < 5:  # the service keeps trying the dead endpoint
@@ -182,8 +195,9 @@ async def test_a_stopped_service_resumes_where_it_stopped(kafka_bootstrap: str, 
         await receiver.stop()
 
 
-async def test_a_killed_service_loses_nothing_and_resends_only_the_uncommitted(kafka_bootstrap: str,
-                                                                                tmp_path: Path) -> None:
+async def test_a_killed_service_loses_nothing_and_resends_only_the_uncommitted(
+    kafka_bootstrap: str, tmp_path: Path
+) -> None:
     acme = tenant()
 
     async def a_little_slow(_: Receiver, __: dict[str, Any]) -> int:
@@ -226,8 +240,12 @@ async def test_replicas_share_an_endpoints_partitions(kafka_bootstrap: str, tmp_
         written: dict[str, list[str]] = {}
 
         async def delivered(replica: WebhooksProcess) -> float:
-            return metric(await replica.metrics(), "mailstream_webhook_deliveries_total", endpoint="config-hook",
-                          outcome="delivered")
+            return metric(
+                await replica.metrics(),
+                "mailstream_webhook_deliveries_total",
+                endpoint="config-hook",
+                outcome="delivered",
+            )
 
         deadline = time.monotonic() + 60
         while not (await delivered(first) > 0 and await delivered(second) > 0):  # the group spread the partitions

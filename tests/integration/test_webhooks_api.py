@@ -23,14 +23,25 @@ pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
 async def start_ingest(service: WebhooksProcess, tmp_path: Path, key: str, tenant: str) -> tuple[Any, str]:
     port = free_port()
-    config = {**service.config(), "ingest": {
-        "port": port, "message_id_domain": "mailstream.test", "status_db": str(tmp_path / "status.sqlite3"),
-        "api_keys": [{"key": key, "tenant": tenant}]}}
+    config = {
+        **service.config(),
+        "ingest": {
+            "port": port,
+            "message_id_domain": "mailstream.test",
+            "status_db": str(tmp_path / "status.sqlite3"),
+            "api_keys": [{"key": key, "tenant": tenant}],
+        },
+    }
     path = tmp_path / "ingest.yaml"
     path.write_text(yaml.safe_dump(config))
     log = (tmp_path / "ingest.log").open("ab")
-    proc = await asyncio.to_thread(subprocess.Popen, [sys.executable, "-m", "mailstream.ingest", "--config", str(path)],
-                                   stdout=log, stderr=subprocess.STDOUT, cwd=tmp_path)
+    proc = await asyncio.to_thread(
+        subprocess.Popen,
+        [sys.executable, "-m", "mailstream.ingest", "--config", str(path)],
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        cwd=tmp_path,
+    )
     log.close()
     base = f"http://127.0.0.1:{port}"
     deadline = time.monotonic() + 60
@@ -46,8 +57,9 @@ async def start_ingest(service: WebhooksProcess, tmp_path: Path, key: str, tenan
             await asyncio.sleep(0.2)
 
 
-async def test_an_endpoint_registered_by_api_is_delivered_to_and_its_attempts_shown(kafka_bootstrap: str,
-                                                                                    tmp_path: Path) -> None:
+async def test_an_endpoint_registered_by_api_is_delivered_to_and_its_attempts_shown(
+    kafka_bootstrap: str, tmp_path: Path
+) -> None:
     tenant, key = f"t{uuid.uuid4().hex[:8]}", f"key-{uuid.uuid4().hex}"
     failures = 0
 
@@ -62,13 +74,18 @@ async def test_an_endpoint_registered_by_api_is_delivered_to_and_its_attempts_sh
     ingest, base = await start_ingest(service, tmp_path, key, tenant)
     try:
         async with httpx.AsyncClient(base_url=base, headers={"Authorization": f"Bearer {key}"}) as api:
-            created = await api.post("/api/webhooks", json={"name": "mine", "url": receiver.url, "secret": SECRET,
-                                                            "events": ["delivered"]})
+            created = await api.post(
+                "/api/webhooks", json={"name": "mine", "url": receiver.url, "secret": SECRET, "events": ["delivered"]}
+            )
             assert created.status_code == 201, created.text
             ident = created.json()["id"]
             written = await write_events(kafka_bootstrap, tenant, 4)
-            await wait_for(lambda: per_transaction(receiver) == dict.fromkeys(written, 1), 60,
-                           "the delivered events at the API's endpoint", service.log)
+            await wait_for(
+                lambda: per_transaction(receiver) == dict.fromkeys(written, 1),
+                60,
+                "the delivered events at the API's endpoint",
+                service.log,
+            )
             assert all(r.signed for r in receiver.received)
 
             async def attempts() -> list[dict[str, Any]]:
@@ -80,8 +97,10 @@ async def test_an_endpoint_registered_by_api_is_delivered_to_and_its_attempts_sh
             while len(shown := await attempts()) < 6:  # 2 failures + 4 deliveries
                 assert time.monotonic() < deadline, shown
                 await asyncio.sleep(0.2)
-            assert sorted((a["status_code"], a["outcome"]) for a in shown) == [
-                (200, "DELIVERED")] * 4 + [(503, "RETRYING")] * 2
+            assert (
+                sorted((a["status_code"], a["outcome"]) for a in shown)
+                == [(200, "DELIVERED")] * 4 + [(503, "RETRYING")] * 2
+            )
             assert {a["transaction_id"] for a in shown} == set(written)
             assert all(a["given_up"] is False and a["duration_ms"] >= 0 for a in shown)
 

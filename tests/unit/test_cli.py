@@ -10,8 +10,9 @@ from mailstream import cli
 from mailstream.scheduler.__main__ import main as scheduler_main
 
 
-def test_mailstream_help_lists_the_services(monkeypatch: pytest.MonkeyPatch,
-                                            capsys: pytest.CaptureFixture[str]) -> None:
+def test_mailstream_help_lists_the_services(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
     monkeypatch.setattr(sys, "argv", ["mailstream", "--help"])
     assert cli.main() == 0
     out = capsys.readouterr().out
@@ -19,8 +20,9 @@ def test_mailstream_help_lists_the_services(monkeypatch: pytest.MonkeyPatch,
         assert service in out
 
 
-def test_mailstream_without_a_service_is_a_usage_error(monkeypatch: pytest.MonkeyPatch,
-                                                       capsys: pytest.CaptureFixture[str]) -> None:
+def test_mailstream_without_a_service_is_a_usage_error(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
     monkeypatch.setattr(sys, "argv", ["mailstream"])
     assert cli.main() == 2
     assert capsys.readouterr().err.startswith("usage: mailstream")

@@ -48,8 +48,13 @@ def kustomize() -> str:
 
 @functools.cache
 def _render(overlay: str, binary: str) -> tuple[Resource, ...]:
-    out = subprocess.run([binary, "build", str(KUBERNETES / "overlays" / overlay)], capture_output=True, text=True,
-                         check=True, timeout=60).stdout
+    out = subprocess.run(
+        [binary, "build", str(KUBERNETES / "overlays" / overlay)],
+        capture_output=True,
+        text=True,
+        check=True,
+        timeout=60,
+    ).stdout
     return tuple(doc for doc in yaml.safe_load_all(out) if doc)
 
 
@@ -90,17 +95,20 @@ def pod_config(resources: tuple[Resource, ...], service: str) -> tuple[Config, R
 
 
 def health_address(config: Config, service: str) -> tuple[str, int]:
-    return {"ingest": (config.ingest.host, config.ingest.port),
-            "scheduler": (config.scheduler.web_host, config.scheduler.web_port),
-            "delivery": (config.delivery.metrics_host, config.delivery.metrics_port),
-            "gateway": (config.gateway.web_host, config.gateway.web_port),
-            "webhooks": (config.webhooks.web_host, config.webhooks.web_port)}[service]
+    return {
+        "ingest": (config.ingest.host, config.ingest.port),
+        "scheduler": (config.scheduler.web_host, config.scheduler.web_port),
+        "delivery": (config.delivery.metrics_host, config.delivery.metrics_port),
+        "gateway": (config.gateway.web_host, config.gateway.web_port),
+        "webhooks": (config.webhooks.web_host, config.webhooks.web_port),
+    }[service]
 
 
 @pytest.mark.parametrize("overlay", OVERLAYS)
 @pytest.mark.parametrize("service", SERVICES)
 def test_each_pod_runs_its_service_with_the_mounted_file_and_is_probed_where_it_listens(
-        overlay: str, service: str) -> None:
+    overlay: str, service: str
+) -> None:
     config, _, container = pod_config(render(overlay), service)
     assert container["args"] == [service, "--config", CONFIG_PATH]
     assert any(m["mountPath"] == CONFIG_PATH for m in container["volumeMounts"])
@@ -118,14 +126,19 @@ def test_each_pod_runs_its_service_with_the_mounted_file_and_is_probed_where_it_
 
 @pytest.mark.parametrize("overlay", OVERLAYS)
 def test_every_service_has_a_disruption_budget_and_ingest_and_delivery_an_autoscaler_within_the_partitions(
-        overlay: str) -> None:
+    overlay: str,
+) -> None:
     resources = render(overlay)
-    budgets = {r["spec"]["selector"]["matchLabels"]["app.kubernetes.io/name"] for r in resources
-               if r["kind"] == "PodDisruptionBudget"}
+    budgets = {
+        r["spec"]["selector"]["matchLabels"]["app.kubernetes.io/name"]
+        for r in resources
+        if r["kind"] == "PodDisruptionBudget"
+    }
     assert budgets == {f"mailstream-{s}" for s in SERVICES}
     partitions = int(one(resources, "ConfigMap", "mailstream-env")["data"]["MAILSTREAM_PARTITIONS"])
-    scalers = {r["spec"]["scaleTargetRef"]["name"]: r["spec"] for r in resources
-               if r["kind"] == "HorizontalPodAutoscaler"}
+    scalers = {
+        r["spec"]["scaleTargetRef"]["name"]: r["spec"] for r in resources if r["kind"] == "HorizontalPodAutoscaler"
+    }
     assert set(scalers) == {"mailstream-ingest", "mailstream-delivery"}
     # A delivery worker beyond the partition count owns no egress path.
     assert scalers["mailstream-delivery"]["maxReplicas"] <= partitions
@@ -142,12 +155,13 @@ def test_grace_periods_outlast_each_services_shutdown(overlay: str) -> None:
     txn_timeout = inspect.signature(TransactionalProcessor).parameters["transaction_timeout_ms"].default / 1000
     for service in SERVICES:
         config, pod, container = pod_config(resources, service)
-        shutdown = {"ingest": MAX_WAIT_SECONDS,  # a status long poll in progress
-                    "gateway": SHUTDOWN_GRACE + config.gateway.cut_through_wait.total_seconds(),
-                    "scheduler": txn_timeout,  # the batch in progress commits or aborts
-                    "delivery": DELIVERY_STOP,
-                    "webhooks": max((e.timeout.total_seconds() for e in config.webhooks.endpoints),
-                                    default=WEBHOOK_TIMEOUT)}[service]  # the POST in flight
+        shutdown = {
+            "ingest": MAX_WAIT_SECONDS,  # a status long poll in progress
+            "gateway": SHUTDOWN_GRACE + config.gateway.cut_through_wait.total_seconds(),
+            "scheduler": txn_timeout,  # the batch in progress commits or aborts
+            "delivery": DELIVERY_STOP,
+            "webhooks": max((e.timeout.total_seconds() for e in config.webhooks.endpoints), default=WEBHOOK_TIMEOUT),
+        }[service]  # the POST in flight
         needed = _pre_stop(container) + shutdown
         assert pod["terminationGracePeriodSeconds"] > needed, f"{service}: {needed} s to stop"
 
@@ -159,14 +173,14 @@ def test_production_replicates_three_ways_and_small_keeps_the_single_broker_defa
             assert config.kafka.replication_factor == factor, (overlay, service)
 
 
-def test_strimzi_topics_are_the_declared_topics_with_the_deployments_partitions_and_production_replication(
-        ) -> None:
+def test_strimzi_topics_are_the_declared_topics_with_the_deployments_partitions_and_production_replication() -> None:
     resources = render("strimzi")
     partitions = int(one(resources, "ConfigMap", "mailstream-env")["data"]["MAILSTREAM_PARTITIONS"])
     committed = (KUBERNETES / "overlays" / "strimzi" / "topics.yaml").read_text()
     assert committed == strimzi.render(cluster="mailstream", partitions=partitions), (
         f"stale: python -m mailstream.events.strimzi --partitions {partitions} > "
-        "deploy/kubernetes/overlays/strimzi/topics.yaml")
+        "deploy/kubernetes/overlays/strimzi/topics.yaml"
+    )
     kafka = one(resources, "Kafka", "mailstream")
     topics = [r for r in resources if r["kind"] == "KafkaTopic"]
     assert sorted(t["spec"]["topicName"] for t in topics) == sorted(s.name for s in ALL_TOPICS)

@@ -27,47 +27,67 @@ class Clients:
     watermarks: Consumer  # read_uncommitted, for high watermarks
 
     @classmethod
-    def open(cls, *, bootstrap: str, group_id: str, name: str, transactional_id: str, transaction_timeout_ms: int,
-             session_timeout_ms: int, max_message_bytes: int) -> Clients:
+    def open(
+        cls,
+        *,
+        bootstrap: str,
+        group_id: str,
+        name: str,
+        transactional_id: str,
+        transaction_timeout_ms: int,
+        session_timeout_ms: int,
+        max_message_bytes: int,
+    ) -> Clients:
         common = {"bootstrap.servers": bootstrap, "client.id": name}
-        producer = Producer(producer_config(bootstrap, **{
-            "client.id": name,
-            "transactional.id": transactional_id,
-            "transaction.timeout.ms": transaction_timeout_ms,
-            # The next transaction's first requests often meet CONCURRENT_TRANSACTIONS while the
-            # coordinator still writes the last one's markers; the 100 ms default backoff halves throughput.
-            "retry.backoff.ms": 20,
-            # Refuse an oversized output in produce(), before it takes a sequence number: a broker-side
-            # refusal leaves a sequence gap that fails the next transaction as well.
-            "message.max.bytes": max_message_bytes,
-        }))
-        consumer = Consumer({
-            **common,
-            "group.id": group_id,
-            "isolation.level": "read_committed",
-            "enable.auto.commit": False,
-            "enable.auto.offset.store": False,
-            "auto.offset.reset": "earliest",
-            # Eager range assignment moves partition p of every input together.
-            "partition.assignment.strategy": "range",
-            "session.timeout.ms": session_timeout_ms,
-            "heartbeat.interval.ms": max(100, session_timeout_ms // 6),
-            **BATCHED_FETCH,
-        })
+        producer = Producer(
+            producer_config(
+                bootstrap,
+                **{
+                    "client.id": name,
+                    "transactional.id": transactional_id,
+                    "transaction.timeout.ms": transaction_timeout_ms,
+                    # The next transaction's first requests often meet CONCURRENT_TRANSACTIONS while the
+                    # coordinator still writes the last one's markers; the 100 ms default backoff halves throughput.
+                    "retry.backoff.ms": 20,
+                    # Refuse an oversized output in produce(), before it takes a sequence number: a broker-side
+                    # refusal leaves a sequence gap that fails the next transaction as well.
+                    "message.max.bytes": max_message_bytes,
+                },
+            )
+        )
+        consumer = Consumer(
+            {
+                **common,
+                "group.id": group_id,
+                "isolation.level": "read_committed",
+                "enable.auto.commit": False,
+                "enable.auto.offset.store": False,
+                "auto.offset.reset": "earliest",
+                # Eager range assignment moves partition p of every input together.
+                "partition.assignment.strategy": "range",
+                "session.timeout.ms": session_timeout_ms,
+                "heartbeat.interval.ms": max(100, session_timeout_ms // 6),
+                **BATCHED_FETCH,
+            }
+        )
         # Outside the group: assign() only, never commits (librdkafka still wants a group.id).
-        restorer = Consumer({
-            **common,
-            "group.id": f"{group_id}.restore",
-            "isolation.level": "read_committed",
-            "enable.auto.commit": False,
-            "fetch.wait.max.ms": 10,
-        })
-        watermarks = Consumer({
-            **common,
-            "group.id": f"{group_id}.restore",
-            "isolation.level": "read_uncommitted",  # the true high watermark, not the last stable offset
-            "enable.auto.commit": False,
-        })
+        restorer = Consumer(
+            {
+                **common,
+                "group.id": f"{group_id}.restore",
+                "isolation.level": "read_committed",
+                "enable.auto.commit": False,
+                "fetch.wait.max.ms": 10,
+            }
+        )
+        watermarks = Consumer(
+            {
+                **common,
+                "group.id": f"{group_id}.restore",
+                "isolation.level": "read_uncommitted",  # the true high watermark, not the last stable offset
+                "enable.auto.commit": False,
+            }
+        )
         return cls(consumer, producer, restorer, watermarks)
 
     def check_topics(self, inputs: Sequence[str], changelog: str, partitions: int) -> None:
@@ -102,8 +122,7 @@ def retrying(what: str, op: Callable[[], _T], log: FilteringBoundLogger) -> _T:
             return op()
         except KafkaException as exc:
             err = kafka_error(exc)
-            if err is None or not err.retriable() or err.fatal() or err.txn_requires_abort() \
-                    or attempt == _RETRIES:
+            if err is None or not err.retriable() or err.fatal() or err.txn_requires_abort() or attempt == _RETRIES:
                 raise
             log.warning("kafka_retry", op=what, attempt=attempt, code=err.name(), error=err.str())
     raise AssertionError("unreachable")

@@ -39,14 +39,26 @@ class DeadLetters:
         where = _where(failed)
         if len(records) == 1:
             self._poison = (where, f"{type(exc).__name__}: {exc}")
-            self.log.error("poison_record", topic=where[0], partition=where[1], offset=where[2],
-                           error=self._poison[1], dead_letter=self.topic)
+            self.log.error(
+                "poison_record",
+                topic=where[0],
+                partition=where[1],
+                offset=where[2],
+                error=self._poison[1],
+                dead_letter=self.topic,
+            )
             return
         for msg in records:
             tp = (msg.topic() or "", msg.partition() or 0)
             self._careful_until[tp] = max(self._careful_until.get(tp, -1), msg.offset() or 0)
-        self.log.warning("handler_failed_isolating", topic=where[0], partition=where[1], offset=where[2],
-                         error=f"{type(exc).__name__}: {exc}", records=len(records))
+        self.log.warning(
+            "handler_failed_isolating",
+            topic=where[0],
+            partition=where[1],
+            offset=where[2],
+            error=f"{type(exc).__name__}: {exc}",
+            records=len(records),
+        )
 
     def divert(self, msg: Message, txn: Transaction) -> bool:
         """Write `msg` to the dead-letter topic in `txn` if it is the poison record (its offset commits
@@ -55,9 +67,18 @@ class DeadLetters:
             return False
         assert self.topic is not None  # isolate() marks a poison record only with a topic to divert it to
         (topic, partition, offset), error = self._poison
-        txn.produce(self.topic, msg.key(), msg.value(), headers=[
-            ("error", error), ("topic", topic), ("partition", str(partition)), ("offset", str(offset)),
-            ("processor", self.processor)])
+        txn.produce(
+            self.topic,
+            msg.key(),
+            msg.value(),
+            headers=[
+                ("error", error),
+                ("topic", topic),
+                ("partition", str(partition)),
+                ("offset", str(offset)),
+                ("processor", self.processor),
+            ],
+        )
         self._poison = None
         self.count += 1
         return True

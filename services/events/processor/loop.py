@@ -45,12 +45,26 @@ class TransactionalProcessor:
     is refused by ``produce()`` and aborts the batch like any other abortable error.
     """
 
-    def __init__(self, *, bootstrap: str, group_id: str, inputs: Sequence[str], changelog: str, partitions: int,
-                 handler: PartitionHandler, clock: Callable[[], datetime], tick_interval: float = 1.0,
-                 max_batch: int = 500, transaction_timeout_ms: int = 10_000, name: str = "processor",
-                 session_timeout_ms: int = 6_000, poll_timeout: float = 0.1,
-                 max_message_bytes: int = 1024 * 1024, dead_letter: str | None = None,
-                 commit_interval: float = 0.05) -> None:
+    def __init__(
+        self,
+        *,
+        bootstrap: str,
+        group_id: str,
+        inputs: Sequence[str],
+        changelog: str,
+        partitions: int,
+        handler: PartitionHandler,
+        clock: Callable[[], datetime],
+        tick_interval: float = 1.0,
+        max_batch: int = 500,
+        transaction_timeout_ms: int = 10_000,
+        name: str = "processor",
+        session_timeout_ms: int = 6_000,
+        poll_timeout: float = 0.1,
+        max_message_bytes: int = 1024 * 1024,
+        dead_letter: str | None = None,
+        commit_interval: float = 0.05,
+    ) -> None:
         if not inputs:
             raise ValueError("at least one input topic")
         if changelog in inputs:
@@ -135,18 +149,28 @@ class TransactionalProcessor:
         handler's exception (after aborting that batch's transaction)."""
         self._stop = stop
         self._clients = Clients.open(
-            bootstrap=self._bootstrap, group_id=self._group_id, name=self._name,
-            transactional_id=self._transactional_id, transaction_timeout_ms=self._txn_timeout_ms,
-            session_timeout_ms=self._session_timeout_ms, max_message_bytes=self._max_message_bytes)
+            bootstrap=self._bootstrap,
+            group_id=self._group_id,
+            name=self._name,
+            transactional_id=self._transactional_id,
+            transaction_timeout_ms=self._txn_timeout_ms,
+            session_timeout_ms=self._session_timeout_ms,
+            max_message_bytes=self._max_message_bytes,
+        )
         self._txn = Transaction(self._clients.producer, self._wait_s, self._log)
         consumer, producer = self._clients.consumer, self._clients.producer
         try:
             self._clients.check_topics(self._inputs, self._changelog, self._partitions)
             retrying("init_transactions", lambda: producer.init_transactions(self._wait_s), self._log)
-            consumer.subscribe(self._inputs, on_assign=self._on_assign, on_revoke=self._on_revoke,
-                               on_lost=self._on_lost)
-            self._log.info("processor_started", transactional_id=self._transactional_id, inputs=self._inputs,
-                           changelog=self._changelog)
+            consumer.subscribe(
+                self._inputs, on_assign=self._on_assign, on_revoke=self._on_revoke, on_lost=self._on_lost
+            )
+            self._log.info(
+                "processor_started",
+                transactional_id=self._transactional_id,
+                inputs=self._inputs,
+                changelog=self._changelog,
+            )
             last_tick = self._clock()
             while not stop.is_set():
                 records = self._gather(consumer)
@@ -189,8 +213,9 @@ class TransactionalProcessor:
                 if msg.partition() in self._owned:
                     records.append(msg)
                 else:
-                    self._log.error("record_of_unowned_partition", topic=msg.topic(), partition=msg.partition(),
-                                    offset=msg.offset())
+                    self._log.error(
+                        "record_of_unowned_partition", topic=msg.topic(), partition=msg.partition(), offset=msg.offset()
+                    )
             elif err.fatal():
                 raise ProcessorFatalError(f"consumer: {err.str()}")
             else:
@@ -207,8 +232,9 @@ class TransactionalProcessor:
             for current in records:
                 if self._dead_letters.divert(current, txn):
                     continue
-                self._handler.on_record(current.partition() or 0, current.topic() or "", current.key(),
-                                        current.value() or b"", now, out)
+                self._handler.on_record(
+                    current.partition() or 0, current.topic() or "", current.key(), current.value() or b"", now, out
+                )
             current = None
             if tick:
                 self._handler.on_tick(now, out)
@@ -253,9 +279,12 @@ class TransactionalProcessor:
         """Next offset of every owned input partition, read or not: the group generation they
         carry is what fences a zombie."""
         tps = [TopicPartition(t, p) for t in self._inputs for p in sorted(self._owned)]
-        return [TopicPartition(tp.topic, tp.partition,
-                               tp.offset if tp.offset >= 0 else self._start[(tp.topic, tp.partition)])
-                for tp in self._kafka.consumer.position(tps)]
+        return [
+            TopicPartition(
+                tp.topic, tp.partition, tp.offset if tp.offset >= 0 else self._start[(tp.topic, tp.partition)]
+            )
+            for tp in self._kafka.consumer.position(tps)
+        ]
 
     def _transaction_failed(self, exc: KafkaException) -> None:
         """Abort and rewind on any non-fatal error (abortable, or a produce refused because the
@@ -265,7 +294,7 @@ class TransactionalProcessor:
             self._abort("kafka_error", code=err.name(), error=err.str(), requires_abort=err.txn_requires_abort())
             self._recover()
             if self._failures > 1:  # a record that fails every time (say, oversized output) must not spin
-                self._stop.wait(min(0.05 * 2 ** self._failures, 5.0))
+                self._stop.wait(min(0.05 * 2**self._failures, 5.0))
             return
         self._last_ok = False
         detail = err.str() if err is not None else str(exc)
@@ -303,8 +332,12 @@ class TransactionalProcessor:
         consumer.assign([TopicPartition(t, p, self._start[(t, p)]) for t in self._inputs for p in owned])
         self._owned = frozenset(owned)
         self._joined = True
-        self._log.info("partitions_assigned", partitions=owned, state_keys=restored,
-                       restore_ms=round((time.monotonic() - started) * 1000))
+        self._log.info(
+            "partitions_assigned",
+            partitions=owned,
+            state_keys=restored,
+            restore_ms=round((time.monotonic() - started) * 1000),
+        )
 
     def _on_revoke(self, consumer: Consumer, tps: list[TopicPartition]) -> None:
         self._drop("partitions_revoked")
@@ -327,8 +360,10 @@ class TransactionalProcessor:
             by_partition.setdefault(tp.partition, set()).add(tp.topic)
         for p, topics in by_partition.items():
             if topics != set(self._inputs) or not 0 <= p < self._partitions:
-                raise ProcessorFatalError(f"partition {p} assigned for {sorted(topics)}, expected all of "
-                                          f"{self._inputs} (co-partitioned, range assignor)")
+                raise ProcessorFatalError(
+                    f"partition {p} assigned for {sorted(topics)}, expected all of "
+                    f"{self._inputs} (co-partitioned, range assignor)"
+                )
         return sorted(by_partition)
 
     def _take(self, owned: list[int]) -> dict[int, int]:
@@ -337,8 +372,9 @@ class TransactionalProcessor:
         clients = self._kafka
         tps = [TopicPartition(t, p) for t in self._inputs for p in owned]
         self._start.update(starting_offsets(clients.consumer, clients.watermarks, tps, self._wait_s))
-        states = read_changelog(clients.restorer, clients.watermarks, self._changelog, owned, self._wait_s,
-                                self._stop, self._log)
+        states = read_changelog(
+            clients.restorer, clients.watermarks, self._changelog, owned, self._wait_s, self._stop, self._log
+        )
         for p in owned:
             self._handler.assigned(p, states[p])
         return {p: len(states[p]) for p in owned}
@@ -366,5 +402,9 @@ class TransactionalProcessor:
         self._owned = frozenset()
         self._joined = False
         self._clients = self._txn = None
-        self._log.info("processor_stopped", records_processed=self._records_processed,
-                       transactions_committed=self._committed, transactions_aborted=self._aborted)
+        self._log.info(
+            "processor_stopped",
+            records_processed=self._records_processed,
+            transactions_committed=self._committed,
+            transactions_aborted=self._aborted,
+        )

@@ -20,8 +20,9 @@ class Stopping(Exception):
     """Stop was requested while a restore waited for an open transaction to end."""
 
 
-def starting_offsets(consumer: Consumer, watermarks: Consumer, tps: list[TopicPartition],
-                     wait_s: float) -> dict[tuple[str, int], int]:
+def starting_offsets(
+    consumer: Consumer, watermarks: Consumer, tps: list[TopicPartition], wait_s: float
+) -> dict[tuple[str, int], int]:
     """The committed offset of each input partition; where nothing is committed, its earliest record."""
     try:
         committed = consumer.committed(tps, timeout=wait_s) if tps else []
@@ -38,8 +39,15 @@ def starting_offsets(consumer: Consumer, watermarks: Consumer, tps: list[TopicPa
     return starts
 
 
-def read_changelog(restorer: Consumer, watermarks: Consumer, changelog: str, owned: list[int], wait_s: float,
-                   stop: threading.Event, log: FilteringBoundLogger) -> dict[int, dict[bytes, bytes]]:
+def read_changelog(
+    restorer: Consumer,
+    watermarks: Consumer,
+    changelog: str,
+    owned: list[int],
+    wait_s: float,
+    stop: threading.Event,
+    log: FilteringBoundLogger,
+) -> dict[int, dict[bytes, bytes]]:
     """Latest value per key of each changelog partition, read_committed, up to its end.
 
     The end is the high watermark taken now (read_uncommitted, so it counts open transactions).
@@ -81,12 +89,17 @@ def read_changelog(restorer: Consumer, watermarks: Consumer, changelog: str, own
             if pending and stop.is_set():
                 raise Stopping
             if pending and now > deadline:
-                raise ProcessorFatalError(f"changelog {changelog} partitions {sorted(pending)} not "
-                                          f"restorable within {wait_s:.0f}s (transaction left open?)")
+                raise ProcessorFatalError(
+                    f"changelog {changelog} partitions {sorted(pending)} not "
+                    f"restorable within {wait_s:.0f}s (transaction left open?)"
+                )
             if pending and now > next_report:
                 next_report = now + 5.0
-                log.info("restore_waiting", ends={p: ends[p] for p in pending},
-                         positions={tp.partition: tp.offset for tp in positions if tp.partition in pending})
+                log.info(
+                    "restore_waiting",
+                    ends={p: ends[p] for p in pending},
+                    positions={tp.partition: tp.offset for tp in positions if tp.partition in pending},
+                )
     finally:
         restorer.unassign()
     return states

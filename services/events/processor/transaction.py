@@ -57,8 +57,14 @@ class Transaction:
             self.producer.begin_transaction()
             self.open = True
 
-    def produce(self, topic: str, key: bytes | None, value: bytes | None, partition: int | None = None,
-                headers: Headers | None = None) -> None:
+    def produce(
+        self,
+        topic: str,
+        key: bytes | None,
+        value: bytes | None,
+        partition: int | None = None,
+        headers: Headers | None = None,
+    ) -> None:
         self.begin()
         extra: dict[str, Any] = {} if partition is None else {"partition": partition}
         if headers is not None:
@@ -73,8 +79,11 @@ class Transaction:
     def commit(self, offsets: list[TopicPartition], metadata: Any) -> None:  # the consumer's group metadata
         """Raises ProcessorFatalError when the outcome cannot be known (a restart restores from Kafka)."""
         producer = self.producer
-        retrying("send_offsets_to_transaction",
-                 lambda: producer.send_offsets_to_transaction(offsets, metadata, self.wait_s), self.log)
+        retrying(
+            "send_offsets_to_transaction",
+            lambda: producer.send_offsets_to_transaction(offsets, metadata, self.wait_s),
+            self.log,
+        )
         try:
             retrying("commit_transaction", lambda: producer.commit_transaction(self.wait_s), self.log)
         except KafkaException as exc:

@@ -13,8 +13,14 @@ from mailstream.events.records import DeliveryResponse
 from mailstream.events.topics import RESPONSES
 from tests.infra.tarpit import Tarpit
 
-SETTINGS = SessionSettings(ehlo_domain="worker.test", source_address=None, starttls="disabled", login=None,
-                           connect_timeout=5.0, command_timeout=5.0)
+SETTINGS = SessionSettings(
+    ehlo_domain="worker.test",
+    source_address=None,
+    starttls="disabled",
+    login=None,
+    connect_timeout=5.0,
+    command_timeout=5.0,
+)
 
 
 async def test_a_reply_that_is_not_utf8_is_recorded_with_replacements_and_encodes() -> None:
@@ -27,9 +33,19 @@ async def test_a_reply_that_is_not_utf8_is_recorded_with_replacements_and_encode
     assert (attempt.response.code, attempt.response.enhanced_code) == (250, "2.0.0")
     assert attempt.response.content == "queued as \ufffd\ufffd42 caf\u00e9"  # valid UTF-8 kept as it was
     now = datetime.now(UTC)
-    answer = DeliveryResponse(id="t", attempt=1, attempt_id="t/1", queue="example.com", outcome="DELIVERED",
-                              response=attempt.response, egress_source="s", egress_path="s->site",
-                              peer_address=attempt.peer_address, started_at=now, completed_at=now)
+    answer = DeliveryResponse(
+        id="t",
+        attempt=1,
+        attempt_id="t/1",
+        queue="example.com",
+        outcome="DELIVERED",
+        response=attempt.response,
+        egress_source="s",
+        egress_path="s->site",
+        peer_address=attempt.peer_address,
+        started_at=now,
+        completed_at=now,
+    )
     decoded = RESPONSES.decode(RESPONSES.encode(answer))
     assert isinstance(decoded, DeliveryResponse)
     assert decoded.response == attempt.response

@@ -15,7 +15,8 @@ ROOT = Path(__file__).resolve().parents[3]
 
 def test_committed_catalogue_is_current() -> None:
     assert (ROOT / "docs/events.md").read_text() == render(), (
-        "docs/events.md is stale: run `python -m mailstream.events.catalogue > docs/events.md`")
+        "docs/events.md is stale: run `python -m mailstream.events.catalogue > docs/events.md`"
+    )
 
 
 def test_every_topic_and_record_type_is_in_it() -> None:

@@ -50,7 +50,12 @@ def test_ingest_and_stage_1_build_version_0_with_one_function() -> None:
     assert submission.reception_status is reception_status
     v0 = reception_status(msg)
     assert (v0.version, v0.status, v0.created_at, v0.updated_at, v0.next_attempt_at) == (
-        0, "scheduled", msg.received_at, msg.received_at, msg.send_at)
+        0,
+        "scheduled",
+        msg.received_at,
+        msg.received_at,
+        msg.send_at,
+    )
     held = on_accepted(msg, 3, "warm").state
     assert held is not None
     assert held.transaction == reception_status(msg, "warm") == v0.model_copy(update={"egress_pool": "warm"})

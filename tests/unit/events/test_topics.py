@@ -29,8 +29,8 @@ from mailstream.events.topics import (
     STATUS,
     TopicSpec,
 )
-from tests.unit.test_queue_controls_simulation import START, Twin
-from tests.unit.test_queue_states_simulation import TIGHT, latest
+from tests.unit.scheduler.test_queue_controls_simulation import START, Twin
+from tests.unit.scheduler.test_queue_states_simulation import TIGHT, latest
 
 EXAMPLES: dict[type[Record], Record] = {type(r): r for r in fixtures.ALL}
 
@@ -79,7 +79,8 @@ def test_the_twin_refuses_a_stage_output_or_state_its_topic_does_not_declare() -
 
 def test_a_scenario_writes_every_type_declared_on_the_shared_topics_and_nothing_else() -> None:
     """Promotions, a cancel notice and settlements on mail.ready; responses and a verdict on mail.responses;
-    messages, counters, controls and totals in the changelogs. (UsageHandover: tests/unit/test_egress_regrouping.)"""
+    messages, counters, controls and totals in the changelogs.
+    (UsageHandover: tests/unit/scheduler/test_egress_regrouping.)"""
     clock = ManualClock(START)
     twin = Twin(TIGHT)
     ids = twin.submit(4, START)

@@ -69,14 +69,18 @@ async def wire(app: GatewayApp) -> AsyncIterator[Wire]:
     await w.close()
 
 
-@pytest.mark.parametrize("body", [
-    b"Subject: x\r\n\r\nbare\nLF\r\n",
-    b"Subject: x\r\n\r\nbare\rCR\r\n",
-    b"Subject: x\r\n\r\nsmuggled\n.\nMAIL FROM:<evil@example.test>\r\n",
-    b"Subject: x\r\n\r\nsmuggled\r.\rRCPT TO:<evil@example.test>\r\n",
-])
-async def test_bare_line_endings_and_smuggling_sequences_are_refused_not_split(app: GatewayApp, wire: Wire,
-                                                                                body: bytes) -> None:
+@pytest.mark.parametrize(
+    "body",
+    [
+        b"Subject: x\r\n\r\nbare\nLF\r\n",
+        b"Subject: x\r\n\r\nbare\rCR\r\n",
+        b"Subject: x\r\n\r\nsmuggled\n.\nMAIL FROM:<evil@example.test>\r\n",
+        b"Subject: x\r\n\r\nsmuggled\r.\rRCPT TO:<evil@example.test>\r\n",
+    ],
+)
+async def test_bare_line_endings_and_smuggling_sequences_are_refused_not_split(
+    app: GatewayApp, wire: Wire, body: bytes
+) -> None:
     await wire.ready_for_data()
     await wire.send(body + b".\r\n")
     assert (await wire.reply()).startswith("554 5.6.0")
@@ -132,8 +136,10 @@ async def test_unknown_and_out_of_sequence_commands_get_enhanced_codes(wire: Wir
 
 async def test_a_pipelined_transaction_gets_one_reply_per_command_in_order(app: GatewayApp, wire: Wire) -> None:
     assert (await wire.command("EHLO wire.test")).startswith("250 ")
-    await wire.send(f"AUTH PLAIN {AUTH}\r\nMAIL FROM:<app@acme.test>\r\nRCPT TO:<a@example.test>\r\n"
-                    "RCPT TO:<bad address>\r\nRCPT TO:<b@example.test>\r\nDATA\r\n".encode())
+    await wire.send(
+        f"AUTH PLAIN {AUTH}\r\nMAIL FROM:<app@acme.test>\r\nRCPT TO:<a@example.test>\r\n"
+        "RCPT TO:<bad address>\r\nRCPT TO:<b@example.test>\r\nDATA\r\n".encode()
+    )
     replies = [await wire.reply() for _ in range(6)]
     assert [r[:3] for r in replies] == ["235", "250", "250", "553", "250", "354"]
     await wire.send(b"Subject: x\r\n\r\nhi\r\n.\r\nQUIT\r\n")
@@ -220,11 +226,15 @@ async def test_an_idle_session_is_told_and_closed(tmp_path: Path) -> None:
         await wire.close()
 
 
-
 async def test_behind_a_load_balancer_the_proxy_header_names_the_client(tmp_path: Path) -> None:
     port = free_port()
-    proxied = {"name": "behind-lb", "port": port, "mode": "ingress", "proxy_protocol": True,
-               "max_connections_per_client": 1}
+    proxied = {
+        "name": "behind-lb",
+        "port": port,
+        "mode": "ingress",
+        "proxy_protocol": True,
+        "max_connections_per_client": 1,
+    }
     async with gateway_app(tmp_path, listeners=[proxied]) as app:
         reader, writer = await asyncio.open_connection("127.0.0.1", port)
         writer.write(b"PROXY TCP4 203.0.113.9 127.0.0.1 40000 25\r\n")

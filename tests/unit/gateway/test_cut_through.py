@@ -22,26 +22,29 @@ PERM2 = FirstAttempt(554, "5.7.1", "rejected")
 F, C, T = Then.FORWARD, Then.CANCEL, Then.TOLD
 
 
-@pytest.mark.parametrize(("mode", "attempts", "reply", "then"), [
-    # submission: the server retries what is temporary; only a failure everyone got is passed on
-    ("submission", [OK], "250 2.0.0 delivered", [F]),
-    ("submission", [None], "250 2.0.0 queued", [F]),
-    ("submission", [TEMP], "250 2.0.0 queued", [F]),
-    ("submission", [PERM], "550 5.1.1 no such user", [T]),
-    ("submission", [PERM, PERM2], "550 5.1.1 no such user", [T, T]),
-    ("submission", [PERM, OK], "250 2.0.0 queued", [F, F]),
-    ("submission", [PERM, None], "250 2.0.0 queued", [F, F]),
-    ("submission", [TEMP, None], "250 2.0.0 queued", [F, F]),
-    # ingress: the sending MTA retries what is temporary itself, so mailstream stops
-    ("ingress", [OK, OK], "250 2.0.0 delivered", [F, F]),
-    ("ingress", [None], "450 4.4.1 no answer from the destination in time, try again later", [C]),
-    ("ingress", [TEMP], "451 4.3.0 try later", [C]),
-    ("ingress", [None, TEMP], "451 4.3.0 try later", [C, C]),
-    ("ingress", [PERM], "550 5.1.1 no such user", [T]),
-    ("ingress", [PERM, TEMP], "250 2.0.0 queued", [F, F]),
-    ("ingress", [OK, None], "250 2.0.0 queued", [F, F]),
-    ("ingress", [OK, PERM], "250 2.0.0 queued", [F, F]),
-])
+@pytest.mark.parametrize(
+    ("mode", "attempts", "reply", "then"),
+    [
+        # submission: the server retries what is temporary; only a failure everyone got is passed on
+        ("submission", [OK], "250 2.0.0 delivered", [F]),
+        ("submission", [None], "250 2.0.0 queued", [F]),
+        ("submission", [TEMP], "250 2.0.0 queued", [F]),
+        ("submission", [PERM], "550 5.1.1 no such user", [T]),
+        ("submission", [PERM, PERM2], "550 5.1.1 no such user", [T, T]),
+        ("submission", [PERM, OK], "250 2.0.0 queued", [F, F]),
+        ("submission", [PERM, None], "250 2.0.0 queued", [F, F]),
+        ("submission", [TEMP, None], "250 2.0.0 queued", [F, F]),
+        # ingress: the sending MTA retries what is temporary itself, so mailstream stops
+        ("ingress", [OK, OK], "250 2.0.0 delivered", [F, F]),
+        ("ingress", [None], "450 4.4.1 no answer from the destination in time, try again later", [C]),
+        ("ingress", [TEMP], "451 4.3.0 try later", [C]),
+        ("ingress", [None, TEMP], "451 4.3.0 try later", [C, C]),
+        ("ingress", [PERM], "550 5.1.1 no such user", [T]),
+        ("ingress", [PERM, TEMP], "250 2.0.0 queued", [F, F]),
+        ("ingress", [OK, None], "250 2.0.0 queued", [F, F]),
+        ("ingress", [OK, PERM], "250 2.0.0 queued", [F, F]),
+    ],
+)
 def test_the_reply_table(mode: Mode, attempts: list[FirstAttempt | None], reply: str, then: list[Then]) -> None:
     verdict = decide(mode, attempts)
     assert (verdict.reply, list(verdict.then)) == (reply, then)

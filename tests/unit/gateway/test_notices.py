@@ -21,18 +21,30 @@ T0 = datetime(2026, 12, 2, 9, 0, tzinfo=UTC)
 HOLD = timedelta(seconds=15)
 
 
-def reception(tx: str = "tx1", *, sender: str = "app@acme.test", protocol: str = "ESMTP",
-              meta: dict[str, str] | None = None) -> LogRecord:
-    return LogRecord(type="Reception", id=tx, sender=sender, recipient="bob@example.com", queue="acme@example.com",
-                     response=SmtpResponse(code=250, enhanced_code="2.0.0", content="accepted"), timestamp=T0,
-                     created=T0, reception_protocol=protocol, tenant="acme", message_id="orig@acme.test",
-                     meta=meta or {})
+def reception(
+    tx: str = "tx1", *, sender: str = "app@acme.test", protocol: str = "ESMTP", meta: dict[str, str] | None = None
+) -> LogRecord:
+    return LogRecord(
+        type="Reception",
+        id=tx,
+        sender=sender,
+        recipient="bob@example.com",
+        queue="acme@example.com",
+        response=SmtpResponse(code=250, enhanced_code="2.0.0", content="accepted"),
+        timestamp=T0,
+        created=T0,
+        reception_protocol=protocol,
+        tenant="acme",
+        message_id="orig@acme.test",
+        meta=meta or {},
+    )
 
 
 def ended(kind: str, at: datetime, tx: str = "tx1") -> LogRecord:
     response = SmtpResponse(code=550, enhanced_code="5.1.1", content="bob: no such user", command="RCPT")
-    return reception(tx).model_copy(update={"type": kind, "timestamp": at, "response": response,
-                                            "peer_address": "192.0.2.7:25"})
+    return reception(tx).model_copy(
+        update={"type": kind, "timestamp": at, "response": response, "peer_address": "192.0.2.7:25"}
+    )
 
 
 class Bodies:
@@ -86,12 +98,15 @@ def test_a_message_the_scheduler_refused_after_acceptance_is_reported() -> None:
     assert len(notices(out)) == 1
 
 
-@pytest.mark.parametrize("first", [
-    reception(protocol="HTTP"),  # HTTP submissions report through the transaction API
-    reception(sender=""),  # never to the null sender
-    reception(meta={"dsn_notify": "NEVER"}),
-    reception(meta={"dsn_notify": "SUCCESS,DELAY"}),
-])
+@pytest.mark.parametrize(
+    "first",
+    [
+        reception(protocol="HTTP"),  # HTTP submissions report through the transaction API
+        reception(sender=""),  # never to the null sender
+        reception(meta={"dsn_notify": "NEVER"}),
+        reception(meta={"dsn_notify": "SUCCESS,DELAY"}),
+    ],
+)
 def test_no_notice_is_owed(first: LogRecord) -> None:
     assert not owes_notice(first)
     out, _ = run([first, ended("Bounce", T0 + timedelta(minutes=5))])
@@ -108,8 +123,13 @@ def test_delivered_mail_leaves_no_state() -> None:
 
 def test_the_report_follows_rfc_3464() -> None:
     first = reception(meta={"dsn_envid": "QQ+2B314", "dsn_orcpt": "rfc822;Bob+40example.com"})
-    data = build_notice(Notice(first, ended("Expiration", T0 + timedelta(days=5))), reporting_mta="gw.test",
-                        mailer_daemon="MAILER-DAEMON@gw.test", message_id="n1@gw.test", now=T0 + timedelta(days=5))
+    data = build_notice(
+        Notice(first, ended("Expiration", T0 + timedelta(days=5))),
+        reporting_mta="gw.test",
+        mailer_daemon="MAILER-DAEMON@gw.test",
+        message_id="n1@gw.test",
+        now=T0 + timedelta(days=5),
+    )
     message = email.message_from_bytes(data, policy=email.policy.default)
     assert isinstance(message, EmailMessage)
     assert message.get_param("report-type") == "delivery-status"

@@ -25,10 +25,16 @@ async def app(tmp_path: Path) -> AsyncIterator[GatewayApp]:
         yield running
 
 
-async def plain_client(app: GatewayApp, *, login: tuple[str, str] | None = (ACME_USER, ACME_PASSWORD),
-                       port: int | None = None) -> aiosmtplib.SMTP:
-    client = aiosmtplib.SMTP(hostname="127.0.0.1", port=port or app.ports.submission_plain, start_tls=False,
-                             local_hostname="client.test", timeout=10)
+async def plain_client(
+    app: GatewayApp, *, login: tuple[str, str] | None = (ACME_USER, ACME_PASSWORD), port: int | None = None
+) -> aiosmtplib.SMTP:
+    client = aiosmtplib.SMTP(
+        hostname="127.0.0.1",
+        port=port or app.ports.submission_plain,
+        start_tls=False,
+        local_hostname="client.test",
+        timeout=10,
+    )
     await client.connect()
     await client.ehlo()
     if login is not None:
@@ -47,8 +53,9 @@ async def test_ehlo_advertises_what_a_submission_server_offers(app: GatewayApp) 
 
 async def test_auth_is_offered_only_after_starttls_and_binds_the_tenant(app: GatewayApp) -> None:
     context = app.ports.client_context()
-    client = aiosmtplib.SMTP(hostname="127.0.0.1", port=app.ports.submission, start_tls=False, tls_context=context,
-                             timeout=10)
+    client = aiosmtplib.SMTP(
+        hostname="127.0.0.1", port=app.ports.submission, start_tls=False, tls_context=context, timeout=10
+    )
     await client.connect()
     await client.ehlo()
     assert client.supports_extension("starttls")
@@ -77,8 +84,9 @@ async def test_auth_is_offered_only_after_starttls_and_binds_the_tenant(app: Gat
 
 
 async def test_implicit_tls_listener_speaks_tls_from_the_first_byte(app: GatewayApp) -> None:
-    client = aiosmtplib.SMTP(hostname="127.0.0.1", port=app.ports.smtps, use_tls=True,
-                             tls_context=app.ports.client_context(), timeout=10)
+    client = aiosmtplib.SMTP(
+        hostname="127.0.0.1", port=app.ports.smtps, use_tls=True, tls_context=app.ports.client_context(), timeout=10
+    )
     await client.connect()
     await client.ehlo()
     await client.login(GLOBEX_USER, GLOBEX_PASSWORD)  # AUTH offered: the session is encrypted
@@ -151,8 +159,12 @@ async def test_dsn_parameters_are_kept_on_each_recipients_message(app: GatewayAp
     await client.rcpt("b@example.test", options=["NOTIFY=NEVER"])
     await client.data(MESSAGE)
     a, b = app.accepted()
-    assert a.metadata == {"dsn_notify": "FAILURE,DELAY", "dsn_orcpt": "rfc822;a@example.test", "dsn_ret": "HDRS",
-                          "dsn_envid": "QQ314159"}
+    assert a.metadata == {
+        "dsn_notify": "FAILURE,DELAY",
+        "dsn_orcpt": "rfc822;a@example.test",
+        "dsn_ret": "HDRS",
+        "dsn_envid": "QQ314159",
+    }
     assert b.metadata == {"dsn_notify": "NEVER", "dsn_ret": "HDRS", "dsn_envid": "QQ314159"}
     with pytest.raises(aiosmtplib.SMTPSenderRefused) as refused:
         await client.mail("app@acme.test", options=["RET=ALL"])
@@ -219,7 +231,6 @@ async def test_stdlib_smtplib_submits_over_starttls_with_auth_login(app: Gateway
     assert [m.recipient for m in app.accepted()] == ["x@example.test", "y@example.test"]
 
 
-
 async def test_shutdown_finishes_the_transaction_in_progress_and_refuses_new_ones(tmp_path: Path) -> None:
     async with gateway_app(tmp_path) as app:
         busy = await plain_client(app)
@@ -243,8 +254,15 @@ async def test_shutdown_finishes_the_transaction_in_progress_and_refuses_new_one
 
 async def test_a_draining_queue_refuses_its_recipients_at_rcpt_and_the_others_go_on(tmp_path: Path) -> None:
     capacity = CapacityView()
-    draining = QueueSuspension(id="cmd-1", tenant="acme", domain="closing.test", reason="migrating", since=START,
-                               issued_by="admin", state="draining")
+    draining = QueueSuspension(
+        id="cmd-1",
+        tenant="acme",
+        domain="closing.test",
+        reason="migrating",
+        since=START,
+        issued_by="admin",
+        state="draining",
+    )
     capacity.stats["0/acme"] = QueueStats(partition=0, tenant="acme", rows=(), suspensions=(draining,), as_of=START)
     async with gateway_app(tmp_path, capacity=capacity) as app:
         client = await plain_client(app)

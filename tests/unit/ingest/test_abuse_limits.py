@@ -15,8 +15,11 @@ from mailstream.events.records import TransactionStatus
 from mailstream.ingest.status_view import StatusView
 from tests.infra.ingest_app import ACME_KEY, ADMIN_KEY, GLOBEX_KEY, IngestApp, problem
 
-REQUEST: dict[str, Any] = {"envelope_sender": "s@acme.test", "recipients": [{"email": "r@example.com"}],
-                           "content": "Subject: s\n\nt\n"}
+REQUEST: dict[str, Any] = {
+    "envelope_sender": "s@acme.test",
+    "recipients": [{"email": "r@example.com"}],
+    "content": "Subject: s\n\nt\n",
+}
 
 
 def limited(tmp_path: Path, **ingest: Any) -> IngestApp:
@@ -47,8 +50,11 @@ async def test_a_key_past_its_rate_is_429_with_retry_after_and_others_go_on(rate
 
 
 async def test_a_keys_own_limit_replaces_the_default(tmp_path: Path) -> None:
-    built = IngestApp.build(tmp_path / "status.sqlite3", rate_limit="1/s", api_keys=[
-        {"key": ADMIN_KEY, "admin": True, "rate_limit": "100/s"}, {"key": ACME_KEY, "tenant": "acme"}])
+    built = IngestApp.build(
+        tmp_path / "status.sqlite3",
+        rate_limit="1/s",
+        api_keys=[{"key": ADMIN_KEY, "admin": True, "rate_limit": "100/s"}, {"key": ACME_KEY, "tenant": "acme"}],
+    )
     try:
         async with built.client(ADMIN_KEY) as admin, built.client(ACME_KEY) as acme:
             assert [(await admin.post("/api/inject/v1", json=REQUEST)).status_code for _ in range(5)] == [200] * 5
@@ -62,8 +68,10 @@ async def test_requests_in_progress_past_the_cap_are_429(tmp_path: Path) -> None
     built.transactions.commit_delay = 0.3
     try:
         async with built.client(ACME_KEY) as acme, built.client(GLOBEX_KEY) as globex:
-            answers = await asyncio.gather(*(acme.post("/api/inject/v1", json=REQUEST) for _ in range(3)),
-                                           globex.post("/api/inject/v1", json=REQUEST))
+            answers = await asyncio.gather(
+                *(acme.post("/api/inject/v1", json=REQUEST) for _ in range(3)),
+                globex.post("/api/inject/v1", json=REQUEST),
+            )
             later = await acme.post("/api/inject/v1", json=REQUEST)
     finally:
         built.close()
@@ -84,8 +92,10 @@ async def test_long_polls_past_the_keys_cap_are_429(tmp_path: Path) -> None:
     try:
         tx = await injected(built)
         async with built.client() as admin, built.client(ACME_KEY) as acme:
-            waits = [asyncio.create_task(admin.get(f"/api/transactions/{tx}?wait=30", headers={"If-None-Match": '"0"'}))
-                     for _ in range(2)]
+            waits = [
+                asyncio.create_task(admin.get(f"/api/transactions/{tx}?wait=30", headers={"If-None-Match": '"0"'}))
+                for _ in range(2)
+            ]
             await asyncio.sleep(0.1)
             third = await admin.get(f"/api/transactions/{tx}?wait=30", headers={"If-None-Match": '"0"'})
             assert problem(third, 429)["title"] == "Too many requests"

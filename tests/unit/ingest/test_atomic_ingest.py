@@ -16,8 +16,11 @@ from mailstream.events.records import AcceptedMessage, IdempotentAnswer
 from mailstream.events.topics import ACCEPTED, ANSWERS, BODIES, EVENTS, STATUS
 from tests.infra.ingest_app import ACME_KEY, GLOBEX_KEY, IngestApp, problem, tail_the_bus
 
-REQUEST: dict[str, Any] = {"envelope_sender": "s@acme.test", "content": {"subject": "s", "text_body": "t"},
-                           "recipients": [{"email": f"r{i}@example.com"} for i in range(5)]}
+REQUEST: dict[str, Any] = {
+    "envelope_sender": "s@acme.test",
+    "content": {"subject": "s", "text_body": "t"},
+    "recipients": [{"email": f"r{i}@example.com"} for i in range(5)],
+}
 
 
 def records_of_acceptance(ingest: IngestApp) -> int:
@@ -36,7 +39,8 @@ async def test_an_aborted_transaction_leaves_no_recipient_accepted(ingest: Inges
 
 
 async def test_a_retry_with_the_same_key_is_answered_the_same_and_creates_nothing(
-        ingest: IngestApp, admin: httpx.AsyncClient) -> None:
+    ingest: IngestApp, admin: httpx.AsyncClient
+) -> None:
     headers = {"Idempotency-Key": "order-1234"}
     first = await admin.post("/api/inject/v1", json=REQUEST, headers=headers)
     again = await admin.post("/api/inject/v1", json=REQUEST, headers=headers)
@@ -57,8 +61,9 @@ async def test_a_key_is_scoped_to_its_api_key_and_bound_to_its_body(ingest: Inge
     async with ingest.client(ACME_KEY) as acme, ingest.client(GLOBEX_KEY) as globex:
         assert (await acme.post("/api/inject/v1", json=acme_request, headers=headers)).status_code == 200
         assert (await globex.post("/api/inject/v1", json=acme_request, headers=headers)).status_code == 200
-        other = await acme.post("/api/inject/v1", json={**acme_request, "recipients": [{"email": "x@example.com"}]},
-                                headers=headers)
+        other = await acme.post(
+            "/api/inject/v1", json={**acme_request, "recipients": [{"email": "x@example.com"}]}, headers=headers
+        )
     assert problem(other, 422)["errors"][0]["field"] == "Idempotency-Key"
     assert len(ingest.written(ACCEPTED, AcceptedMessage)) == 10
 
@@ -70,8 +75,9 @@ async def test_a_bad_key_is_400(ingest: IngestApp, admin: httpx.AsyncClient) -> 
     assert ingest.producer.bus.topics == {}
 
 
-async def test_a_request_that_failed_is_processed_again_under_its_key(ingest: IngestApp,
-                                                                      admin: httpx.AsyncClient) -> None:
+async def test_a_request_that_failed_is_processed_again_under_its_key(
+    ingest: IngestApp, admin: httpx.AsyncClient
+) -> None:
     headers = {"Idempotency-Key": "retry-me"}
     ingest.producer.unavailable = "Local: Broker transport failure"
     problem(await admin.post("/api/inject/v1", json=REQUEST, headers=headers), 503)
@@ -126,8 +132,9 @@ async def test_a_log_that_takes_no_write_is_503_within_the_deadline(tmp_path: Pa
     assert time.monotonic() - started < 1
 
 
-async def test_answers_survive_a_restart_and_reach_another_replica(tmp_path: Path,
-                                                                   monkeypatch: pytest.MonkeyPatch) -> None:
+async def test_answers_survive_a_restart_and_reach_another_replica(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     headers = {"Idempotency-Key": "order-77"}
     first = IngestApp.build(tmp_path / "a.sqlite3")
     async with first.client() as admin:

@@ -9,23 +9,38 @@ import pytest
 from mailstream.events import fixtures
 from tests.infra.ingest_app import ACME_KEY, GLOBEX_KEY, IngestApp, problem
 
-GOOD: dict[str, Any] = {"envelope_sender": "s@acme.test", "recipients": [{"email": "r@example.com"}],
-                        "content": {"subject": "s", "text_body": "t"}}
-ROUTES = [("POST", "/api/inject/v1"), ("GET", "/api/transactions/tx-1"), ("POST", "/api/transactions/tx-1/cancel"),
-          ("GET", "/api/queue/servers"), ("GET", "/api/queue/stats"), ("POST", "/api/admin/suspend"),
-          ("DELETE", "/api/admin/suspend"), ("POST", "/api/admin/queue-state"), ("POST", "/api/admin/bounce"),
-          ("GET", "/api/admin/suspensions")]
+GOOD: dict[str, Any] = {
+    "envelope_sender": "s@acme.test",
+    "recipients": [{"email": "r@example.com"}],
+    "content": {"subject": "s", "text_body": "t"},
+}
+ROUTES = [
+    ("POST", "/api/inject/v1"),
+    ("GET", "/api/transactions/tx-1"),
+    ("POST", "/api/transactions/tx-1/cancel"),
+    ("GET", "/api/queue/servers"),
+    ("GET", "/api/queue/stats"),
+    ("POST", "/api/admin/suspend"),
+    ("DELETE", "/api/admin/suspend"),
+    ("POST", "/api/admin/queue-state"),
+    ("POST", "/api/admin/bounce"),
+    ("GET", "/api/admin/suspensions"),
+]
 
 
-@pytest.mark.parametrize(("authorization", "detail", "challenge"), [
-    (None, "send 'Authorization: Bearer <api key>'", 'Bearer realm="mailstream"'),
-    ("Basic YWRtaW46YWRtaW4=", "send 'Authorization: Bearer <api key>'", 'Bearer realm="mailstream"'),
-    ("Bearer", "send 'Authorization: Bearer <api key>'", 'Bearer realm="mailstream"'),
-    ("Bearer wrong-key-wrong-key", "unknown API key", 'Bearer realm="mailstream", error="invalid_token"'),
-])
+@pytest.mark.parametrize(
+    ("authorization", "detail", "challenge"),
+    [
+        (None, "send 'Authorization: Bearer <api key>'", 'Bearer realm="mailstream"'),
+        ("Basic YWRtaW46YWRtaW4=", "send 'Authorization: Bearer <api key>'", 'Bearer realm="mailstream"'),
+        ("Bearer", "send 'Authorization: Bearer <api key>'", 'Bearer realm="mailstream"'),
+        ("Bearer wrong-key-wrong-key", "unknown API key", 'Bearer realm="mailstream", error="invalid_token"'),
+    ],
+)
 @pytest.mark.parametrize(("method", "path"), ROUTES)
-async def test_a_missing_or_unknown_key_is_401(ingest: IngestApp, method: str, path: str, authorization: str | None,
-                                               detail: str, challenge: str) -> None:
+async def test_a_missing_or_unknown_key_is_401(
+    ingest: IngestApp, method: str, path: str, authorization: str | None, detail: str, challenge: str
+) -> None:
     headers = {"Authorization": authorization} if authorization else {}
     async with ingest.client(None) as client:
         response = await client.request(method, path, json=GOOD, headers=headers)

@@ -24,8 +24,10 @@ async def test_readyz_waits_for_the_status_view(ingest: IngestApp) -> None:
 
 
 async def test_metrics_are_prometheus_text(ingest: IngestApp, admin: httpx.AsyncClient) -> None:
-    await admin.post("/api/inject/v1", json={"envelope_sender": "s@acme.test", "recipients": [{"email": "x@"}],
-                                             "content": "Subject: s\n\nt\n"})
+    await admin.post(
+        "/api/inject/v1",
+        json={"envelope_sender": "s@acme.test", "recipients": [{"email": "x@"}], "content": "Subject: s\n\nt\n"},
+    )
     response = await admin.get("/metrics")
     assert response.headers["content-type"].startswith("text/plain")
     assert 'mailstream_ingest_requests_total{outcome="accepted"}' in response.text

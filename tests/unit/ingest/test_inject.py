@@ -17,8 +17,11 @@ from mailstream.events.records import AcceptedMessage, LogRecord, MessageBody, Q
 from mailstream.events.topics import ACCEPTED, BODIES, EVENTS, STATUS
 from tests.infra.ingest_app import ACME_KEY, T0, IngestApp, problem
 
-GOOD: dict[str, Any] = {"envelope_sender": "s@acme.test", "recipients": [{"email": "r@example.com"}],
-                        "content": {"subject": "s", "text_body": "t"}}
+GOOD: dict[str, Any] = {
+    "envelope_sender": "s@acme.test",
+    "recipients": [{"email": "r@example.com"}],
+    "content": {"subject": "s", "text_body": "t"},
+}
 RAW = "Message-ID: <fixed@acme.test>\nDate: Mon, 23 Nov 2026 10:00:00 +0000\nSubject: same for all\n\nhello\n"
 
 
@@ -37,10 +40,15 @@ async def acme(ingest: IngestApp) -> AsyncIterator[httpx.AsyncClient]:
 
 
 async def test_accepted_recipients_are_written_body_once_then_accepted_status_and_reception(
-        ingest: IngestApp, acme: httpx.AsyncClient) -> None:
+    ingest: IngestApp, acme: httpx.AsyncClient
+) -> None:
     accepted_before = recipients_counted("accepted")
-    request = {"envelope_sender": "bounce@acme.test", "content": RAW, "metadata": {"campaign": "spring", "job": 42},
-               "recipients": [{"email": "ann@example.com"}, {"email": "bob@Example.ORG", "metadata": {"priority": 9}}]}
+    request = {
+        "envelope_sender": "bounce@acme.test",
+        "content": RAW,
+        "metadata": {"campaign": "spring", "job": 42},
+        "recipients": [{"email": "ann@example.com"}, {"email": "bob@Example.ORG", "metadata": {"priority": 9}}],
+    }
     response = await acme.post("/api/inject/v1", json=request)
     assert response.status_code == 200, response.text
     answer = response.json()
@@ -50,10 +58,19 @@ async def test_accepted_recipients_are_written_body_once_then_accepted_status_an
     assert answer["errors"] == []
     ids = [t["id"] for t in answer["transactions"]]
     assert answer["transactions"] == [
-        {"id": ids[0], "recipient": "ann@example.com", "queue": "spring:acme@example.com",
-         "status_url": f"/api/transactions/{ids[0]}"},
-        {"id": ids[1], "recipient": "bob@example.org", "queue": "spring:acme@example.org",
-         "status_url": f"/api/transactions/{ids[1]}"}]
+        {
+            "id": ids[0],
+            "recipient": "ann@example.com",
+            "queue": "spring:acme@example.com",
+            "status_url": f"/api/transactions/{ids[0]}",
+        },
+        {
+            "id": ids[1],
+            "recipient": "bob@example.org",
+            "queue": "spring:acme@example.org",
+            "status_url": f"/api/transactions/{ids[1]}",
+        },
+    ]
     assert recipients_counted("accepted") == accepted_before + 2
 
     data = RAW.replace("\n", "\r\n").encode()
@@ -111,23 +128,48 @@ async def test_without_a_tenant_the_route_key_is_the_queue(ingest: IngestApp, ad
 
 async def test_bad_recipients_fail_alone(ingest: IngestApp, acme: httpx.AsyncClient) -> None:
     failed_before = recipients_counted("failed")
-    ingest.publish_stats(QueueStats(partition=0, tenant="acme", as_of=T0, suspensions=(
-        fixtures.suspension().model_copy(update={"id": "s1", "campaign": None, "domain": "drain.test",
-                                                 "state": "draining", "reason": "moving", "until": None}),)))
-    request = {**GOOD, "content": {"subject": "Hi {{ name }}", "text_body": "{{ 1 // n }}"}, "recipients": [
-        {"email": "no-at-sign"},
-        {"email": "ok@example.com", "substitutions": {"n": 1}},
-        {"email": "a b@example.com"},
-        {"email": "pri@example.com", "substitutions": {"n": 1}, "metadata": {"priority": 11}},
-        {"email": "zero@example.com", "substitutions": {"n": 0}},
-        {"email": "held@drain.test", "substitutions": {"n": 1}},
-    ]}
+    ingest.publish_stats(
+        QueueStats(
+            partition=0,
+            tenant="acme",
+            as_of=T0,
+            suspensions=(
+                fixtures.suspension().model_copy(
+                    update={
+                        "id": "s1",
+                        "campaign": None,
+                        "domain": "drain.test",
+                        "state": "draining",
+                        "reason": "moving",
+                        "until": None,
+                    }
+                ),
+            ),
+        )
+    )
+    request = {
+        **GOOD,
+        "content": {"subject": "Hi {{ name }}", "text_body": "{{ 1 // n }}"},
+        "recipients": [
+            {"email": "no-at-sign"},
+            {"email": "ok@example.com", "substitutions": {"n": 1}},
+            {"email": "a b@example.com"},
+            {"email": "pri@example.com", "substitutions": {"n": 1}, "metadata": {"priority": 11}},
+            {"email": "zero@example.com", "substitutions": {"n": 0}},
+            {"email": "held@drain.test", "substitutions": {"n": 1}},
+        ],
+    }
     answer = (await acme.post("/api/inject/v1", json=request)).json()
     assert answer["success_count"] == 1
     assert answer["fail_count"] == 5
     # Failures found while building the messages come first, in request order; then those of routing.
-    assert answer["failed_recipients"] == ["no-at-sign", "a b@example.com", "zero@example.com", "pri@example.com",
-                                           "held@drain.test"]
+    assert answer["failed_recipients"] == [
+        "no-at-sign",
+        "a b@example.com",
+        "zero@example.com",
+        "pri@example.com",
+        "held@drain.test",
+    ]
     assert answer["errors"] == [
         "no-at-sign: invalid recipient address: address has no '@'",
         "a b@example.com: invalid recipient address: address contains whitespace",
@@ -148,23 +190,32 @@ async def test_when_every_recipient_fails_nothing_is_written(ingest: IngestApp, 
     assert ingest.producer.bus.topics == {}
 
 
-@pytest.mark.parametrize(("change", "field"), [
-    ({"envelope_sender": None}, "envelope_sender"),
-    ({"envelope_sender": "not an address"}, "envelope_sender"),
-    ({"recipients": []}, "recipients"),
-    ({"recipients": "r@example.com"}, "recipients"),
-    ({"recipients": [{"name": "no email"}]}, "recipients[0].email"),
-    ({"content": 42}, "content"),
-    ({"content": {"subject": "s"}}, "content.builder"),
-    ({"content": {"subject": "{% if %}", "text_body": "t"}}, "content"),
-    ({"content": {"subject": "s", "text_body": "t", "headers": {"Content-Type": "x/y"}}}, "content.builder.headers"),
-    ({"content": {"subject": "s", "attachments": [{"data": "%%%", "content_type": "a/b", "base64": True}]}},
-     "content"),
-    ({"deferred_generation": True}, "deferred_generation"),
-    ({"surprise": 1}, "surprise"),
-])
-async def test_an_invalid_request_is_422_naming_the_field(ingest: IngestApp, admin: httpx.AsyncClient,
-                                                          change: dict[str, Any], field: str) -> None:
+@pytest.mark.parametrize(
+    ("change", "field"),
+    [
+        ({"envelope_sender": None}, "envelope_sender"),
+        ({"envelope_sender": "not an address"}, "envelope_sender"),
+        ({"recipients": []}, "recipients"),
+        ({"recipients": "r@example.com"}, "recipients"),
+        ({"recipients": [{"name": "no email"}]}, "recipients[0].email"),
+        ({"content": 42}, "content"),
+        ({"content": {"subject": "s"}}, "content.builder"),
+        ({"content": {"subject": "{% if %}", "text_body": "t"}}, "content"),
+        (
+            {"content": {"subject": "s", "text_body": "t", "headers": {"Content-Type": "x/y"}}},
+            "content.builder.headers",
+        ),
+        (
+            {"content": {"subject": "s", "attachments": [{"data": "%%%", "content_type": "a/b", "base64": True}]}},
+            "content",
+        ),
+        ({"deferred_generation": True}, "deferred_generation"),
+        ({"surprise": 1}, "surprise"),
+    ],
+)
+async def test_an_invalid_request_is_422_naming_the_field(
+    ingest: IngestApp, admin: httpx.AsyncClient, change: dict[str, Any], field: str
+) -> None:
     invalid_before = requests_counted("invalid")
     request = {k: v for k, v in {**GOOD, **change}.items() if v is not None}
     body = problem(await admin.post("/api/inject/v1", json=request), 422)
@@ -177,8 +228,9 @@ async def test_an_invalid_request_is_422_naming_the_field(ingest: IngestApp, adm
 
 async def test_a_body_that_is_not_json_is_400(ingest: IngestApp, admin: httpx.AsyncClient) -> None:
     for content in (b'{"envelope_sender": ', b"\xff\xfe"):
-        body = problem(await admin.post("/api/inject/v1", content=content,
-                                        headers={"content-type": "application/json"}), 400)
+        body = problem(
+            await admin.post("/api/inject/v1", content=content, headers={"content-type": "application/json"}), 400
+        )
         assert body["title"] == "Malformed JSON"
         assert body["detail"].startswith("request body is not JSON: ")
     assert ingest.producer.bus.topics == {}
@@ -207,13 +259,15 @@ async def test_a_body_past_the_limit_is_413_whatever_content_length_says(tmp_pat
     assert len(small.producer.records(ACCEPTED)) == 1
 
 
-async def test_an_event_log_that_refuses_writes_is_503_with_retry_after(ingest: IngestApp,
-                                                                       admin: httpx.AsyncClient) -> None:
+async def test_an_event_log_that_refuses_writes_is_503_with_retry_after(
+    ingest: IngestApp, admin: httpx.AsyncClient
+) -> None:
     unavailable_before = requests_counted("unavailable")
     ingest.producer.unavailable = "Local: Broker transport failure"
     response = await admin.post("/api/inject/v1", json=GOOD)
     body = problem(response, 503)
-    assert body["detail"] == ("the event log is not accepting writes: Local: Broker transport failure; nothing was "
-                              "accepted")
+    assert body["detail"] == (
+        "the event log is not accepting writes: Local: Broker transport failure; nothing was accepted"
+    )
     assert response.headers["retry-after"] == "5"
     assert requests_counted("unavailable") == unavailable_before + 1

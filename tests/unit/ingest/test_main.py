@@ -60,13 +60,17 @@ def serve(monkeypatch: pytest.MonkeyPatch, config: Config, argv: list[str]) -> S
 
 
 async def test_main_serves_submission_status_and_the_queue_api_over_one_producer(
-        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     served = serve(monkeypatch, ingest_config(tmp_path / "status.sqlite3"), ["--port", "18025"])
     [run] = served.runs
     assert (run["host"], run["port"], run["access_log"]) == ("127.0.0.1", 18025, False)
     [producer] = served.producers
-    request = {"envelope_sender": "s@acme.test", "recipients": [{"email": "r@example.com"}],
-               "content": {"subject": "s", "text_body": "t"}}
+    request = {
+        "envelope_sender": "s@acme.test",
+        "recipients": [{"email": "r@example.com"}],
+        "content": {"subject": "s", "text_body": "t"},
+    }
     async with served.app.router.lifespan_context(served.app), asgi_client(served.app, ACME_KEY) as acme:
         tx = (await acme.post("/api/inject/v1", json=request)).json()["transactions"][0]["id"]
         for _ in range(500):  # the status view's tail reads what the submitter wrote to mail.status
@@ -83,10 +87,10 @@ async def test_main_serves_submission_status_and_the_queue_api_over_one_producer
 
 
 async def test_main_without_api_keys_still_serves_and_refuses_every_request(
-        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     config = ingest_config(tmp_path / "status.sqlite3", api_keys=[])
     served = serve(monkeypatch, config, [])
     assert served.runs[0]["port"] == config.ingest.port
     async with asgi_client(served.app, ACME_KEY) as client:
         assert (await client.get("/api/queue/servers")).status_code == 401
-

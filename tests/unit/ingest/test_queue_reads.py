@@ -1,5 +1,5 @@
 """GET /api/queue/servers and /api/queue/stats over the capacity view: what each key may see (the numbers
-themselves are queue_report's, tested in tests/unit/test_queue_report.py)."""
+themselves are queue_report's, tested in tests/unit/ingest/test_queue_report.py)."""
 
 from __future__ import annotations
 
@@ -10,9 +10,15 @@ from tests.infra.ingest_app import ACME_KEY, GLOBEX_KEY, T0, IngestApp
 
 
 def stats(partition: int, tenant: str, *rows: tuple[str | None, dict[str, int]]) -> QueueStats:
-    return QueueStats(partition=partition, tenant=tenant, as_of=T0, rows=tuple(
-        StatusCounts(tenant=tenant, campaign=campaign, egress_pool="shared", counts=counts)
-        for campaign, counts in rows))
+    return QueueStats(
+        partition=partition,
+        tenant=tenant,
+        as_of=T0,
+        rows=tuple(
+            StatusCounts(tenant=tenant, campaign=campaign, egress_pool="shared", counts=counts)
+            for campaign, counts in rows
+        ),
+    )
 
 
 async def test_servers_show_todays_usage_from_the_view(ingest: IngestApp, admin: httpx.AsyncClient) -> None:
@@ -36,8 +42,9 @@ async def test_a_tenant_sees_the_sources_its_mail_can_use(ingest: IngestApp) -> 
 
 
 async def test_stats_count_the_tenants_the_key_may_see(ingest: IngestApp, admin: httpx.AsyncClient) -> None:
-    ingest.publish_stats(stats(0, "acme", ("spring", {"scheduled": 3, "delivered": 9, "bounced": 1}),
-                               ("autumn", {"in_delivery": 2})))
+    ingest.publish_stats(
+        stats(0, "acme", ("spring", {"scheduled": 3, "delivered": 9, "bounced": 1}), ("autumn", {"in_delivery": 2}))
+    )
     ingest.publish_stats(stats(1, "globex", (None, {"scheduled": 5})))
 
     def totals(report: dict[str, object]) -> tuple[object, ...]:

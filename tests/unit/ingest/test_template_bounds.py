@@ -22,8 +22,13 @@ SPIN = "{% for i in range(100000) %}{% for j in range(100000) %}{% endfor %}{% e
 
 @pytest.fixture
 def bounded(tmp_path: Path) -> Iterator[IngestApp]:
-    built = IngestApp.build(tmp_path / "status.sqlite3", template_time_limit="1s", max_message_size=1024 * 1024,
-                            expansion_limit=4 * 1024 * 1024, template_workers=1)
+    built = IngestApp.build(
+        tmp_path / "status.sqlite3",
+        template_time_limit="1s",
+        max_message_size=1024 * 1024,
+        expansion_limit=4 * 1024 * 1024,
+        template_workers=1,
+    )
     yield built
     built.close()
 
@@ -32,14 +37,17 @@ def builder(**content: str) -> dict[str, Any]:
     return {**GOOD, "content": {"subject": "s", "text_body": "t", **content}}
 
 
-@pytest.mark.parametrize(("template", "plain"), [
-    ("Hi {{ name }}, {{ user.city | default('') | upper }}{% if vip %} (VIP){% endif %}", True),
-    ("{{ to_header }} {{ items[0] ~ email }} {{ 'x' if a is defined else 'y' }}", True),
-    ("{{ 9 ** 99 }}", False),
-    ("{% for i in items %}{{ i }}{% endfor %}", False),
-    ("{{ name.center(80) }}", False),
-    ("{{ items | join(',') }}", False),
-])
+@pytest.mark.parametrize(
+    ("template", "plain"),
+    [
+        ("Hi {{ name }}, {{ user.city | default('') | upper }}{% if vip %} (VIP){% endif %}", True),
+        ("{{ to_header }} {{ items[0] ~ email }} {{ 'x' if a is defined else 'y' }}", True),
+        ("{{ 9 ** 99 }}", False),
+        ("{% for i in items %}{{ i }}{% endfor %}", False),
+        ("{{ name.center(80) }}", False),
+        ("{{ items | join(',') }}", False),
+    ],
+)
 def test_only_substitution_stays_in_process(template: str, plain: bool) -> None:
     request = InjectRequest.model_validate(builder(text_body=template))
     assert needs_worker(request) is not plain
@@ -48,8 +56,7 @@ def test_only_substitution_stays_in_process(template: str, plain: bool) -> None:
 async def test_big_integer_arithmetic_fails_its_recipient_at_once(bounded: IngestApp) -> None:
     async with bounded.client() as admin:
         started = time.monotonic()
-        response = await asyncio.wait_for(admin.post("/api/inject/v1", json=builder(subject="{{ 9 ** 9999999 }}")),
-                                          20)
+        response = await asyncio.wait_for(admin.post("/api/inject/v1", json=builder(subject="{{ 9 ** 9999999 }}")), 20)
     assert time.monotonic() - started < 5
     answer = response.json()
     assert answer["failed_recipients"] == ["r@example.com"]
@@ -73,11 +80,14 @@ async def test_a_template_that_spins_is_refused_and_the_loop_answers_meanwhile(b
     assert len(bounded.producer.records("mail.accepted")) == 1
 
 
-@pytest.mark.parametrize("template", [
-    "{{ 'x' * 100000000 }}",  # refused before it is computed
-    "{% for i in range(100000) %}{{ 'y' * 1000 }}{% endfor %}",  # counted as it is output
-    "{{ name.ljust(50000000) }}",  # one C call: the worker's limits
-])
+@pytest.mark.parametrize(
+    "template",
+    [
+        "{{ 'x' * 100000000 }}",  # refused before it is computed
+        "{% for i in range(100000) %}{{ 'y' * 1000 }}{% endfor %}",  # counted as it is output
+        "{{ name.ljust(50000000) }}",  # one C call: the worker's limits
+    ],
+)
 async def test_output_past_the_message_limit_fails_that_recipient(bounded: IngestApp, template: str) -> None:
     request = {**builder(text_body=template), "recipients": [{"email": "a@example.com"}]}
     async with bounded.client() as admin:
@@ -89,12 +99,14 @@ async def test_output_past_the_message_limit_fails_that_recipient(bounded: Inges
 
 
 async def test_a_template_that_needs_more_memory_than_allowed_is_refused(tmp_path: Path) -> None:
-    small = IngestApp.build(tmp_path / "status.sqlite3", template_memory_limit=256 * 1024 * 1024,
-                            max_message_size=63 * 1024 * 1024)
+    small = IngestApp.build(
+        tmp_path / "status.sqlite3", template_memory_limit=256 * 1024 * 1024, max_message_size=63 * 1024 * 1024
+    )
     try:
         async with small.client() as admin:
-            response = await asyncio.wait_for(admin.post("/api/inject/v1", json=builder(
-                text_body="{{ name.ljust(400000000) }}")), 20)
+            response = await asyncio.wait_for(
+                admin.post("/api/inject/v1", json=builder(text_body="{{ name.ljust(400000000) }}")), 20
+            )
             later = await admin.post("/api/inject/v1", json=builder(text_body="{{ [1, 2] | join('-') }}"))
     finally:
         small.close()
@@ -105,9 +117,12 @@ async def test_a_template_that_needs_more_memory_than_allowed_is_refused(tmp_pat
 
 async def test_a_request_that_expands_past_its_limit_is_413(bounded: IngestApp) -> None:
     # 2.6 KB of request, ~6 MB of messages: plain substitution, in process.
-    request = {**GOOD, "substitutions": {"k": "x" * 2000},
-               "content": {"subject": "s", "text_body": "{{ k }}" * 300},
-               "recipients": [{"email": f"r{i}@example.com"} for i in range(10)]}
+    request = {
+        **GOOD,
+        "substitutions": {"k": "x" * 2000},
+        "content": {"subject": "s", "text_body": "{{ k }}" * 300},
+        "recipients": [{"email": f"r{i}@example.com"} for i in range(10)],
+    }
     async with bounded.client() as admin:
         body = problem(await admin.post("/api/inject/v1", json=request), 413)
         assert "fewer recipients" in body["detail"]
@@ -118,10 +133,15 @@ async def test_a_request_that_expands_past_its_limit_is_413(bounded: IngestApp) 
 
 
 async def test_templates_render_the_same_in_a_worker(ingest: IngestApp, admin: httpx.AsyncClient) -> None:
-    request = {**GOOD, "substitutions": {"items": ["a", "b"]},
-               "content": {"subject": "{{ name | upper }}", "text_body": "{% for i in items %}{{ i }}-{% endfor %}"
-                           "{{ 6 * 7 }}"},
-               "recipients": [{"email": "r@example.com", "name": "Ann"}, {"email": "no-at-sign"}]}
+    request = {
+        **GOOD,
+        "substitutions": {"items": ["a", "b"]},
+        "content": {
+            "subject": "{{ name | upper }}",
+            "text_body": "{% for i in items %}{{ i }}-{% endfor %}{{ 6 * 7 }}",
+        },
+        "recipients": [{"email": "r@example.com", "name": "Ann"}, {"email": "no-at-sign"}],
+    }
     answer = (await admin.post("/api/inject/v1", json=request)).json()
     assert (answer["success_count"], answer["failed_recipients"]) == (1, ["no-at-sign"])
     [record] = ingest.producer.records("mail.bodies")
@@ -130,8 +150,9 @@ async def test_templates_render_the_same_in_a_worker(ingest: IngestApp, admin: h
 
 
 async def test_a_worker_is_not_shared_while_a_request_past_its_deadline_still_renders(tmp_path: Path) -> None:
-    built = IngestApp.build(tmp_path / "status.sqlite3", request_deadline="0.6s", template_time_limit="0.7s",
-                            template_workers=1)
+    built = IngestApp.build(
+        tmp_path / "status.sqlite3", request_deadline="0.6s", template_time_limit="0.7s", template_workers=1
+    )
     try:
         async with built.client() as admin:
             spun = await admin.post("/api/inject/v1", json=builder(text_body=SPIN))

@@ -11,8 +11,11 @@ from mailstream.events import fixtures
 from mailstream.events.records import TransactionStatus
 from tests.infra.ingest_app import ACME_KEY, GLOBEX_KEY, T0, IngestApp, problem
 
-GOOD = {"envelope_sender": "s@acme.test", "recipients": [{"email": "r@example.com"}],
-        "content": {"subject": "s", "text_body": "t"}}
+GOOD = {
+    "envelope_sender": "s@acme.test",
+    "recipients": [{"email": "r@example.com"}],
+    "content": {"subject": "s", "text_body": "t"},
+}
 
 
 async def injected(ingest: IngestApp) -> str:
@@ -44,8 +47,9 @@ async def test_an_injected_transaction_reads_back_scheduled(ingest: IngestApp) -
     assert body["last_response"] is None
 
 
-async def test_a_finished_transaction_is_done_with_its_last_response(ingest: IngestApp,
-                                                                    admin: httpx.AsyncClient) -> None:
+async def test_a_finished_transaction_is_done_with_its_last_response(
+    ingest: IngestApp, admin: httpx.AsyncClient
+) -> None:
     await ingest.publish_status(fixtures.status())
     body = (await admin.get("/api/transactions/tx-1")).json()
     assert (body["status"], body["done"], body["final_reason"]) == ("delivered", True, "delivered")
@@ -92,7 +96,8 @@ async def test_wait_is_capped(ingest: IngestApp, monkeypatch: pytest.MonkeyPatch
     tx = await injected(ingest)
     async with ingest.client(ACME_KEY) as acme:
         response = await asyncio.wait_for(
-            acme.get(f"/api/transactions/{tx}?wait=3600", headers={"If-None-Match": '"0"'}), 10)
+            acme.get(f"/api/transactions/{tx}?wait=3600", headers={"If-None-Match": '"0"'}), 10
+        )
     assert response.status_code == 304
 
 
@@ -100,11 +105,13 @@ async def test_wait_without_a_version_or_for_an_invisible_transaction_answers_at
     tx = await injected(ingest)
     async with ingest.client(ACME_KEY) as acme:
         plain = await asyncio.wait_for(acme.get(f"/api/transactions/{tx}?wait=30"), 5)
-        unknown = await asyncio.wait_for(acme.get("/api/transactions/nope?wait=30", headers={"If-None-Match": '"0"'}),
-                                         5)
+        unknown = await asyncio.wait_for(
+            acme.get("/api/transactions/nope?wait=30", headers={"If-None-Match": '"0"'}), 5
+        )
     async with ingest.client(GLOBEX_KEY) as globex:
         hidden = await asyncio.wait_for(
-            globex.get(f"/api/transactions/{tx}?wait=30", headers={"If-None-Match": '"0"'}), 5)
+            globex.get(f"/api/transactions/{tx}?wait=30", headers={"If-None-Match": '"0"'}), 5
+        )
     assert plain.status_code == 200
     assert problem(unknown, 404)["title"] == "Not found"
     problem(hidden, 404)

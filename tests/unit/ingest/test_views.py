@@ -27,8 +27,9 @@ async def until_caught_up(run: Coroutine[Any, Any, None], caught_up: asyncio.Eve
             await task
 
 
-async def test_the_status_view_resumes_from_its_offsets_and_wakes_waiters(ingest: IngestApp,
-                                                                         monkeypatch: pytest.MonkeyPatch) -> None:
+async def test_the_status_view_resumes_from_its_offsets_and_wakes_waiters(
+    ingest: IngestApp, monkeypatch: pytest.MonkeyPatch
+) -> None:
     tailers = tail_the_bus(monkeypatch, ingest.producer.bus)
     seen = fixtures.status()  # tx-1, version 2
     where = await ingest.producer.send(STATUS, seen.id, seen)
@@ -50,8 +51,9 @@ async def test_the_status_view_resumes_from_its_offsets_and_wakes_waiters(ingest
     assert ingest.statuses.get("tx-9") is None  # the unreadable record was skipped, not fatal
 
 
-async def test_the_capacity_view_reads_both_topics_from_the_beginning(ingest: IngestApp,
-                                                                      monkeypatch: pytest.MonkeyPatch) -> None:
+async def test_the_capacity_view_reads_both_topics_from_the_beginning(
+    ingest: IngestApp, monkeypatch: pytest.MonkeyPatch
+) -> None:
     tailers = tail_the_bus(monkeypatch, ingest.producer.bus)
     await ingest.producer.send(QUEUE_STATS, "3/acme", fixtures.queue_stats())
     await ingest.producer.send_raw(QUEUE_STATS.name, b"4/globex", b"garbage")
@@ -59,8 +61,10 @@ async def test_the_capacity_view_reads_both_topics_from_the_beginning(ingest: In
 
     await until_caught_up(ingest.capacity.run("bus"), ingest.capacity.caught_up)
 
-    assert [(t.topic, t.start, t.closed) for t in tailers] == [(QUEUE_STATS.name, {}, True),
-                                                               (SOURCE_USAGE.name, {}, True)]
+    assert [(t.topic, t.start, t.closed) for t in tailers] == [
+        (QUEUE_STATS.name, {}, True),
+        (SOURCE_USAGE.name, {}, True),
+    ]
     assert set(ingest.capacity.stats) == {"3/acme"}
     assert ingest.capacity.usage["ip-1"].used == 17
 

@@ -21,11 +21,22 @@ from mailstream.ingest.webhook_api import webhook_router
 from mailstream.ingest.webhook_view import WebhookView
 
 ADMIN, ACME, GLOBEX = "admin-key-0123456789", "acme-key-0123456789", "globex-key-0123456789"
-CONFIG = parse_config({
-    "ingest": {"api_keys": [{"key": ADMIN, "admin": True}, {"key": ACME, "tenant": "acme"},
-                            {"key": GLOBEX, "tenant": "globex"}]},
-    "webhooks": {"attempts_kept": 3, "endpoints": [
-        {"name": "ops", "url": "https://ops.test/hook", "secret": "s" * 16, "events": ["expired"]}]}}, env={})
+CONFIG = parse_config(
+    {
+        "ingest": {
+            "api_keys": [
+                {"key": ADMIN, "admin": True},
+                {"key": ACME, "tenant": "acme"},
+                {"key": GLOBEX, "tenant": "globex"},
+            ]
+        },
+        "webhooks": {
+            "attempts_kept": 3,
+            "endpoints": [{"name": "ops", "url": "https://ops.test/hook", "secret": "s" * 16, "events": ["expired"]}],
+        },
+    },
+    env={},
+)
 GOOD = {"name": "acme events", "url": "https://hooks.acme.test/mail", "events": ["delivered", "bounced"]}
 
 
@@ -47,8 +58,9 @@ class Api:
         self.transport = httpx.ASGITransport(app=app)
 
     def client(self, key: str) -> httpx.AsyncClient:
-        return httpx.AsyncClient(transport=self.transport, base_url="http://ingest",
-                                 headers={"Authorization": f"Bearer {key}"})
+        return httpx.AsyncClient(
+            transport=self.transport, base_url="http://ingest", headers={"Authorization": f"Bearer {key}"}
+        )
 
     def written(self) -> list[Any]:
         return [WEBHOOKS.decode(r.value) for r in self.producer.records(WEBHOOKS)]
@@ -66,12 +78,20 @@ async def test_a_tenant_registers_an_endpoint_and_gets_its_secret_once(api: Api)
         body = created.json()
         assert body["secret"].startswith("whsec_")
         assert (body["tenant"], body["events"], body["retry_for_seconds"], body["timeout_seconds"]) == (
-            "acme", ["delivered", "bounced"], 86400, 10)
+            "acme",
+            ["delivered", "bounced"],
+            86400,
+            10,
+        )
         assert created.headers["location"] == f"/api/webhooks/{body['id']}"
         [record] = api.written()
         assert isinstance(record, WebhookEndpoint)
         assert (record.id, record.secret, record.created_at, record.created_by) == (
-            body["id"], body["secret"], fixtures.T0, "tenant:acme")
+            body["id"],
+            body["secret"],
+            fixtures.T0,
+            "tenant:acme",
+        )
         listed = (await acme.get("/api/webhooks")).json()["endpoints"]
         assert [e["id"] for e in listed] == [body["id"]]  # not the config's every-tenant endpoint
         assert "secret" not in listed[0]
@@ -105,13 +125,23 @@ async def test_an_admin_registers_for_any_tenant_or_all(api: Api) -> None:
         assert (await admin.get("/api/webhooks/config-ops")).json()["source"] == "config"
 
 
-@pytest.mark.parametrize(("body", "field"), [
-    ({**GOOD, "url": "ftp://x.test/"}, "url"), ({**GOOD, "url": "not a url"}, "url"),
-    ({**GOOD, "events": ["opened"]}, "events[0]"), ({**GOOD, "events": []}, "events"),
-    ({**GOOD, "secret": "short"}, "secret"), ({**GOOD, "retry_for": "8 days"}, "retry_for"),
-    ({**GOOD, "retry_for": "soon"}, "retry_for"), ({**GOOD, "timeout": -1}, "timeout"),
-    ({**GOOD, "timeout": True}, "timeout"), ({**GOOD, "colour": "red"}, "colour"),
-    ({"url": GOOD["url"], "events": GOOD["events"]}, "name"), ([GOOD], "(body)")])
+@pytest.mark.parametrize(
+    ("body", "field"),
+    [
+        ({**GOOD, "url": "ftp://x.test/"}, "url"),
+        ({**GOOD, "url": "not a url"}, "url"),
+        ({**GOOD, "events": ["opened"]}, "events[0]"),
+        ({**GOOD, "events": []}, "events"),
+        ({**GOOD, "secret": "short"}, "secret"),
+        ({**GOOD, "retry_for": "8 days"}, "retry_for"),
+        ({**GOOD, "retry_for": "soon"}, "retry_for"),
+        ({**GOOD, "timeout": -1}, "timeout"),
+        ({**GOOD, "timeout": True}, "timeout"),
+        ({**GOOD, "colour": "red"}, "colour"),
+        ({"url": GOOD["url"], "events": GOOD["events"]}, "name"),
+        ([GOOD], "(body)"),
+    ],
+)
 async def test_bad_requests_get_a_problem_naming_the_field(api: Api, body: Any, field: str) -> None:
     async with api.client(ACME) as acme:
         answer = await acme.post("/api/webhooks", json=body)
@@ -132,8 +162,11 @@ async def test_attempts_are_the_newest_kept_newest_first(api: Api) -> None:
     async with api.client(ACME) as acme:
         ident = (await acme.post("/api/webhooks", json=GOOD)).json()["id"]
         for n in range(1, 6):
-            api.view.add_attempt(fixtures.webhook_attempt().model_copy(update={
-                "endpoint_id": ident, "attempt": n, "outcome": "GIVEN_UP" if n == 5 else "RETRYING"}))
+            api.view.add_attempt(
+                fixtures.webhook_attempt().model_copy(
+                    update={"endpoint_id": ident, "attempt": n, "outcome": "GIVEN_UP" if n == 5 else "RETRYING"}
+                )
+            )
         attempts = (await acme.get(f"/api/webhooks/{ident}/attempts")).json()["attempts"]
     assert [a["attempt"] for a in attempts] == [5, 4, 3]  # attempts_kept: 3
     assert [a["given_up"] for a in attempts] == [True, False, False]

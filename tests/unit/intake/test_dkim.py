@@ -12,15 +12,20 @@ from mailstream.config.dkim import DkimConfig
 from mailstream.intake.dkim import DkimKeyError, DkimSigner, from_domain
 from tests.infra.dkim_keys import DkimTestKey, ed25519_key, rsa_key
 
-MESSAGE = (b"From: News <news@acme.test>\r\nTo: ann@example.com\r\nSubject: Hello\r\n"
-           b"Date: Wed, 02 Dec 2026 09:00:00 +0000\r\nMessage-ID: <1@acme.test>\r\n\r\nHi Ann.\r\n")
+MESSAGE = (
+    b"From: News <news@acme.test>\r\nTo: ann@example.com\r\nSubject: Hello\r\n"
+    b"Date: Wed, 02 Dec 2026 09:00:00 +0000\r\nMessage-ID: <1@acme.test>\r\n\r\nHi Ann.\r\n"
+)
 
 
 @pytest.fixture(scope="module")
 def keys(tmp_path_factory: pytest.TempPathFactory) -> dict[str, DkimTestKey]:
     directory = tmp_path_factory.mktemp("dkim")
-    return {"rsa": rsa_key(directory, "acme.test", "r1"), "ed": ed25519_key(directory, "acme.test", "e1"),
-            "globex": ed25519_key(directory, "acme.test", "g1")}
+    return {
+        "rsa": rsa_key(directory, "acme.test", "r1"),
+        "ed": ed25519_key(directory, "acme.test", "e1"),
+        "globex": ed25519_key(directory, "acme.test", "g1"),
+    }
 
 
 def dns_of(keys: dict[str, DkimTestKey]) -> Callable[..., bytes | None]:
@@ -46,7 +51,7 @@ def test_rsa_and_ed25519_signatures_verify(keys: dict[str, DkimTestKey]) -> None
     assert signatures(signed) == 2
     assert signed.endswith(MESSAGE)  # the message itself is not changed, only preceded
     assert verified(signed, keys)  # the topmost (ed25519)
-    second = signed[signed.index(b"DKIM-Signature:", 1):]  # the RSA one, on top once the first is removed
+    second = signed[signed.index(b"DKIM-Signature:", 1) :]  # the RSA one, on top once the first is removed
     assert b"a=rsa-sha256" in second[:400]
     assert verified(second, keys)
 
@@ -90,12 +95,15 @@ def test_a_missing_or_unusable_key_is_refused_naming_it(tmp_path: Path, keys: di
         DkimSigner(DkimConfig.model_validate({"keys": [{**keys["rsa"].config(), "key_file": str(garbage)}]}))
 
 
-@pytest.mark.parametrize(("header", "domain"), [
-    (b"From: News <news@Acme.Test>", "acme.test"),
-    (b"From: \"Doe, J\" <j@x.example>", "x.example"),
-    (b"From: plain@y.example", "y.example"),
-    (b"From:\r\n folded@z.example", "z.example"),
-    (b"Subject: no from", None),
-])
+@pytest.mark.parametrize(
+    ("header", "domain"),
+    [
+        (b"From: News <news@Acme.Test>", "acme.test"),
+        (b'From: "Doe, J" <j@x.example>', "x.example"),
+        (b"From: plain@y.example", "y.example"),
+        (b"From:\r\n folded@z.example", "z.example"),
+        (b"Subject: no from", None),
+    ],
+)
 def test_from_domain(header: bytes, domain: str | None) -> None:
     assert from_domain(header + b"\r\n\r\nbody\r\n") == domain

@@ -18,15 +18,28 @@ def load(**changes: Any) -> Any:
 def test_defaults() -> None:
     endpoint = load().webhooks.endpoints[0]
     assert (endpoint.id, endpoint.retry_for.total_seconds(), endpoint.timeout.total_seconds()) == (
-        "config-ops", 86_400, 10)
+        "config-ops",
+        86_400,
+        10,
+    )
 
 
-@pytest.mark.parametrize(("change", "key"), [
-    ({"url": "ftp://hooks.test/x"}, "url"), ({"url": "https:///x"}, "url"),
-    ({"url": "https://u:p@hooks.test/x"}, "url"), ({"secret": "short"}, "secret"),
-    ({"events": ["opened"]}, "events"), ({"events": []}, "events"), ({"retry_for": "8d"}, "retry_for"),
-    ({"retry_for": "0s"}, "retry_for"), ({"timeout": "10m"}, "timeout"), ({"name": "has space"}, "name"),
-    ({"colour": "red"}, "colour")])
+@pytest.mark.parametrize(
+    ("change", "key"),
+    [
+        ({"url": "ftp://hooks.test/x"}, "url"),
+        ({"url": "https:///x"}, "url"),
+        ({"url": "https://u:p@hooks.test/x"}, "url"),
+        ({"secret": "short"}, "secret"),
+        ({"events": ["opened"]}, "events"),
+        ({"events": []}, "events"),
+        ({"retry_for": "8d"}, "retry_for"),
+        ({"retry_for": "0s"}, "retry_for"),
+        ({"timeout": "10m"}, "timeout"),
+        ({"name": "has space"}, "name"),
+        ({"colour": "red"}, "colour"),
+    ],
+)
 def test_bad_endpoints_are_refused_by_key(change: dict[str, Any], key: str) -> None:
     with pytest.raises(ConfigError, match=rf"webhooks\.endpoints\.0\.{key}"):
         load(**change)

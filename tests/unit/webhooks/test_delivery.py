@@ -42,8 +42,9 @@ def consumed(kind: LogRecordType = "Delivery", tenant: str = "acme", offset: int
     return Consumed(EVENTS.name, 3, offset, b"tx-1", value)
 
 
-def deliverer(endpoint: Endpoint, clock: ManualClock, producer: MemoryProducer,
-              backoff: Backoff = BACKOFF) -> tuple[Deliverer, list[float]]:
+def deliverer(
+    endpoint: Endpoint, clock: ManualClock, producer: MemoryProducer, backoff: Backoff = BACKOFF
+) -> tuple[Deliverer, list[float]]:
     waits: list[float] = []
 
     async def sleep(seconds: float) -> None:
@@ -66,12 +67,24 @@ async def test_a_wanted_event_is_posted_once_signed_and_recorded() -> None:
     assert url == ENDPOINT.url
     assert json.loads(body)["id"] == "3-7"
     assert headers["Content-Type"] == "application/json"
-    assert verify(ENDPOINT.secret, headers["X-Mailstream-Signature"], headers["X-Mailstream-Timestamp"], body,
-                  now=fixtures.T0.timestamp())
+    assert verify(
+        ENDPOINT.secret,
+        headers["X-Mailstream-Signature"],
+        headers["X-Mailstream-Timestamp"],
+        body,
+        now=fixtures.T0.timestamp(),
+    )
     [attempt] = attempts(producer)
-    assert (attempt.endpoint_id, attempt.event_id, attempt.event_type, attempt.transaction_id, attempt.attempt,
-            attempt.status_code, attempt.error, attempt.outcome) == (
-        "wh-1", "3-7", "delivered", "tx-1", 1, 200, None, "DELIVERED")
+    assert (
+        attempt.endpoint_id,
+        attempt.event_id,
+        attempt.event_type,
+        attempt.transaction_id,
+        attempt.attempt,
+        attempt.status_code,
+        attempt.error,
+        attempt.outcome,
+    ) == ("wh-1", "3-7", "delivered", "tx-1", 1, 200, None, "DELIVERED")
     assert producer.records(WEBHOOK_ATTEMPTS)[0].key == b"wh-1"
     assert waits == []
 
@@ -89,8 +102,9 @@ async def test_records_the_endpoint_does_not_want_are_not_posted() -> None:
 
 async def test_failures_are_retried_on_the_backoff_schedule_until_one_succeeds() -> None:
     clock, producer = ManualClock(fixtures.T0), MemoryProducer()
-    endpoint = Endpoint(clock, Answer(500, "HTTP 500", 0.02), Answer(None, "ConnectError", 0.0),
-                        Answer(503, "HTTP 503", 0.02))
+    endpoint = Endpoint(
+        clock, Answer(500, "HTTP 500", 0.02), Answer(None, "ConnectError", 0.0), Answer(503, "HTTP 503", 0.02)
+    )
     handler, waits = deliverer(endpoint, clock, producer)
     await handler.handle(consumed())
     assert len(endpoint.requests) == 4
@@ -100,8 +114,11 @@ async def test_failures_are_retried_on_the_backoff_schedule_until_one_succeeds()
     assert stamps == sorted(set(stamps))  # each attempt signed at its own time
     assert [r[2]["X-Mailstream-Attempt"] for r in endpoint.requests] == ["1", "2", "3", "4"]
     assert [(a.attempt, a.status_code, a.error, a.outcome) for a in attempts(producer)] == [
-        (1, 500, "HTTP 500", "RETRYING"), (2, None, "ConnectError", "RETRYING"), (3, 503, "HTTP 503", "RETRYING"),
-        (4, 200, None, "DELIVERED")]
+        (1, 500, "HTTP 500", "RETRYING"),
+        (2, None, "ConnectError", "RETRYING"),
+        (3, 503, "HTTP 503", "RETRYING"),
+        (4, 200, None, "DELIVERED"),
+    ]
 
 
 async def test_an_event_failing_past_retry_for_is_given_up() -> None:

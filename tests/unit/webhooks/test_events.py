@@ -20,9 +20,18 @@ def record(kind: LogRecordType, tenant: str | None = "acme"):
     return fixtures.log_record().model_copy(update={"type": kind, "tenant": tenant})
 
 
-@pytest.mark.parametrize(("kind", "expected"), [
-    ("Delivery", "delivered"), ("TransientFailure", "deferred"), ("Bounce", "bounced"), ("Expiration", "expired"),
-    ("AdminBounce", "cancelled"), ("Rejection", "rejected"), ("Reception", None)])
+@pytest.mark.parametrize(
+    ("kind", "expected"),
+    [
+        ("Delivery", "delivered"),
+        ("TransientFailure", "deferred"),
+        ("Bounce", "bounced"),
+        ("Expiration", "expired"),
+        ("AdminBounce", "cancelled"),
+        ("Rejection", "rejected"),
+        ("Reception", None),
+    ],
+)
 def test_each_record_type_maps_to_its_event(kind: LogRecordType, expected: str | None) -> None:
     assert event_type(record(kind)) == expected
 
@@ -50,19 +59,37 @@ def test_an_endpoint_without_tenant_hears_of_every_tenant() -> None:
 def test_the_body_carries_the_event() -> None:
     sent = json.loads(body(record("Bounce"), "bounced", "3-17"))
     assert sent == {
-        "id": "3-17", "type": "bounced", "record_type": "Bounce", "transaction_id": "tx-1", "tenant": "acme",
-        "campaign": None, "message_id": None, "sender": "bounce@acme.test", "recipient": "ann@example.com",
+        "id": "3-17",
+        "type": "bounced",
+        "record_type": "Bounce",
+        "transaction_id": "tx-1",
+        "tenant": "acme",
+        "campaign": None,
+        "message_id": None,
+        "sender": "bounce@acme.test",
+        "recipient": "ann@example.com",
         "queue": "spring:acme@example.com",
         "response": {"code": 250, "enhanced_code": "2.0.0", "text": "OK queued as 1234"},
-        "num_attempts": 1, "bounce_classification": None, "site": "unspecified->mx.example.com",
-        "peer_address": None, "timestamp": "2026-11-22T08:00:00.123000Z", "created": "2026-11-22T08:00:00.123000Z"}
+        "num_attempts": 1,
+        "bounce_classification": None,
+        "site": "unspecified->mx.example.com",
+        "peer_address": None,
+        "timestamp": "2026-11-22T08:00:00.123000Z",
+        "created": "2026-11-22T08:00:00.123000Z",
+    }
 
 
 def test_a_configured_endpoint_becomes_a_record_and_a_restart_is_no_change() -> None:
-    configured = EndpointConfig.model_validate({"name": "ops", "url": "https://hooks.test/x", "secret": "s" * 16,
-                                                "events": ["expired"], "retry_for": "2h"})
+    configured = EndpointConfig.model_validate(
+        {"name": "ops", "url": "https://hooks.test/x", "secret": "s" * 16, "events": ["expired"], "retry_for": "2h"}
+    )
     first = from_config(configured, fixtures.T0)
     assert (first.id, first.secret, first.events, first.retry_for_ms, first.timeout_ms) == (
-        "config-ops", "s" * 16, ("expired",), 7_200_000, 10_000)
+        "config-ops",
+        "s" * 16,
+        ("expired",),
+        7_200_000,
+        10_000,
+    )
     assert same_delivery(first, from_config(configured, fixtures.T0 + timedelta(hours=1)))
     assert not same_delivery(first, first.model_copy(update={"url": "https://hooks.test/y"}))

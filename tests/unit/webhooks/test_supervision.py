@@ -105,8 +105,7 @@ async def until(condition: Callable[[], bool], what: str) -> None:
     raise AssertionError(what)
 
 
-async def test_lanes_keep_order_pause_a_backlog_and_drop_a_revoked_partition(
-        monkeypatch: pytest.MonkeyPatch) -> None:
+async def test_lanes_keep_order_pause_a_backlog_and_drop_a_revoked_partition(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(worker, "PAUSE_AT", 5)
     monkeypatch.setattr(worker, "RESUME_AT", 1)
     twin, gate = Twin(), asyncio.Event()

@@ -1,0 +1,101 @@
+"""Where a task goes (relay, smarthost, MX) and which shaping its path gets; shared by scheduler and delivery."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from mailstream.config.egress_paths import PathShapes, site_of
+from mailstream.config.model import Config, parse_config
+from mailstream.core.egress_path import EgressPath
+from mailstream.core.send_window import SendWindow
+from mailstream.core.throttle import ThrottleSpec
+from mailstream.delivery.routes import route_for
+from mailstream.delivery.smtp_client import Destination, Login
+from mailstream.scheduler.policy import Policies
+
+SOURCES = [
+    {
+        "name": "relayed",
+        "relay": {"host": "relay.example.net", "port": 2587, "username": "u", "password": "p", "starttls": "required"},
+    },
+    {"name": "plain-relay", "relay": {"host": "10.0.0.9"}},
+    {"name": "direct", "source_address": "127.0.0.2"},
+]
+
+
+def config(smarthost: str | None = None, **egress: Any) -> Config:
+    return parse_config(
+        {
+            "ingest": {"message_id_domain": "t.test"},
+            "delivery": {"smarthost": smarthost, "ehlo_domain": "t.test", "starttls": "opportunistic"},
+            "egress": {"sources": SOURCES, "pools": [{"name": "p", "entries": [{"name": "direct"}]}], **egress},
+            "queues": {"egress_pool": "p"},
+        },
+        env={},
+    )
+
+
+def test_a_relay_wins_over_the_smarthost_with_its_credentials_and_tls() -> None:
+    c = config(smarthost="127.0.0.1:2525")
+    route = route_for(c.egress.source("relayed"), c.delivery, "example.com")
+    assert route.path.key() == "relayed->relay.example.net:2587"
+    assert route.hosts == (Destination("relay.example.net", 2587),)
+    assert (route.starttls, route.login) == ("required", Login("u", "p"))
+    plain = route_for(c.egress.source("plain-relay"), c.delivery, "example.com")
+    assert (plain.hosts, plain.starttls, plain.login) == ((Destination("10.0.0.9", 587),), "opportunistic", None)
+
+
+def test_without_a_relay_the_smarthost_else_the_domains_mx() -> None:
+    smart = config(smarthost="[::1]:2525")
+    route = route_for(smart.egress.source("direct"), smart.delivery, "example.com")
+    assert (route.path.key(), route.hosts) == ("direct->[::1]:2525", (Destination("::1", 2525),))
+    mx = config()
+    route = route_for(mx.egress.source("direct"), mx.delivery, "example.com")
+    assert (route.path.key(), route.hosts, route.domain) == ("direct->example.com", (), "example.com")
+
+
+def test_the_scheduler_names_the_same_path_the_worker_sends_on() -> None:
+    for smarthost in (None, "127.0.0.1:2525"):
+        c = config(smarthost=smarthost)
+        policies = Policies(c)
+        for source in c.egress.sources:
+            site = policies.site(source, "example.com", "routed.example")
+            assert EgressPath(source.name, site) == route_for(source, c.delivery, "routed.example").path
+            assert site == site_of(source, smarthost, "routed.example")
+
+
+def test_path_shaping_layers_defaults_destination_then_source_and_keeps_parsed_values() -> None:
+    c = config(
+        path_defaults={"connection_limit": 10, "max_deliveries_per_connection": 100},
+        paths=[
+            {"domain": "example.com", "connection_limit": 2, "max_connection_rate": "10/min"},
+            {"site": "mx.example.com", "connection_limit": 5},
+            {"domain": "example.com", "source": "direct", "max_deliveries_per_connection": 3},
+        ],
+    )
+    shapes = PathShapes(c.egress)
+    shape = shapes.shape("direct", "example.com", "example.com")
+    assert (shape.connection_limit, shape.max_deliveries_per_connection) == (2, 3)
+    assert shape.max_connection_rate == ThrottleSpec.parse("10/min")
+    by_site = shapes.shape("other", "mx.example.com", "example.com")  # the site's rule beats the domain's
+    assert (by_site.connection_limit, by_site.max_connection_rate, by_site.max_deliveries_per_connection) == (
+        5,
+        None,
+        100,
+    )
+    assert shapes.shape("other", "x.test", "x.test").connection_limit == 10
+    assert Policies(c).path("direct", "example.com", "example.com") == shape
+
+
+def test_queue_rules_keep_parsed_throttles_and_windows() -> None:
+    c = parse_config(
+        {
+            "queues": {
+                "rules": [{"tenant": "acme", "max_message_rate": "10/s", "send_window": "09:00-17:00 Europe/Berlin"}]
+            }
+        },
+        env={},
+    )
+    policy = Policies(c).queue("acme", None, "example.com", None)
+    assert policy.max_message_rate == ThrottleSpec.parse("10/s")
+    assert policy.windows == (SendWindow.parse("09:00", "17:00", "Europe/Berlin"),)
