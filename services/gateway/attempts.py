@@ -1,5 +1,6 @@
-"""Each gateway process follows mail.status from its end to learn the first attempt of the transactions
-its sessions are waiting on (cut-through). Only records whose key is awaited are decoded."""
+"""Each gateway process follows mail.responses from its end to learn the first attempt of the transactions
+its sessions are waiting on (cut-through): the delivery worker's own answer, one hop before stage 1 turns it
+into a status. A message stage 1 holds or refuses on arrival sends no response: that counts as a timeout."""
 
 from __future__ import annotations
 
@@ -7,9 +8,9 @@ import asyncio
 import contextlib
 
 from mailstream.events.kafka import TopicTailer
-from mailstream.events.records import TransactionStatus
-from mailstream.events.serde import SerdeError, decode
-from mailstream.events.topics import STATUS
+from mailstream.events.records import DeliveryResponse, EgressVerdict
+from mailstream.events.serde import SerdeError
+from mailstream.events.topics import RESPONSES
 from mailstream.gateway.cut_through import FirstAttempt
 from mailstream.observability.logs import get_logger
 
@@ -17,14 +18,13 @@ log = get_logger(__name__)
 LATEST = -1  # librdkafka's OFFSET_END: what was written before this process started is not awaited
 
 
-def first_attempt(status: TransactionStatus) -> FirstAttempt | None:
-    """The outcome the DATA reply can report, or None while there is none yet."""
-    if status.attempts:
-        response = status.attempts[0].response
-        return FirstAttempt(response.code, response.enhanced_code, response.content)
-    if status.is_final:  # ended before any attempt: expired, cancelled, suppressed
-        return FirstAttempt(550, "5.0.0", status.final_reason or status.status)
-    return None
+def first_attempt(answer: DeliveryResponse | EgressVerdict) -> FirstAttempt | None:
+    """What the DATA reply can report of this answer: only a first attempt's."""
+    if answer.attempt != 1:
+        return None
+    if isinstance(answer, EgressVerdict):  # ended unsent by stage 2: expired or cancelled while held
+        return FirstAttempt(550, "5.0.0", answer.reason)
+    return FirstAttempt(answer.response.code, answer.response.enhanced_code, answer.response.content)
 
 
 class AttemptWatch:
@@ -43,25 +43,27 @@ class AttemptWatch:
                 self._waiting.pop(i.encode(), None)
         return [f.result() if f.done() and not f.cancelled() else None for f in futures]
 
-    def apply(self, key: bytes, value: bytes) -> None:
-        future = self._waiting.get(key)
-        if future is None or future.done():
+    def apply(self, value: bytes) -> None:
+        if not self._waiting:  # nothing awaited: nothing to decode (responses are keyed by route, not by id)
             return
         try:
-            status = decode(value, TransactionStatus)
+            answer = RESPONSES.decode(value)
         except SerdeError as exc:
-            log.warning("undecodable_status", error=str(exc))
+            log.warning("undecodable_response", error=str(exc))
             return
-        found = first_attempt(status)
+        future = self._waiting.get(answer.id.encode())
+        if future is None or future.done():
+            return
+        found = first_attempt(answer)
         if found is not None:
             future.set_result(found)
 
     async def run(self, bootstrap: str) -> None:
         tailer = TopicTailer(
             bootstrap,
-            STATUS.name,
-            STATUS.partitions,
-            dict.fromkeys(range(STATUS.partitions), LATEST),
+            RESPONSES.name,
+            RESPONSES.partitions,
+            dict.fromkeys(range(RESPONSES.partitions), LATEST),
             **{"fetch.wait.max.ms": 50, "fetch.min.bytes": 1},
         )  # idle polls cost: 50 ms, not 10
         try:
@@ -69,9 +71,9 @@ class AttemptWatch:
                 batch = await tailer.poll_batch(timeout=0.1)
                 self.caught_up.set()
                 for msg in batch:
-                    key, value = msg.key(), msg.value()
-                    if key is not None and value is not None:
-                        self.apply(key, value)
+                    value = msg.value()
+                    if value is not None:
+                        self.apply(value)
         finally:
             with contextlib.suppress(Exception):
                 await tailer.close()

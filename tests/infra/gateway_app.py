@@ -1,6 +1,6 @@
 """The gateway's listeners in the test's own event loop, over an in-memory event log: real SMTP on
 loopback (aiosmtpd serving, smtplib/aiosmtplib calling), no broker. What the gateway wrote is read back
-from the twin's topics; a first delivery attempt is fed to its AttemptWatch as mail.status would bring it."""
+from the twin's topics; a first delivery attempt is fed to its AttemptWatch as mail.responses would bring it."""
 
 from __future__ import annotations
 
@@ -15,14 +15,14 @@ from typing import Any
 from mailstream.config.gateway import GatewayConfig
 from mailstream.core.clock import ManualClock
 from mailstream.events.memory import MemoryProducer, MemoryTransactions
-from mailstream.events.records import AcceptedMessage, AttemptRecord, QueueCommand, SmtpResponse
-from mailstream.events.serde import decode, encode
-from mailstream.events.topics import ACCEPTED, BODIES, QUEUE_COMMANDS
+from mailstream.events.records import AcceptedMessage, DeliveryResponse, QueueCommand, SmtpResponse
+from mailstream.events.serde import decode
+from mailstream.events.topics import ACCEPTED, BODIES, QUEUE_COMMANDS, RESPONSES
 from mailstream.gateway.attempts import AttemptWatch
 from mailstream.gateway.server import Gateway
 from mailstream.gateway.session import GatewayParts
 from mailstream.intake.capacity_view import CapacityView
-from mailstream.intake.submission import Submitter, reception_status
+from mailstream.intake.submission import Submitter
 from tests.infra.gateway import GatewayPorts, gateway_section
 
 START = datetime(2026, 12, 2, 9, 0, tzinfo=UTC)
@@ -47,10 +47,13 @@ class GatewayApp:
         return [decode(r.value, QueueCommand) for r in self.producer.bus.read(QUEUE_COMMANDS.name)]
 
     def answer(self, message: AcceptedMessage, code: int, enhanced: str, text: str) -> None:
-        """The first attempt of `message` ends with this reply, as stage 1 would publish it on mail.status."""
+        """The first attempt of `message` ends with this reply, as a delivery worker writes it on mail.responses."""
         outcome = "DELIVERED" if code < 400 else "PERMANENT" if code >= 500 else "TRANSIENT"
-        attempt = AttemptRecord(
+        response = DeliveryResponse(
+            id=message.id,
             attempt=1,
+            attempt_id=f"{message.id}-1",
+            queue=message.queue,
             outcome=outcome,
             response=SmtpResponse(code=code, enhanced_code=enhanced, content=text),
             egress_source="direct",
@@ -58,8 +61,7 @@ class GatewayApp:
             started_at=self.clock(),
             completed_at=self.clock(),
         )
-        status = reception_status(message).model_copy(update={"version": 2, "num_attempts": 1, "attempts": (attempt,)})
-        self.watch.apply(message.id.encode(), encode(status))
+        self.watch.apply(RESPONSES.encode(response))
 
 
 @asynccontextmanager
