@@ -118,6 +118,20 @@ class Consumed:
     value: bytes
 
 
+def consumed(msgs: list[Message]) -> list[Consumed]:
+    """The records of a consume() call; a fatal error raises KafkaUnavailable, others (end of partition) pass."""
+    good: list[Consumed] = []
+    for msg in msgs:
+        err = msg.error()
+        if err is None:
+            good.append(
+                Consumed(msg.topic() or "", msg.partition() or 0, msg.offset() or 0, msg.key(), msg.value() or b"")
+            )
+        elif err.code() != KafkaError._PARTITION_EOF and err.fatal():
+            raise KafkaUnavailable(str(err))
+    return good
+
+
 # A fetch returns as soon as it has one byte by default, so every small write answers every waiting consumer
 # and each consumer asks again at once: thousands of fetches a second that cost the broker more than the
 # records. Waiting up to 20 ms for more data bounds each consumer to ~50 fetches a second under load.
@@ -221,17 +235,7 @@ class EventConsumer:
 
     async def poll_batch(self, max_records: int = 500, timeout: float = 0.5) -> list[Consumed]:
         loop = asyncio.get_running_loop()
-        msgs = await loop.run_in_executor(self._executor, consume_now, self._consumer, max_records, timeout)
-        good: list[Consumed] = []
-        for msg in msgs:
-            err = msg.error()
-            if err is None:
-                good.append(
-                    Consumed(msg.topic() or "", msg.partition() or 0, msg.offset() or 0, msg.key(), msg.value() or b"")
-                )
-            elif err.code() != KafkaError._PARTITION_EOF and err.fatal():
-                raise KafkaUnavailable(str(err))
-        return good
+        return consumed(await loop.run_in_executor(self._executor, consume_now, self._consumer, max_records, timeout))
 
     async def pause(self, paused: bool) -> None:
         """Stop (or restart) fetching every assigned partition; polling goes on, so the member stays."""

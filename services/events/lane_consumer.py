@@ -19,9 +19,9 @@ from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime
 from typing import Any
 
-from confluent_kafka import Consumer, KafkaError, KafkaException, TopicPartition
+from confluent_kafka import Consumer, KafkaException, TopicPartition
 
-from mailstream.events.kafka import BATCHED_FETCH, Consumed, KafkaUnavailable, consume_now
+from mailstream.events.kafka import BATCHED_FETCH, Consumed, consume_now, consumed
 
 CALLBACK_TIMEOUT = 10.0  # seconds for the committed-offset and time look-ups a new assignment makes
 
@@ -88,17 +88,7 @@ class LaneConsumer:
 
     async def poll_batch(self, max_records: int = 500, timeout: float = 0.5) -> list[Consumed]:
         loop = asyncio.get_running_loop()
-        msgs = await loop.run_in_executor(self._executor, consume_now, self._consumer, max_records, timeout)
-        good: list[Consumed] = []
-        for msg in msgs:
-            err = msg.error()
-            if err is None:
-                good.append(
-                    Consumed(msg.topic() or "", msg.partition() or 0, msg.offset() or 0, msg.key(), msg.value() or b"")
-                )
-            elif err.code() != KafkaError._PARTITION_EOF and err.fatal():
-                raise KafkaUnavailable(str(err))
-        return good
+        return consumed(await loop.run_in_executor(self._executor, consume_now, self._consumer, max_records, timeout))
 
     def done(self, record: Consumed) -> bool:
         """Mark `record` finished (the next commit includes it); False if its partition is no longer ours."""
