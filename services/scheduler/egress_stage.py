@@ -48,7 +48,7 @@ from mailstream.scheduler.egress_keys import Held, PathRate, Rotation, Settlemen
 from mailstream.scheduler.handover import HANDED_OVER, merge_usage, scope_group
 from mailstream.scheduler.packed import PackedValues
 from mailstream.scheduler.policy import Policies
-from mailstream.scheduler.stage import Coalesced, Limits, Snapshots, Timers, coalesced, counted, daily, entries, send
+from mailstream.scheduler.stage import Coalesced, Limits, Snapshots, Timers, counted, daily, entries, handler_call, send
 
 log = get_logger(__name__)
 REANNOUNCE = timedelta(seconds=5)
@@ -121,22 +121,17 @@ class EgressStage:
     ) -> None:
         if topic != READY.name:
             return
-        batched = coalesced(out)
-        try:
+        with handler_call(out, lambda: self._pack([partition])) as batched:
             self._on_record(partition, value, now, batched)
-        finally:
-            batched.flush()
-            if partition in self.books:
-                self.books[partition].held.pack()
 
     def on_tick(self, now: datetime, out: Writes) -> None:
-        batched = coalesced(out)
-        try:
+        with handler_call(out, lambda: self._pack(list(self.books))) as batched:
             self._on_tick(now, batched)
-        finally:
-            batched.flush()
-            for book in self.books.values():
-                book.held.pack()
+
+    def _pack(self, partitions: list[int]) -> None:
+        for partition in partitions:
+            if partition in self.books:
+                self.books[partition].held.pack()
 
     def _on_record(self, partition: int, value: bytes, now: datetime, out: Coalesced) -> None:
         book = self.books.setdefault(partition, EgressBook())

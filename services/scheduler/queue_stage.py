@@ -77,7 +77,7 @@ from mailstream.scheduler.lifecycle import (
 from mailstream.scheduler.packed import PackedValues
 from mailstream.scheduler.policy import Policies, QueuePolicy
 from mailstream.scheduler.queue_keys import Control, Message, QueueRate, TenantLimit, Totals
-from mailstream.scheduler.stage import Coalesced, Limits, Snapshots, Timers, coalesced, counted, daily, entries, send
+from mailstream.scheduler.stage import Coalesced, Limits, Snapshots, Timers, counted, daily, entries, handler_call, send
 from mailstream.scheduler.tally import Filed, Tally
 
 log = get_logger(__name__)
@@ -154,22 +154,17 @@ class QueueStage:
     def on_record(
         self, partition: int, topic: str, key: bytes | None, value: bytes, now: datetime, out: Writes
     ) -> None:
-        batched = coalesced(out)
-        try:
+        with handler_call(out, lambda: self._pack([partition])) as batched:
             self._on_record(partition, topic, value, now, batched)
-        finally:
-            batched.flush()
-            if partition in self.books:
-                self.books[partition].messages.pack()
 
     def on_tick(self, now: datetime, out: Writes) -> None:
-        batched = coalesced(out)
-        try:
+        with handler_call(out, lambda: self._pack(list(self.books))) as batched:
             self._on_tick(now, batched)
-        finally:
-            batched.flush()
-            for book in self.books.values():
-                book.messages.pack()
+
+    def _pack(self, partitions: list[int]) -> None:
+        for partition in partitions:
+            if partition in self.books:
+                self.books[partition].messages.pack()
 
     def _on_record(self, partition: int, topic: str, value: bytes, now: datetime, out: Coalesced) -> None:
         book = self.books.setdefault(partition, QueueBook())

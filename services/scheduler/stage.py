@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import heapq
 from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import date, datetime, timedelta
 from typing import Any, ClassVar, Generic, TypeVar
@@ -114,6 +115,18 @@ class Coalesced:
 def coalesced(out: Writes) -> Coalesced:
     """`out` itself when it already coalesces (a call nested in another), else a new `Coalesced` over it."""
     return out if isinstance(out, Coalesced) else Coalesced(out)
+
+
+@contextmanager
+def handler_call(out: Writes, pack: Callable[[], None]) -> Iterator[Coalesced]:
+    """One handler call's writes: coalesced, flushed when the call ends (however it ends), then `pack` packs
+    what the call left decoded."""
+    batched = coalesced(out)
+    try:
+        yield batched
+    finally:
+        batched.flush()
+        pack()
 
 
 class Limits(Generic[S]):
