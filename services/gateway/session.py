@@ -68,7 +68,8 @@ def rejection_record(message: AcceptedMessage, attempt: FirstAttempt, now: datet
 
 
 def _bad_line_endings(data: bytes) -> bool:
-    return b"\r" in data.replace(b"\r\n", b"") or b"\n" in data.replace(b"\r\n", b"")
+    rest = data.replace(b"\r\n", b"")
+    return b"\r" in rest or b"\n" in rest
 
 
 class GatewayHandler:
@@ -220,7 +221,7 @@ class GatewayHandler:
             MESSAGES.labels(self._listener.name, "refused").inc()
             return reply(554, "5.7.1", result.failed[0][1] if result.failed else "no recipient accepted")
         MESSAGES.labels(self._listener.name, "accepted").inc()
-        answer = await self._cut_through([m.id for m in result.accepted], result)
+        answer = await self._cut_through(result.accepted)
         log.info(
             "message",
             session=session.id,
@@ -233,19 +234,20 @@ class GatewayHandler:
         )
         return answer
 
-    async def _cut_through(self, ids: list[str], result: Any) -> str:
+    async def _cut_through(self, accepted: list[AcceptedMessage]) -> str:
         parts = self._parts
+        ids = [m.id for m in accepted]
         wait = parts.config.cut_through_wait.total_seconds()
         now = parts.clock()
         named = f" as {ids[0]}" + (f" and {len(ids) - 1} more" if len(ids) > 1 else "")  # like Postfix's queue id
-        held = any(m.send_at is not None and m.send_at > now for m in result.accepted)
+        held = any(m.send_at is not None and m.send_at > now for m in accepted)
         if parts.watch is None or wait <= 0 or held:
             CUT_THROUGH.labels(self._listener.name, "skipped").inc()
             return reply(250, "2.0.0", "queued" + named)
         attempts: list[FirstAttempt | None] = await parts.watch.wait(ids, wait)
         verdict = decide(self._listener.mode, attempts)
         CUT_THROUGH.labels(self._listener.name, "timeout" if None in attempts else "answered").inc()
-        for message, attempt, then in zip(result.accepted, attempts, verdict.then, strict=True):
+        for message, attempt, then in zip(accepted, attempts, verdict.then, strict=True):
             if then is Then.TOLD and attempt is not None:  # the client knows: the notifier sends no DSN
                 await parts.producer.send(EVENTS, message.id, rejection_record(message, attempt, now))
             if then is Then.CANCEL:  # on behalf of the message's tenant, whose mail it is (stage 1 checks)
