@@ -66,9 +66,15 @@ async def test_a_restarted_worker_resends_nothing_already_answered(kafka_bootstr
                 return Counter(m.rcpt_tos[0] for m in sink.messages if m.rcpt_tos[0] in by_recipient)
 
             deadline = time.monotonic() + 120
-            while len(delivered()) < PER_PARTITION:  # mid-run: about half delivered
+            behind_stuck = {t.attempt_id for t in fast[:PER_PARTITION]}
+            # Mid-run: about half delivered, and some answer behind partition 0's stuck task committed (read back,
+            # so the kill cannot come before the worker's first commit of that partition).
+            while len(delivered()) < PER_PARTITION or not behind_stuck & {a.attempt_id for a in answers}:
                 assert time.monotonic() < deadline, stack.log_tail("delivery")
-                await asyncio.sleep(0.02)
+                for record in await responses.poll_batch(1000, timeout=0.05):
+                    answer = decode(record.value, DeliveryResponse)
+                    if answer.attempt_id in by_recipient.values():
+                        answers.append(answer)
             stack.kill("delivery")
             killed_at = datetime.now(UTC)
             at_kill = delivered()
