@@ -130,6 +130,7 @@ class DeliveryWorker:
             data = await bodies.get(task.body)
         except (KafkaUnavailable, BodyCorrupt, SerdeError) as exc:
             return SmtpAttempt(_internal(str(exc)), None, None)
+        data = traced(data, task.attempt_id)
         path = self.dispatcher(source, route)
         wait = min(dc.path_wait.total_seconds(), deadline - loop.time())
         attempt = await path.deliver(task.sender, task.recipient, data, max(wait, 0.0), deadline)
@@ -307,6 +308,18 @@ class DeliveryWorker:
     def stop(self) -> None:
         self._stop_at = time.monotonic() + self._settings.stop_within
         self._stopping.set()
+
+
+ATTEMPT_HEADER = b"X-Mailstream-Attempt"
+
+
+def traced(data: bytes, attempt_id: str) -> bytes:
+    """The message with `X-Mailstream-Attempt: <id>/<n>` last in its header: a receiver (or a test's sink) can
+    tell a second send of one attempt (a crash after DATA) from a retry. Placed after any DKIM-Signature fields,
+    which stay first, and outside what they sign."""
+    end = data.find(b"\r\n\r\n")
+    cut = 0 if end < 0 else end + 2
+    return data[:cut] + ATTEMPT_HEADER + b": " + attempt_id.encode() + b"\r\n" + data[cut:]
 
 
 def _encoded(answer: DeliveryResponse) -> bytes:
