@@ -24,6 +24,7 @@ if _ROOT not in sys.path:
     sys.path.insert(0, _ROOT)
 
 from tests.infra.broker import LocalBroker, tcp_reachable, unavailable_reason  # noqa: E402
+from tests.infra.cluster import LocalCluster  # noqa: E402
 from tests.infra.postfix import find_postfix_tool  # noqa: E402
 
 
@@ -89,6 +90,26 @@ def kafka_bootstrap(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
         pytest.fail(f"no Kafka broker available: {detail}", pytrace=False)
     else:
         pytest.skip(f"no Kafka broker available: {detail}")
+
+
+@pytest.fixture(scope="session")
+def kafka_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalCluster]:
+    """A private 3-node cluster (tests/infra/cluster.py), whatever KAFKA_BOOTSTRAP_SERVERS says: its tests
+    kill and restart nodes. Skipped (failed in CI) without java and the jars, as `kafka_bootstrap`."""
+    reason = unavailable_reason()
+    if reason is not None:
+        if _broker_required():
+            pytest.fail(f"cannot start a Kafka cluster: {reason}", pytrace=False)
+        pytest.skip(f"cannot start a Kafka cluster: {reason}")
+    cluster = LocalCluster(tmp_path_factory.mktemp("cluster"))
+    try:
+        cluster.start()
+    except RuntimeError as exc:
+        pytest.fail(f"could not start a local Kafka cluster: {exc}", pytrace=False)
+    try:
+        yield cluster
+    finally:
+        cluster.stop()
 
 
 @pytest.fixture(scope="session")

@@ -7,12 +7,16 @@
 #   broker.sh stop     SIGTERM, wait up to 30 s, then SIGKILL
 #   broker.sh status   exit 0 if the broker runs and accepts connections
 #   broker.sh wait     wait until a started broker is ready
+#   broker.sh kill     SIGKILL (no controlled shutdown), for crash tests
 #
 # Env: KAFKA_PORT (19092), KAFKA_CONTROLLER_PORT (19093), MAILSTREAM_RUN ($PWD/.run),
 #      MAILSTREAM_CACHE (~/.cache/mailstream), KAFKA_HEAP (1g), KAFKA_START_TIMEOUT (90),
 #      KAFKA_JVM_OPTS (extra JVM flags, split on spaces). The broker runs C1-compiled only
 #      (-XX:TieredStopAtLevel=1): on a 2-core machine a fresh broker's C2 compiler took ~40 % of
 #      its CPU for minutes; see docs/performance.md.
+# One node of a cluster (deploy/kafka/cluster.sh sets these): KAFKA_DIR ($MAILSTREAM_RUN/kafka),
+#      KAFKA_NODE_ID (1), KAFKA_VOTERS (1@127.0.0.1:$KAFKA_CONTROLLER_PORT), KAFKA_CLUSTER_ID (random at
+#      first format), KAFKA_REPLICATION (1: internal topics' and new topics' replicas) and KAFKA_MIN_ISR (1).
 # If KAFKA_BOOTSTRAP_SERVERS is set, an external cluster is used: start/wait/status only
 # check that it accepts TCP connections.
 set -euo pipefail
@@ -21,9 +25,13 @@ KAFKA_VERSION=3.9.2 # keep in step with deploy/kafka/pom.xml
 HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 CACHE=${MAILSTREAM_CACHE:-$HOME/.cache/mailstream}
 LIBS=$CACHE/kafka-$KAFKA_VERSION/libs
-RUN=${MAILSTREAM_RUN:-$PWD/.run}/kafka
+RUN=${KAFKA_DIR:-${MAILSTREAM_RUN:-$PWD/.run}/kafka}
 PORT=${KAFKA_PORT:-19092}
 CONTROLLER_PORT=${KAFKA_CONTROLLER_PORT:-19093}
+NODE_ID=${KAFKA_NODE_ID:-1}
+VOTERS=${KAFKA_VOTERS:-$NODE_ID@127.0.0.1:$CONTROLLER_PORT}
+REPLICATION=${KAFKA_REPLICATION:-1}
+MIN_ISR=${KAFKA_MIN_ISR:-1}
 HEAP=${KAFKA_HEAP:-1g}
 TIMEOUT=${KAFKA_START_TIMEOUT:-90}
 PIDFILE=$RUN/broker.pid
@@ -75,12 +83,12 @@ external_check() {
 }
 
 write_properties() {
-  # Settings from docs: loopback only, single replica, few internal partitions so the
-  # first consumer-group join is fast, and a log cleaner for compacted changelogs.
+  # Settings from docs: loopback only, single replica unless one node of a cluster, few internal
+  # partitions so the first consumer-group join is fast, and a log cleaner for compacted changelogs.
   cat >"$RUN/server.properties" <<EOF
 process.roles=broker,controller
-node.id=1
-controller.quorum.voters=1@127.0.0.1:$CONTROLLER_PORT
+node.id=$NODE_ID
+controller.quorum.voters=$VOTERS
 listeners=PLAINTEXT://127.0.0.1:$PORT,CONTROLLER://127.0.0.1:$CONTROLLER_PORT
 advertised.listeners=PLAINTEXT://127.0.0.1:$PORT
 controller.listener.names=CONTROLLER
@@ -89,10 +97,12 @@ listener.security.protocol.map=CONTROLLER:PLAINTEXT,PLAINTEXT:PLAINTEXT
 log.dirs=$RUN/data
 num.partitions=8
 auto.create.topics.enable=true
-offsets.topic.replication.factor=1
+default.replication.factor=$REPLICATION
+min.insync.replicas=$MIN_ISR
+offsets.topic.replication.factor=$REPLICATION
 offsets.topic.num.partitions=4
-transaction.state.log.replication.factor=1
-transaction.state.log.min.isr=1
+transaction.state.log.replication.factor=$REPLICATION
+transaction.state.log.min.isr=$MIN_ISR
 transaction.state.log.num.partitions=4
 group.initial.rebalance.delay.ms=0
 num.network.threads=2
@@ -115,8 +125,8 @@ cmd_start() {
   mkdir -p "$RUN/logs"
   write_properties
   if [[ ! -f $RUN/data/meta.properties ]]; then
-    local cid
-    cid=$(java -Xmx256m "${LOG_OPTS[@]}" -cp "$LIBS/*" kafka.tools.StorageTool random-uuid 2>/dev/null)
+    local cid=${KAFKA_CLUSTER_ID:-}
+    [[ -n $cid ]] || cid=$(java -Xmx256m "${LOG_OPTS[@]}" -cp "$LIBS/*" kafka.tools.StorageTool random-uuid 2>/dev/null)
     say "formatting storage in $RUN/data (cluster id $cid)"
     java -Xmx256m "${LOG_OPTS[@]}" -cp "$LIBS/*" kafka.tools.StorageTool format \
       -t "$cid" -c "$RUN/server.properties" --ignore-formatted >>"$RUN/format.log" 2>&1 ||
@@ -173,6 +183,15 @@ cmd_stop() {
   rm -f "$PIDFILE"
 }
 
+cmd_kill() {
+  local pid
+  if ! pid=$(broker_pid); then say "not running"; rm -f "$PIDFILE"; return; fi
+  say "SIGKILL broker (pid $pid)"
+  kill -KILL "$pid"
+  while alive "$pid"; do sleep 0.1; done
+  rm -f "$PIDFILE"
+}
+
 cmd_status() {
   if [[ -n ${KAFKA_BOOTSTRAP_SERVERS:-} ]]; then external_check; return; fi
   local pid
@@ -185,6 +204,6 @@ cmd_status() {
 }
 
 case ${1:-} in
-  fetch | start | stop | status | wait) "cmd_$1" ;;
-  *) echo "usage: $0 {fetch|start|stop|status|wait}" >&2; exit 2 ;;
+  fetch | start | stop | status | wait | kill) "cmd_$1" ;;
+  *) echo "usage: $0 {fetch|start|stop|status|wait|kill}" >&2; exit 2 ;;
 esac

@@ -159,8 +159,9 @@ class LocalBroker:
             *args,
         ]
 
-    def start(self) -> str:
-        """Format storage, launch the broker and wait for it; return the bootstrap address."""
+    def start(self, *, wait: bool = True) -> str:
+        """Format storage, launch the broker and (unless `wait` is false: a cluster's nodes start together, as
+        none is ready before a quorum is) wait for it; return the bootstrap address."""
         if self._proc is not None:
             return self.bootstrap
         reason = unavailable_reason(self.libs)
@@ -185,10 +186,16 @@ class LocalBroker:
                 stdout=log,
                 stderr=subprocess.STDOUT,
             )
-        self._wait_ready()
+        if wait:
+            self.wait_ready()
         return self.bootstrap
 
-    def _wait_ready(self) -> None:
+    @property
+    def running(self) -> bool:
+        return self._proc is not None and self._proc.poll() is None
+
+    def wait_ready(self) -> None:
+        """Until the broker logs that it started and accepts connections; RuntimeError if it exits or times out."""
         assert self._proc is not None
         deadline = time.monotonic() + self.start_timeout
         while time.monotonic() < deadline:
@@ -206,6 +213,13 @@ class LocalBroker:
             return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
         except OSError:
             return "(no broker log)"
+
+    def kill(self) -> None:
+        """SIGKILL: no controlled shutdown, nothing flushed beyond what the OS has."""
+        proc, self._proc = self._proc, None
+        if proc is not None and proc.poll() is None:
+            proc.kill()
+            proc.wait()
 
     def stop(self) -> None:
         """SIGTERM (controlled shutdown), then SIGKILL after 30 s."""
