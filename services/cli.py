@@ -43,13 +43,16 @@ def main() -> int:
     services = ("ingest", "scheduler", "delivery", "gateway", "webhooks", "capture-sink")
     usage = (
         f"usage: mailstream {{{','.join(services)}}} [--config FILE]  (SERVICE --help: its options)\n"
-        "       mailstream hash-password  (reads a password on stdin, prints the hash for gateway.users)"
+        "       mailstream hash-password  (reads a password on stdin, prints the hash for gateway.users)\n"
+        "       mailstream hash-api-key   (prints a new random API key and its key_sha256 for ingest.api_keys)"
     )
     if len(sys.argv) == 2 and sys.argv[1] in ("-h", "--help"):
         print(usage)
         return 0
     if len(sys.argv) == 2 and sys.argv[1] == "hash-password":
         return _hash_password()
+    if len(sys.argv) == 2 and sys.argv[1] == "hash-api-key":
+        return _hash_api_key()
     if len(sys.argv) < 2 or sys.argv[1] not in services:
         print(usage, file=sys.stderr)
         return 2
@@ -69,4 +72,16 @@ def _hash_password() -> int:
         print("hash-password: empty password", file=sys.stderr)
         return 2
     print(hash_password(password))
+    return 0
+
+
+def _hash_api_key() -> int:
+    """A new key for the client and its hash for the file; the key is shown once and stored nowhere."""
+    import secrets
+
+    from mailstream.core.password_hash import api_key_sha256
+
+    key = secrets.token_urlsafe(32)  # 256 bits
+    print(f"key: {key}")
+    print(f"key_sha256: {api_key_sha256(key)}")
     return 0

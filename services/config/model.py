@@ -32,6 +32,7 @@ from mailstream.config.scheduling import (
 )
 from mailstream.config.webhooks import WebhooksConfig
 from mailstream.core.duration import parse_duration
+from mailstream.core.password_hash import api_key_sha256
 
 Duration = Annotated[timedelta, BeforeValidator(parse_duration)]
 Port = Annotated[int, Field(ge=1, le=65535)]
@@ -57,9 +58,19 @@ class KafkaConfig(Section):
 
 
 class ApiKey(Section):
-    """A key of the HTTP API: bound to one tenant, or an admin key (exactly one of `tenant` and `admin: true`)."""
+    """A key of the HTTP API: bound to one tenant, or an admin key (exactly one of `tenant` and `admin: true`).
+    The file holds either the key (`key`) or, better, its SHA-256 (`key_sha256`, from `mailstream hash-api-key`)."""
 
-    key: SecretStr = Field(min_length=16, description="The bearer token clients send (`Authorization: Bearer <key>`).")
+    key: Annotated[SecretStr, Field(min_length=16)] | None = Field(
+        None,
+        description="The bearer token clients send (`Authorization: Bearer <key>`), in clear; "
+        "prefer `key_sha256`. Exactly one of the two.",
+    )
+    key_sha256: Annotated[str, Field(pattern="^[0-9a-f]{64}$")] | None = Field(
+        None,
+        description="SHA-256 of the bearer token, 64 lower-case hex digits, as `mailstream hash-api-key` "
+        "prints it: the file then holds no key. A fast hash is enough because keys are long random tokens.",
+    )
     tenant: str | None = Field(
         None,
         description="The tenant the key acts for: it fixes the tenant of what it submits, and it reads and "
@@ -80,7 +91,16 @@ class ApiKey(Section):
     def _tenant_or_admin(self) -> ApiKey:
         if self.admin == (self.tenant is not None):
             raise ValueError("an API key has either a tenant or admin: true, not both or neither")
+        if (self.key is None) == (self.key_sha256 is None):
+            raise ValueError("an API key has either key or key_sha256, not both or neither")
         return self
+
+    def sha256(self) -> str:
+        """The key's SHA-256 in hex, whichever way the file gives it."""
+        if self.key_sha256 is not None:
+            return self.key_sha256
+        assert self.key is not None  # the validator saw to it
+        return api_key_sha256(self.key.get_secret_value())
 
 
 class IngestConfig(Section):

@@ -1,5 +1,8 @@
 """Password hashes for SMTP AUTH: scrypt (RFC 7914, in the standard library), so the configuration never
-holds a password. The text form is `$scrypt$ln=<log2 N>,r=<r>,p=<p>$<salt>$<hash>` (base64, no padding)."""
+holds a password. The text form is `$scrypt$ln=<log2 N>,r=<r>,p=<p>$<salt>$<hash>` (base64, no padding).
+
+API keys are hashed with plain SHA-256 instead (`api_key_sha256`): they are random tokens of 256 bits, which no
+dictionary holds, so salt and work factor would buy nothing and cost every request a KDF."""
 
 from __future__ import annotations
 
@@ -45,3 +48,8 @@ def verify_password(password: str, encoded: str) -> bool:
     expected = _unb64(found[5])
     actual = _derive(password, _unb64(found[4]), int(found[1]), int(found[2]), int(found[3]), len(expected))
     return hmac.compare_digest(actual, expected)
+
+
+def api_key_sha256(key: str) -> str:
+    """The hex SHA-256 of an API key, as `ingest.api_keys[].key_sha256` holds it."""
+    return hashlib.sha256(key.encode()).hexdigest()

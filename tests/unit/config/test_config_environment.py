@@ -43,7 +43,7 @@ def test_a_yaml_list_replaces_the_files_list() -> None:
             "admin: true}]"
         },
     )
-    keys = [(k.key.get_secret_value(), k.tenant) for k in config.ingest.api_keys]
+    keys = [(k.key and k.key.get_secret_value(), k.tenant) for k in config.ingest.api_keys]
     assert keys == [("secret-key-0123456789", "acme"), ("admin-key-0123456789", None)]
 
 

@@ -49,7 +49,7 @@ def test_defaults_render_as_a_user_writes_them() -> None:
     assert reference.default(fields["queues.max_age"]) == "`7d`"
     assert reference.default(fields["delivery.connect_timeout"]) == "`30s`"
     assert reference.default(fields["egress.daily_reset_timezone"]) == "`UTC`"
-    assert reference.default(fields["ingest.api_keys[].key"]) == "required"
+    assert reference.default(fields["gateway.users[].username"]) == "required"
     assert reference.default(fields["delivery.ehlo_domain"]) == "this host's name (FQDN)"  # not this machine's
     assert fields["queues.retry_interval"].default == timedelta(minutes=20)
     assert reference.type_name(fields["queues.retry_interval"]) == "[duration](#durations) > 0"

@@ -25,7 +25,7 @@ REQUEST: dict[str, Any] = {
 def limited(tmp_path: Path, **ingest: Any) -> IngestApp:
     built = IngestApp.build(tmp_path / "status.sqlite3", **ingest)
     keys = built.config.ingest.api_keys
-    assert [k.key.get_secret_value() for k in keys] == [ADMIN_KEY, ACME_KEY, GLOBEX_KEY]
+    assert [k.key and k.key.get_secret_value() for k in keys] == [ADMIN_KEY, ACME_KEY, GLOBEX_KEY]
     return built
 
 
