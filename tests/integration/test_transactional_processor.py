@@ -561,6 +561,62 @@ def test_a_record_the_handler_cannot_read_goes_to_the_dead_letter_topic(kafka_bo
     )
 
 
+class Bloating(Echo):
+    """An Echo that, for every record named in `big`, also sends `size` random bytes: too large each time."""
+
+    def __init__(self, out_topic: str, big: set[bytes], size: int) -> None:
+        super().__init__(out_topic)
+        self.big, self.size = big, size
+
+    def on_record(
+        self, partition: int, topic: str, key: bytes | None, value: bytes, now: datetime, out: Writes
+    ) -> None:
+        super().on_record(partition, topic, key, value, now, out)  # its state change comes first: it must not stay
+        if value in self.big:
+            out.send(self.out_topic, b"big", os.urandom(self.size), partition=partition)
+
+
+@pytest.mark.parametrize("refused_by", ["produce", "broker"])
+def test_an_input_whose_output_is_too_large_goes_to_the_dead_letter_topic(
+    kafka_bootstrap: str, refused_by: str
+) -> None:
+    """Refused by produce() (over the processor's max_message_bytes) or only by the broker (a topic with a lower
+    max.message.bytes, so the commit fails): either way the input is set aside once, its state change undone,
+    and the partition goes on, instead of aborting and restoring forever."""
+    t = make_topics(kafka_bootstrap, 2)
+    dead = t.inp.replace(".in", ".dead")
+    ensure_topics(kafka_bootstrap, [TopicSpec(dead, "the record's key", (), partitions=1)])
+    if refused_by == "broker":
+        t = Topics(t.inp, t.out.replace(".out", ".small"), t.changelog, t.partitions)
+        ensure_topics(kafka_bootstrap, [TopicSpec(t.out, "scope", (), partitions=2, max_message_bytes=16 * 1024)])
+    size = 2 * 1024 * 1024 if refused_by == "produce" else 64 * 1024  # random bytes: lz4 cannot shrink them
+    values = {p: [f"p{p}-r{i}".encode() for i in range(60)] for p in (0, 1)}
+    produce(kafka_bootstrap, t.inp, [(p, b"k", v) for p in (0, 1) for v in values[p]])
+
+    handler = Bloating(t.out, {b"p0-r7", b"p0-r40"}, size)
+    proc = processor(kafka_bootstrap, f"big-{uuid.uuid4().hex[:8]}", t, handler, wall_clock, dead_letter=dead)
+    with running(proc):
+        wait_for(lambda: proc.records_processed == 120, 60, "every record, the two bloating ones diverted")
+        assert proc.healthy
+        aborted = proc.transactions_aborted
+        time.sleep(1.0)
+        assert proc.transactions_aborted == aborted, "no abort-and-restore loop"
+    assert proc.records_dead_lettered == 2
+    # Each culprit costs its batch's abort and then its own (the broker's refusal one more: the sequence gap).
+    assert aborted <= (4 if refused_by == "produce" else 8)
+    diverted = dead_lettered(kafka_bootstrap, dead)
+    assert [m.value() for m in diverted] == [b"p0-r7", b"p0-r40"]
+    headers = dict(diverted[0].headers() or [])
+    assert b"Message size too large" in headers["error"] or b"MSG_SIZE_TOO_LARGE" in headers["error"]
+    assert (headers["topic"], headers["partition"], headers["offset"]) == (t.inp.encode(), b"0", b"7")
+    out = [v for _, k, v in read_all(kafka_bootstrap, t.out, 2) if k != b"big"]
+    assert sorted(v for v in out if v is not None) == sorted(
+        [v for v in values[0] if v not in handler.big] + values[1]
+    ), "each record but the diverted ones once"
+    # Their counts were undone with the abort: partition 0 counted 58 records, not 60.
+    assert {p: v for p, _, v in read_all(kafka_bootstrap, t.changelog, 2)} == {0: b"58", 1: b"60"}
+
+
 def test_an_abortable_error_rewinds_state_and_input(kafka_bootstrap: str) -> None:
     t = make_topics(kafka_bootstrap, 2)
     group = f"rewind-{uuid.uuid4().hex[:8]}"

@@ -12,9 +12,9 @@ from typing import Any
 from confluent_kafka import Consumer, KafkaError, KafkaException, Message, TopicPartition
 
 from mailstream.events.handler import PartitionHandler
-from mailstream.events.kafka import consume_now
+from mailstream.events.kafka import Bootstrap, consume_now
 from mailstream.events.processor.clients import Clients, ProcessorFatalError, kafka_error, retrying
-from mailstream.events.processor.dead_letter import DeadLetters
+from mailstream.events.processor.dead_letter import DeadLetters, too_large
 from mailstream.events.processor.restore import Stopping, read_changelog, starting_offsets
 from mailstream.events.processor.transaction import Output, Transaction, Write
 from mailstream.observability.logs import get_logger
@@ -36,19 +36,22 @@ class TransactionalProcessor:
     group waits for a member that does not come back to ``consume()``.
 
     A record the handler fails on (or cannot read) stops the processor (the batch aborted), unless
-    ``dead_letter`` names a topic: then it is set aside there (`dead_letter.DeadLetters`).
+    ``dead_letter`` names a topic: then it is set aside there (`dead_letter.DeadLetters`), and so is a
+    record whose output is refused as too large (else that aborts and is retried like any abortable error).
 
     A busy stage gathers records for up to ``commit_interval`` seconds after its last commit before it
     commits again (a transaction costs the broker a marker per partition written, whatever it carries).
 
     An output larger than ``max_message_bytes`` (keep it at most the topics' ``max.message.bytes``)
-    is refused by ``produce()`` and aborts the batch like any other abortable error.
+    is refused by ``produce()``, so the record being handled made it; one the broker refuses (a topic
+    with a lower limit) fails the commit, and the batch is replayed a record at a time to find it.
+    A tick's oversized output has no input to set aside: the tick is aborted and tried again later.
     """
 
     def __init__(
         self,
         *,
-        bootstrap: str,
+        bootstrap: Bootstrap,
         group_id: str,
         inputs: Sequence[str],
         changelog: str,
@@ -175,7 +178,12 @@ class TransactionalProcessor:
             while not stop.is_set():
                 records = self._gather(consumer)
                 now = self._clock()
-                tick = bool(self._owned) and (now - last_tick >= self._tick_interval or now < last_tick)
+                # No tick while a failed batch is replayed record by record: a refusal then names its record.
+                tick = (
+                    bool(self._owned)
+                    and not self._dead_letters.careful
+                    and (now - last_tick >= self._tick_interval or now < last_tick)
+                )
                 if tick:
                     last_tick = now
                 if records or tick:
@@ -239,6 +247,8 @@ class TransactionalProcessor:
             if tick:
                 self._handler.on_tick(now, out)
         except KafkaException as exc:
+            if current is not None and self._oversized(exc, records, current):
+                return
             self._transaction_failed(exc)
             return
         except Exception as exc:
@@ -254,6 +264,9 @@ class TransactionalProcessor:
         try:
             self._commit()
         except KafkaException as exc:
+            # Refused at commit: some record of the batch, or the tick, made it (alone and tickless: that record).
+            if records and self._oversized(exc, records, records[0] if len(records) == 1 and not tick else None):
+                return
             self._transaction_failed(exc)
             return
         self._records_processed += len(records)
@@ -262,6 +275,18 @@ class TransactionalProcessor:
         self._failures = 0
         self._last_ok = True
         self._dead_letters.committed(records)
+
+    def _oversized(self, exc: KafkaException, records: list[Message], failed: Message | None) -> bool:
+        """An output refused as too large fails the same way every time: set aside the input that made it
+        (`failed`, or the one found by replaying `records` alone), as for a handler failure. False: not
+        that, or no dead-letter topic, so the caller aborts and retries."""
+        if not too_large(exc) or self._dead_letters.topic is None:
+            return False
+        err = kafka_error(exc)
+        self._abort("output_too_large", error=err.str() if err is not None else str(exc))
+        self._recover()
+        self._dead_letters.isolate(records, failed, exc)
+        return True
 
     def _write(self, w: Write) -> None:
         if w.topic == self._changelog and w.partition not in self._owned:

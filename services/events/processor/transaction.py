@@ -97,6 +97,9 @@ class Transaction:
         producer.poll(0)
 
     def abort(self) -> None:
+        # Outputs still queued first: an abort right behind a commit, with the new transaction's partitions
+        # not yet registered, fails fatally (INVALID_TXN_STATE) with librdkafka 2.x.
+        self.producer.flush(self.wait_s)
         try:
             retrying("abort_transaction", lambda: self.producer.abort_transaction(self.wait_s), self.log)
         except KafkaException as exc:
