@@ -21,6 +21,7 @@ from pydantic import BeforeValidator, Field, SecretStr, ValidationError, model_v
 from mailstream.config.dkim import DkimConfig
 from mailstream.config.environment import VariableError, apply_environment
 from mailstream.config.gateway import GatewayConfig
+from mailstream.config.outbound import OutboundPolicy
 from mailstream.config.scheduling import (
     HEALTH_HOST,
     TCP_PORT,
@@ -290,6 +291,9 @@ class DeliveryConfig(Section):
     nameservers: list[str] = Field(
         [],
         description="DNS servers for MX lookups, each `ip`, `ip:port` or `[ipv6]:port`; empty: the system's resolvers.",
+    )
+    outbound: OutboundPolicy = Field(
+        OutboundPolicy(), description="Which addresses the workers may connect to (a deny list, allowed exceptions)."
     )
 
     @model_validator(mode="after")

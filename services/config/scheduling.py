@@ -10,6 +10,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from datetime import timedelta
 from ipaddress import IPv4Address, IPv6Address
+from pathlib import Path
 from typing import Annotated, Any, Literal
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
@@ -125,13 +126,26 @@ class Relay(Section):
     username: str | None = Field(None, description="SMTP AUTH login, with `password`; unset: no AUTH.")
     password: SecretStr | None = Field(None, description="SMTP AUTH password, with `username`.")
     starttls: Literal["opportunistic", "required", "disabled"] | None = Field(
-        None, description="As `delivery.starttls`, for this relay; unset: `delivery.starttls`."
+        None,
+        description="As `delivery.starttls`, for this relay; unset: `delivery.starttls`. With credentials TLS is "
+        "always required and the certificate verified (`ca_file`) before AUTH: a relay that does not offer "
+        "STARTTLS, or whose certificate does not verify, gets neither the credentials nor the mail (`451 4.7.10`, "
+        "`451 4.7.5`; the attempt is deferred).",
+    )
+    ca_file: Path | None = Field(
+        None,
+        description="PEM file of the CAs a relay with credentials must have its certificate from (it must also "
+        "name `host`); unset: the system's CA store. Read at start-up.",
     )
 
     @model_validator(mode="after")
     def _credentials_pair(self) -> Relay:
         if (self.username is None) != (self.password is None):
             raise ValueError("a relay's username and password go together")
+        if self.username is not None and self.starttls == "disabled":
+            raise ValueError("a relay with credentials needs TLS: its starttls cannot be disabled")
+        if self.ca_file is not None and not self.ca_file.is_file():
+            raise ValueError(f"ca_file {str(self.ca_file)!r} is not a readable file")
         return self
 
 

@@ -1,8 +1,8 @@
 """The one seam to dnspython: the addresses to connect to for a domain, in MX order; failures become replies.
 
 No MX record means the domain itself is the exchanger (RFC 5321 §5.1); a null MX refuses mail
-(RFC 7505). A domain that does not exist is a permanent failure, a DNS server that does not answer
-a transient one.
+(RFC 7505). A domain that does not exist, or has neither MX nor address, is a permanent failure; a
+DNS server that does not answer (timeout, SERVFAIL), for the MX or for an address, a transient one.
 """
 
 from __future__ import annotations
@@ -19,6 +19,9 @@ from mailstream.config.model import nameserver_address
 from mailstream.core.mx_plan import order_exchangers
 from mailstream.delivery.smtp_client import Destination
 from mailstream.events.records import SmtpResponse
+from mailstream.observability.logs import get_logger
+
+log = get_logger(__name__)
 
 
 def _refusal(code: int, enhanced: str, content: str) -> SmtpResponse:
@@ -61,19 +64,32 @@ class MxResolver:
         if exchangers is None:
             return _refusal(556, "5.1.10", f"domain {domain} accepts no mail (null MX)")
         found: list[Destination] = []
+        unanswered: list[str] = []  # hosts whose address lookup failed, not just came back empty
         for host in exchangers:
-            found += [Destination(a, self._port) for a in await self._addresses(host)]
+            addresses = await self._addresses(host)
+            if addresses is None:
+                unanswered.append(host)
+                continue
+            found += [Destination(a, self._port, host.rstrip(".")) for a in addresses]
         if found:
             return found
+        if unanswered:  # the address may be there once the DNS server answers: never bounce on a timeout
+            return _refusal(451, "4.4.3", f"address lookup of {', '.join(unanswered)} failed")
         if exchangers == (domain,):
             return _refusal(550, "5.1.2", f"domain {domain} has no MX and no address")
         return _refusal(451, "4.4.4", f"no MX host of {domain} resolves to an address")
 
-    async def _addresses(self, host: str) -> list[str]:
+    async def _addresses(self, host: str) -> list[str] | None:
+        """The host's A and AAAA answers; None if a lookup failed (timeout, SERVFAIL) and none answered.
+        Only NXDOMAIN and an empty answer mean the host has no address of that type."""
         found: list[str] = []
+        failed = False
         for rdtype in ("A", "AAAA"):
             try:
                 found += [r.to_text() for r in await self._ready().resolve(host, rdtype)]
-            except dns.exception.DNSException:
+            except (dns.resolver.NXDOMAIN, dns.resolver.NoAnswer):
                 continue
-        return found
+            except dns.exception.DNSException as exc:
+                log.warning("address_lookup_failed", host=host, rdtype=rdtype, error=str(exc))
+                failed = True
+        return None if failed and not found else found

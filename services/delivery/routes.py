@@ -18,6 +18,7 @@ class Route:
     domain: str
     starttls: StartTls
     login: Login | None
+    ca_file: str | None = None  # what the relay's certificate is verified against (with a login); unset: system CAs
 
 
 def host_port(text: str) -> Destination:
@@ -32,7 +33,9 @@ def route_for(source: EgressSource, delivery: DeliveryConfig, domain: str) -> Ro
         login = None
         if relay.username is not None and relay.password is not None:
             login = Login(relay.username, relay.password.get_secret_value())
-        return Route(path, (Destination(relay.host, relay.port),), domain, relay.starttls or delivery.starttls, login)
+        dest = Destination(relay.host, relay.port)
+        ca_file = str(relay.ca_file) if relay.ca_file is not None else None
+        return Route(path, (dest,), domain, relay.starttls or delivery.starttls, login, ca_file)
     if delivery.smarthost is not None:
         return Route(path, (host_port(delivery.smarthost),), domain, delivery.starttls, None)
     return Route(path, (), domain, delivery.starttls, None)

@@ -7,6 +7,7 @@ Network and protocol errors are mapped to synthesized replies the way KumoMTA re
 from __future__ import annotations
 
 import asyncio
+import functools
 import ssl
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -22,8 +23,9 @@ StartTls = Literal["opportunistic", "required", "disabled"]
 
 @dataclass(frozen=True, slots=True)
 class Destination:
-    host: str
+    host: str  # an address once resolved (MX answers are; a relay's name is resolved before connecting)
     port: int
+    name: str | None = None  # the host name it was found by: what a relay's certificate must name
 
 
 @dataclass(frozen=True, slots=True)
@@ -39,9 +41,10 @@ class SessionSettings:
     ehlo_domain: str
     source_address: str | None
     starttls: StartTls
-    login: Login | None
+    login: Login | None  # sent only after STARTTLS with a verified certificate
     connect_timeout: float
     command_timeout: float
+    ca_file: str | None = None  # what a relay's certificate is verified against; unset: the system's CAs
 
 
 @dataclass(frozen=True, slots=True)
@@ -72,12 +75,57 @@ def _failure(command: str, peer: str, exc: BaseException) -> SmtpResponse:
     )
 
 
-def _tls_context() -> ssl.SSLContext:
+def _tls_context(s: SessionSettings) -> ssl.SSLContext:
+    return _context(s.login is not None, s.ca_file)
+
+
+@functools.cache  # loading a CA store takes milliseconds; a context serves any number of connections
+def _context(verified: bool, ca_file: str | None) -> ssl.SSLContext:
+    if verified:  # credentials go only to the server its certificate proves: the system's CAs or ca_file
+        return ssl.create_default_context(cafile=ca_file)
     # MTA-to-MTA TLS is opportunistic: most MX certificates do not name the MX host (RFC 7435).
     context = ssl.create_default_context()
     context.check_hostname = False
     context.verify_mode = ssl.CERT_NONE
     return context
+
+
+def _tls_refusal(s: SessionSettings, offered: bool) -> SmtpResponse | None:
+    """Why the session must end before STARTTLS: TLS required, or credentials to send, and none offered."""
+    if offered:
+        return None
+    if s.login is not None:  # a stripped STARTTLS must not cost the password: never AUTH in the clear
+        return SmtpResponse(
+            code=451,
+            enhanced_code="4.7.10",
+            command="STARTTLS",
+            content="mailstream: the relay does not offer STARTTLS; credentials are sent only over verified TLS",
+        )
+    if s.starttls == "required":
+        return SmtpResponse(
+            code=451,
+            enhanced_code="4.7.5",
+            command="STARTTLS",
+            content="mailstream: TLS is required but the peer does not offer STARTTLS",
+        )
+    return None
+
+
+def _unverified(exc: BaseException) -> ssl.SSLCertVerificationError | None:
+    while exc is not None and not isinstance(exc, ssl.SSLCertVerificationError):
+        exc = exc.__cause__ or exc.__context__  # type: ignore[assignment]
+    return exc
+
+
+def _certificate_refusal(dest: Destination, s: SessionSettings, exc: ssl.SSLCertVerificationError) -> SmtpResponse:
+    trusted = s.ca_file or "the system's CA store"
+    return SmtpResponse(
+        code=451,
+        enhanced_code="4.7.5",
+        command="STARTTLS",
+        content=f"mailstream: certificate of {dest.name or dest.host} not verified against {trusted} "
+        f"({printable(exc.verify_message or str(exc))}); credentials not sent",
+    )
 
 
 _NETWORK_ERRORS = (aiosmtplib.SMTPException, OSError, TimeoutError)
@@ -98,21 +146,17 @@ class SmtpSession:
     async def open(
         cls, hosts: Sequence[Destination], settings: SessionSettings, deadline: float | None = None
     ) -> SmtpSession | SmtpAttempt:
-        """Connect to the first host that answers, in order, before `deadline` (the event loop's time); the
-        last failure if none does."""
-        failure = SmtpAttempt(
-            SmtpResponse(
-                code=451, enhanced_code="4.4.4", command="CONNECT", content="mailstream: no host to connect to"
-            ),
-            None,
-            None,
-        )
+        """Connect to the first host that answers and greets, in order, before `deadline` (the event loop's
+        time). A host that fails before any mail is sent (no connection, a 4xx or 5xx greeting or EHLO, TLS
+        or AUTH refused) is skipped for the next one (RFC 5321 §5.1, §3.9); when none is left, the most
+        relevant failure (`most_relevant`) ends the attempt."""
+        failures: list[SmtpAttempt] = []
         for dest in hosts:
             opened = await cls._open_one(dest, settings, deadline)
-            if isinstance(opened, SmtpSession) or not _try_next_host(opened):
+            if isinstance(opened, SmtpSession):
                 return opened
-            failure = opened
-        return failure
+            failures.append(opened)
+        return most_relevant(failures)
 
     @classmethod
     async def _open_one(
@@ -126,7 +170,6 @@ class SmtpSession:
             timeout=s.command_timeout,
             source_address=(s.source_address, 0) if s.source_address else None,
             start_tls=False,
-            tls_context=_tls_context(),
         )
         command, tls = "CONNECT", None
         try:
@@ -134,22 +177,17 @@ class SmtpSession:
                 await client.connect(timeout=s.connect_timeout)
                 command = "EHLO"
                 await client.ehlo()
-                if s.starttls != "disabled" and client.supports_extension("starttls"):
-                    command = "STARTTLS"
-                    await client.starttls()
-                    tls = "TLS"
-                elif s.starttls == "required":
+                # Credentials make TLS mandatory whatever `starttls` says.
+                wanted = s.starttls != "disabled" or s.login is not None
+                offered = wanted and client.supports_extension("starttls")
+                refused = _tls_refusal(s, offered)
+                if refused is not None:
                     await _quit(client)
-                    return SmtpAttempt(
-                        SmtpResponse(
-                            code=451,
-                            enhanced_code="4.7.5",
-                            command="STARTTLS",
-                            content="mailstream: TLS is required but the peer does not offer STARTTLS",
-                        ),
-                        peer,
-                        None,
-                    )
+                    return SmtpAttempt(refused, peer, None)
+                if offered:
+                    command = "STARTTLS"
+                    await client.starttls(server_hostname=dest.name or dest.host, tls_context=_tls_context(s))
+                    tls = "TLS"
                 if s.login is not None:
                     command = "AUTH"
                     await client.login(s.login.username, s.login.password)
@@ -157,13 +195,16 @@ class SmtpSession:
         except aiosmtplib.SMTPResponseException as exc:
             await _quit(client)
             if command == "AUTH":  # our credentials, not the recipient: retry later, never bounce
-                refused = f"mailstream: {peer} refused AUTH: {exc.code} {printable(exc.message)}"
+                text = f"mailstream: {peer} refused AUTH: {exc.code} {printable(exc.message)}"
                 return SmtpAttempt(
-                    SmtpResponse(code=451, enhanced_code="4.7.8", command="AUTH", content=refused), peer, tls
+                    SmtpResponse(code=451, enhanced_code="4.7.8", command="AUTH", content=text), peer, tls
                 )
             return SmtpAttempt(_reply(exc.code, exc.message, command), peer, tls)
         except (*_NETWORK_ERRORS, ValueError) as exc:
             client.close()
+            unverified = _unverified(exc)
+            if command == "STARTTLS" and unverified is not None:
+                return SmtpAttempt(_certificate_refusal(dest, s, unverified), peer, None)
             return SmtpAttempt(_failure(command, peer, exc), None, None)
 
     async def send(self, sender: str, recipient: str, data: bytes, deadline: float | None = None) -> SmtpAttempt:
@@ -233,9 +274,17 @@ class SmtpSession:
             self._client.close()
 
 
-def _try_next_host(failed: SmtpAttempt) -> bool:
-    """A host that did not answer, or answered 4xx before any mail, is skipped for the next MX (RFC 5321 §5.1)."""
-    return failed.peer_address is None or failed.response.is_transient
+def most_relevant(failures: Sequence[SmtpAttempt]) -> SmtpAttempt:
+    """The failure that ends an attempt every host failed: a transient one if any host failed transiently
+    (another try may find it back, so the message must not bounce), and among those a server's own reply
+    over a connection that failed; the last such. `451 4.4.4` when there was no host at all."""
+    if not failures:
+        response = SmtpResponse(
+            code=451, enhanced_code="4.4.4", command="CONNECT", content="mailstream: no host to connect to"
+        )
+        return SmtpAttempt(response, None, None)
+    pool = [f for f in failures if f.response.is_transient] or list(failures)
+    return ([f for f in pool if f.peer_address is not None] or pool)[-1]
 
 
 async def _quit(client: aiosmtplib.SMTP) -> None:

@@ -33,10 +33,11 @@ from mailstream.core.smtp_reply import outcome_of
 from mailstream.delivery.dispatch import Connector, Gate, PathDispatcher
 from mailstream.delivery.ledger import Ledger
 from mailstream.delivery.mx import MxResolver
+from mailstream.delivery.outbound import Outbound
 from mailstream.delivery.routes import Route, route_for
 from mailstream.delivery.smtp_client import SessionSettings, SmtpAttempt, SmtpSession, printable
 from mailstream.events.bodies import BodyCorrupt, BodyReader
-from mailstream.events.kafka import Consumed, EventConsumer, KafkaUnavailable
+from mailstream.events.kafka import Cluster, Consumed, EventConsumer, KafkaUnavailable
 from mailstream.events.records import DeliveryResponse, DeliveryTask, SmtpResponse
 from mailstream.events.serde import SerdeError, decode
 from mailstream.events.topics import DELIVERY, RESPONSES, route_key
@@ -73,7 +74,8 @@ class DeliveryWorker:
         self._sources = {s.name: s for s in config.egress.sources}
         self._shapes = PathShapes(config.egress)
         self._gate = Gate(dc.concurrency)
-        self._mx = MxResolver(dc.nameservers, dc.smtp_port, timeout=dc.connect_timeout.total_seconds())
+        mx = MxResolver(dc.nameservers, dc.smtp_port, timeout=dc.connect_timeout.total_seconds())
+        self._outbound = Outbound(dc.outbound.policy(), mx)
         self._paths: dict[EgressPath, PathDispatcher] = {}
         self._done: OrderedDict[str, DeliveryResponse] = OrderedDict()
         self._stopping = asyncio.Event()
@@ -104,12 +106,13 @@ class DeliveryWorker:
             login=route.login,
             connect_timeout=dc.connect_timeout.total_seconds(),
             command_timeout=dc.command_timeout.total_seconds(),
+            ca_file=route.ca_file,
         )
 
         async def connect() -> SmtpSession | SmtpAttempt:
             CONNECTIONS.inc()
             deadline = asyncio.get_running_loop().time() + dc.attempt_timeout.total_seconds()
-            hosts = list(route.hosts) or await self._mx.hosts(route.domain)
+            hosts = await self._outbound.destinations(route)
             if isinstance(hosts, SmtpResponse):
                 return SmtpAttempt(hosts, None, None)
             return await SmtpSession.open(hosts, settings, deadline)
@@ -203,7 +206,7 @@ class DeliveryWorker:
         A slow destination holds back its own tasks only: the worker goes on polling, and so stays in its group.
         Kafka going away makes the worker degraded, never makes it exit: it goes on retrying.
         """
-        bootstrap, dc = self._config.kafka.bootstrap_servers, self._config.delivery
+        bootstrap, dc = Cluster.of(self._config.kafka), self._config.delivery
         consumer = EventConsumer(bootstrap, dc.group_id, [DELIVERY.name])
         writer = OffsetTransactions(bootstrap, dc.group_id, timeout=self._settings.kafka_timeout)
         bodies = BodyReader(bootstrap)

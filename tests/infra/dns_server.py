@@ -1,13 +1,15 @@
 """A tiny authoritative DNS server on loopback (UDP, dnspython) answering from a table, for MX tests.
 
 Names in the table answer their records; a name with records of other types answers NOERROR with
-no data; any other name is NXDOMAIN.
+no data; any other name is NXDOMAIN. A (name, type) in `silent` is never answered (the client times out),
+one in `failing` answers SERVFAIL.
 """
 
 from __future__ import annotations
 
 import socket
 import threading
+from collections.abc import Iterable
 from types import TracebackType
 
 import dns.flags
@@ -18,8 +20,17 @@ import dns.rrset
 
 
 class LoopbackDns:
-    def __init__(self, records: dict[tuple[str, str], list[str]], host: str = "127.0.0.1") -> None:
-        self._records = {(name.rstrip(".").lower(), kind.upper()): values for (name, kind), values in records.items()}
+    def __init__(
+        self,
+        records: dict[tuple[str, str], list[str]],
+        host: str = "127.0.0.1",
+        *,
+        silent: Iterable[tuple[str, str]] = (),
+        failing: Iterable[tuple[str, str]] = (),
+    ) -> None:
+        self._records = {_name(name, kind): values for (name, kind), values in records.items()}
+        self._silent = {_name(name, kind) for name, kind in silent}
+        self._failing = {_name(name, kind) for name, kind in failing}
         self._sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
         self._sock.bind((host, 0))
         self._sock.settimeout(0.2)
@@ -31,15 +42,18 @@ class LoopbackDns:
         host, port = self._sock.getsockname()
         return f"{host}:{port}"
 
-    def _answer(self, wire: bytes) -> bytes:
+    def _answer(self, wire: bytes) -> bytes | None:
         query = dns.message.from_wire(wire)
         response = dns.message.make_response(query)
         response.flags |= dns.flags.AA
         question = query.question[0]
-        name = question.name.to_text().rstrip(".").lower()
-        kind = dns.rdatatype.to_text(question.rdtype)
+        name, kind = _name(question.name.to_text(), dns.rdatatype.to_text(question.rdtype))
+        if (name, kind) in self._silent:
+            return None
         values = self._records.get((name, kind))
-        if values:
+        if (name, kind) in self._failing:
+            response.set_rcode(dns.rcode.SERVFAIL)
+        elif values:
             response.answer.append(dns.rrset.from_text(question.name, 60, "IN", kind, *values))
         elif not any(n == name for n, _ in self._records):
             response.set_rcode(dns.rcode.NXDOMAIN)
@@ -51,7 +65,9 @@ class LoopbackDns:
                 wire, peer = self._sock.recvfrom(4096)
             except TimeoutError:
                 continue
-            self._sock.sendto(self._answer(wire), peer)
+            answer = self._answer(wire)
+            if answer is not None:
+                self._sock.sendto(answer, peer)
 
     def __enter__(self) -> LoopbackDns:
         self._thread.start()
@@ -61,3 +77,7 @@ class LoopbackDns:
         self._stop.set()
         self._thread.join()
         self._sock.close()
+
+
+def _name(name: str, kind: str) -> tuple[str, str]:
+    return name.rstrip(".").lower(), kind.upper()

@@ -47,6 +47,7 @@ def two_path_settings(bootstrap: str, tarpit: str, fast: str, reply_delay: float
             "connect_timeout": slack,
             "command_timeout": slack,
             "path_wait": f"{int(10 * reply_delay) + 60}s",
+            "outbound": {"allow": ["127.0.0.0/8"]},  # the relays are on loopback, which the default denies
             **delivery,
         },
         "egress": {"sources": sources, "pools": [{"name": "all", "entries": [{"name": SLOW}, {"name": FAST}]}]},

@@ -36,6 +36,7 @@ class Connection:
     opened: float  # time.monotonic()
     closed: float | None = None
     messages: list[Received] = field(default_factory=list)
+    auth_lines: list[str] = field(default_factory=list)  # each AUTH command the client sent, as it arrived
 
 
 class _RecordingSMTP(SMTP):
@@ -49,6 +50,11 @@ class _RecordingSMTP(SMTP):
         super().connection_made(transport)
         if not upgrade:
             self.record = self._sink.opened(transport.get_extra_info("peername")[0])
+
+    async def smtp_AUTH(self, arg: str) -> None:
+        if self.record is not None:
+            self.record.auth_lines.append(f"AUTH {arg}")
+        await super().smtp_AUTH(arg)
 
     def connection_lost(self, error: Exception | None) -> None:
         super().connection_lost(error)

@@ -59,6 +59,7 @@ def stack_config(bootstrap: str, smarthost: tuple[str, int], workdir: Path, **ov
         "delivery": {
             "group_id": f"mailstream-delivery-{run_id}",
             "smarthost": f"{smarthost[0]}:{smarthost[1]}",
+            "outbound": {"allow": [f"{smarthost[0]}:{smarthost[1]}"]},  # the default denies loopback
             "ehlo_domain": "mailstream.test",
             "metrics_port": free_port(),
             "connect_timeout": "5s",

@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import trustme
 
 from mailstream.config.egress_paths import site_of
 from mailstream.config.model import Config, parse_config
@@ -24,31 +25,44 @@ from mailstream.events.kafka import EventConsumer, EventProducer, ensure_topics
 from mailstream.events.records import DeliveryResponse, DeliveryTask
 from mailstream.events.serde import decode
 from mailstream.events.topics import BODIES, DELIVERY, RESPONSES
-from tests.infra.smtp_recorder import RecordingSink, self_signed
+from tests.infra.smtp_recorder import RecordingSink
 
 pytestmark = pytest.mark.integration
 
 
+CA_FILE = "ca.pem"  # in the test's tmp_path: the CA relay A's certificate is verified against
+
+
 @pytest.fixture
 def relays(tmp_path: Path) -> Iterator[tuple[RecordingSink, RecordingSink, RecordingSink]]:
-    """Relay A (STARTTLS, AUTH alice), relay B (plain, no AUTH), and the smarthost."""
+    """Relay A (STARTTLS with a certificate from a test CA, AUTH alice), relay B (plain, no AUTH), and the
+    smarthost."""
+    authority = trustme.CA()
+    issued = authority.issue_cert("127.0.0.1")
+    authority.cert_pem.write_to_path(str(tmp_path / CA_FILE))
+    issued.cert_chain_pems[0].write_to_path(str(tmp_path / "a.crt"))
+    issued.private_key_pem.write_to_path(str(tmp_path / "a.key"))
     with (
-        RecordingSink(tls=self_signed(tmp_path), logins={"alice": "alice-secret"}) as a,
+        RecordingSink(tls=(tmp_path / "a.crt", tmp_path / "a.key"), logins={"alice": "alice-secret"}) as a,
         RecordingSink() as b,
         RecordingSink() as smarthost,
     ):
         yield a, b, smarthost
 
 
-def worker_config(bootstrap: str, a: RecordingSink, b: RecordingSink, smarthost: RecordingSink) -> Config:
+def worker_config(
+    bootstrap: str, a: RecordingSink, b: RecordingSink, smarthost: RecordingSink, ca_file: Path
+) -> Config:
     def relay(sink: RecordingSink, **extra: Any) -> dict[str, Any]:
         return {"host": sink.address[0], "port": sink.address[1], **extra}
+
+    login = {"username": "alice", "starttls": "required", "ca_file": str(ca_file)}
 
     sources: list[dict[str, Any]] = [
         {
             "name": "src-a",
             "ehlo_domain": "a.mailstream.test",
-            "relay": relay(a, username="alice", password="alice-secret", starttls="required"),
+            "relay": relay(a, password="alice-secret", **login),
         },
         {
             "name": "src-b",
@@ -57,7 +71,7 @@ def worker_config(bootstrap: str, a: RecordingSink, b: RecordingSink, smarthost:
             "relay": relay(b, starttls="disabled"),
         },
         {"name": "src-c", "source_address": "127.0.0.3"},  # no relay: the smarthost
-        {"name": "src-d", "relay": relay(a, username="alice", password="wrong", starttls="required")},
+        {"name": "src-d", "relay": relay(a, password="wrong", **login)},
     ]
     return parse_config(
         {
@@ -66,6 +80,7 @@ def worker_config(bootstrap: str, a: RecordingSink, b: RecordingSink, smarthost:
             "delivery": {
                 "group_id": f"delivery-{uuid.uuid4().hex[:8]}",
                 "smarthost": smarthost.hostport,
+                "outbound": {"allow": ["127.0.0.0/8"]},  # the relays are on loopback, which the default denies
                 "ehlo_domain": "worker.test",
                 "connect_timeout": "5s",
                 "command_timeout": "10s",
@@ -108,10 +123,10 @@ async def run_tasks(config: Config, tasks: list[DeliveryTask], timeout: float = 
 
 
 async def test_each_source_sends_through_its_own_relay_or_the_smarthost(
-    kafka_bootstrap: str, relays: tuple[RecordingSink, RecordingSink, RecordingSink]
+    kafka_bootstrap: str, relays: tuple[RecordingSink, RecordingSink, RecordingSink], tmp_path: Path
 ) -> None:
     a, b, smarthost = relays
-    config = worker_config(kafka_bootstrap, a, b, smarthost)
+    config = worker_config(kafka_bootstrap, a, b, smarthost, tmp_path / CA_FILE)
     run = uuid.uuid4().hex[:8]
     producer = EventProducer(kafka_bootstrap)
     try:

@@ -1,12 +1,18 @@
 """Without a relay or smarthost the worker looks up the domain's MX (dnspython against a DNS server on
-loopback) and connects to the exchangers in preference order; DNS refusals become replies.
+loopback) and connects to the exchangers in preference order; DNS refusals become replies, a DNS server
+that does not answer defers, a host that refuses before any mail is skipped for the next one, and no
+address the outbound policy denies is ever connected to.
 """
 
 from __future__ import annotations
 
+import socket
+import threading
 from collections.abc import Iterator
+from typing import Any
 
 import pytest
+from prometheus_client import REGISTRY
 
 from mailstream.config.model import parse_config
 from mailstream.core.clock import system_clock
@@ -35,13 +41,35 @@ def mx() -> Iterator[tuple[LoopbackDns, RecordingSink, RecordingSink]]:
                 ("implicit.test", "A"): ["127.0.0.1"],  # no MX: the domain is its own exchanger
                 ("null.test", "MX"): ["0 ."],
                 ("lost.test", "MX"): ["10 nowhere.lost.test."],  # the exchanger has no address
-            }
+                ("slow.test", "TXT"): ["x"],  # no MX; its A lookup is never answered
+                ("broken.test", "TXT"): ["x"],  # no MX; its A lookup fails (SERVFAIL)
+                ("slowmx.test", "MX"): ["10 mx.slowmx.test."],
+                ("mx.slowmx.test", "TXT"): ["x"],
+                ("private.test", "MX"): ["10 mx.private.test."],
+                ("mx.private.test", "A"): ["10.0.0.1"],
+                ("loop.test", "A"): ["127.0.0.1"],
+                ("mixed.test", "MX"): ["10 inside.mixed.test.", "20 outside.mixed.test."],
+                ("inside.mixed.test", "A"): ["10.0.0.1"],
+                ("outside.mixed.test", "A"): ["127.0.0.4"],
+                ("refused.test", "MX"): ["10 refuser.refused.test.", "20 up.refused.test."],
+                ("refuser.refused.test", "A"): ["127.0.0.5"],
+                ("up.refused.test", "A"): ["127.0.0.1"],
+                ("down.refused.test", "MX"): ["10 refuser.refused.test.", "20 down.two.test."],
+                ("alone.refused.test", "MX"): ["10 refuser.refused.test."],
+            },
+            silent={("slow.test", "A"), ("slow.test", "AAAA"), ("mx.slowmx.test", "A"), ("mx.slowmx.test", "AAAA")},
+            failing={("broken.test", "A"), ("broken.test", "AAAA")},
         ) as dns,
     ):
         yield dns, sink, other
 
 
-async def deliver(dns: LoopbackDns, sink: RecordingSink, domain: str) -> tuple[int, str | None, str | None]:
+LOOPBACK = {"allow": ["127.0.0.0/8"]}  # the test servers are on loopback, which the default denies
+
+
+async def deliver(
+    dns: LoopbackDns, sink: RecordingSink, domain: str, outbound: dict[str, Any] = LOOPBACK
+) -> tuple[int, str | None, str | None]:
     config = parse_config(
         {
             "ingest": {"message_id_domain": "w.test"},
@@ -49,7 +77,8 @@ async def deliver(dns: LoopbackDns, sink: RecordingSink, domain: str) -> tuple[i
                 "ehlo_domain": "w.test",
                 "smtp_port": sink.address[1],
                 "nameservers": [dns.address],
-                "connect_timeout": "3s",
+                "connect_timeout": "1s",
+                "outbound": outbound,
             },
         },
         env={},
@@ -98,3 +127,109 @@ async def test_dns_refusals_are_answered_without_connecting(
     dns, sink, _ = mx
     assert await deliver(dns, sink, domain) == (code, enhanced, None)
     assert sink.connections == []
+
+
+@pytest.mark.parametrize("domain", ["slow.test", "broken.test", "slowmx.test"])
+async def test_an_address_lookup_that_fails_defers_and_never_bounces(
+    mx: tuple[LoopbackDns, RecordingSink, RecordingSink], domain: str
+) -> None:
+    """A timeout or SERVFAIL for the A/AAAA of a domain without MX (or of an MX host) is not "no address"."""
+    dns, sink, _ = mx
+    assert await deliver(dns, sink, domain) == (451, "4.4.3", None)
+    assert sink.connections == []
+
+
+def denied(via: str) -> float:
+    return REGISTRY.get_sample_value("mailstream_delivery_denied_addresses_total", {"via": via}) or 0.0
+
+
+@pytest.mark.parametrize(
+    ("domain", "address"), [("private.test", "10.0.0.1"), ("loop.test", "127.0.0.1"), ("order.test", "127.0.0.4")]
+)
+async def test_the_default_policy_never_connects_to_special_addresses(
+    mx: tuple[LoopbackDns, RecordingSink, RecordingSink], domain: str, address: str
+) -> None:
+    dns, sink, other = mx
+    before = denied("mx")
+    code, enhanced, peer = await deliver(dns, sink, domain, outbound={})
+    assert (code, enhanced, peer) == (550, "5.7.1", None)
+    assert sink.connections == []
+    assert other.connections == []
+    assert denied("mx") > before
+
+
+async def test_a_denied_exchanger_is_skipped_for_an_allowed_one(
+    mx: tuple[LoopbackDns, RecordingSink, RecordingSink],
+) -> None:
+    dns, sink, other = mx
+    code, _, peer = await deliver(dns, sink, "mixed.test", outbound={"allow": ["127.0.0.4"]})
+    assert (code, peer) == (250, other.hostport)
+
+
+async def test_an_allowed_endpoint_is_connected_to(mx: tuple[LoopbackDns, RecordingSink, RecordingSink]) -> None:
+    dns, sink, _ = mx
+    assert (await deliver(dns, sink, "loop.test", outbound={"allow": [sink.hostport]}))[0] == 250
+    assert len(sink.messages) == 1
+
+
+class Refuser:
+    """An SMTP server that greets every connection with `greeting` and hangs up."""
+
+    def __init__(self, host: str, port: int, greeting: bytes) -> None:
+        self._sock = socket.create_server((host, port))
+        self._sock.settimeout(0.2)
+        self._greeting = greeting
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._serve, daemon=True)
+        self.greeted = 0
+
+    def _serve(self) -> None:
+        while not self._stop.is_set():
+            try:
+                conn, _ = self._sock.accept()
+            except TimeoutError:
+                continue
+            with conn:
+                conn.sendall(self._greeting)
+                self.greeted += 1
+
+    def __enter__(self) -> Refuser:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join()
+        self._sock.close()
+
+
+@pytest.mark.parametrize("greeting", [b"554 5.7.1 no mail from you\r\n", b"421 4.3.2 busy\r\n"])
+async def test_a_host_that_refuses_in_its_greeting_is_skipped_for_the_next(
+    mx: tuple[LoopbackDns, RecordingSink, RecordingSink], greeting: bytes
+) -> None:
+    """RFC 5321 §5.1: a 5xx (or 4xx) greeting from one MX is that host's answer, not the domain's."""
+    dns, sink, _ = mx
+    with Refuser("127.0.0.5", sink.address[1], greeting) as refuser:  # the preferred exchanger
+        code, _, peer = await deliver(dns, sink, "refused.test")
+    assert refuser.greeted == 1
+    assert (code, peer) == (250, sink.hostport)
+    assert [m.rcpt_tos for m in sink.messages] == [("rcpt@refused.test",)]
+
+
+async def test_when_every_host_refuses_a_transient_failure_defers(
+    mx: tuple[LoopbackDns, RecordingSink, RecordingSink],
+) -> None:
+    """One host greeting 554 and the other not answering: the attempt defers, since the other may come back."""
+    dns, sink, _ = mx
+    with Refuser("127.0.0.5", sink.address[1], b"554 5.7.1 no\r\n"):
+        code, enhanced, _ = await deliver(dns, sink, "down.refused.test")
+    assert (code, enhanced) == (451, "4.4.1")
+
+
+async def test_when_every_host_refuses_permanently_the_reply_is_theirs(
+    mx: tuple[LoopbackDns, RecordingSink, RecordingSink],
+) -> None:
+    dns, sink, _ = mx
+    with Refuser("127.0.0.5", sink.address[1], b"554 5.7.1 no mail from you\r\n"):
+        code, enhanced, peer = await deliver(dns, sink, "alone.refused.test")
+    assert (code, enhanced, peer) == (554, "5.7.1", f"127.0.0.5:{sink.address[1]}")

@@ -33,6 +33,7 @@ def dispatcher(sink: RecordingSink, shaping: dict[str, Any], **delivery: Any) ->
             "ingest": {"message_id_domain": "worker.test"},  # not the default, socket.getfqdn(): DNS may be slow
             "delivery": {
                 "smarthost": sink.hostport,
+                "outbound": {"allow": [sink.hostport]},  # loopback, which the default denies
                 "ehlo_domain": "worker.test",
                 "connect_timeout": "5s",
                 "command_timeout": "10s",
