@@ -607,7 +607,7 @@ def test_an_input_whose_output_is_too_large_goes_to_the_dead_letter_topic(
     diverted = dead_lettered(kafka_bootstrap, dead)
     assert [m.value() for m in diverted] == [b"p0-r7", b"p0-r40"]
     headers = dict(diverted[0].headers() or [])
-    assert b"Message size too large" in headers["error"] or b"MSG_SIZE_TOO_LARGE" in headers["error"]
+    assert "Message size too large" in str(headers["error"])
     assert (headers["topic"], headers["partition"], headers["offset"]) == (t.inp.encode(), b"0", b"7")
     out = [v for _, k, v in read_all(kafka_bootstrap, t.out, 2) if k != b"big"]
     assert sorted(v for v in out if v is not None) == sorted(
