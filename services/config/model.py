@@ -31,6 +31,7 @@ from mailstream.config.scheduling import (
     TenantLimits,
     Throttle,
 )
+from mailstream.config.suppression import SuppressionConfig
 from mailstream.config.webhooks import WebhooksConfig
 from mailstream.core.duration import parse_duration
 from mailstream.core.password_hash import api_key_sha256
@@ -331,6 +332,9 @@ class Config(Section):
     )
     tenants: dict[str, TenantLimits] = Field(
         {}, description="By tenant name (the tenant of an API key, or the `tenant` an admin key names)."
+    )
+    suppression: SuppressionConfig = Field(
+        SuppressionConfig(), description="Suppression lists: which bounces add an address, and for how long."
     )
 
     @model_validator(mode="after")

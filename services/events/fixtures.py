@@ -27,6 +27,8 @@ from mailstream.events.records import (
     SmtpResponse,
     SourceUsage,
     StatusCounts,
+    Suppression,
+    SuppressionRemoved,
     TransactionStatus,
     UsageHandover,
     WebhookAttempt,
@@ -295,6 +297,25 @@ def idempotent_answer() -> IdempotentAnswer:
     )
 
 
+def suppression() -> Suppression:
+    return Suppression(
+        address="ann@example.com",
+        tenant="acme",
+        reason="hard bounce: 550 5.1.1 user unknown",
+        source="bounce",
+        bounce_classification="InvalidRecipient",
+        bounce_type="hard",
+        response=SmtpResponse(code=550, enhanced_code="5.1.1", content="user unknown"),
+        transaction_id="tx-1",
+        created_at=T0,
+        created_by="scheduler",
+    )
+
+
+def suppression_removed() -> SuppressionRemoved:
+    return SuppressionRemoved(address="ann@example.com", tenant="acme", removed_at=T0, removed_by="tenant:acme")
+
+
 ALL: tuple[Record, ...] = (
     accepted(),
     task(),
@@ -321,4 +342,6 @@ ALL: tuple[Record, ...] = (
     webhook_deleted(),
     webhook_attempt(),
     idempotent_answer(),
+    suppression(),
+    suppression_removed(),
 )

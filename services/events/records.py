@@ -38,6 +38,7 @@ WebhookEventType = Literal[
     "delivered", "deferred", "bounced", "expired", "cancelled", "rejected", "suppressed", "feedback"
 ]
 WebhookOutcome = Literal["DELIVERED", "RETRYING", "GIVEN_UP"]
+SuppressionSource = Literal["bounce", "complaint", "api"]
 
 
 class Record(BaseModel):
@@ -422,3 +423,33 @@ class IdempotentAnswer(Record):
     status: int
     answer: str
     created_at: datetime
+
+
+class Suppression(Record):
+    """An address on a tenant's suppression list (mail.suppressions, key `<tenant>!<address>`; as a request to
+    add it, mail.queue-commands keyed by its owner's route key)."""
+
+    schema_name = "mailstream.Suppression"
+    address: str
+    tenant: str | None = None
+    reason: str
+    source: SuppressionSource
+    bounce_classification: str | None = None
+    bounce_type: str | None = None
+    response: SmtpResponse | None = None
+    transaction_id: str | None = None
+    created_at: datetime
+    expires_at: datetime | None = None
+    created_by: str
+
+
+class SuppressionRemoved(Record):
+    """The address is off the list (mail.suppressions, in the place of its Suppression; as a request to remove
+    it, mail.queue-commands)."""
+
+    schema_name = "mailstream.SuppressionRemoved"
+    address: str
+    tenant: str | None = None
+    reason: str | None = None
+    removed_at: datetime
+    removed_by: str

@@ -35,6 +35,8 @@ from mailstream.events.records import (
     Record,
     SourceUsage,
     StatusCounts,
+    Suppression,
+    SuppressionRemoved,
     TransactionStatus,
     UsageHandover,
     WebhookAttempt,
@@ -133,10 +135,10 @@ STATUS: TopicSpec[TransactionStatus] = TopicSpec(
 # State of the two scheduler stages (compacted; key: "<kind>:<name>"), written in the same Kafka transaction
 # as the stage's outputs: stage 1's messages, limit counters, queue controls and finished totals; stage 2's
 # held messages, limit counters and the grouping it settled under.
-QUEUE_STATE: TopicSpec[QueuedMessage | LimitState | QueueSuspension | StatusCounts] = TopicSpec(
+QUEUE_STATE: TopicSpec[QueuedMessage | LimitState | QueueSuspension | StatusCounts | Suppression] = TopicSpec(
     "mail.scheduler.queues-state",
     "state key",
-    (QueuedMessage, LimitState, QueueSuspension, StatusCounts),
+    (QueuedMessage, LimitState, QueueSuspension, StatusCounts, Suppression),
     cleanup_policy="compact",
     retention_ms=-1,
 )
@@ -155,10 +157,20 @@ NOTICE_STATE: TopicSpec[LogRecord] = TopicSpec(
 
 # Stage 1's other inputs, keyed by route key like mail.accepted: stage 2 tells it which attempts it
 # dispatched (status in_delivery), and admins suspend or resume queues (a command naming no tenant
-# goes to every partition).
+# goes to every partition). Requests to add or remove a suppression list entry come the same way, keyed by the
+# route key of the entry's owner (`suppression_owner`): stage 1 applies them in order with the bounces.
 DISPATCHED: TopicSpec[Dispatched] = TopicSpec("mail.dispatched", "route key", (Dispatched,), retention_ms=10 * DAY_MS)
-QUEUE_COMMANDS: TopicSpec[QueueCommand] = TopicSpec(
-    "mail.queue-commands", "route key", (QueueCommand,), retention_ms=10 * DAY_MS
+QUEUE_COMMANDS: TopicSpec[QueueCommand | Suppression | SuppressionRemoved] = TopicSpec(
+    "mail.queue-commands", "route key", (QueueCommand, Suppression, SuppressionRemoved), retention_ms=10 * DAY_MS
+)
+# Every tenant's suppression list (compacted; key "<tenant>!<address>"), written by stage 1 alone: the partition
+# owning the tenant, so every change of an entry is made in one place, in order (docs/design-decisions.md).
+SUPPRESSIONS: TopicSpec[Suppression | SuppressionRemoved] = TopicSpec(
+    "mail.suppressions",
+    "<tenant>!<address>",
+    (Suppression, SuppressionRemoved),
+    cleanup_policy="compact",
+    retention_ms=-1,
 )
 # What the stages publish for the capacity API (compacted; republished every few seconds when changed).
 QUEUE_STATS: TopicSpec[QueueStats] = TopicSpec(
@@ -209,9 +221,16 @@ ALL_TOPICS: tuple[TopicSpec[Any], ...] = (
     WEBHOOKS,
     WEBHOOK_ATTEMPTS,
     ANSWERS,
+    SUPPRESSIONS,
 )
 
 
 def route_key(tenant: str | None, queue: str) -> str:
     """Key of mail.accepted and mail.responses: every queue of a tenant shares one partition."""
     return f"tenant:{tenant}" if tenant else f"queue:{queue}"
+
+
+def suppression_owner(tenant: str | None, address: str) -> str:
+    """The route key whose stage 1 partition owns a suppression list entry: the tenant's (its bounces are
+    decided there), else one per address for mail routed without a tenant."""
+    return route_key(tenant, "") if tenant else f"suppression:{address}"

@@ -17,6 +17,7 @@ from mailstream.config.model import Config
 from mailstream.config.scheduling import EgressPool, EgressSource, PathShape, QueueRule, QueueSettings, TenantLimits
 from mailstream.core.backoff import RetryPolicy
 from mailstream.core.send_window import SendWindow
+from mailstream.core.suppression import Suppressing
 from mailstream.core.throttle import ThrottleSpec
 
 _MATCH_FIELDS = ("tenant", "campaign", "domain", "routing_domain")
@@ -75,6 +76,7 @@ class Policies:
         self.pools = {p.name: p for p in config.egress.pools}
         self.sources = {s.name: s for s in config.egress.sources}
         self.reset_zone = config.egress.daily_reset_timezone
+        self._suppressing: dict[str | None, Suppressing] = {}
 
     def queue(self, tenant: str | None, campaign: str | None, domain: str, routing_domain: str | None) -> QueuePolicy:
         key = (tenant, campaign, domain, routing_domain)
@@ -111,6 +113,13 @@ class Policies:
             windows=windows,
             tenant=tenant,
         )
+
+    def suppressing(self, tenant: str | None) -> Suppressing:
+        """Which bounce types put a recipient of the tenant's mail on its suppression list, and for how long."""
+        found = self._suppressing.get(tenant)
+        if found is None:
+            found = self._suppressing[tenant] = self.config.suppression.rules(tenant)
+        return found
 
     def group_of(self, pool: str) -> str:
         """The egress group owning a pool; an unknown pool (removed from the file) is its own group."""

@@ -6,6 +6,7 @@
     z:<queue scope key>        a scope's queue state (QueueSuspension)
     x:<queue scope key>        a scope's admin bounce (QueueSuspension)
     c:<[tenant,campaign,pool]> finished messages by status (StatusCounts)
+    s:<tenant>!<address>       a suppression list entry that expires, until it does (Suppression)
 
 The bytes are the changelog's format: state already written restores only if they never change.
 """
@@ -22,6 +23,7 @@ MESSAGE = "m:"
 STATE = "z:"
 BOUNCE = "x:"
 TOTALS = "c:"
+SUPPRESSED = "s:"
 QUEUE_RATE = "q:"
 TENANT_LIMIT = "t:"
 Row = tuple[str | None, str | None, str]  # tenant, campaign, egress pool
@@ -64,8 +66,18 @@ class Totals:
         return (TOTALS + json.dumps(self.row, separators=(",", ":"))).encode()
 
 
+@dataclass(frozen=True, slots=True)
+class Expiring:
+    """A suppression list entry with an expiry, kept so that the stage removes it then (`entry`: its key)."""
+
+    entry: str
+
+    def key(self) -> bytes:
+        return (SUPPRESSED + self.entry).encode()
+
+
 Scope = QueueRate | TenantLimit
-Key = Message | Scope | Control | Totals
+Key = Message | Scope | Control | Totals | Expiring
 
 
 _SCOPES: dict[str, type[Scope]] = {QueueRate.KIND: QueueRate, TenantLimit.KIND: TenantLimit}
@@ -78,9 +90,11 @@ def parse_scope(scope: str) -> Scope:
 
 def parse(raw: bytes) -> Key:
     """The key's shape; MalformedKey if it has none of them."""
-    kind, rest = split(raw, (MESSAGE, LIMIT, STATE, BOUNCE, TOTALS))
+    kind, rest = split(raw, (MESSAGE, LIMIT, STATE, BOUNCE, TOTALS, SUPPRESSED))
     if kind == MESSAGE:
         return Message(rest)
+    if kind == SUPPRESSED:
+        return Expiring(rest)
     if kind == LIMIT:
         return parse_scope(rest)
     if kind in (STATE, BOUNCE):

@@ -35,6 +35,8 @@ from mailstream.events.records import (
     QueueCommand,
     QueuedMessage,
     QueueStats,
+    Suppression,
+    SuppressionRemoved,
 )
 from mailstream.events.serde import decode, encode
 from mailstream.events.topics import (
@@ -76,8 +78,9 @@ from mailstream.scheduler.lifecycle import (
 )
 from mailstream.scheduler.packed import PackedValues
 from mailstream.scheduler.policy import Policies, QueuePolicy
-from mailstream.scheduler.queue_keys import Control, Message, QueueRate, TenantLimit, Totals
+from mailstream.scheduler.queue_keys import Control, Expiring, Message, QueueRate, TenantLimit, Totals
 from mailstream.scheduler.stage import Coalesced, Limits, Snapshots, Timers, counted, daily, entries, handler_call, send
+from mailstream.scheduler.suppressions import SuppressionBook, bounce_entry, request
 from mailstream.scheduler.tally import Filed, Tally
 
 log = get_logger(__name__)
@@ -99,6 +102,7 @@ class QueueBook:
     holds: Holds = field(default_factory=Holds)  # queue states and bounces in force
     recheck: deque[str] = field(default_factory=deque)  # messages a control that changed may concern
     hot: dict[str, QueuedMessage] = field(default_factory=dict)  # decoded, of some messages at stage 2
+    suppressions: SuppressionBook = field(default_factory=SuppressionBook)  # entries that expire
 
 
 def _matching(book: QueueBook, scope: QueueScope, statuses: Set[str]) -> list[str]:
@@ -139,6 +143,8 @@ class QueueStage:
                     book.holds.restore(value)
                 case Totals():
                     book.tally.restore_totals(value)
+                case Expiring():
+                    book.suppressions.restore(key, value)
         for tx_id, value in book.messages.items():
             q = decode(value, QueuedMessage)
             self._index(book, q)
@@ -192,8 +198,10 @@ class QueueStage:
             notice = decode(value, Dispatched)
             self._apply(book, partition, notice.id, on_dispatched(self._load(book, notice.id), notice, now), out, now)
         elif topic == QUEUE_COMMANDS.name:
-            command = decode(value, QueueCommand)
-            if command.transaction_id is not None:
+            command = QUEUE_COMMANDS.decode(value)
+            if isinstance(command, Suppression | SuppressionRemoved):  # this partition owns the entry
+                book.suppressions.apply(command, partition, out)
+            elif command.transaction_id is not None:
                 self._cancel_one(book, partition, command, now, out)
             else:
                 scope = book.holds.apply(command, now, out, partition)
@@ -206,6 +214,7 @@ class QueueStage:
         for partition, book in self.books.items():
             for scope in book.holds.lapse(now, out, partition, busy=bool(book.recheck)):
                 book.recheck.extend(_matching(book, scope, LIVE))
+            book.suppressions.lapse(now, partition, out)
             for _, tx_id in book.timers.due(now):
                 q = self._load(book, tx_id)
                 if q is None or q.transaction.status not in QUEUED:
@@ -391,6 +400,9 @@ class QueueStage:
             if status.is_final:
                 totals_key, totals = book.tally.finish(status)
                 out.put(partition, totals_key.key(), partial(encode, totals))
+                entry = bounce_entry(status, self.policies.suppressing(status.tenant), now)
+                if entry is not None:  # in the bounce's transaction: the list misses no bounce, nor adds one twice
+                    request(out, entry)
         for record in effects.logs:
             send(out, EVENTS, record.id, record)
         tx_id = sys.intern(tx_id)  # one string per message, however many indexes name it
