@@ -6,9 +6,9 @@ import argparse
 import sys
 
 from mailstream.config import Config, ConfigError, load_config
-from mailstream.events.kafka import KafkaUnavailable, ensure_topics
+from mailstream.events.kafka import Cluster, KafkaUnavailable, ensure_topics
 from mailstream.events.topics import ALL_TOPICS
-from mailstream.observability.logs import configure_logging
+from mailstream.observability.logs import configure_logging, get_logger
 
 
 def service_parser(service: str) -> argparse.ArgumentParser:
@@ -28,9 +28,23 @@ def prepare(service: str, args: argparse.Namespace) -> Config:
         print(exc, file=sys.stderr)
         raise SystemExit(2) from None
     configure_logging(service)
+    warning = config.kafka.development_replication_warning()
+    if warning:
+        get_logger(service).warning("development_replication", detail=warning)
     try:
-        ensure_topics(config.kafka.bootstrap_servers, ALL_TOPICS, replication_factor=config.kafka.replication_factor)
+        cluster = Cluster.of(config.kafka)
+    except OSError as exc:
+        print(f"{service}: kafka.sasl_password_file: {exc}", file=sys.stderr)
+        raise SystemExit(2) from None
+    try:
+        ensure_topics(
+            cluster,
+            ALL_TOPICS,
+            replication_factor=config.kafka.replication_factor,
+            min_insync_replicas=config.kafka.min_insync_replicas,
+        )
     except KafkaUnavailable as exc:
+        get_logger(service).error("kafka_unavailable", error=str(exc))
         print(f"{service}: {exc}", file=sys.stderr)
         raise SystemExit(1) from None
     return config

@@ -21,6 +21,7 @@ from pydantic import BeforeValidator, Field, SecretStr, ValidationError, model_v
 from mailstream.config.dkim import DkimConfig
 from mailstream.config.environment import VariableError, apply_environment
 from mailstream.config.gateway import GatewayConfig
+from mailstream.config.kafka import KafkaConfig
 from mailstream.config.outbound import OutboundPolicy
 from mailstream.config.scheduling import (
     HEALTH_HOST,
@@ -42,21 +43,6 @@ Port = Annotated[int, Field(ge=1, le=65535)]
 
 class ConfigError(ValueError):
     """The configuration file is unreadable or invalid; the message names each bad key."""
-
-
-class KafkaConfig(Section):
-    """Where the cluster is, and how the topics a service creates are replicated."""
-
-    bootstrap_servers: str = Field(
-        "127.0.0.1:19092",
-        description="Kafka bootstrap servers, `host:port[,host:port...]`. The environment "
-        "variable `KAFKA_BOOTSTRAP_SERVERS` overrides it.",
-    )
-    replication_factor: Annotated[int, Field(ge=1)] = Field(
-        1,
-        description="Replicas of each topic a service creates at start-up (topics that exist are left as they are).",
-        json_schema_extra={"unit": "brokers"},
-    )
 
 
 class ApiKey(Section):

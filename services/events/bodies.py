@@ -9,7 +9,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 from confluent_kafka import KafkaError, Message, Producer
 
-from mailstream.events.kafka import KafkaUnavailable, OffsetReader
+from mailstream.events.kafka import Bootstrap, KafkaUnavailable, OffsetReader
 from mailstream.events.producer import EventSink
 from mailstream.events.records import BodyRef, MessageBody
 from mailstream.events.serde import SerdeError, decode, encode
@@ -59,7 +59,7 @@ class BodyReader:
     """
 
     def __init__(
-        self, bootstrap: str, cache_bytes: int = 64 * 1024 * 1024, max_span: int = 5000, timeout: float = 10.0
+        self, bootstrap: Bootstrap, cache_bytes: int = 64 * 1024 * 1024, max_span: int = 5000, timeout: float = 10.0
     ) -> None:
         self._reader = OffsetReader(bootstrap, BODIES.name)
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="body-reader")

@@ -24,7 +24,7 @@ from typing import Any
 
 from confluent_kafka import KafkaError, KafkaException, Producer
 
-from mailstream.events.kafka import KafkaUnavailable, producer_config
+from mailstream.events.kafka import Bootstrap, KafkaUnavailable, producer_config
 from mailstream.observability.logs import get_logger
 
 Write = tuple[str, bytes, bytes]  # (topic, key, value)
@@ -53,7 +53,7 @@ class TransactionalWriter:
 
     def __init__(
         self,
-        bootstrap: str,
+        bootstrap: Bootstrap,
         transactional_id: str,
         *,
         lanes: int = 2,

@@ -2,7 +2,8 @@
 
 Producers are idempotent (acks=all) and place keys with murmur2 like the Java client
 (`mailstream.core.partitioner` computes the same placement); consumers never auto-commit, so an
-offset is committed only after the effects of its record are durable.
+offset is committed only after the effects of its record are durable. Every client's properties start from
+`client_config`, which adds a `Cluster`'s TLS and SASL settings (`kafka.security_protocol` and the rest).
 """
 
 from __future__ import annotations
@@ -19,10 +20,35 @@ from typing import Any, TypeVar
 from confluent_kafka import Consumer, KafkaError, KafkaException, Message, Producer, TopicPartition
 from confluent_kafka.admin import AdminClient, NewTopic  # type: ignore[attr-defined]
 
+from mailstream.config.kafka import KafkaConfig
 from mailstream.events.records import Record
 from mailstream.events.topics import TopicSpec
 
 R = TypeVar("R", bound=Record)
+
+
+@dataclass(frozen=True, slots=True)
+class Cluster:
+    """Where the cluster is and how a client authenticates to it: what every client of the services is built
+    from (`client_config`), so none connects without the configured TLS and SASL."""
+
+    bootstrap: str
+    security: tuple[tuple[str, str], ...] = ()  # librdkafka properties (KafkaConfig.client_settings)
+
+    @classmethod
+    def of(cls, config: KafkaConfig) -> Cluster:
+        """The configured cluster; reads a SASL password file, so build it once at start-up."""
+        return cls(config.bootstrap_servers, tuple(sorted(config.client_settings().items())))
+
+
+# A bare "host:port[,...]" is a plaintext cluster (tests and tools); the services pass a Cluster.
+Bootstrap = str | Cluster
+
+
+def client_config(where: Bootstrap, **extra: Any) -> dict[str, Any]:
+    """Any client's properties: the bootstrap servers, the cluster's security settings, then `extra`."""
+    cluster = where if isinstance(where, Cluster) else Cluster(where)
+    return {"bootstrap.servers": cluster.bootstrap, **dict(cluster.security), **extra}
 
 
 class KafkaUnavailable(RuntimeError):
@@ -36,23 +62,25 @@ class Delivered:
     offset: int
 
 
-def producer_config(bootstrap: str, **extra: Any) -> dict[str, Any]:
-    return {
-        "bootstrap.servers": bootstrap,
-        "enable.idempotence": True,
-        "acks": "all",
-        "partitioner": "murmur2_random",
-        "linger.ms": 5,  # fewer, fuller produce requests: the broker's cost is per request more than per record
-        "compression.type": "lz4",
-        "message.max.bytes": 64 * 1024 * 1024 + 4096,
-        **extra,
-    }
+def producer_config(bootstrap: Bootstrap, **extra: Any) -> dict[str, Any]:
+    return client_config(
+        bootstrap,
+        **{
+            "enable.idempotence": True,
+            "acks": "all",
+            "partitioner": "murmur2_random",
+            "linger.ms": 5,  # fewer, fuller produce requests: the broker's cost is per request more than per record
+            "compression.type": "lz4",
+            "message.max.bytes": 64 * 1024 * 1024 + 4096,
+            **extra,
+        },
+    )
 
 
 class EventProducer:
     """Async facade over the librdkafka producer; a daemon thread serves delivery reports."""
 
-    def __init__(self, bootstrap: str, **extra: Any) -> None:
+    def __init__(self, bootstrap: Bootstrap, **extra: Any) -> None:
         self._producer = Producer(producer_config(bootstrap, **extra))
         self._closing = threading.Event()
         self._poller = threading.Thread(target=self._poll, name="kafka-producer-poll", daemon=True)
@@ -162,10 +190,10 @@ class EventConsumer:
     before any of their records is returned, so it can read what was committed for them first.
     """
 
-    def __init__(self, bootstrap: str, group_id: str, topics: Sequence[str], **extra: Any) -> None:
+    def __init__(self, bootstrap: Bootstrap, group_id: str, topics: Sequence[str], **extra: Any) -> None:
         self._consumer = Consumer(
             {
-                "bootstrap.servers": bootstrap,
+                **client_config(bootstrap),
                 "group.id": group_id,
                 "enable.auto.commit": False,
                 "auto.offset.reset": "earliest",
@@ -285,11 +313,11 @@ class OffsetReader:
     what a delivery worker wants anyway (bodies are written in the order their tasks arrive).
     """
 
-    def __init__(self, bootstrap: str, topic: str, **extra: Any) -> None:
+    def __init__(self, bootstrap: Bootstrap, topic: str, **extra: Any) -> None:
         self._topic = topic
         self._consumer = Consumer(
             {
-                "bootstrap.servers": bootstrap,
+                **client_config(bootstrap),
                 "group.id": f"mailstream-reader-{topic}",
                 "enable.auto.commit": False,
                 "fetch.message.max.bytes": 64 * 1024 * 1024 + 4096,
@@ -338,19 +366,28 @@ class OffsetReader:
 
 
 def ensure_topics(
-    bootstrap: str, specs: Iterable[TopicSpec[Any]], *, replication_factor: int = 1, timeout: float = 30.0
+    bootstrap: Bootstrap,
+    specs: Iterable[TopicSpec[Any]],
+    *,
+    replication_factor: int = 1,
+    min_insync_replicas: int | None = None,
+    timeout: float = 30.0,
 ) -> None:
-    """Create missing topics; refuse to run against a topic whose partition count differs."""
-    admin = AdminClient({"bootstrap.servers": bootstrap})
+    """Create missing topics (`min_insync_replicas` set on each, None: the broker's default); refuse to run
+    against a topic whose partition count differs. A cluster that refuses this client (TLS, SASL) fails at
+    once, naming why."""
+    refusals: list[KafkaError] = []
     try:
-        existing = admin.list_topics(timeout=timeout).topics
-    except KafkaException as exc:
-        raise KafkaUnavailable(f"cannot reach Kafka at {bootstrap}: {exc}") from exc
+        admin = AdminClient(client_config(bootstrap, error_cb=refusals.append))
+    except KafkaException as exc:  # e.g. a CA or key file librdkafka cannot read
+        raise KafkaUnavailable(f"cannot create a Kafka client: {exc}") from exc
+    existing = _reachable(admin, refusals, timeout)
+    extra = {} if min_insync_replicas is None else {"min.insync.replicas": str(min_insync_replicas)}
     wanted = list(specs)
     missing = [s for s in wanted if s.name not in existing]
     if missing:
         futures = admin.create_topics(
-            [NewTopic(s.name, s.partitions, replication_factor, config=s.config()) for s in missing],
+            [NewTopic(s.name, s.partitions, replication_factor, config={**s.config(), **extra}) for s in missing],
             operation_timeout=timeout,
         )
         for name, fut in futures.items():
@@ -364,6 +401,26 @@ def ensure_topics(
         have = len(existing[spec.name].partitions)
         if have != spec.partitions:
             raise KafkaUnavailable(f"topic {spec.name} has {have} partitions, mailstream needs {spec.partitions}")
+
+
+# What librdkafka reports when the brokers refuse the client rather than not answering: retrying cannot help.
+_REFUSED = (KafkaError._AUTHENTICATION, KafkaError._SSL, KafkaError.SASL_AUTHENTICATION_FAILED)
+
+
+def _reachable(admin: AdminClient, refusals: list[KafkaError], timeout: float) -> dict[str, Any]:
+    """The cluster's topics, asked until `timeout`; KafkaUnavailable at once if a broker refused the client."""
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            topics: dict[str, Any] = admin.list_topics(timeout=min(1.0, timeout)).topics
+            return topics
+        except KafkaException as exc:
+            refused = next((e for e in refusals if e.code() in _REFUSED), None)
+            if refused is not None:
+                raise KafkaUnavailable(f"Kafka refused this client ({refused.name()}): {refused.str()}") from exc
+            if time.monotonic() > deadline:
+                why = f" (last: {refusals[-1].str()})" if refusals else ""
+                raise KafkaUnavailable(f"cannot reach Kafka: {exc}{why}") from exc
 
 
 def _await_metadata(admin: AdminClient, names: list[str], timeout: float) -> dict[str, Any]:
@@ -385,10 +442,10 @@ class TopicTailer:
     and keeps its own offsets next to the state they produced.
     """
 
-    def __init__(self, bootstrap: str, topic: str, partitions: int, start: dict[int, int], **extra: Any) -> None:
+    def __init__(self, bootstrap: Bootstrap, topic: str, partitions: int, start: dict[int, int], **extra: Any) -> None:
         self._consumer = Consumer(
             {
-                "bootstrap.servers": bootstrap,
+                **client_config(bootstrap),
                 "group.id": f"mailstream-tail-{topic}",
                 "enable.auto.commit": False,
                 "auto.offset.reset": "earliest",

@@ -21,20 +21,27 @@ from typing import Any
 
 from confluent_kafka import Consumer, KafkaException, TopicPartition
 
-from mailstream.events.kafka import BATCHED_FETCH, Consumed, consume_now, consumed
+from mailstream.events.kafka import BATCHED_FETCH, Bootstrap, Consumed, client_config, consume_now, consumed
 
 CALLBACK_TIMEOUT = 10.0  # seconds for the committed-offset and time look-ups a new assignment makes
 
 
 class LaneConsumer:
     def __init__(
-        self, bootstrap: str, group_id: str, topic: str, start: datetime, *, commit_interval: float = 1.0, **extra: Any
+        self,
+        bootstrap: Bootstrap,
+        group_id: str,
+        topic: str,
+        start: datetime,
+        *,
+        commit_interval: float = 1.0,
+        **extra: Any,
     ) -> None:
         self._topic = topic
         self._start_ms = int(start.timestamp() * 1000)
         self._consumer = Consumer(
             {
-                "bootstrap.servers": bootstrap,
+                **client_config(bootstrap),
                 "group.id": group_id,
                 "enable.auto.commit": True,  # commits what `done` stored, never what was merely fetched
                 "enable.auto.offset.store": False,

@@ -24,7 +24,7 @@ from typing import Any, TypeVar
 
 from confluent_kafka import KafkaError, KafkaException, Producer, TopicPartition
 
-from mailstream.events.kafka import EventConsumer, KafkaUnavailable, producer_config
+from mailstream.events.kafka import Bootstrap, EventConsumer, KafkaUnavailable, client_config, producer_config
 from mailstream.observability.logs import get_logger
 
 log = get_logger(__name__)
@@ -38,6 +38,7 @@ class Outgoing:
     topic: str
     key: bytes
     value: bytes
+    headers: tuple[tuple[str, str], ...] = ()  # a dead letter's error and origin
 
 
 Checkpoint = dict[tuple[str, int], tuple[int, str]]  # (topic, partition) -> (next offset, metadata)
@@ -90,7 +91,13 @@ class OffsetTransactions:
     """`commit(records, checkpoint, consumer)`: the records and the consumer group's next offsets, all or none."""
 
     def __init__(
-        self, bootstrap: str, name: str, *, timeout: float = 5.0, transaction_timeout_ms: int = 15_000, **extra: Any
+        self,
+        bootstrap: Bootstrap,
+        name: str,
+        *,
+        timeout: float = 5.0,
+        transaction_timeout_ms: int = 15_000,
+        **extra: Any,
     ) -> None:
         self._bootstrap = bootstrap
         self._name = name
@@ -114,7 +121,7 @@ class OffsetTransactions:
         """A metadata request answered within the timeout: the cluster is there. Asked by a client and a
         thread of its own, so a transaction stuck in a lost cluster does not hold the answer back."""
         if self._prober is None:
-            self._prober = Producer({"bootstrap.servers": self._bootstrap, "client.id": f"{self._name}-probe"})
+            self._prober = Producer(client_config(self._bootstrap, **{"client.id": f"{self._name}-probe"}))
             self._probe_thread = _Thread(f"probe-{self._name}")
         prober = self._prober
 
@@ -151,7 +158,7 @@ class OffsetTransactions:
         try:
             producer.begin_transaction()
             for record in records:
-                producer.produce(record.topic, key=record.key, value=record.value)
+                producer.produce(record.topic, key=record.key, value=record.value, headers=list(record.headers))
             if checkpoint:
                 offsets = [TopicPartition(t, p, offset, metadata=meta) for (t, p), (offset, meta) in checkpoint.items()]
                 producer.send_offsets_to_transaction(offsets, consumer.group_metadata(), self._timeout)

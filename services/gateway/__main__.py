@@ -19,7 +19,7 @@ from mailstream.config.model import Config
 from mailstream.core.clock import system_clock
 from mailstream.events.bodies import put_body_blocking
 from mailstream.events.group_commit import TransactionalWriter
-from mailstream.events.kafka import EventProducer, producer_config
+from mailstream.events.kafka import Cluster, EventProducer, producer_config
 from mailstream.events.processor import TransactionalProcessor
 from mailstream.events.topics import DEAD_LETTER, EVENTS, NOTICE_STATE
 from mailstream.gateway.attempts import AttemptWatch
@@ -41,7 +41,7 @@ SHUTDOWN_GRACE = 30.0  # seconds for transactions in progress; below Kubernetes'
 def notifier(config: Config) -> TransactionalProcessor:
     """The DSN stage over mail.events; it holds a failure past the cut-through wait (plus time for the gateway
     to record that it told the client) before deciding that a notice is owed."""
-    bootstrap = config.kafka.bootstrap_servers
+    bootstrap = Cluster.of(config.kafka)
     body_producer = Producer(producer_config(bootstrap))
     handler = Notifier(
         reporting_mta=config.gateway.hostname,
@@ -73,7 +73,7 @@ def _run_notifier(
 
 
 async def _run(config: Config, web_port: int) -> int:
-    bootstrap = config.kafka.bootstrap_servers
+    bootstrap = Cluster.of(config.kafka)
     # A write the cluster cannot take within 30 s is answered 451 rather than holding the client for librdkafka's
     # default of five minutes.
     try:

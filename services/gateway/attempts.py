@@ -7,7 +7,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 
-from mailstream.events.kafka import TopicTailer
+from mailstream.events.kafka import Bootstrap, TopicTailer
 from mailstream.events.records import DeliveryResponse, EgressVerdict
 from mailstream.events.serde import SerdeError
 from mailstream.events.topics import RESPONSES
@@ -58,7 +58,7 @@ class AttemptWatch:
         if found is not None:
             future.set_result(found)
 
-    async def run(self, bootstrap: str) -> None:
+    async def run(self, bootstrap: Bootstrap) -> None:
         tailer = TopicTailer(
             bootstrap,
             RESPONSES.name,

@@ -14,7 +14,7 @@ from fastapi import FastAPI
 from mailstream.cli import prepare, service_parser
 from mailstream.core.clock import system_clock
 from mailstream.events.group_commit import TransactionalWriter
-from mailstream.events.kafka import EventProducer
+from mailstream.events.kafka import Cluster, EventProducer
 from mailstream.ingest.app import create_app
 from mailstream.ingest.queue_api import queue_router
 from mailstream.ingest.status_view import StatusStore, StatusView
@@ -34,7 +34,7 @@ def main(argv: list[str] | None = None) -> int:
     log = get_logger(__name__)
     if not config.ingest.api_keys:
         log.warning("no_api_keys", detail="every request will get 401 until ingest.api_keys is set")
-    bootstrap = config.kafka.bootstrap_servers
+    bootstrap = Cluster.of(config.kafka)
     view = StatusView(StatusStore(config.ingest.status_db), config.ingest.max_waiters)
     capacity = CapacityView()
     webhooks = WebhookView(config.webhooks.attempts_kept)

@@ -19,7 +19,7 @@ from datetime import datetime, timedelta
 from pathlib import Path
 
 from mailstream.core.clock import Clock
-from mailstream.events.kafka import KafkaUnavailable, TopicTailer
+from mailstream.events.kafka import Bootstrap, KafkaUnavailable, TopicTailer
 from mailstream.events.records import IdempotentAnswer
 from mailstream.events.serde import SerdeError
 from mailstream.events.topics import ANSWERS
@@ -176,7 +176,7 @@ class Answers:
                 log.warning("answers_end_offsets_unavailable", error=str(exc))
                 await asyncio.sleep(1.0)
 
-    async def run(self, bootstrap: str) -> None:
+    async def run(self, bootstrap: Bootstrap) -> None:
         """Tail mail.ingest.answers forever from the stored offsets."""
         tailer = TopicTailer(bootstrap, ANSWERS.name, ANSWERS.partitions, self.store.offsets())
         try:

@@ -12,7 +12,7 @@ import contextlib
 import sqlite3
 from pathlib import Path
 
-from mailstream.events.kafka import TopicTailer
+from mailstream.events.kafka import Bootstrap, TopicTailer
 from mailstream.events.records import TransactionStatus
 from mailstream.events.serde import SerdeError, decode, encode
 from mailstream.events.topics import STATUS
@@ -129,7 +129,7 @@ class StatusView:
                     woken.set_result(None)
         return changed
 
-    async def run(self, bootstrap: str) -> None:
+    async def run(self, bootstrap: Bootstrap) -> None:
         """Tail mail.status forever from the stored offsets."""
         tailer = TopicTailer(bootstrap, STATUS.name, STATUS.partitions, self.store.offsets())
         try:

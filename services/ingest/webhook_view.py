@@ -11,7 +11,7 @@ from __future__ import annotations
 import asyncio
 from collections import deque
 
-from mailstream.events.kafka import TopicTailer
+from mailstream.events.kafka import Bootstrap, TopicTailer
 from mailstream.events.records import WebhookAttempt, WebhookDeleted, WebhookEndpoint
 from mailstream.events.serde import SerdeError
 from mailstream.events.topics import WEBHOOK_ATTEMPTS, WEBHOOKS
@@ -49,10 +49,10 @@ class WebhookView:
         """The endpoint's newest attempts, newest first."""
         return list(reversed(self._attempts.get(ident, ())))
 
-    async def run(self, bootstrap: str) -> None:
+    async def run(self, bootstrap: Bootstrap) -> None:
         await asyncio.gather(self._tail_endpoints(bootstrap), self._tail_attempts(bootstrap))
 
-    async def _tail_endpoints(self, bootstrap: str) -> None:
+    async def _tail_endpoints(self, bootstrap: Bootstrap) -> None:
         tailer = TopicTailer(bootstrap, WEBHOOKS.name, WEBHOOKS.partitions, {})
         try:
             while True:
@@ -64,7 +64,7 @@ class WebhookView:
         finally:
             await tailer.close()
 
-    async def _tail_attempts(self, bootstrap: str) -> None:
+    async def _tail_attempts(self, bootstrap: Bootstrap) -> None:
         tailer = TopicTailer(bootstrap, WEBHOOK_ATTEMPTS.name, WEBHOOK_ATTEMPTS.partitions, {})
         try:
             while True:

@@ -12,7 +12,7 @@ from datetime import datetime
 
 from mailstream.core.queue_scope import QueueScope
 from mailstream.core.queue_state import verdict
-from mailstream.events.kafka import TopicTailer
+from mailstream.events.kafka import Bootstrap, TopicTailer
 from mailstream.events.records import QueueStats, QueueSuspension, SourceUsage
 from mailstream.events.serde import SerdeError, decode
 from mailstream.events.topics import QUEUE_STATS, SOURCE_USAGE
@@ -69,7 +69,7 @@ class CapacityView:
         except SerdeError as exc:  # a poison record must not stop the view
             log.error("capacity_record_unreadable", topic=topic, key=name, error=str(exc))
 
-    async def run(self, bootstrap: str) -> None:
+    async def run(self, bootstrap: Bootstrap) -> None:
         """Tail both topics from the beginning, forever."""
         tailers = [TopicTailer(bootstrap, spec.name, spec.partitions, {}) for spec in (QUEUE_STATS, SOURCE_USAGE)]
         try:

@@ -17,6 +17,7 @@ from prometheus_client import Gauge
 from mailstream.cli import prepare, service_parser
 from mailstream.config.model import Config
 from mailstream.core.clock import system_clock
+from mailstream.events.kafka import Cluster
 from mailstream.events.processor import TransactionalProcessor
 from mailstream.events.topics import DEAD_LETTER, EGRESS_STATE, PARTITIONS, QUEUE_STATE, READY
 from mailstream.observability.http import serve_health
@@ -30,7 +31,7 @@ log = get_logger(__name__)
 
 def build_processors(config: Config) -> tuple[list[TransactionalProcessor], QueueStage, EgressStage]:
     policies = Policies(config)
-    bootstrap, group = config.kafka.bootstrap_servers, config.scheduler.app_id
+    bootstrap, group = Cluster.of(config.kafka), config.scheduler.app_id
     queues, egress = QueueStage(policies), EgressStage(policies)
     processors = [
         TransactionalProcessor(

@@ -12,7 +12,7 @@ import sys
 from mailstream.cli import prepare, service_parser
 from mailstream.config.model import Config
 from mailstream.core.clock import system_clock
-from mailstream.events.kafka import EventProducer
+from mailstream.events.kafka import Cluster, EventProducer
 from mailstream.events.lane_consumer import LaneConsumer
 from mailstream.events.records import WebhookEndpoint
 from mailstream.events.topics import EVENTS
@@ -29,7 +29,7 @@ log = get_logger(__name__)
 
 
 async def _run(config: Config, web_port: int) -> int:
-    bootstrap, section = config.kafka.bootstrap_servers, config.webhooks
+    bootstrap, section = Cluster.of(config.kafka), config.webhooks
     producer = EventProducer(bootstrap)
     rng = random.Random()
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
 
-from mailstream.events.kafka import TopicTailer
+from mailstream.events.kafka import Bootstrap, TopicTailer
 from mailstream.events.records import WebhookDeleted, WebhookEndpoint
 from mailstream.events.serde import SerdeError
 from mailstream.events.topics import WEBHOOKS
@@ -36,7 +36,7 @@ class Endpoints:
     def current(self) -> dict[str, WebhookEndpoint]:
         return {**self._registered, **self._configured}  # the file's ids (config-…) never clash with the API's
 
-    async def run(self, bootstrap: str, changed: Changed) -> None:
+    async def run(self, bootstrap: Bootstrap, changed: Changed) -> None:
         """Tail mail.webhooks; `changed` gets every endpoint once the tail has caught up, then after each change."""
         tailer = TopicTailer(bootstrap, WEBHOOKS.name, WEBHOOKS.partitions, {})
         pending = True

@@ -167,10 +167,11 @@ def test_grace_periods_outlast_each_services_shutdown(overlay: str) -> None:
 
 
 def test_production_replicates_three_ways_and_small_keeps_the_single_broker_default() -> None:
-    for overlay, factor in (("production", 3), ("strimzi", 3), ("small", 1)):
+    for overlay, factor, min_insync in (("production", 3, 2), ("strimzi", 3, 2), ("small", 1, 1)):
         for service in SERVICES:
             config, _, _ = pod_config(render(overlay), service)
             assert config.kafka.replication_factor == factor, (overlay, service)
+            assert config.kafka.min_insync_replicas == min_insync, (overlay, service)
 
 
 def test_strimzi_topics_are_the_declared_topics_with_the_deployments_partitions_and_production_replication() -> None:

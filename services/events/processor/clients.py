@@ -9,7 +9,7 @@ from typing import TypeVar
 from confluent_kafka import Consumer, KafkaError, KafkaException, Producer
 from structlog.typing import FilteringBoundLogger
 
-from mailstream.events.kafka import BATCHED_FETCH, producer_config
+from mailstream.events.kafka import BATCHED_FETCH, Bootstrap, client_config, producer_config
 
 _T = TypeVar("_T")
 _RETRIES = 3
@@ -30,7 +30,7 @@ class Clients:
     def open(
         cls,
         *,
-        bootstrap: str,
+        bootstrap: Bootstrap,
         group_id: str,
         name: str,
         transactional_id: str,
@@ -38,7 +38,7 @@ class Clients:
         session_timeout_ms: int,
         max_message_bytes: int,
     ) -> Clients:
-        common = {"bootstrap.servers": bootstrap, "client.id": name}
+        common = client_config(bootstrap, **{"client.id": name})
         producer = Producer(
             producer_config(
                 bootstrap,
