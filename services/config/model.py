@@ -180,6 +180,23 @@ class IngestConfig(Section):
         "restarts (the new process then aborts what the old one left open) and differ between replicas (one "
         "fences the other): where pods get new names on a restart, set it per replica.",
     )
+    read_model_db: Path = Field(
+        Path(".run/ingest/messages.sqlite3"),
+        description="SQLite file of the replica's message read model (`GET /api/messages`, `/api/queue/metrics`): "
+        "`mail.accepted` and `mail.status` projected, with the offsets applied (relative paths: from the working "
+        "directory).",
+    )
+    read_model_max_page: Annotated[int, Field(ge=1, le=10_000)] = Field(
+        1000,
+        description="Most messages one page of `GET /api/messages` may ask for (`limit`; the default is 50).",
+        json_schema_extra={"unit": "messages"},
+    )
+    read_model_top_domains: Annotated[int, Field(ge=1, le=1000)] = Field(
+        20,
+        description="Domains (and campaigns) `GET /api/queue/metrics` and the Prometheus gauges report "
+        "individually: the ones with the most traffic, which bounds the gauges' labels.",
+        json_schema_extra={"unit": "domains"},
+    )
 
 
 class SchedulerConfig(Section):

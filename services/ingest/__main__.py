@@ -17,6 +17,8 @@ from mailstream.events.group_commit import TransactionalWriter
 from mailstream.events.kafka import Cluster, EventProducer
 from mailstream.ingest.app import create_app
 from mailstream.ingest.queue_api import queue_router
+from mailstream.ingest.read_model.api import read_model_router
+from mailstream.ingest.read_model.service import ReadModel
 from mailstream.ingest.status_view import StatusStore, StatusView
 from mailstream.ingest.webhook_api import webhook_router
 from mailstream.ingest.webhook_view import WebhookView
@@ -38,6 +40,7 @@ def main(argv: list[str] | None = None) -> int:
     view = StatusView(StatusStore(config.ingest.status_db), config.ingest.max_waiters)
     capacity = CapacityView()
     webhooks = WebhookView(config.webhooks.attempts_kept)
+    messages = ReadModel(config, system_clock)  # its projection runs on a thread of its own
     producer = EventProducer(bootstrap)  # its delivery-report thread needs no event loop yet
     port = args.port or config.ingest.port
     # Stable across restarts, so a restarted replica aborts what its predecessor left open (group_commit).
@@ -56,6 +59,8 @@ def main(argv: list[str] | None = None) -> int:
             asyncio.create_task(app.state.answers.run(bootstrap)),
         ]
         tails.append(asyncio.create_task(webhooks.run(bootstrap)))
+        messages.start()
+        tails.append(asyncio.create_task(messages.run_gauges()))
         log.info("ready", port=port)
         try:
             yield
@@ -67,6 +72,7 @@ def main(argv: list[str] | None = None) -> int:
             await writer.close()
             await producer.close()
             view.store.close()
+            messages.close()
             app.state.answers.store.close()
             app.state.render_pool.close()
 
@@ -86,6 +92,7 @@ def main(argv: list[str] | None = None) -> int:
         routers=[
             queue_router(config, capacity, producer, system_clock, view),
             webhook_router(config, webhooks, producer, system_clock),
+            read_model_router(config, messages.store, system_clock),
         ],
     )
     # Keep-alive longer than clients' and load balancers' idle timeouts, so the server is not the side that

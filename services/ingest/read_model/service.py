@@ -1,0 +1,47 @@
+"""The read model as ingest runs it: the store, the projection thread and the gauges' refresh."""
+
+from __future__ import annotations
+
+import asyncio
+
+from mailstream.config.model import Config
+from mailstream.core.clock import Clock
+from mailstream.ingest.read_model.metrics import queue_metrics
+from mailstream.ingest.read_model.projection import Projection, Projector
+from mailstream.ingest.read_model.query import QueueFilter
+from mailstream.ingest.read_model.rows import QueueResolver
+from mailstream.ingest.read_model.store import MessageStore
+from mailstream.observability import queue_gauges
+from mailstream.observability.logs import get_logger
+
+log = get_logger(__name__)
+GAUGE_INTERVAL = 15.0  # seconds between the gauges' refreshes: each scans the table a few times
+
+
+class ReadModel:
+    def __init__(self, config: Config, clock: Clock) -> None:
+        self.config, self.clock = config, clock
+        self.store = MessageStore(config.ingest.read_model_db)
+        self.projection = Projection(
+            Projector(self.store, QueueResolver(config.queues)), config.kafka.bootstrap_servers
+        )
+
+    def refresh_gauges(self) -> None:
+        found = queue_metrics(self.store, QueueFilter(), self.clock(), self.config.ingest.read_model_top_domains)
+        health = {d: s["score"] for d, s in found["domain_health_scores"].items()}
+        queue_gauges.publish(found["messages_by_status"], found["oldest_message_age"], health)
+
+    async def run_gauges(self) -> None:
+        while True:
+            try:
+                await asyncio.to_thread(self.refresh_gauges)
+            except Exception as exc:
+                log.error("read_model_gauges_failed", error=str(exc))
+            await asyncio.sleep(GAUGE_INTERVAL)
+
+    def start(self) -> None:
+        self.projection.start()
+
+    def close(self) -> None:
+        self.projection.stop()
+        self.store.close()

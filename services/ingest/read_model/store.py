@@ -1,0 +1,269 @@
+"""The message read model in SQLite (WAL): one row per transaction, an FTS5 index over recipient, sender and
+subject, a tag table, and the offsets applied, written in the same SQLite transaction as the rows.
+
+One writer (the projection's thread) and any number of readers, each thread with its own connection: WAL lets
+readers go on while a batch is written. A reader's query is interrupted past `query_timeout`, so no request
+can hold a connection for long.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import sqlite3
+import threading
+import time
+from collections.abc import Iterable, Iterator
+from pathlib import Path
+from typing import Any
+
+from mailstream.ingest.read_model.query import Page
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS messages (
+  seq INTEGER PRIMARY KEY,
+  id TEXT NOT NULL UNIQUE,
+  accepted INTEGER NOT NULL DEFAULT 0,
+  message_id TEXT NOT NULL DEFAULT '',
+  queue_name TEXT NOT NULL DEFAULT '',
+  recipient TEXT NOT NULL DEFAULT '' COLLATE NOCASE,
+  sender TEXT NOT NULL DEFAULT '' COLLATE NOCASE,
+  domain TEXT NOT NULL DEFAULT '',
+  routing_domain TEXT, campaign_id TEXT, tenant_id TEXT, pool_name TEXT, egress_source TEXT,
+  status TEXT NOT NULL DEFAULT 'scheduled',
+  queue_state TEXT NOT NULL DEFAULT 'active',
+  status_version INTEGER NOT NULL DEFAULT -1,
+  final INTEGER NOT NULL DEFAULT 0,
+  priority INTEGER NOT NULL DEFAULT 5,
+  size_bytes INTEGER NOT NULL DEFAULT 0,
+  num_attempts INTEGER NOT NULL DEFAULT 0,
+  max_attempts INTEGER,
+  created_at INTEGER NOT NULL DEFAULT 0,
+  scheduled_at INTEGER NOT NULL DEFAULT 0,
+  next_attempt_at INTEGER, last_attempt_at INTEGER, delivered_at INTEGER, expires_at INTEGER, updated_at INTEGER,
+  smtp_code INTEGER, smtp_enhanced TEXT, smtp_message TEXT, smtp_at INTEGER,
+  last_bounce_reason TEXT, bounce_type TEXT, bounce_class TEXT,
+  subject TEXT NOT NULL DEFAULT '', headers TEXT, body_hash TEXT, attachment_count INTEGER,
+  metadata TEXT, tags TEXT, reception_protocol TEXT,
+  record BLOB
+);
+CREATE INDEX IF NOT EXISTS ix_created ON messages (created_at);
+CREATE INDEX IF NOT EXISTS ix_scheduled ON messages (scheduled_at);
+CREATE INDEX IF NOT EXISTS ix_priority ON messages (priority);
+CREATE INDEX IF NOT EXISTS ix_attempts ON messages (num_attempts);
+CREATE INDEX IF NOT EXISTS ix_size ON messages (size_bytes);
+CREATE INDEX IF NOT EXISTS ix_recipient ON messages (recipient);
+CREATE INDEX IF NOT EXISTS ix_sender ON messages (sender);
+CREATE INDEX IF NOT EXISTS ix_domain ON messages (domain);
+CREATE INDEX IF NOT EXISTS ix_domain_created ON messages (domain, created_at);
+CREATE INDEX IF NOT EXISTS ix_tenant_status_created ON messages (tenant_id, status, created_at);
+CREATE INDEX IF NOT EXISTS ix_status_created ON messages (status, created_at);
+CREATE INDEX IF NOT EXISTS ix_campaign_created ON messages (campaign_id, created_at);
+CREATE INDEX IF NOT EXISTS ix_queue_created ON messages (queue_name, created_at);
+CREATE INDEX IF NOT EXISTS ix_queued ON messages (final, created_at);
+CREATE TABLE IF NOT EXISTS tags (tag TEXT NOT NULL, seq INTEGER NOT NULL, PRIMARY KEY (tag, seq)) WITHOUT ROWID;
+CREATE VIRTUAL TABLE IF NOT EXISTS messages_fts
+  USING fts5(recipient, sender, subject, content='messages', content_rowid='seq');
+CREATE TRIGGER IF NOT EXISTS messages_fts_insert AFTER INSERT ON messages BEGIN
+  INSERT INTO messages_fts (rowid, recipient, sender, subject) VALUES (new.seq, new.recipient, new.sender, new.subject);
+END;
+CREATE TRIGGER IF NOT EXISTS messages_fts_update AFTER UPDATE OF recipient, sender, subject ON messages BEGIN
+  INSERT INTO messages_fts (messages_fts, rowid, recipient, sender, subject)
+    VALUES ('delete', old.seq, old.recipient, old.sender, old.subject);
+  INSERT INTO messages_fts (rowid, recipient, sender, subject) VALUES (new.seq, new.recipient, new.sender, new.subject);
+END;
+CREATE TABLE IF NOT EXISTS offsets (
+  topic TEXT NOT NULL, partition INTEGER NOT NULL, next_offset INTEGER NOT NULL, PRIMARY KEY (topic, partition)
+);
+"""
+
+ACCEPTED_COLUMNS = [
+    "message_id",
+    "queue_name",
+    "recipient",
+    "sender",
+    "domain",
+    "routing_domain",
+    "campaign_id",
+    "tenant_id",
+    "priority",
+    "size_bytes",
+    "max_attempts",
+    "created_at",
+    "scheduled_at",
+    "expires_at",
+    "subject",
+    "headers",
+    "body_hash",
+    "metadata",
+    "tags",
+    "reception_protocol",
+]
+PROGRESS_COLUMNS = [
+    "status_version",
+    "status",
+    "queue_state",
+    "num_attempts",
+    "next_attempt_at",
+    "last_attempt_at",
+    "delivered_at",
+    "pool_name",
+    "egress_source",
+    "smtp_code",
+    "smtp_enhanced",
+    "smtp_message",
+    "smtp_at",
+    "last_bounce_reason",
+    "bounce_type",
+    "bounce_class",
+    "final",
+    "updated_at",
+    "record",
+]
+# Submission facts a status carries too; kept only until the accepted record is seen (which always wins).
+# recipient and sender are written on insert only: setting them would churn the full-text index.
+FALLBACK_COLUMNS = [
+    "message_id",
+    "queue_name",
+    "domain",
+    "routing_domain",
+    "campaign_id",
+    "tenant_id",
+    "priority",
+    "max_attempts",
+    "created_at",
+    "scheduled_at",
+    "expires_at",
+]
+INSERT_ONLY = ("recipient", "sender")
+
+
+def _accepted_sql() -> str:
+    cols = ["id", "accepted", *ACCEPTED_COLUMNS]
+    sets = ", ".join(f"{c}=excluded.{c}" for c in ACCEPTED_COLUMNS)
+    return (
+        f"INSERT INTO messages ({', '.join(cols)}) VALUES ({', '.join('?' * len(cols))}) "
+        f"ON CONFLICT(id) DO UPDATE SET accepted=1, {sets} RETURNING seq"
+    )
+
+
+def _status_sql() -> str:
+    cols = ["id", *PROGRESS_COLUMNS, *FALLBACK_COLUMNS, *INSERT_ONLY]
+    sets = [f"{c}=excluded.{c}" for c in PROGRESS_COLUMNS]
+    sets += [f"{c}=iif(accepted, {c}, excluded.{c})" for c in FALLBACK_COLUMNS]
+    return (
+        f"INSERT INTO messages ({', '.join(cols)}) VALUES ({', '.join('?' * len(cols))}) "
+        f"ON CONFLICT(id) DO UPDATE SET {', '.join(sets)} WHERE excluded.status_version > messages.status_version"
+    )
+
+
+ACCEPTED_SQL, STATUS_SQL = _accepted_sql(), _status_sql()
+
+
+class QueryTimeout(RuntimeError):
+    """A read took longer than the store allows."""
+
+
+class MessageStore:
+    def __init__(self, path: Path, query_timeout: float = 5.0) -> None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        self.path, self.query_timeout = path, query_timeout
+        self._local = threading.local()
+        self._writer = sqlite3.connect(str(path), isolation_level=None, check_same_thread=False)
+        self._writer.execute("PRAGMA journal_mode=WAL")
+        self._writer.execute("PRAGMA synchronous=NORMAL")
+        self._writer.execute("PRAGMA cache_size=-65536")  # 64 MiB: index pages of a big batch stay in memory
+        self._writer.executescript(_SCHEMA)
+        self._readers: list[sqlite3.Connection] = []
+        self._readers_lock = threading.Lock()
+
+    # -- writing (the projection's thread) --
+
+    def offsets(self) -> dict[tuple[str, int], int]:
+        rows = self._writer.execute("SELECT topic, partition, next_offset FROM offsets").fetchall()
+        return {(t, p): o for t, p, o in rows}
+
+    def apply(
+        self,
+        accepted: Iterable[dict[str, Any]],
+        statuses: Iterable[dict[str, Any]],
+        offsets: dict[tuple[str, int], int],
+    ) -> None:
+        """One SQLite transaction: the accepted rows, then the statuses (a status read in the same batch as its
+        accepted record lands on the full row), then the next offsets to read."""
+        cur = self._writer.cursor()
+        try:
+            cur.execute("BEGIN")
+            for row in accepted:
+                seq = cur.execute(ACCEPTED_SQL, [row["id"], 1, *(row[c] for c in ACCEPTED_COLUMNS)]).fetchone()[0]
+                cur.execute("DELETE FROM tags WHERE seq = ?", (seq,))
+                tags = row["tag_list"]
+                if tags:
+                    cur.executemany("INSERT OR IGNORE INTO tags VALUES (?, ?)", [(t, seq) for t in tags])
+            cur.executemany(
+                STATUS_SQL,
+                [
+                    [r["id"], *(r[c] for c in PROGRESS_COLUMNS), *(r[c] for c in FALLBACK_COLUMNS)]
+                    + [r[c] for c in INSERT_ONLY]
+                    for r in statuses
+                ],
+            )
+            cur.executemany(
+                "INSERT INTO offsets VALUES (?, ?, ?) ON CONFLICT(topic, partition) DO UPDATE "
+                "SET next_offset=MAX(next_offset, excluded.next_offset)",
+                [(t, p, o) for (t, p), o in offsets.items()],
+            )
+            cur.execute("COMMIT")
+        except BaseException:
+            if self._writer.in_transaction:
+                cur.execute("ROLLBACK")
+            raise
+        finally:
+            cur.close()
+
+    def optimize(self) -> None:
+        self._writer.execute("PRAGMA optimize")
+
+    # -- reading (any thread) --
+
+    def _reader(self) -> sqlite3.Connection:
+        db: sqlite3.Connection | None = getattr(self._local, "db", None)
+        if db is None:
+            db = sqlite3.connect(f"file:{self.path}?mode=ro", uri=True, check_same_thread=False)
+            db.row_factory = sqlite3.Row
+            self._local.db = db
+            with self._readers_lock:
+                self._readers.append(db)
+        return db
+
+    @contextlib.contextmanager
+    def _deadline(self) -> Iterator[sqlite3.Connection]:
+        db = self._reader()
+        until = time.monotonic() + self.query_timeout
+        db.set_progress_handler(lambda: int(time.monotonic() > until), 10_000)
+        try:
+            yield db
+        except sqlite3.OperationalError as exc:
+            if "interrupted" in str(exc):
+                raise QueryTimeout(f"the query took longer than {self.query_timeout:g} s") from None
+            raise
+        finally:
+            db.set_progress_handler(None, 0)
+
+    def page(self, page: Page) -> list[sqlite3.Row]:
+        with self._deadline() as db:
+            return db.execute(page.sql, page.params).fetchall()
+
+    def rows(self, sql: str, params: Iterable[object] = ()) -> list[sqlite3.Row]:
+        with self._deadline() as db:
+            return db.execute(sql, list(params)).fetchall()
+
+    def get(self, tx_id: str) -> sqlite3.Row | None:
+        found = self.rows("SELECT * FROM messages WHERE id = ?", (tx_id,))
+        return found[0] if found else None
+
+    def close(self) -> None:
+        with self._readers_lock:
+            for db in self._readers:
+                db.close()
+            self._readers.clear()
+        self._writer.close()
