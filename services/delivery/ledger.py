@@ -46,9 +46,9 @@ class Ledger:
         self._answers.append(record)
         self.progress.finished(tp, offset)
 
-    def skipped(self, tp: Partition, offset: int) -> None:
-        """Answered from memory with nothing to write (a record read again): the task is done."""
-        self.progress.finished(tp, offset)
+    def written(self, record: Outgoing) -> None:
+        """A record that commits with the next transaction, finishing no offset by itself."""
+        self._answers.append(record)
 
     async def restore(self, tps: list[Partition], timeout: float) -> None:
         for tp, (offset, metadata) in (await self._consumer.committed(tps, timeout)).items():

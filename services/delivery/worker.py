@@ -36,11 +36,12 @@ from mailstream.delivery.mx import MxResolver
 from mailstream.delivery.outbound import Outbound
 from mailstream.delivery.routes import Route, route_for
 from mailstream.delivery.smtp_client import SessionSettings, SmtpAttempt, SmtpSession, printable
+from mailstream.delivery.unreadable import UNREADABLE, dead_letter, salvage
 from mailstream.events.bodies import BodyCorrupt, BodyReader
 from mailstream.events.kafka import Cluster, Consumed, EventConsumer, KafkaUnavailable
 from mailstream.events.records import DeliveryResponse, DeliveryTask, SmtpResponse
 from mailstream.events.serde import SerdeError, decode
-from mailstream.events.topics import DELIVERY, RESPONSES, route_key
+from mailstream.events.topics import DEAD_LETTER, DELIVERY, RESPONSES, route_key
 from mailstream.events.transactions import OffsetTransactions, Outgoing
 from mailstream.observability.logs import get_logger
 
@@ -192,13 +193,37 @@ class DeliveryWorker:
         try:
             task = decode(record.value, DeliveryTask)
         except SerdeError as exc:
-            log.error("task_unreadable", partition=record.partition, offset=record.offset, error=str(exc))
-            ledger.skipped(tp, record.offset)
+            self._unreadable(record, str(exc), ledger)
             return
         answer = await self._attempt(task, bodies)
         ledger.answered(
             tp, record.offset, Outgoing(RESPONSES.name, route_key(task.tenant, task.queue).encode(), _encoded(answer))
         )
+
+    def _unreadable(self, record: Consumed, error: str, ledger: Ledger) -> None:
+        """Dead-letter the record with its offset; answer its attempt too if its front can be read."""
+        tp = (record.topic, record.partition)
+        fields = salvage(record.value)
+        answered = fields is not None
+        log.error("task_unreadable", partition=record.partition, offset=record.offset, error=error, answered=answered)
+        UNREADABLE.labels(str(answered).lower()).inc()
+        if fields is not None:
+            now = self._clock()
+            answer = DeliveryResponse(
+                id=fields["id"],
+                attempt=fields["attempt"],
+                attempt_id=fields["attempt_id"],
+                queue=fields["queue"],
+                outcome=outcome_of(451),
+                response=_internal(f"delivery task unreadable, set aside in {DEAD_LETTER.name}: {error}"),
+                egress_source=fields["egress_source"],
+                egress_path=fields["egress_path"],
+                started_at=now,
+                completed_at=now,
+            )
+            key = route_key(fields["tenant"], fields["queue"]).encode()
+            ledger.written(Outgoing(RESPONSES.name, key, _encoded(answer)))
+        ledger.answered(tp, record.offset, dead_letter(record, error))
 
     async def run(self) -> None:
         """Tasks are taken as they come, up to `max_in_flight` at once, each answered on its own; every
