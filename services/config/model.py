@@ -29,10 +29,10 @@ from mailstream.config.scheduling import (
     EgressConfig,
     QueueDefaults,
     Section,
-    TenantLimits,
     Throttle,
 )
 from mailstream.config.suppression import SuppressionConfig
+from mailstream.config.tenants import TenantConfig
 from mailstream.config.webhooks import WebhooksConfig
 from mailstream.core.duration import parse_duration
 from mailstream.core.password_hash import api_key_sha256
@@ -333,7 +333,7 @@ class Config(Section):
     queues: QueueDefaults = Field(
         QueueDefaults(), description="The scheduled queues, which the scheduler's first stage holds."
     )
-    tenants: dict[str, TenantLimits] = Field(
+    tenants: dict[str, TenantConfig] = Field(
         {}, description="By tenant name (the tenant of an API key, or the `tenant` an admin key names)."
     )
     suppression: SuppressionConfig = Field(

@@ -29,6 +29,7 @@ from mailstream.gateway.session import GatewayParts
 from mailstream.intake.capacity_view import CapacityView
 from mailstream.intake.dkim import DkimKeyError, DkimSigner
 from mailstream.intake.submission import Submitter
+from mailstream.intake.tenant_policy import TenantPolicies, loopback, unrestricted_senders
 from mailstream.observability.http import serve_health
 from mailstream.observability.logs import get_logger
 
@@ -90,7 +91,11 @@ async def _run(config: Config, web_port: int) -> int:
         bootstrap, f"{config.gateway.app_id}-{socket.gethostname()}-{web_port}", transaction_timeout_s=60.0
     )
     writer.start()
-    submitter = Submitter(producer, system_clock, capacity.refusal, signer, writer)
+    policies = TenantPolicies(config.tenants)
+    open_tenants = unrestricted_senders(policies, [u.tenant for u in config.gateway.users if not u.sender_domains])
+    if open_tenants and any(x.mode == "submission" and not loopback(x.host) for x in config.gateway.listeners):
+        log.warning("sender_domains_unrestricted", tenants=open_tenants, detail="set tenants.<t>.sender_domains")
+    submitter = Submitter(producer, system_clock, capacity.refusal, signer, writer, policies)
     parts = GatewayParts(config.gateway, submitter, producer, capacity, watch, system_clock)
     gateway = Gateway(config.gateway, parts)
     try:

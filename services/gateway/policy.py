@@ -8,6 +8,7 @@ import idna
 
 from mailstream.config.gateway import DOMAIN, IngressDomain, SmtpUser
 from mailstream.gateway.replies import reply
+from mailstream.intake.tenant_policy import TenantPolicies, domain_allowed
 
 
 class Refused(Exception):
@@ -40,13 +41,17 @@ def address_domain(address: str, *, smtputf8: bool) -> str:
     return ascii_domain
 
 
-def check_sender(user: SmtpUser, sender: str, *, smtputf8: bool) -> None:
-    """A submission sender: the user's tenant may be restricted to some sender domains."""
+def check_sender(user: SmtpUser, sender: str, *, smtputf8: bool, policies: TenantPolicies) -> None:
+    """A submission sender (MAIL FROM, or an address of the From header): held to the tenant's sender domains
+    (`tenants.<t>.sender_domains`, as the HTTP API is) and to the user's own, which may narrow them."""
     if sender == "":
         raise Refused(reply(550, "5.7.1", "a submission client may not use the null sender"))
     domain = address_domain(sender, smtputf8=smtputf8)
-    if user.sender_domains and domain not in user.sender_domains:
-        raise Refused(reply(550, "5.7.1", f"tenant {user.tenant!r} may not send as <{sender}>"))
+    refused = policies.sender_refusal(user.tenant, sender)
+    if refused is None and not domain_allowed(domain, user.sender_domains):
+        refused = f"user {user.username!r} may not send as <{sender}>"
+    if refused is not None:
+        raise Refused(reply(550, "5.7.1", refused))
 
 
 @dataclass(frozen=True, slots=True)

@@ -28,6 +28,7 @@ from mailstream.intake.capacity_view import CapacityView
 from mailstream.intake.routing import RoutingError, resolve_routing
 from mailstream.intake.submission import Outgoing, Submitter
 from mailstream.intake.summary import message_id_of, summary_headers
+from mailstream.intake.tenant_policy import header_addresses
 from mailstream.observability.logs import get_logger
 
 log = get_logger(__name__)
@@ -113,7 +114,12 @@ class GatewayHandler:
             if not session.authenticated or session.user is None:
                 return reply(530, "5.7.0", "authentication required")
             try:
-                check_sender(session.user, "" if address == "<>" else address, smtputf8=envelope.smtp_utf8)
+                check_sender(
+                    session.user,
+                    "" if address == "<>" else address,
+                    smtputf8=envelope.smtp_utf8,
+                    policies=self._parts.submitter.policies,
+                )
             except Refused as refused:
                 return refused.reply
         elif address != "<>":
@@ -196,6 +202,10 @@ class GatewayHandler:
             return reply(554, "5.6.7", "non-ASCII header fields need SMTPUTF8 (RFC 6532)")
         data = self._message(session, envelope, content)
         summary = summary_headers(data)
+        refused = self._from_refused(session, summary.get("From"), smtputf8=envelope.smtp_utf8)
+        if refused is not None:
+            MESSAGES.labels(self._listener.name, "refused").inc()
+            return refused
         message_id = message_id_of(summary)
         sender = "" if envelope.mail_from in (None, "<>") else str(envelope.mail_from)
         outgoing = []
@@ -233,6 +243,17 @@ class GatewayHandler:
             transactions=[m.id for m in result.accepted],
         )
         return answer
+
+    def _from_refused(self, session: GatewaySession, from_header: str | None, *, smtputf8: bool) -> str | None:
+        """On submission, the From addresses are held to the sender domains as MAIL FROM is."""
+        if self._listener.mode != "submission" or session.user is None:
+            return None
+        try:
+            for address in header_addresses(from_header or ""):
+                check_sender(session.user, address, smtputf8=smtputf8, policies=self._parts.submitter.policies)
+        except Refused as refused:
+            return refused.reply
+        return None
 
     async def _cut_through(self, accepted: list[AcceptedMessage]) -> str:
         parts = self._parts

@@ -25,6 +25,7 @@ from mailstream.ingest.webhook_view import WebhookView
 from mailstream.intake.capacity_view import CapacityView
 from mailstream.intake.dkim import DkimKeyError, DkimSigner
 from mailstream.intake.submission import Submitter
+from mailstream.intake.tenant_policy import TenantPolicies, loopback, unrestricted_senders
 from mailstream.observability.logs import get_logger
 
 
@@ -36,6 +37,10 @@ def main(argv: list[str] | None = None) -> int:
     log = get_logger(__name__)
     if not config.ingest.api_keys:
         log.warning("no_api_keys", detail="every request will get 401 until ingest.api_keys is set")
+    policies = TenantPolicies(config.tenants)
+    open_tenants = unrestricted_senders(policies, [k.tenant for k in config.ingest.api_keys if k.tenant])
+    if open_tenants and not loopback(config.ingest.host):
+        log.warning("sender_domains_unrestricted", tenants=open_tenants, detail="set tenants.<t>.sender_domains")
     bootstrap = Cluster.of(config.kafka)
     view = StatusView(StatusStore(config.ingest.status_db), config.ingest.max_waiters)
     capacity = CapacityView()
@@ -82,7 +87,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"ingest: {exc}", file=sys.stderr)
         return 2
     # Draining/disabled queues refused early; each request's records written in one transaction.
-    submitter = Submitter(producer, system_clock, capacity.refusal, signer, writer)
+    submitter = Submitter(producer, system_clock, capacity.refusal, signer, writer, policies)
     app = create_app(
         config.ingest,
         submitter,

@@ -42,6 +42,7 @@ from mailstream.ingest.message_builder import (
 from mailstream.ingest.problems import Problem, from_validation_error, invalid, parse_body, read_body
 from mailstream.ingest.render_pool import RenderJob, RenderPool, TemplateRefused
 from mailstream.ingest.templates import ExpansionTooLarge
+from mailstream.ingest.tenant_rights import check_from, check_request
 from mailstream.intake.submission import Outgoing, SubmitResult, Submitter, new_transaction_id
 
 REQUESTS = Counter("mailstream_ingest_requests_total", "Injection requests by outcome", ["outcome"])
@@ -131,7 +132,10 @@ class Injector:
         if shared:
             REQUESTS.labels("invalid").inc()
             raise invalid(shared)
+        policies = self._submitter.policies
+        check_request(request, who, policies)  # 403: a sender domain or steering metadata the tenant may not use
         expanded = await self._expanded(request)
+        check_from(request, expanded, who, policies)
         outgoing = [
             Outgoing(g.recipient, g.data, g.message_id, dict(g.headers), dict(g.metadata))
             for g in expanded

@@ -19,6 +19,7 @@ from mailstream.events.status import reception_status as reception_status  # one
 from mailstream.events.topics import ACCEPTED, EVENTS, STATUS, route_key
 from mailstream.intake.dkim import DkimSigner
 from mailstream.intake.routing import Routing, RoutingError, resolve_routing
+from mailstream.intake.tenant_policy import TenantPolicies
 
 
 @dataclass(frozen=True, slots=True)
@@ -101,12 +102,14 @@ class Submitter:
         refusal: Refusal | None = None,
         signer: DkimSigner | None = None,
         writer: RecordWriter | None = None,
+        policies: TenantPolicies | None = None,
     ) -> None:
         self._producer = producer  # bodies: outside any transaction (a body nobody references is harmless)
         self._clock = clock
         self._refusal = refusal  # an early answer for draining and disabled queues; stage 1 has the last word
         self._signer = signer if signer else None
         self._writer = writer or DirectWriter(producer)  # the accepted/status/Reception records
+        self.policies = policies or TenantPolicies()  # tenants' rights: each door asks before it submits
 
     async def _signed(self, routed: list[tuple[Outgoing, Routing]]) -> list[bytes]:
         """Each message as it will be written: DKIM-signed once per distinct body and tenant."""
@@ -156,6 +159,10 @@ class Submitter:
         routed = []
         for msg in messages:
             domain = msg.recipient.rpartition("@")[2].lower()
+            steering = self.policies.steering_refusals(bound_tenant, msg.metadata) if bound_tenant else []
+            if steering:  # the door refuses these first (ingest: 403); this is the backstop
+                result.failed.append((msg.recipient, f"metadata.{steering[0][0]}: {steering[0][1]}"))
+                continue
             try:
                 route = resolve_routing(msg.metadata, domain, bound_tenant=bound_tenant)
             except RoutingError as exc:

@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from mailstream.config.gateway import GatewayConfig
+from mailstream.config.tenants import TenantConfig
 from mailstream.core.clock import ManualClock
 from mailstream.events.memory import MemoryProducer, MemoryTransactions
 from mailstream.events.records import AcceptedMessage, DeliveryResponse, QueueCommand, SmtpResponse
@@ -23,6 +24,7 @@ from mailstream.gateway.server import Gateway
 from mailstream.gateway.session import GatewayParts
 from mailstream.intake.capacity_view import CapacityView
 from mailstream.intake.submission import Submitter
+from mailstream.intake.tenant_policy import TenantPolicies
 from tests.infra.gateway import GatewayPorts, gateway_section
 
 START = datetime(2026, 12, 2, 9, 0, tzinfo=UTC)
@@ -66,15 +68,18 @@ class GatewayApp:
 
 @asynccontextmanager
 async def gateway_app(
-    workdir: Path, capacity: CapacityView | None = None, **overrides: Any
+    workdir: Path, capacity: CapacityView | None = None, tenants: dict[str, Any] | None = None, **overrides: Any
 ) -> AsyncIterator[GatewayApp]:
+    """`tenants`: the configuration's `tenants` section (their rights: sender domains)."""
     section, ports = gateway_section(workdir, **{"cut_through_wait": "0s", **overrides})
     config = GatewayConfig.model_validate(section)
     producer = MemoryProducer()
     clock = ManualClock(START)
     watch = AttemptWatch()
     transactions = MemoryTransactions(producer)  # as in production: a message's records all or none
-    parts = GatewayParts(config, Submitter(producer, clock, writer=transactions), producer, capacity, watch, clock)
+    policies = TenantPolicies({name: TenantConfig.model_validate(entry) for name, entry in (tenants or {}).items()})
+    submitter = Submitter(producer, clock, writer=transactions, policies=policies)
+    parts = GatewayParts(config, submitter, producer, capacity, watch, clock)
     gateway = Gateway(config, parts)
     await gateway.start()
     try:

@@ -31,6 +31,7 @@ from mailstream.ingest.queue_api import queue_router
 from mailstream.ingest.status_view import StatusStore, StatusView
 from mailstream.intake.capacity_view import CapacityView
 from mailstream.intake.submission import Submitter
+from mailstream.intake.tenant_policy import TenantPolicies
 
 ADMIN_KEY = "admin-key-0123456789"
 ACME_KEY = "acme-key-0123456789"
@@ -118,10 +119,12 @@ def tail_the_bus(monkeypatch: pytest.MonkeyPatch, bus: MemoryBus) -> list[BusTai
     return made
 
 
-def ingest_config(status_db: Path, **ingest: Any) -> Config:
-    """Three keys (an admin, tenants acme and globex); two sources in the default pool, one in globex's."""
+def ingest_config(status_db: Path, tenants: dict[str, Any] | None = None, **ingest: Any) -> Config:
+    """Three keys (an admin, tenants acme and globex); two sources in the default pool, one in globex's; `tenants`
+    is the file's `tenants` section."""
     return parse_config(
         {
+            "tenants": tenants or {},
             "ingest": {
                 "message_id_domain": "ingest.test",
                 "status_db": str(status_db),
@@ -161,14 +164,16 @@ class IngestApp:
     _projected: int = field(default=0)
 
     @classmethod
-    def build(cls, status_db: Path, **ingest: Any) -> IngestApp:
-        config = ingest_config(status_db, **ingest)
+    def build(cls, status_db: Path, tenants: dict[str, Any] | None = None, **ingest: Any) -> IngestApp:
+        config = ingest_config(status_db, tenants, **ingest)
         clock = ManualClock(T0)
         producer = MemoryProducer()
         statuses = StatusView(StatusStore(config.ingest.status_db), config.ingest.max_waiters)
         capacity = CapacityView()
         transactions = MemoryTransactions(producer)
-        submitter = Submitter(producer, clock, capacity.refusal, writer=transactions)
+        submitter = Submitter(
+            producer, clock, capacity.refusal, writer=transactions, policies=TenantPolicies(config.tenants)
+        )
         app = create_app(
             config.ingest,
             submitter,
