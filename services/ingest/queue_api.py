@@ -13,7 +13,7 @@ from __future__ import annotations
 import asyncio
 import uuid
 from datetime import timedelta
-from typing import Any, TypeVar
+from typing import Annotated, Any, TypeVar
 
 from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse
@@ -26,6 +26,7 @@ from mailstream.core.queue_scope import QueueScope
 from mailstream.events.producer import EventSink
 from mailstream.events.records import ADMIN_ISSUER, QueueAction, QueueCommand, QueueState
 from mailstream.events.topics import QUEUE_COMMANDS, route_key
+from mailstream.ingest import api_models as api
 from mailstream.ingest.auth import KeyRing, Principal
 from mailstream.ingest.problems import Problem, from_validation_error, read_json
 from mailstream.ingest.queue_report import server_rows, sources_for_tenant, stats_report
@@ -54,6 +55,13 @@ class ScopeRequest(BaseModel):
     campaign: str | None = Name
     domain: str | None = Name
 
+    @field_validator("queue", "tenant", "campaign", "domain")
+    @classmethod
+    def _trimmed(cls, value: str | None) -> str | None:
+        if value is not None and value != value.strip():
+            raise ValueError("a name has no surrounding spaces")  # QueueScope's rule, told as a 422
+        return value
+
     @model_validator(mode="after")
     def _names_something(self) -> ScopeRequest:
         if self.queue is None and self.tenant is None and self.campaign is None and self.domain is None:
@@ -63,7 +71,8 @@ class ScopeRequest(BaseModel):
 
 class SuspendRequest(ScopeRequest):
     reason: str | None = Reason
-    duration: timedelta | None = None  # "2h", "30 minutes", or seconds; the state ends by itself after it
+    # "2h", "30 minutes", or seconds; the state ends by itself after it
+    duration: Annotated[timedelta, api.DURATION] | None = None
 
     @field_validator("duration", mode="before")
     @classmethod
@@ -119,13 +128,13 @@ def queue_router(
             )
         return who.tenant, False
 
-    @router.get("/api/queue/servers")
+    @router.get("/api/queue/servers", response_model=api.Servers, responses=api.problems(401))
     async def servers(request: Request) -> JSONResponse:
         who = principal(request)  # a tenant sees the sources its mail can use, not the others' traffic
         only = None if who.admin else sources_for_tenant(egress, config.queues, who.tenant)
         return JSONResponse({"data": server_rows(egress, view.usage, clock(), only)})
 
-    @router.get("/api/queue/stats")
+    @router.get("/api/queue/stats", response_model=api.Stats, responses=api.problems(401, 403, 422))
     async def stats(request: Request, tenant: str | None = None, campaign: str | None = None) -> JSONResponse:
         tenant, everyone = tenant_filter(principal(request), tenant)
         return JSONResponse(
@@ -181,28 +190,63 @@ def queue_router(
             },
         )
 
-    @router.post("/api/admin/suspend", status_code=202)
+    command_errors = api.problems(400, 401, 403, 413, 422, 503)
+    scope_query = api.query("queue", "tenant", "campaign", "domain")["parameters"]
+
+    @router.post(
+        "/api/admin/suspend",
+        status_code=202,
+        response_model=api.CommandAnswer,
+        responses=command_errors,
+        openapi_extra={
+            **api.json_body(SuspendRequest, required=False),
+            "parameters": [*scope_query, *api.query("reason", "duration")["parameters"]],
+        },
+    )
     async def suspend(request: Request) -> JSONResponse:
         principal(request)
         return await command(request, _parse(SuspendRequest, await _body_or_query(request)), "suspend")
 
-    @router.delete("/api/admin/suspend", status_code=202)
+    @router.delete(
+        "/api/admin/suspend",
+        status_code=202,
+        response_model=api.CommandAnswer,
+        responses=command_errors,
+        openapi_extra={**api.json_body(ScopeRequest, required=False), "parameters": scope_query},
+    )
     async def resume(request: Request) -> JSONResponse:
         principal(request)
         return await command(request, _parse(ScopeRequest, await _body_or_query(request)), "resume")
 
-    @router.post("/api/admin/queue-state", status_code=202)
+    @router.post(
+        "/api/admin/queue-state",
+        status_code=202,
+        response_model=api.CommandAnswer,
+        responses=command_errors,
+        openapi_extra=api.json_body(StateRequest),
+    )
     async def queue_state(request: Request) -> JSONResponse:
         principal(request)
         req = _parse(StateRequest, await read_json(request, MAX_BODY))
         return await command(request, req, ACTION_OF_STATE[req.state])
 
-    @router.post("/api/admin/bounce", status_code=202)
+    @router.post(
+        "/api/admin/bounce",
+        status_code=202,
+        response_model=api.CommandAnswer,
+        responses=command_errors,
+        openapi_extra=api.json_body(BounceRequest),
+    )
     async def bounce(request: Request) -> JSONResponse:
         principal(request)
         return await command(request, _parse(BounceRequest, await read_json(request, MAX_BODY)), "cancel")
 
-    @router.post("/api/transactions/{tx_id}/cancel")
+    @router.post(
+        "/api/transactions/{tx_id}/cancel",
+        response_model=api.CancelAnswer,
+        responses=api.problems(400, 401, 404, 413, 422, 503),
+        openapi_extra=api.json_body(CancelRequest, required=False),
+    )
     async def cancel(tx_id: str, request: Request) -> JSONResponse:
         """Koukan's cancel: an empty body (or {"reason": ...}); nothing happens to a finished transaction."""
         who = principal(request)
@@ -233,7 +277,7 @@ def queue_router(
             }
         )
 
-    @router.get("/api/admin/suspensions")
+    @router.get("/api/admin/suspensions", response_model=api.Suspensions, responses=api.problems(401, 403, 422))
     async def suspensions(request: Request, tenant: str | None = None) -> JSONResponse:
         tenant, everyone = tenant_filter(principal(request), tenant)
         report = stats_report(

@@ -24,6 +24,7 @@ from mailstream.core.duration import parse_duration
 from mailstream.events.producer import EventSink
 from mailstream.events.records import ADMIN_ISSUER, WebhookAttempt, WebhookDeleted, WebhookEndpoint
 from mailstream.events.topics import WEBHOOKS
+from mailstream.ingest import api_models as api
 from mailstream.ingest.auth import KeyRing, Principal
 from mailstream.ingest.problems import Problem, from_validation_error, read_json
 from mailstream.ingest.webhook_view import WebhookView
@@ -51,8 +52,12 @@ class CreateWebhook(BaseModel):
     events: list[EventType] = Field(min_length=1, max_length=8)
     tenant: str | None = Field(default=None, min_length=1, max_length=255)
     secret: str | None = Field(default=None, min_length=16, max_length=200)
-    retry_for: Annotated[timedelta, BeforeValidator(_duration), AfterValidator(check_retry_for)] = timedelta(hours=24)
-    timeout: Annotated[timedelta, BeforeValidator(_duration), AfterValidator(check_timeout)] = timedelta(seconds=10)
+    retry_for: Annotated[timedelta, BeforeValidator(_duration), AfterValidator(check_retry_for), api.DURATION] = (
+        timedelta(hours=24)
+    )
+    timeout: Annotated[timedelta, BeforeValidator(_duration), AfterValidator(check_timeout), api.DURATION] = timedelta(
+        seconds=10
+    )
 
 
 def _issuer(who: Principal) -> str:
@@ -118,7 +123,16 @@ def webhook_router(config: Config, view: WebhookView, producer: EventSink, clock
             raise not_found(ident)
         return endpoint_json(endpoint)
 
-    @router.post("/api/webhooks")
+    @router.post(
+        "/api/webhooks",
+        status_code=201,
+        response_model=api.CreatedWebhook,
+        responses={
+            201: {"headers": {"Location": {"description": "the endpoint's URL", "schema": {"type": "string"}}}},
+            **api.problems(400, 401, 403, (409, "The tenant has as many endpoints as it may"), 413, 422, 503),
+        },
+        openapi_extra=api.json_body(CreateWebhook),
+    )
     async def create(request: Request) -> JSONResponse:
         who = principal(request)
         try:
@@ -159,18 +173,26 @@ def webhook_router(config: Config, view: WebhookView, producer: EventSink, clock
             headers={"Location": f"/api/webhooks/{endpoint.id}"},
         )
 
-    @router.get("/api/webhooks")
+    @router.get("/api/webhooks", response_model=api.WebhookEndpoints, responses=api.problems(401))
     async def listing(request: Request) -> JSONResponse:
         who = principal(request)
         found = [configured_json(e) for e in configured.values() if who.may_see(e.tenant)]
         found += [endpoint_json(e) for e in view.endpoints() if who.may_see(e.tenant)]
         return JSONResponse({"endpoints": found})
 
-    @router.get("/api/webhooks/{ident}")
+    @router.get("/api/webhooks/{ident}", response_model=api.WebhookEndpoint, responses=api.problems(401, 404, 422))
     async def one(ident: str, request: Request) -> JSONResponse:
         return JSONResponse(visible(principal(request), ident))
 
-    @router.delete("/api/webhooks/{ident}")
+    @router.delete(
+        "/api/webhooks/{ident}",
+        status_code=204,
+        response_class=Response,
+        responses={
+            204: {"description": "Deleted"},
+            **api.problems(401, 404, (409, "The endpoint is defined in the configuration file"), 422, 503),
+        },
+    )
     async def delete(ident: str, request: Request) -> Response:
         who = principal(request)
         if visible(who, ident)["source"] == "config":
@@ -187,7 +209,9 @@ def webhook_router(config: Config, view: WebhookView, producer: EventSink, clock
         view.put(deleted)
         return Response(status_code=204)
 
-    @router.get("/api/webhooks/{ident}/attempts")
+    @router.get(
+        "/api/webhooks/{ident}/attempts", response_model=api.WebhookAttempts, responses=api.problems(401, 404, 422)
+    )
     async def attempts(ident: str, request: Request) -> JSONResponse:
         visible(principal(request), ident)
         return JSONResponse({"endpoint_id": ident, "attempts": [attempt_json(a) for a in view.attempts(ident)]})
