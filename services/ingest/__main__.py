@@ -45,7 +45,7 @@ def main(argv: list[str] | None = None) -> int:
     view = StatusView(StatusStore(config.ingest.status_db), config.ingest.max_waiters)
     capacity = CapacityView()
     webhooks = WebhookView(config.webhooks.attempts_kept)
-    messages = ReadModel(config, system_clock)  # its projection runs on a thread of its own
+    messages = ReadModel(config, system_clock, bootstrap)  # its projection runs on a thread of its own
     producer = EventProducer(bootstrap)  # its delivery-report thread needs no event loop yet
     port = args.port or config.ingest.port
     # Stable across restarts, so a restarted replica aborts what its predecessor left open (group_commit).

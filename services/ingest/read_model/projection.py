@@ -15,7 +15,7 @@ from typing import Any
 
 from confluent_kafka import Consumer, KafkaException, TopicPartition
 
-from mailstream.events.kafka import BATCHED_FETCH, consume_now
+from mailstream.events.kafka import BATCHED_FETCH, Bootstrap, client_config, consume_now
 from mailstream.events.records import AcceptedMessage, TransactionStatus
 from mailstream.events.serde import SerdeError, decode
 from mailstream.events.topics import ACCEPTED, STATUS
@@ -69,7 +69,7 @@ class Projector:
 class Projection:
     """The projector fed from Kafka on a daemon thread; `caught_up` is set once a poll finds nothing new."""
 
-    def __init__(self, projector: Projector, bootstrap: str, batch: int = 2000) -> None:
+    def __init__(self, projector: Projector, bootstrap: Bootstrap, batch: int = 2000) -> None:
         self.projector, self.bootstrap, self.batch = projector, bootstrap, batch
         self.caught_up = threading.Event()
         self.healthy = True
@@ -93,13 +93,15 @@ class Projection:
 
     def run(self) -> None:
         consumer = Consumer(
-            {
-                "bootstrap.servers": self.bootstrap,
-                "group.id": "mailstream-read-model",  # never joined nor committed: partitions are assigned
-                "enable.auto.commit": False,
-                "auto.offset.reset": "earliest",
-                **BATCHED_FETCH,
-            }
+            client_config(
+                self.bootstrap,
+                **{
+                    "group.id": "mailstream-read-model",  # never joined nor committed: partitions are assigned
+                    "enable.auto.commit": False,
+                    "auto.offset.reset": "earliest",
+                    **BATCHED_FETCH,
+                },
+            )
         )
         try:
             self._assign(consumer)

@@ -6,6 +6,7 @@ import asyncio
 
 from mailstream.config.model import Config
 from mailstream.core.clock import Clock
+from mailstream.events.kafka import Bootstrap
 from mailstream.ingest.read_model.metrics import queue_metrics
 from mailstream.ingest.read_model.projection import Projection, Projector
 from mailstream.ingest.read_model.query import QueueFilter
@@ -19,12 +20,10 @@ GAUGE_INTERVAL = 15.0  # seconds between the gauges' refreshes: each scans the t
 
 
 class ReadModel:
-    def __init__(self, config: Config, clock: Clock) -> None:
+    def __init__(self, config: Config, clock: Clock, bootstrap: Bootstrap) -> None:
         self.config, self.clock = config, clock
         self.store = MessageStore(config.ingest.read_model_db)
-        self.projection = Projection(
-            Projector(self.store, QueueResolver(config.queues)), config.kafka.bootstrap_servers
-        )
+        self.projection = Projection(Projector(self.store, QueueResolver(config.queues)), bootstrap)
 
     def refresh_gauges(self) -> None:
         found = queue_metrics(self.store, QueueFilter(), self.clock(), self.config.ingest.read_model_top_domains)

@@ -18,7 +18,7 @@ from mailstream.config.model import Config
 from mailstream.core.clock import ManualClock
 from mailstream.events.serde import encode
 from mailstream.events.status import next_version
-from mailstream.events.topics import STATUS
+from mailstream.events.topics import ACCEPTED, STATUS
 from mailstream.ingest.problems import Problem, from_request_validation
 from mailstream.ingest.read_model.api import read_model_router
 from mailstream.ingest.read_model.projection import Projector
@@ -242,3 +242,21 @@ async def test_metrics_count_what_the_records_say(client: httpx.AsyncClient, syn
     assert body["oldest_message_age"] > 0
     scoped = (await client.get("/api/queue/metrics", params={"campaign_id": "spring"}, headers=ADMIN)).json()
     assert scoped["total_messages"] == sum(s.accepted.campaign == "spring" for s in synthetic)
+
+
+async def test_a_status_read_before_its_accepted_record_is_completed_by_it(tmp_path: Path) -> None:
+    s = MessageStore(tmp_path / "m.sqlite3")
+    projector = Projector(s, QueueResolver(CONFIG.queues))
+    early = message(5, random.Random(5))
+    projector.apply([(STATUS.name, 0, 0, encode(early.statuses[-1]))])  # mail.accepted is read later
+    row = s.get(early.accepted.id)
+    assert row is not None
+    assert (row["recipient"], row["subject"], row["size_bytes"]) == (early.accepted.recipient, "", 0)
+    projector.apply([(ACCEPTED.name, 0, 0, encode(early.accepted))])
+    row = s.get(early.accepted.id)
+    assert row is not None
+    assert (row["status"], row["size_bytes"]) == (early.statuses[-1].status, early.accepted.body.size)
+    subject = early.accepted.headers["Subject"].split()[0]
+    for term in (subject, early.accepted.recipient):
+        hits = s.rows("SELECT rowid FROM messages_fts WHERE messages_fts MATCH ?", (f'"{term}"',))
+        assert [h[0] for h in hits] == [row["seq"]]  # indexed again with its subject, once
