@@ -7,6 +7,7 @@ error names its key. Descriptions and units: see `mailstream.config.model`.
 
 from __future__ import annotations
 
+import ssl
 from collections.abc import Mapping
 from datetime import timedelta
 from ipaddress import IPv4Address, IPv6Address
@@ -144,8 +145,11 @@ class Relay(Section):
             raise ValueError("a relay's username and password go together")
         if self.username is not None and self.starttls == "disabled":
             raise ValueError("a relay with credentials needs TLS: its starttls cannot be disabled")
-        if self.ca_file is not None and not self.ca_file.is_file():
-            raise ValueError(f"ca_file {str(self.ca_file)!r} is not a readable file")
+        if self.ca_file is not None:
+            try:
+                ssl.create_default_context(cafile=str(self.ca_file))
+            except (OSError, ssl.SSLError) as exc:
+                raise ValueError(f"ca_file {str(self.ca_file)!r}: no CA certificates read from it ({exc})") from None
         return self
 
 

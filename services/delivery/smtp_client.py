@@ -111,10 +111,13 @@ def _tls_refusal(s: SessionSettings, offered: bool) -> SmtpResponse | None:
     return None
 
 
-def _unverified(exc: BaseException) -> ssl.SSLCertVerificationError | None:
-    while exc is not None and not isinstance(exc, ssl.SSLCertVerificationError):
-        exc = exc.__cause__ or exc.__context__  # type: ignore[assignment]
-    return exc
+def _unverified(exc: BaseException | None) -> ssl.SSLCertVerificationError | None:
+    """The certificate failure behind `exc` (aiosmtplib wraps it), if that is what it was."""
+    while exc is not None:
+        if isinstance(exc, ssl.SSLCertVerificationError):
+            return exc
+        exc = exc.__cause__ or exc.__context__
+    return None
 
 
 def _certificate_refusal(dest: Destination, s: SessionSettings, exc: ssl.SSLCertVerificationError) -> SmtpResponse:
