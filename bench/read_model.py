@@ -26,7 +26,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from mailstream.config.scheduling import QueueDefaults
 from mailstream.ingest.read_model.projection import Projector
-from mailstream.ingest.read_model.query import Cursor, QueueFilter, page_query
+from mailstream.ingest.read_model.query import Cursor, QueueFilter
 from mailstream.ingest.read_model.rows import QueueResolver
 from mailstream.ingest.read_model.store import MessageStore
 from tests.infra.read_model_records import T0, message, records
@@ -61,13 +61,13 @@ def page(store: MessageStore, f: QueueFilter, sort: str, order: str, depth: int 
     """One page's query; with `depth`, the page that many pages down (its cursor found first, untimed)."""
     cursor: Cursor | None = None
     for _ in range(depth):
-        rows = store.page(page_query(f, sort, order, 50, cursor))
+        rows = store.page(f, sort, order, 50, cursor)
         if len(rows) <= 50:
             break
         cursor = Cursor(sort, order, rows[49][sort], rows[49]["seq"])
 
     def run() -> int:
-        return len(store.page(page_query(f, sort, order, 50, cursor)))
+        return len(store.page(f, sort, order, 50, cursor))
 
     return run
 

@@ -29,7 +29,6 @@ from mailstream.ingest.read_model.query import (
     SortField,
     SortOrder,
     decode_cursor,
-    page_query,
 )
 from mailstream.ingest.read_model.store import MessageStore, QueryTimeout
 
@@ -93,6 +92,8 @@ def read_model_router(config: Config, store: MessageStore, clock: Clock) -> APIR
             return await asyncio.to_thread(fn, *args)
         except QueryTimeout as exc:
             raise Problem(503, "Service unavailable", str(exc), headers={"Retry-After": "1"}) from None
+        except QueryError as exc:
+            raise _bad(exc) from None
 
     @router.get(
         "/api/messages",
@@ -163,10 +164,9 @@ def read_model_router(config: Config, store: MessageStore, clock: Clock) -> APIR
         try:
             f.check()
             after = decode_cursor(cursor, sort_by, sort_order) if cursor is not None else None
-            page = page_query(f, sort_by, sort_order, limit, after, offset)
         except QueryError as exc:
             raise _bad(exc) from None
-        rows = await run(store.page, page)
+        rows = await run(store.page, f, sort_by, sort_order, limit, after, offset)
         more = len(rows) > limit
         rows = rows[:limit]
         next_cursor = None

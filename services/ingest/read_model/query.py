@@ -97,8 +97,11 @@ def fts_match(query: str) -> str:
     return " ".join(phrases)
 
 
-def where(f: QueueFilter) -> tuple[list[str], list[object]]:
-    """SQL conditions (ANDed) over table `m` and their parameters."""
+def where(f: QueueFilter, probe: bool = False) -> tuple[list[str], list[object]]:
+    """SQL conditions (ANDed) over table `m` and their parameters. With `probe`, tag and search conditions are
+    membership tests (`+m.seq` keeps SQLite from driving the query from their matches): right when they match
+    many rows, so that walking the sort's index and testing each row finds a page sooner than sorting them all."""
+    member = "+m.seq" if probe else "m.seq"
     conds: list[str] = []
     params: list[object] = []
 
@@ -133,10 +136,10 @@ def where(f: QueueFilter) -> tuple[list[str], list[object]]:
     bound("size_bytes", ">=", f.min_size_bytes)
     bound("size_bytes", "<=", f.max_size_bytes)
     for tag in f.tags:
-        conds.append("m.seq IN (SELECT seq FROM tags WHERE tag = ?)")
+        conds.append(f"{member} IN (SELECT seq FROM tags WHERE tag = ?)")
         params.append(tag)
     if f.search_query is not None:
-        conds.append("m.seq IN (SELECT rowid FROM messages_fts WHERE messages_fts MATCH ?)")
+        conds.append(f"{member} IN (SELECT rowid FROM messages_fts WHERE messages_fts MATCH ?)")
         params.append(fts_match(f.search_query))
     return conds, params
 
@@ -190,18 +193,19 @@ def page_query(
     limit: int = 50,
     cursor: Cursor | None = None,
     offset: int = 0,
-    columns: str = "m.*",
+    probe: bool = False,
 ) -> Page:
-    """One page: `limit` + 1 rows are asked for, so the caller knows whether another page follows."""
+    """One page's keys (seq, then the sort value): `limit` + 1 rows are asked for, so the caller knows whether
+    another page follows. Only keys: a sort then moves narrow rows, and the page's rows are read by seq after."""
     if sort_by not in SORT_FIELDS:
         raise QueryError("sort_by", f"is one of {', '.join(SORT_FIELDS)}")
     if order not in ("asc", "desc"):
         raise QueryError("sort_order", "is asc or desc")
-    conds, params = where(f)
+    conds, params = where(f, probe)
     if cursor is not None:
         conds.append(f"(m.{sort_by}, m.seq) {'>' if order == 'asc' else '<'} (?, ?)")
         params.extend((cursor.value, cursor.seq))
-    sql = f"SELECT {columns} FROM messages m"
+    sql = f"SELECT m.seq, m.{sort_by} FROM messages m"
     if conds:
         sql += " WHERE " + " AND ".join(conds)
     direction = order.upper()

@@ -16,7 +16,7 @@ from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
-from mailstream.ingest.read_model.query import Page
+from mailstream.ingest.read_model.query import Cursor, QueueFilter, fts_match, page_query
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS messages (
@@ -118,6 +118,9 @@ INDEX_PENDING = (
 )
 
 ACCEPTED_SQL, STATUS_SQL = _accepted_sql(), _status_sql()
+
+
+COMMON = 5000  # matches past which a tag or search is probed rather than driven from (MessageStore.page)
 
 
 class QueryTimeout(RuntimeError):
@@ -223,9 +226,36 @@ class MessageStore:
         finally:
             db.set_progress_handler(None, 0)
 
-    def page(self, page: Page) -> list[sqlite3.Row]:
+    def page(
+        self,
+        f: QueueFilter,
+        sort_by: str = "created_at",
+        order: str = "desc",
+        limit: int = 50,
+        cursor: Cursor | None = None,
+        offset: int = 0,
+    ) -> list[sqlite3.Row]:
+        """Up to `limit` + 1 whole rows in the sort's order (page_query; QueryError for a bad sort)."""
         with self._deadline() as db:
-            return db.execute(page.sql, page.params).fetchall()
+            probe = self._common(db, f)
+            page = page_query(f, sort_by, order, limit, cursor, offset, probe)
+            seqs = [row[0] for row in db.execute(page.sql, page.params)]
+            if not seqs:
+                return []
+            rows = db.execute(f"SELECT * FROM messages WHERE seq IN ({', '.join('?' * len(seqs))})", seqs)
+            by_seq = {row["seq"]: row for row in rows}
+            return [by_seq[s] for s in seqs if s in by_seq]
+
+    @staticmethod
+    def _common(db: sqlite3.Connection, f: QueueFilter) -> bool:
+        """Whether a tag or search of the filter matches so many rows that probing beats driving from them."""
+        checks = [("SELECT seq FROM tags WHERE tag = ?", tag) for tag in f.tags]
+        if f.search_query is not None:
+            checks.append(("SELECT rowid FROM messages_fts WHERE messages_fts MATCH ?", fts_match(f.search_query)))
+        return any(
+            db.execute(f"SELECT count(*) FROM ({sql} LIMIT ?)", (value, COMMON)).fetchone()[0] >= COMMON
+            for sql, value in checks
+        )
 
     def rows(self, sql: str, params: Iterable[object] = ()) -> list[sqlite3.Row]:
         with self._deadline() as db:
