@@ -133,6 +133,12 @@ class Relay(Section):
         "STARTTLS, or whose certificate does not verify, gets neither the credentials nor the mail (`451 4.7.10`, "
         "`451 4.7.5`; the attempt is deferred).",
     )
+    tls: Literal["starttls", "implicit"] = Field(
+        "starttls",
+        description="`starttls`: plain TCP, then STARTTLS as `starttls` says; `implicit`: TLS from the first byte "
+        "(SMTPS, RFC 8314, usually port 465), `starttls` then unused. Either way a relay with credentials must "
+        "present a certificate that verifies (`ca_file`) and names `host`.",
+    )
     ca_file: Path | None = Field(
         None,
         description="PEM file of the CAs a relay with credentials must have its certificate from (it must also "

@@ -19,6 +19,7 @@ class Route:
     starttls: StartTls
     login: Login | None
     ca_file: str | None = None  # what the relay's certificate is verified against (with a login); unset: system CAs
+    implicit_tls: bool = False
 
 
 def host_port(text: str) -> Destination:
@@ -35,7 +36,8 @@ def route_for(source: EgressSource, delivery: DeliveryConfig, domain: str) -> Ro
             login = Login(relay.username, relay.password.get_secret_value())
         dest = Destination(relay.host, relay.port)
         ca_file = str(relay.ca_file) if relay.ca_file is not None else None
-        return Route(path, (dest,), domain, relay.starttls or delivery.starttls, login, ca_file)
+        starttls = relay.starttls or delivery.starttls
+        return Route(path, (dest,), domain, starttls, login, ca_file, relay.tls == "implicit")
     if delivery.smarthost is not None:
         return Route(path, (host_port(delivery.smarthost),), domain, delivery.starttls, None)
     return Route(path, (), domain, delivery.starttls, None)

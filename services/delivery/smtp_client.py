@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import functools
+import socket
 import ssl
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -45,6 +46,7 @@ class SessionSettings:
     connect_timeout: float
     command_timeout: float
     ca_file: str | None = None  # what a relay's certificate is verified against; unset: the system's CAs
+    implicit_tls: bool = False  # TLS from the first byte (SMTPS, RFC 8314) instead of STARTTLS
 
 
 @dataclass(frozen=True, slots=True)
@@ -120,18 +122,60 @@ def _unverified(exc: BaseException | None) -> ssl.SSLCertVerificationError | Non
     return None
 
 
-def _certificate_refusal(dest: Destination, s: SessionSettings, exc: ssl.SSLCertVerificationError) -> SmtpResponse:
+def _certificate_refusal(
+    dest: Destination, s: SessionSettings, exc: ssl.SSLCertVerificationError, command: str
+) -> SmtpResponse:
     trusted = s.ca_file or "the system's CA store"
     return SmtpResponse(
         code=451,
         enhanced_code="4.7.5",
-        command="STARTTLS",
+        command=command,
         content=f"mailstream: certificate of {dest.name or dest.host} not verified against {trusted} "
         f"({printable(exc.verify_message or str(exc))}); credentials not sent",
     )
 
 
 _NETWORK_ERRORS = (aiosmtplib.SMTPException, OSError, TimeoutError)
+
+
+async def _connected(dest: Destination, s: SessionSettings) -> aiosmtplib.SMTP:
+    """A client connected (and greeted) to `dest.host`, the address the outbound policy checked. With implicit
+    TLS the handshake comes first and is verified against the configured name, so the socket is connected
+    here rather than by aiosmtplib, which would check the certificate against the address (or resolve the
+    name again, past the policy)."""
+    source = (s.source_address, 0) if s.source_address else None
+    if not s.implicit_tls:
+        client = aiosmtplib.SMTP(
+            hostname=dest.host,
+            port=dest.port,
+            local_hostname=s.ehlo_domain,
+            timeout=s.command_timeout,
+            source_address=source,
+            start_tls=False,
+        )
+        await client.connect(timeout=s.connect_timeout)
+        return client
+    family = socket.AF_INET6 if ":" in dest.host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    try:
+        sock.setblocking(False)
+        if source is not None:
+            sock.bind(source)
+        async with asyncio.timeout(s.connect_timeout):
+            await asyncio.get_running_loop().sock_connect(sock, (dest.host, dest.port))
+        client = aiosmtplib.SMTP(
+            hostname=dest.name or dest.host,  # with `sock`, only what the certificate must name
+            sock=sock,
+            use_tls=True,
+            tls_context=_tls_context(s),
+            local_hostname=s.ehlo_domain,
+            timeout=s.command_timeout,
+        )
+        await client.connect(timeout=s.connect_timeout)
+    except BaseException:
+        sock.close()
+        raise
+    return client
 
 
 class SmtpSession:
@@ -166,37 +210,32 @@ class SmtpSession:
         cls, dest: Destination, s: SessionSettings, deadline: float | None
     ) -> SmtpSession | SmtpAttempt:
         peer = f"{dest.host}:{dest.port}"
-        client = aiosmtplib.SMTP(
-            hostname=dest.host,
-            port=dest.port,
-            local_hostname=s.ehlo_domain,
-            timeout=s.command_timeout,
-            source_address=(s.source_address, 0) if s.source_address else None,
-            start_tls=False,
-        )
-        command, tls = "CONNECT", None
+        command, tls, client = "CONNECT", None, None
         try:
             async with asyncio.timeout_at(deadline):  # its TimeoutError is a network error below
-                await client.connect(timeout=s.connect_timeout)
+                client = await _connected(dest, s)
+                tls = "TLS" if s.implicit_tls else None
                 command = "EHLO"
                 await client.ehlo()
-                # Credentials make TLS mandatory whatever `starttls` says.
-                wanted = s.starttls != "disabled" or s.login is not None
-                offered = wanted and client.supports_extension("starttls")
-                refused = _tls_refusal(s, offered)
-                if refused is not None:
-                    await _quit(client)
-                    return SmtpAttempt(refused, peer, None)
-                if offered:
-                    command = "STARTTLS"
-                    await client.starttls(server_hostname=dest.name or dest.host, tls_context=_tls_context(s))
-                    tls = "TLS"
+                if not s.implicit_tls:
+                    # Credentials make TLS mandatory whatever `starttls` says.
+                    wanted = s.starttls != "disabled" or s.login is not None
+                    offered = wanted and client.supports_extension("starttls")
+                    refused = _tls_refusal(s, offered)
+                    if refused is not None:
+                        await _quit(client)
+                        return SmtpAttempt(refused, peer, None)
+                    if offered:
+                        command = "STARTTLS"
+                        await client.starttls(server_hostname=dest.name or dest.host, tls_context=_tls_context(s))
+                        tls = "TLS"
                 if s.login is not None:
                     command = "AUTH"
                     await client.login(s.login.username, s.login.password)
                 return cls(client, peer, tls)
         except aiosmtplib.SMTPResponseException as exc:
-            await _quit(client)
+            if client is not None:
+                await _quit(client)
             if command == "AUTH":  # our credentials, not the recipient: retry later, never bounce
                 text = f"mailstream: {peer} refused AUTH: {exc.code} {printable(exc.message)}"
                 return SmtpAttempt(
@@ -204,10 +243,11 @@ class SmtpSession:
                 )
             return SmtpAttempt(_reply(exc.code, exc.message, command), peer, tls)
         except (*_NETWORK_ERRORS, ValueError) as exc:
-            client.close()
+            if client is not None:
+                client.close()
             unverified = _unverified(exc)
-            if command == "STARTTLS" and unverified is not None:
-                return SmtpAttempt(_certificate_refusal(dest, s, unverified), peer, None)
+            if unverified is not None:
+                return SmtpAttempt(_certificate_refusal(dest, s, unverified, command), peer, None)
             return SmtpAttempt(_failure(command, peer, exc), None, None)
 
     async def send(self, sender: str, recipient: str, data: bytes, deadline: float | None = None) -> SmtpAttempt:

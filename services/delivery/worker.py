@@ -108,6 +108,7 @@ class DeliveryWorker:
             connect_timeout=dc.connect_timeout.total_seconds(),
             command_timeout=dc.command_timeout.total_seconds(),
             ca_file=route.ca_file,
+            implicit_tls=route.implicit_tls,
         )
 
         async def connect() -> SmtpSession | SmtpAttempt:

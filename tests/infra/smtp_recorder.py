@@ -103,8 +103,10 @@ class RecordingSink:
         delay: float = 0.0,
         tls: tuple[Path, Path] | None = None,
         logins: dict[str, str] | None = None,
+        implicit_tls: bool = False,
     ) -> None:
-        """`tls`: (certificate, key) to offer STARTTLS; `logins`: accepted AUTH user → password (AUTH then required)."""
+        """`tls`: (certificate, key) to offer STARTTLS, or with `implicit_tls` to speak TLS from the first byte
+        (SMTPS); `logins`: accepted AUTH user → password (AUTH then required)."""
         self.delay = delay
         self.connections: list[Connection] = []
         self._lock = threading.Lock()
@@ -115,7 +117,7 @@ class RecordingSink:
 
             context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
             context.load_cert_chain(*tls)
-            kwargs["tls_context"] = context
+            kwargs["ssl_context" if implicit_tls else "tls_context"] = context
         if logins is not None:
 
             def authenticate(
@@ -124,7 +126,9 @@ class RecordingSink:
                 ok = isinstance(data, LoginPassword) and logins.get(data.login.decode()) == data.password.decode()
                 return AuthResult(success=ok, handled=False, auth_data=data if ok else None)
 
-            kwargs |= {"authenticator": authenticate, "auth_required": True, "auth_require_tls": tls is not None}
+            # aiosmtpd counts only STARTTLS as TLS for auth_require_tls: over implicit TLS it must be off.
+            require_tls = tls is not None and not implicit_tls
+            kwargs |= {"authenticator": authenticate, "auth_required": True, "auth_require_tls": require_tls}
         self._controller = _Controller(
             self, hostname=host, port=port or _free_port(host), ready_timeout=10, server_hostname="sink.test", **kwargs
         )

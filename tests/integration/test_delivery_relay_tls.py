@@ -44,7 +44,7 @@ async def send(relay: RecordingSink, **settings: Any) -> tuple[int, str | None, 
                 "outbound": {"allow": [relay.hostport]},
             },
             "egress": {
-                "sources": [{"name": "s", "relay": {"host": relay.address[0], "port": relay.address[1], **settings}}],
+                "sources": [{"name": "s", "relay": {"host": relay.address[0], "port": relay.address[1]} | settings}],
                 "pools": [{"name": "p", "entries": [{"name": "s"}]}],
             },
             "queues": {"egress_pool": "p"},
@@ -109,3 +109,39 @@ async def test_a_relay_without_credentials_keeps_opportunistic_tls(tmp_path: Pat
         code, _, _, negotiated = await send(relay)
     assert (code, negotiated) == (250, "TLS")
     assert [m.tls for m in relay.messages] == [True]
+
+
+@pytest.mark.filterwarnings("ignore:Requiring AUTH while not requiring TLS:UserWarning")  # aiosmtpd: STARTTLS only
+async def test_implicit_tls_verifies_before_the_greeting_and_then_authenticates(
+    ca: tuple[Path, tuple[Path, Path]],
+) -> None:
+    ca_file, tls = ca
+    with RecordingSink(tls=tls, logins=LOGINS, implicit_tls=True) as relay:
+        login = {"username": "alice", "password": "alice-secret", "tls": "implicit"}
+        code, _, _, negotiated = await send(relay, ca_file=str(ca_file), **login)
+        refused, enhanced, text, _ = await send(relay, **login)  # the system's CAs do not know the test CA
+    assert (code, negotiated) == (250, "TLS")
+    assert [m.login for m in relay.messages] == ["alice"]
+    assert (refused, enhanced) == (451, "4.7.5")
+    assert "credentials not sent" in text
+    assert len(auth_lines(relay)) == 1  # the verified session's only
+
+
+@pytest.mark.filterwarnings("ignore:Requiring AUTH while not requiring TLS:UserWarning")  # aiosmtpd: STARTTLS only
+@pytest.mark.parametrize("mode", ["starttls", "implicit"])
+async def test_a_relay_named_by_host_is_verified_against_the_name_at_the_checked_address(
+    tmp_path: Path, mode: str
+) -> None:
+    """The name is resolved and each address checked by the outbound policy; the connection goes to that
+    address, and the certificate (issued for the name only) is verified against the name."""
+    authority = trustme.CA()
+    issued = authority.issue_cert("localhost")
+    ca_file, cert, key = tmp_path / "ca.pem", tmp_path / "relay.crt", tmp_path / "relay.key"
+    authority.cert_pem.write_to_path(str(ca_file))
+    issued.cert_chain_pems[0].write_to_path(str(cert))
+    issued.private_key_pem.write_to_path(str(key))
+    with RecordingSink(tls=(cert, key), logins=LOGINS, implicit_tls=mode == "implicit") as relay:
+        settings = {"host": "localhost", "username": "alice", "password": "alice-secret", "ca_file": str(ca_file)}
+        code, _, _, negotiated = await send(relay, tls=mode, **settings)
+    assert (code, negotiated) == (250, "TLS")
+    assert [m.login for m in relay.messages] == ["alice"]
