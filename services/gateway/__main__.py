@@ -29,6 +29,7 @@ from mailstream.gateway.session import GatewayParts
 from mailstream.intake.capacity_view import CapacityView
 from mailstream.intake.dkim import DkimKeyError, DkimSigner
 from mailstream.intake.submission import Submitter
+from mailstream.intake.suppression_view import SuppressionView
 from mailstream.intake.tenant_policy import TenantPolicies, loopback, unrestricted_senders
 from mailstream.observability.http import serve_health
 from mailstream.observability.logs import get_logger
@@ -84,6 +85,7 @@ async def _run(config: Config, web_port: int) -> int:
         return 2
     producer = EventProducer(bootstrap, **{"message.timeout.ms": 30_000})
     capacity = CapacityView()
+    suppressions = SuppressionView()  # RCPT answers 451 until it has read the list
     watch = AttemptWatch() if config.gateway.cut_through_wait.total_seconds() > 0 else None
     # A message's records are written in one transaction (nothing half-written when the cluster fails mid-way); the
     # id is stable across restarts, so a restarted gateway aborts at once what its predecessor left open.
@@ -95,15 +97,17 @@ async def _run(config: Config, web_port: int) -> int:
     open_tenants = unrestricted_senders(policies, [u.tenant for u in config.gateway.users if not u.sender_domains])
     if open_tenants and any(x.mode == "submission" and not loopback(x.host) for x in config.gateway.listeners):
         log.warning("sender_domains_unrestricted", tenants=open_tenants, detail="set tenants.<t>.sender_domains")
-    submitter = Submitter(producer, system_clock, capacity.refusal, signer, writer, policies)
-    parts = GatewayParts(config.gateway, submitter, producer, capacity, watch, system_clock)
+    submitter = Submitter(
+        producer, system_clock, capacity.refusal, signer, writer, policies, suppressed=suppressions.refusal
+    )
+    parts = GatewayParts(config.gateway, submitter, producer, capacity, watch, system_clock, suppressions)
     gateway = Gateway(config.gateway, parts)
     try:
         await gateway.start()
     except (OSError, ValueError) as exc:
         print(f"gateway: {exc}", file=sys.stderr)
         return 1
-    tails = [asyncio.create_task(capacity.run(bootstrap))]
+    tails = [asyncio.create_task(capacity.run(bootstrap)), asyncio.create_task(suppressions.run(bootstrap))]
     if watch is not None:
         tails.append(asyncio.create_task(watch.run(bootstrap)))
     stopping = asyncio.Event()
@@ -119,7 +123,9 @@ async def _run(config: Config, web_port: int) -> int:
     if notices is not None:  # a replica beyond the partition count owns none, and serves SMTP all the same
         NOTIFIER_HEALTHY.set_function(lambda: float(notices.healthy))
     # Ready while it serves SMTP; a failed notifier stops the process (_run_notifier), so it is not ready then.
-    runner = await serve_health(config.gateway.web_host, web_port, lambda: not stopping.is_set())
+    runner = await serve_health(
+        config.gateway.web_host, web_port, lambda: suppressions.caught_up.is_set() and not stopping.is_set()
+    )
     log.info("ready", listeners=[f"{r.listener.name}:{r.port}" for r in gateway.listeners])
     await stopping.wait()
     log.info("stopping")

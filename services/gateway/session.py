@@ -28,6 +28,7 @@ from mailstream.intake.capacity_view import CapacityView
 from mailstream.intake.routing import RoutingError, resolve_routing
 from mailstream.intake.submission import Outgoing, Submitter
 from mailstream.intake.summary import message_id_of, summary_headers
+from mailstream.intake.suppression_view import SuppressionsLoading, SuppressionView
 from mailstream.intake.tenant_policy import header_addresses
 from mailstream.observability.logs import get_logger
 
@@ -46,6 +47,7 @@ class GatewayParts:
     capacity: CapacityView | None
     watch: AttemptWatch | None
     clock: Clock
+    suppressions: SuppressionView | None = None
 
 
 def rejection_record(message: AcceptedMessage, attempt: FirstAttempt, now: datetime) -> LogRecord:
@@ -154,6 +156,9 @@ class GatewayHandler:
             return refused.reply
         except RoutingError as exc:
             return reply(550, "5.7.1", str(exc))
+        suppressed = self._suppressed(route.tenant, address)
+        if suppressed is not None:
+            return suppressed
         capacity = self._parts.capacity
         refused_by = (
             capacity.refusal(route.queue, route.tenant, route.campaign, domain, self._parts.clock())
@@ -166,6 +171,15 @@ class GatewayHandler:
         envelope.rcpt_options.extend(rcpt_options)
         envelope.destinations.append(destination)
         return reply(250, "2.1.5", "recipient ok")
+
+    def _suppressed(self, tenant: str | None, address: str) -> str | None:
+        """The reply refusing a recipient on the tenant's suppression list (or 451 while the list loads)."""
+        view = self._parts.suppressions
+        try:
+            why = view.refusal(tenant, address, self._parts.clock()) if view is not None else None
+        except SuppressionsLoading:
+            return reply(451, "4.3.0", "the suppression list is still loading, try again later")
+        return None if why is None else reply(550, "5.1.1", why)
 
     def _message(self, session: GatewaySession, envelope: GatewayEnvelope, content: bytes) -> bytes:
         """The message as it goes on: a Received trace field first (RFC 5321 4.4), and on submission the

@@ -20,13 +20,17 @@ from mailstream.ingest.queue_api import queue_router
 from mailstream.ingest.read_model.api import read_model_router
 from mailstream.ingest.read_model.service import ReadModel
 from mailstream.ingest.status_view import StatusStore, StatusView
+from mailstream.ingest.suppression_api import suppression_router
 from mailstream.ingest.webhook_api import webhook_router
 from mailstream.ingest.webhook_view import WebhookView
 from mailstream.intake.capacity_view import CapacityView
 from mailstream.intake.dkim import DkimKeyError, DkimSigner
 from mailstream.intake.submission import Submitter
+from mailstream.intake.suppression_view import SuppressionView
 from mailstream.intake.tenant_policy import TenantPolicies, loopback, unrestricted_senders
 from mailstream.observability.logs import get_logger
+
+LIST_WAIT = 30.0  # seconds ingest waits at start for the suppression list to be read
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -44,6 +48,7 @@ def main(argv: list[str] | None = None) -> int:
     bootstrap = Cluster.of(config.kafka)
     view = StatusView(StatusStore(config.ingest.status_db), config.ingest.max_waiters)
     capacity = CapacityView()
+    suppressions = SuppressionView()
     webhooks = WebhookView(config.webhooks.attempts_kept)
     messages = ReadModel(config, system_clock, bootstrap)  # its projection runs on a thread of its own
     producer = EventProducer(bootstrap)  # its delivery-report thread needs no event loop yet
@@ -64,6 +69,11 @@ def main(argv: list[str] | None = None) -> int:
             asyncio.create_task(app.state.answers.run(bootstrap)),
         ]
         tails.append(asyncio.create_task(webhooks.run(bootstrap)))
+        tails.append(asyncio.create_task(suppressions.run(bootstrap)))
+        try:  # serve once the list is read; a cluster away at start answers 503 until then
+            await asyncio.wait_for(suppressions.caught_up.wait(), LIST_WAIT)
+        except TimeoutError:
+            log.warning("suppressions_not_read", detail=f"not read within {LIST_WAIT:g} s: inject answers 503 until")
         messages.start()
         tails.append(asyncio.create_task(messages.run_gauges()))
         log.info("ready", port=port)
@@ -87,7 +97,9 @@ def main(argv: list[str] | None = None) -> int:
         print(f"ingest: {exc}", file=sys.stderr)
         return 2
     # Draining/disabled queues refused early; each request's records written in one transaction.
-    submitter = Submitter(producer, system_clock, capacity.refusal, signer, writer, policies)
+    submitter = Submitter(
+        producer, system_clock, capacity.refusal, signer, writer, policies, suppressed=suppressions.refusal
+    )
     app = create_app(
         config.ingest,
         submitter,
@@ -97,6 +109,7 @@ def main(argv: list[str] | None = None) -> int:
         routers=[
             queue_router(config, capacity, producer, system_clock, view),
             webhook_router(config, webhooks, producer, system_clock),
+            suppression_router(config, suppressions, producer, system_clock),
             read_model_router(config, messages.store, system_clock),
         ],
     )

@@ -64,6 +64,8 @@ def reception_record(msg: AcceptedMessage) -> LogRecord:
 
 # (queue, tenant, campaign, recipient domain, now) -> why the queue refuses new messages, or None
 Refusal = Callable[[str, str | None, str | None, str, datetime], str | None]
+# (tenant, recipient, now) -> why the tenant's suppression list refuses the recipient, or None
+Suppressed = Callable[[str | None, str, datetime], str | None]
 
 
 INLINE_SIGNATURES = 4  # more bodies than this are signed off the event loop (RSA costs ~8 ms each)
@@ -103,12 +105,15 @@ class Submitter:
         signer: DkimSigner | None = None,
         writer: RecordWriter | None = None,
         policies: TenantPolicies | None = None,
+        *,
+        suppressed: Suppressed | None = None,
     ) -> None:
         self._producer = producer  # bodies: outside any transaction (a body nobody references is harmless)
         self._clock = clock
         self._refusal = refusal  # an early answer for draining and disabled queues; stage 1 has the last word
         self._signer = signer if signer else None
         self._writer = writer or DirectWriter(producer)  # the accepted/status/Reception records
+        self._suppressed = suppressed  # the suppression lists (intake.suppression_view)
         self.policies = policies or TenantPolicies()  # tenants' rights: each door asks before it submits
 
     async def _signed(self, routed: list[tuple[Outgoing, Routing]]) -> list[bytes]:
@@ -168,7 +173,9 @@ class Submitter:
             except RoutingError as exc:
                 result.failed.append((msg.recipient, str(exc)))
                 continue
-            refused = self._refusal(route.queue, route.tenant, route.campaign, domain, now) if self._refusal else None
+            refused = self._suppressed(route.tenant, msg.recipient, now) if self._suppressed else None
+            if refused is None and self._refusal is not None:
+                refused = self._refusal(route.queue, route.tenant, route.campaign, domain, now)
             if refused is not None:
                 result.failed.append((msg.recipient, refused))
             else:

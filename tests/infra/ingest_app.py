@@ -114,7 +114,12 @@ def tail_the_bus(monkeypatch: pytest.MonkeyPatch, bus: MemoryBus) -> list[BusTai
         made.append(BusTailer(bus, topic, partitions, start))
         return made[-1]
 
-    for module in ("mailstream.ingest.status_view", "mailstream.intake.capacity_view", "mailstream.ingest.idempotency"):
+    for module in (
+        "mailstream.ingest.status_view",
+        "mailstream.intake.capacity_view",
+        "mailstream.ingest.idempotency",
+        "mailstream.intake.suppression_view",
+    ):
         monkeypatch.setattr(f"{module}.TopicTailer", tailer)
     return made
 
