@@ -3,28 +3,59 @@
 #
 #   scripts/stack.sh [config.yaml]      (default: deploy/config/local.yaml)
 #
-# Nothing leaves this machine: the only smarthost is the capture sink on 127.0.0.1:2525,
-# which writes every message it receives to .run/stack/mail/. Ctrl-C stops everything.
+# Nothing leaves this machine: the only smarthost is the capture sink (the config's `delivery.smarthost`,
+# 127.0.0.1:2525), which writes every message it receives to $MAILSTREAM_RUN/mail/.
+# Ctrl-C or SIGTERM stops everything, broker included, and exits 0 (a requested stop); it exits 1 when a
+# service stopped by itself or the stack did not come up. A service still running MAILSTREAM_STOP_GRACE
+# seconds (10) after its SIGTERM is killed, with any process it started.
+# Env: MAILSTREAM_RUN (.run/stack: logs, mail, broker data), KAFKA_PORT / KAFKA_CONTROLLER_PORT (the broker's),
+# MAILSTREAM_SKIP_BOOTSTRAP=1 (do not run scripts/bootstrap.sh first).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 config=${1:-deploy/config/local.yaml}
 
-bash scripts/bootstrap.sh
-export MAILSTREAM_RUN=$PWD/.run/stack
+[[ ${MAILSTREAM_SKIP_BOOTSTRAP:-} == 1 ]] || bash scripts/bootstrap.sh
+export MAILSTREAM_RUN=${MAILSTREAM_RUN:-$PWD/.run/stack}
+grace=${MAILSTREAM_STOP_GRACE:-10}
 mkdir -p "$MAILSTREAM_RUN"
-pids=()
+pids=() # each service leads a process group of its own (setsid), so what it started stops with it
+
+alive() { kill -0 -- "-$1" 2>/dev/null; }
+stop_services() {
+  local pid deadline=$((SECONDS + grace))
+  for pid in "${pids[@]}"; do kill -TERM -- "-$pid" 2>/dev/null || true; done
+  for pid in "${pids[@]}"; do
+    while alive "$pid" && ((SECONDS < deadline)); do sleep 0.1; done
+    if alive "$pid"; then
+      echo "stack.sh: process group $pid still running ${grace}s after SIGTERM: SIGKILL" >&2
+      kill -KILL -- "-$pid" 2>/dev/null || true
+    fi
+  done
+  wait "${pids[@]}" 2>/dev/null || true # reap; their exit codes are in the logs
+}
+# Runs once, however the script ends; errexit is off here, so a step that fails cannot skip the broker's stop.
 cleanup() {
+  local rc=$?
   trap - EXIT INT TERM
-  ((${#pids[@]})) && kill "${pids[@]}" 2>/dev/null && wait "${pids[@]}" 2>/dev/null
+  set +e
+  ((${#pids[@]})) && stop_services
   bash deploy/kafka/broker.sh stop
+  exit "$rc"
 }
 trap cleanup EXIT
-trap 'exit 130' INT TERM
+trap 'exit 0' INT TERM # a requested stop; cleanup follows
+
+py=.venv/bin/python
+read -r port gateway_health submission ingress sink < <($py -c "
+from mailstream.config import load_config
+c = load_config('$config')
+ports = {x.mode: x.port for x in c.gateway.listeners}
+print(c.ingest.port, c.gateway.web_port, ports.get('submission', 0), ports.get('ingress', 0),
+      c.delivery.smarthost or '127.0.0.1:2525')")
 
 bash deploy/kafka/broker.sh start
 export KAFKA_BOOTSTRAP_SERVERS=${KAFKA_BOOTSTRAP_SERVERS:-127.0.0.1:${KAFKA_PORT:-19092}}
 
-py=.venv/bin/python
 # The gateway's STARTTLS certificate: a throwaway CA and a localhost certificate, made once.
 if [[ ! -f $MAILSTREAM_RUN/tls/cert.pem ]]; then
   mkdir -p "$MAILSTREAM_RUN/tls"
@@ -37,17 +68,12 @@ cert.private_key_pem.write_to_path(f"{sys.argv[1]}/key.pem")
 ca.cert_pem.write_to_path(f"{sys.argv[1]}/ca.pem")
 PY
 fi
-$py -m mailstream.devtools.capture_sink --listen 127.0.0.1:2525 --maildir "$MAILSTREAM_RUN/mail" \
-  >"$MAILSTREAM_RUN/sink.log" 2>&1 & pids+=($!)
+setsid $py -m mailstream.devtools.capture_sink --listen "$sink" --maildir "$MAILSTREAM_RUN/mail" \
+  >"$MAILSTREAM_RUN/sink.log" 2>&1 </dev/null & pids+=($!)
 for service in scheduler delivery ingest gateway webhooks; do
-  $py -m "mailstream.$service" --config "$config" >"$MAILSTREAM_RUN/$service.log" 2>&1 & pids+=($!)
+  setsid $py -m "mailstream.$service" --config "$config" >"$MAILSTREAM_RUN/$service.log" 2>&1 </dev/null & pids+=($!)
 done
 
-read -r port gateway_health submission ingress < <($py -c "
-from mailstream.config import load_config
-c = load_config('$config')
-ports = {x.mode: x.port for x in c.gateway.listeners}
-print(c.ingest.port, c.gateway.web_port, ports.get('submission', 0), ports.get('ingress', 0))")
 echo "stack.sh: waiting for the API on 127.0.0.1:$port ..." >&2
 for _ in $(seq 1 120); do
   curl -sf "http://127.0.0.1:$port/readyz" >/dev/null && break
@@ -98,3 +124,4 @@ Press Ctrl-C to stop.
 MSG
 wait -n "${pids[@]}" || true
 echo "stack.sh: a service stopped; shutting down (logs in $MAILSTREAM_RUN)" >&2
+exit 1
