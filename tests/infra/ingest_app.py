@@ -11,6 +11,7 @@ the place of `TopicTailer`.
 from __future__ import annotations
 
 import asyncio
+import time
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -28,6 +29,7 @@ from mailstream.events.serde import decode, encode
 from mailstream.events.topics import QUEUE_STATS, SOURCE_USAGE, STATUS, TopicSpec
 from mailstream.ingest.app import create_app
 from mailstream.ingest.queue_api import queue_router
+from mailstream.ingest.read_model.projection import TOPICS as READ_MODEL_TOPICS
 from mailstream.ingest.status_view import StatusStore, StatusView
 from mailstream.intake.capacity_view import CapacityView
 from mailstream.intake.submission import Submitter
@@ -76,13 +78,18 @@ class BusTailer:
         self._read = 0  # records of the topic looked at
         self._next: dict[int, int] = {}  # per partition, the offset of the next record
 
-    async def poll_batch(self, max_records: int = 1000, timeout: float = 0.5) -> list[BusMessage]:
+    def take(self, max_records: int) -> list[BusMessage]:
+        """What poll_batch returns, without its wait when there is nothing."""
         batch = []
         for record in self.bus.read(self.topic, self._read)[:max_records]:
             self._read += 1
             offset = self._next[record.partition] = self._next.get(record.partition, -1) + 1
             if offset >= self.start.get(record.partition, 0):
                 batch.append(BusMessage(self.topic, record.partition, offset, record.key, record.value))
+        return batch
+
+    async def poll_batch(self, max_records: int = 1000, timeout: float = 0.5) -> list[BusMessage]:
+        batch = self.take(max_records)
         if not batch:
             await asyncio.sleep(min(timeout, 0.01))  # as a poll that found nothing waits
         return batch
@@ -98,6 +105,31 @@ class BusTailer:
 
     async def close(self) -> None:
         self.closed = True
+
+
+class BusSource:
+    """Stands in for the read model's `KafkaSource`: both its topics of a MemoryBus, from the given offsets."""
+
+    def __init__(self, bus: MemoryBus) -> None:
+        self.bus = bus
+        self._tails: list[BusTailer] = []
+
+    def seek(self, start: dict[tuple[str, int], int]) -> None:
+        self._tails = [
+            BusTailer(self.bus, topic, partitions, {p: o for (t, p), o in start.items() if t == topic})
+            for topic, partitions in READ_MODEL_TOPICS.items()
+        ]
+
+    def poll(self, max_records: int, timeout: float) -> list[tuple[str, int, int, bytes | None]]:
+        out: list[tuple[str, int, int, bytes | None]] = []
+        for tail in self._tails:
+            out += [(m.topic(), m.partition(), m.offset(), m.value()) for m in tail.take(max_records - len(out))]
+        if not out:
+            time.sleep(min(timeout, 0.01))
+        return out
+
+    def close(self) -> None:
+        self._tails = []
 
 
 def asgi_client(app: FastAPI, key: str | None = ADMIN_KEY) -> httpx.AsyncClient:
@@ -121,6 +153,7 @@ def tail_the_bus(monkeypatch: pytest.MonkeyPatch, bus: MemoryBus) -> list[BusTai
         "mailstream.intake.suppression_view",
     ):
         monkeypatch.setattr(f"{module}.TopicTailer", tailer)
+    monkeypatch.setattr("mailstream.ingest.read_model.projection.KafkaSource", lambda bootstrap: BusSource(bus))
     return made
 
 
@@ -133,6 +166,7 @@ def ingest_config(status_db: Path, tenants: dict[str, Any] | None = None, **inge
             "ingest": {
                 "message_id_domain": "ingest.test",
                 "status_db": str(status_db),
+                "read_model_db": str(status_db.with_name(f"{status_db.stem}-messages.sqlite3")),
                 "api_keys": [
                     {"key": ADMIN_KEY, "admin": True},
                     {"key": ACME_KEY, "tenant": "acme"},

@@ -66,6 +66,35 @@ class Projector:
         return count
 
 
+class KafkaSource:
+    """Every partition of both topics, assigned (no group) from the given offsets; blocking calls."""
+
+    def __init__(self, bootstrap: Bootstrap) -> None:
+        self._consumer = Consumer(
+            client_config(
+                bootstrap,
+                **{
+                    "group.id": "mailstream-read-model",  # never joined nor committed: partitions are assigned
+                    "enable.auto.commit": False,
+                    "auto.offset.reset": "earliest",
+                    **BATCHED_FETCH,
+                },
+            )
+        )
+
+    def seek(self, start: dict[tuple[str, int], int]) -> None:
+        self._consumer.assign(
+            [TopicPartition(t, p, start.get((t, p), -2)) for t, n in TOPICS.items() for p in range(n)]  # -2: first
+        )
+
+    def poll(self, max_records: int, timeout: float) -> list[Consumed]:
+        msgs = consume_now(self._consumer, max_records, timeout)
+        return [(m.topic() or "", m.partition() or 0, m.offset() or 0, m.value()) for m in msgs if m.error() is None]
+
+    def close(self) -> None:
+        self._consumer.close()
+
+
 class Projection:
     """The projector fed from Kafka on a daemon thread; `caught_up` is set once a poll finds nothing new."""
 
@@ -85,34 +114,13 @@ class Projection:
         if self._thread is not None:
             self._thread.join(timeout)
 
-    def _assign(self, consumer: Consumer) -> None:
-        stored = self.projector.store.offsets()
-        consumer.assign(
-            [TopicPartition(t, p, stored.get((t, p), -2)) for t, n in TOPICS.items() for p in range(n)]  # -2: first
-        )
-
     def run(self) -> None:
-        consumer = Consumer(
-            client_config(
-                self.bootstrap,
-                **{
-                    "group.id": "mailstream-read-model",  # never joined nor committed: partitions are assigned
-                    "enable.auto.commit": False,
-                    "auto.offset.reset": "earliest",
-                    **BATCHED_FETCH,
-                },
-            )
-        )
+        source = KafkaSource(self.bootstrap)
         try:
-            self._assign(consumer)
+            source.seek(self.projector.store.offsets())
             while not self._stop.is_set():
                 try:
-                    msgs = consume_now(consumer, self.batch, 0.2)
-                    batch = [
-                        (m.topic() or "", m.partition() or 0, m.offset() or 0, m.value())
-                        for m in msgs
-                        if m.error() is None
-                    ]
+                    batch = source.poll(self.batch, 0.2)
                     if not batch:
                         self.caught_up.set()
                         continue
@@ -123,6 +131,6 @@ class Projection:
                     self.healthy = False
                     log.error("read_model_batch_failed", error=str(exc))
                     self._stop.wait(1.0)
-                    self._assign(consumer)
+                    source.seek(self.projector.store.offsets())
         finally:
-            consumer.close()
+            source.close()

@@ -18,6 +18,7 @@ from typing import Any
 
 from mailstream.ingest.read_model.query import Cursor, QueueFilter, fts_match, page_query
 
+SCHEMA_VERSION = 2  # raise it with any change to the layout below
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS messages (
   seq INTEGER PRIMARY KEY,
@@ -136,6 +137,11 @@ class MessageStore:
         self._writer.execute("PRAGMA journal_mode=WAL")
         self._writer.execute("PRAGMA synchronous=NORMAL")
         self._writer.execute("PRAGMA cache_size=-65536")  # 64 MiB: index pages of a big batch stay in memory
+        if self._writer.execute("PRAGMA user_version").fetchone()[0] != SCHEMA_VERSION:
+            # Another layout: this is a read model, so it is dropped (its offsets too) and built again from the topics.
+            for table in ("messages_fts", "tags", "offsets", "messages"):
+                self._writer.execute(f"DROP TABLE IF EXISTS {table}")
+            self._writer.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
         self._writer.executescript(_SCHEMA)
         self._readers: list[sqlite3.Connection] = []
         self._readers_lock = threading.Lock()
