@@ -32,6 +32,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--seed", type=int, default=None, help="default: a random one, printed")
     p.add_argument("--cluster", action="store_true", help="a 3-node cluster; one node killed at a time")
     p.add_argument("--settle", type=float, default=300.0, help="seconds for the accepted mail to end")
+    p.add_argument("--only", nargs="+", default=(), help="kill only these: a service, broker or broker-<n>")
     p.add_argument("--keep", action="store_true", help="keep the run's folder (logs) even when all is well")
     return p.parse_args(argv)
 
@@ -51,7 +52,9 @@ def verdict(outcome: Outcome) -> list[str]:
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     seed = args.seed if args.seed is not None else random.randrange(1_000_000)
-    settings = ChaosSettings(args.messages, args.kills, seed, cluster=args.cluster, settle=args.settle)
+    settings = ChaosSettings(
+        args.messages, args.kills, seed, cluster=args.cluster, settle=args.settle, only=tuple(args.only)
+    )
     workdir = Path(tempfile.mkdtemp(prefix="mailstream-chaos-"))
     load = os.getloadavg()
     outcome = ChaosRun(settings, workdir).run()

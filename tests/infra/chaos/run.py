@@ -40,6 +40,7 @@ class ChaosSettings:
     down: tuple[float, float] = (0.2, 3.0)  # seconds a killed process stays dead
     settle: float = 120.0  # seconds after the last submission for every accepted message to end
     give_up: float = 180.0  # seconds a client retries one submission
+    only: tuple[str, ...] = ()  # kill only these (a service, "broker" or "broker-<n>"); empty: all in turn
 
 
 @dataclass
@@ -140,7 +141,7 @@ class ChaosRun:
             client.close()
 
     def _chaos(self, stack: Stack, brokers: Brokers, stop: threading.Event) -> None:
-        targets = SERVICES + brokers.names()
+        targets = [t for t in SERVICES + brokers.names() if not self.settings.only or t in self.settings.only]
         order: list[str] = []
         for _ in range(self.settings.kills):
             if not order:
@@ -168,9 +169,18 @@ class ChaosRun:
                     stack.start_service(target)
                 else:
                     brokers.restart(target)
+                    self._wait_healthy(stack, target)
                 return
             except RuntimeError as exc:
                 self.exits.append(f"{target} failed to restart (try {attempt + 1}): {str(exc)[:2000]}")
+
+    def _wait_healthy(self, stack: Stack, target: str) -> None:
+        """Every service healthy again after a broker came back, before the next kill: one that is not within
+        a minute is a finding (it should reconnect and resume on its own)."""
+        try:
+            stack._wait_ready(60.0, SERVICES)
+        except RuntimeError as exc:
+            self.exits.append(f"not healthy 60 s after {target} came back: {str(exc)[:3000]}")
 
     def _check_exits(self, stack: Stack) -> None:
         for name in SERVICES:
