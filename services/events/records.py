@@ -113,6 +113,7 @@ class AcceptedMessage(Record):
     expires_at: datetime | None = None
     reception_protocol: Literal["HTTP", "ESMTP"]
     received_at: datetime
+    attachment_count: int | None = None  # None: written before it was counted
 
 
 class DeliveryTask(Record):

@@ -19,6 +19,7 @@ from mailstream.events.status import reception_status as reception_status  # one
 from mailstream.events.topics import ACCEPTED, EVENTS, STATUS, route_key
 from mailstream.intake.dkim import DkimSigner
 from mailstream.intake.routing import Routing, RoutingError, resolve_routing
+from mailstream.intake.summary import attachment_count
 from mailstream.intake.tenant_policy import TenantPolicies
 
 
@@ -187,6 +188,7 @@ class Submitter:
             if digest not in bodies:  # recipients sharing one body share one write
                 bodies[digest] = asyncio.ensure_future(put_body(self._producer, body))
         await asyncio.gather(*bodies.values())
+        attachments = {digest: attachment_count(body) for digest, body in zip(digests, data, strict=True)}
         records: list[Write] = []  # the request's accepted/status/Reception records: all written, or none
         for (msg, route), digest in zip(routed, digests, strict=True):
             try:
@@ -209,6 +211,7 @@ class Submitter:
                     expires_at=route.expires_at,
                     reception_protocol=protocol,
                     received_at=now,
+                    attachment_count=attachments[digest],
                 )
                 encoded = encoded_records(accepted)
             except ValueError as exc:  # a record the log could never take: its recipient fails, not the request

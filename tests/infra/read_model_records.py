@@ -48,6 +48,7 @@ def message(i: int, rng: random.Random, start: datetime = T0) -> Synthetic:
         priority=rng.randrange(11) if i % 2 else None,
         reception_protocol="HTTP",
         received_at=received,
+        attachment_count=i % 3,
     )
     tx = reception_status(msg, "unspecified")
     statuses = [tx]

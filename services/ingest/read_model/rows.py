@@ -122,6 +122,7 @@ def accepted_row(msg: AcceptedMessage, resolve: QueueResolver) -> dict[str, Any]
         "subject": msg.headers.get("Subject", ""),
         "headers": json.dumps(msg.headers, ensure_ascii=False),
         "body_hash": msg.body.sha256,
+        "attachment_count": msg.attachment_count,
         "metadata": json.dumps(msg.metadata, ensure_ascii=False),
         "tags": json.dumps(tags),
         "tag_list": tags,

@@ -73,7 +73,8 @@ CREATE TABLE IF NOT EXISTS offsets (
 
 ACCEPTED_COLUMNS = (  # noqa: SIM905 - a list of names, read more easily as words
     "message_id queue_name recipient sender domain routing_domain campaign_id tenant_id priority size_bytes "
-    "max_attempts created_at scheduled_at expires_at subject headers body_hash metadata tags reception_protocol"
+    "max_attempts created_at scheduled_at expires_at subject headers body_hash metadata tags reception_protocol "
+    "attachment_count"
 ).split()
 PROGRESS_COLUMNS = (  # noqa: SIM905
     "status_version status queue_state num_attempts next_attempt_at last_attempt_at delivered_at pool_name "

@@ -152,6 +152,7 @@ async def test_a_message_shows_every_field_and_its_attempts(
     assert body["headers"]["Subject"] == s.accepted.headers["Subject"]
     assert body["body_hash"] == s.accepted.body.sha256
     assert body["size_bytes"] == s.accepted.body.size
+    assert body["attachment_count"] == s.accepted.attachment_count
     assert body["domain"] == s.accepted.domain
     assert body["priority"] == (5 if s.accepted.priority is None else s.accepted.priority)
     assert body["expires_at"].startswith("2026-11-29")  # the default max_age of 7 days
