@@ -114,7 +114,12 @@ class DeliveryWorker:
         async def connect() -> SmtpSession | SmtpAttempt:
             CONNECTIONS.inc()
             deadline = asyncio.get_running_loop().time() + dc.attempt_timeout.total_seconds()
-            hosts = await self._outbound.destinations(route)
+            try:
+                async with asyncio.timeout_at(deadline):  # many exchangers whose DNS is slow: still one deadline
+                    hosts = await self._outbound.destinations(route)
+            except TimeoutError:
+                unresolved = f"mailstream: the addresses of {route.domain} not found within the attempt's deadline"
+                hosts = SmtpResponse(code=451, enhanced_code="4.4.3", command="MX", content=unresolved)
             if isinstance(hosts, SmtpResponse):
                 return SmtpAttempt(hosts, None, None)
             return await SmtpSession.open(hosts, settings, deadline)

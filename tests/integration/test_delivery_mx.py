@@ -6,6 +6,7 @@ address the outbound policy denies is ever connected to.
 
 from __future__ import annotations
 
+import asyncio
 import socket
 import threading
 from collections.abc import Iterator
@@ -44,6 +45,8 @@ def mx() -> Iterator[tuple[LoopbackDns, RecordingSink, RecordingSink]]:
                 ("slow.test", "TXT"): ["x"],  # no MX; its A lookup is never answered
                 ("broken.test", "TXT"): ["x"],  # no MX; its A lookup fails (SERVFAIL)
                 ("slowmx.test", "MX"): ["10 mx.slowmx.test."],
+                ("slowmxs.test", "MX"): [f"{n} mx{n}.slowmx.test." for n in range(1, 6)],
+                **{(f"mx{n}.slowmx.test", "TXT"): ["x"] for n in range(1, 6)},
                 ("mx.slowmx.test", "TXT"): ["x"],
                 ("private.test", "MX"): ["10 mx.private.test."],
                 ("mx.private.test", "A"): ["10.0.0.1"],
@@ -57,7 +60,13 @@ def mx() -> Iterator[tuple[LoopbackDns, RecordingSink, RecordingSink]]:
                 ("down.refused.test", "MX"): ["10 refuser.refused.test.", "20 down.two.test."],
                 ("alone.refused.test", "MX"): ["10 refuser.refused.test."],
             },
-            silent={("slow.test", "A"), ("slow.test", "AAAA"), ("mx.slowmx.test", "A"), ("mx.slowmx.test", "AAAA")},
+            silent={
+                ("slow.test", "A"),
+                ("slow.test", "AAAA"),
+                ("mx.slowmx.test", "A"),
+                ("mx.slowmx.test", "AAAA"),
+                *((f"mx{n}.slowmx.test", kind) for n in range(1, 6) for kind in ("A", "AAAA")),
+            },
             failing={("broken.test", "A"), ("broken.test", "AAAA")},
         ) as dns,
     ):
@@ -68,7 +77,7 @@ LOOPBACK = {"allow": ["127.0.0.0/8"]}  # the test servers are on loopback, which
 
 
 async def deliver(
-    dns: LoopbackDns, sink: RecordingSink, domain: str, outbound: dict[str, Any] = LOOPBACK
+    dns: LoopbackDns, sink: RecordingSink, domain: str, outbound: dict[str, Any] = LOOPBACK, **delivery: Any
 ) -> tuple[int, str | None, str | None]:
     config = parse_config(
         {
@@ -79,6 +88,7 @@ async def deliver(
                 "nameservers": [dns.address],
                 "connect_timeout": "1s",
                 "outbound": outbound,
+                **delivery,
             },
         },
         env={},
@@ -233,3 +243,14 @@ async def test_when_every_host_refuses_permanently_the_reply_is_theirs(
     with Refuser("127.0.0.5", sink.address[1], b"554 5.7.1 no mail from you\r\n"):
         code, enhanced, peer = await deliver(dns, sink, "alone.refused.test")
     assert (code, enhanced, peer) == (554, "5.7.1", f"127.0.0.5:{sink.address[1]}")
+
+
+async def test_slow_address_lookups_end_with_the_attempts_deadline(
+    mx: tuple[LoopbackDns, RecordingSink, RecordingSink],
+) -> None:
+    """Five exchangers whose A/AAAA are never answered would take 10 s of 1 s lookups; the attempt has 2 s."""
+    dns, sink, _ = mx
+    loop = asyncio.get_running_loop()
+    started = loop.time()
+    assert await deliver(dns, sink, "slowmxs.test", attempt_timeout="2s") == (451, "4.4.3", None)
+    assert loop.time() - started < 4.0
