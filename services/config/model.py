@@ -173,6 +173,23 @@ class IngestConfig(Section):
         "when the event log has not taken it by then, 503 with `Retry-After` (nothing of it was accepted, unless the "
         "answer says the outcome is unknown).",
     )
+    header_timeout: Duration = Field(
+        timedelta(seconds=10),
+        description="A request's headers must be complete this long after its first byte (or the connection's "
+        "opening); a client that sends them more slowly (slowloris) is disconnected. The idle time between requests "
+        "on a kept-alive connection (75 s) is apart from it.",
+    )
+    body_timeout: Duration = Field(
+        timedelta(seconds=30),
+        description="A request's whole body must arrive within this long of its headers; a slower one is "
+        "answered 408 and its connection closed, before any route sees it.",
+    )
+    max_connections: Annotated[int, Field(ge=1)] = Field(
+        10_000,
+        description="Connections the replica holds at once; one more is answered 503 with `Retry-After` and "
+        "closed. Keep it within the process's file-descriptor limit (`ulimit -n`).",
+        json_schema_extra={"unit": "connections"},
+    )
     transactional_id: str | None = Field(
         None,
         description="Kafka transactional id of the replica's writes (each request's records in one "

@@ -16,6 +16,7 @@ from mailstream.core.clock import system_clock
 from mailstream.events.group_commit import TransactionalWriter
 from mailstream.events.kafka import Cluster, EventProducer
 from mailstream.ingest.app import create_app
+from mailstream.ingest.http_guard import guard, server_options
 from mailstream.ingest.queue_api import queue_router
 from mailstream.ingest.read_model.api import read_model_router
 from mailstream.ingest.read_model.service import ReadModel
@@ -113,9 +114,8 @@ def main(argv: list[str] | None = None) -> int:
             read_model_router(config, messages.store, system_clock),
         ],
     )
-    # Keep-alive longer than clients' and load balancers' idle timeouts, so the server is not the side that
-    # closes a connection a client is about to reuse (the client's request then fails mid-send).
-    uvicorn.run(app, host=config.ingest.host, port=port, log_config=None, access_log=False, timeout_keep_alive=75)
+    guard(app, config.ingest)  # the body deadline; the header timeout and connection cap are in the protocol
+    uvicorn.run(app, host=config.ingest.host, port=port, **server_options(config.ingest))
     return 0
 
 

@@ -39,22 +39,7 @@ class Clients:
         max_message_bytes: int,
     ) -> Clients:
         common = client_config(bootstrap, **{"client.id": name})
-        producer = Producer(
-            producer_config(
-                bootstrap,
-                **{
-                    "client.id": name,
-                    "transactional.id": transactional_id,
-                    "transaction.timeout.ms": transaction_timeout_ms,
-                    # The next transaction's first requests often meet CONCURRENT_TRANSACTIONS while the
-                    # coordinator still writes the last one's markers; the 100 ms default backoff halves throughput.
-                    "retry.backoff.ms": 20,
-                    # Refuse an oversized output in produce(), before it takes a sequence number: a broker-side
-                    # refusal leaves a sequence gap that fails the next transaction as well.
-                    "message.max.bytes": max_message_bytes,
-                },
-            )
-        )
+        producer = transactional_producer(bootstrap, name, transactional_id, transaction_timeout_ms, max_message_bytes)
         consumer = Consumer(
             {
                 **common,
@@ -108,6 +93,27 @@ class Clients:
         self.restorer.close()
         self.watermarks.close()
         self.producer.close()
+
+
+def transactional_producer(
+    bootstrap: Bootstrap, name: str, transactional_id: str, transaction_timeout_ms: int, max_message_bytes: int
+) -> Producer:
+    return Producer(
+        producer_config(
+            bootstrap,
+            **{
+                "client.id": name,
+                "transactional.id": transactional_id,
+                "transaction.timeout.ms": transaction_timeout_ms,
+                # The next transaction's first requests often meet CONCURRENT_TRANSACTIONS while the
+                # coordinator still writes the last one's markers; the 100 ms default backoff halves throughput.
+                "retry.backoff.ms": 20,
+                # Refuse an oversized output in produce(), before it takes a sequence number: a broker-side
+                # refusal leaves a sequence gap that fails the next transaction as well.
+                "message.max.bytes": max_message_bytes,
+            },
+        )
+    )
 
 
 def kafka_error(exc: KafkaException) -> KafkaError | None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import threading
 import time
 import uuid
@@ -13,10 +14,16 @@ from confluent_kafka import Consumer, KafkaError, KafkaException, Message, Topic
 
 from mailstream.events.handler import PartitionHandler
 from mailstream.events.kafka import Bootstrap, consume_now
-from mailstream.events.processor.clients import Clients, ProcessorFatalError, kafka_error, retrying
+from mailstream.events.processor.clients import (
+    Clients,
+    ProcessorFatalError,
+    kafka_error,
+    retrying,
+    transactional_producer,
+)
 from mailstream.events.processor.dead_letter import DeadLetters, too_large
 from mailstream.events.processor.restore import Stopping, read_changelog, starting_offsets
-from mailstream.events.processor.transaction import Output, Transaction, Write
+from mailstream.events.processor.transaction import Output, Transaction, TransactionStuck, Write
 from mailstream.observability.logs import get_logger
 
 log = get_logger(__name__)
@@ -263,6 +270,9 @@ class TransactionalProcessor:
             return  # an idle tick: nothing to commit
         try:
             self._commit()
+        except TransactionStuck as exc:
+            self._replace_producer(str(exc))
+            return
         except KafkaException as exc:
             # Refused at commit: some record of the batch, or the tick, made it (alone and tickless: that record).
             if records and self._oversized(exc, records, records[0] if len(records) == 1 and not tick else None):
@@ -327,6 +337,21 @@ class TransactionalProcessor:
         if err is not None and err.code() in (KafkaError._FENCED, KafkaError.PRODUCER_FENCED):
             raise ProcessorFatalError(f"producer {self._transactional_id} fenced: {detail}") from exc
         raise ProcessorFatalError(f"fatal Kafka error: {detail}") from exc
+
+    def _replace_producer(self, error: str) -> None:
+        """Give up a producer whose transaction is stuck (left open, for the coordinator to abort at its timeout)
+        and go on with a new one under a new transactional id, from the committed state and offsets."""
+        self._last_ok = False
+        self._aborted += 1
+        old, self._transactional_id = self._transactional_id, f"{self._group_id}-{uuid.uuid4()}"
+        self._log.warning("producer_replaced", error=error, abandoned=old, transactional_id=self._transactional_id)
+        producer = transactional_producer(
+            self._bootstrap, self._name, self._transactional_id, self._txn_timeout_ms, self._max_message_bytes
+        )
+        retrying("init_transactions", lambda: producer.init_transactions(self._wait_s), self._log)
+        self._clients = dataclasses.replace(self._kafka, producer=producer)
+        self._txn = Transaction(producer, self._wait_s, self._log)
+        self._recover()
 
     def _abort(self, reason: str, **fields: Any) -> None:
         self._last_ok = False

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import queue
+import threading
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from confluent_kafka import KafkaException, Producer, TopicPartition
+from confluent_kafka import KafkaError, KafkaException, Producer, TopicPartition
 from structlog.typing import FilteringBoundLogger
 
 from mailstream.events.processor.clients import ProcessorFatalError, kafka_error, retrying
@@ -44,6 +46,37 @@ class Output:
         self._sink(Write(self.changelog, partition, key, value))
 
 
+OFFSETS_DEADLINE = 20.0  # seconds send_offsets_to_transaction may take before its producer is given up
+
+
+class TransactionStuck(RuntimeError):
+    """send_offsets_to_transaction timed out or did not return at all (librdkafka can block past its timeout
+    once the coordinator went away and came back, confluentinc/librdkafka#5456; a broker SIGKILL in the chaos
+    run left both stages there for minutes). Nothing was committed, but the producer cannot be trusted: the
+    processor replaces it and restores, and the coordinator aborts the abandoned transaction."""
+
+
+def bounded(call: Callable[[], None], seconds: float) -> None:
+    """`call` on a daemon thread of its own, waited for at most `seconds` (TransactionStuck after that); its
+    exception is raised here."""
+    done: queue.Queue[BaseException | None] = queue.Queue(1)
+
+    def run() -> None:
+        try:
+            call()
+            done.put(None)
+        except BaseException as exc:  # handed to the waiting thread
+            done.put(exc)
+
+    threading.Thread(target=run, name="txn-call", daemon=True).start()
+    try:
+        failure = done.get(timeout=seconds)
+    except queue.Empty:
+        raise TransactionStuck(f"no answer within {seconds:.0f} s") from None
+    if failure is not None:
+        raise failure
+
+
 class Transaction:
     """The transactional producer's side: a transaction begins with its first write and commits with the
     consumed offsets, which carry the group generation that fences a zombie."""
@@ -79,11 +112,18 @@ class Transaction:
     def commit(self, offsets: list[TopicPartition], metadata: Any) -> None:  # the consumer's group metadata
         """Raises ProcessorFatalError when the outcome cannot be known (a restart restores from Kafka)."""
         producer = self.producer
-        retrying(
-            "send_offsets_to_transaction",
-            lambda: producer.send_offsets_to_transaction(offsets, metadata, self.wait_s),
-            self.log,
-        )
+        timeout = min(self.wait_s, OFFSETS_DEADLINE)
+
+        def send_offsets() -> None:
+            try:
+                bounded(lambda: producer.send_offsets_to_transaction(offsets, metadata, timeout), timeout + 5.0)
+            except KafkaException as exc:
+                err = kafka_error(exc)
+                if err is not None and err.code() == KafkaError._TIMED_OUT:  # retrying it is what hangs
+                    raise TransactionStuck(err.str()) from exc
+                raise
+
+        retrying("send_offsets_to_transaction", send_offsets, self.log)
         try:
             retrying("commit_transaction", lambda: producer.commit_transaction(self.wait_s), self.log)
         except KafkaException as exc:
