@@ -73,12 +73,18 @@ class ChaosRun:
             try:
                 stack = self._stack(brokers.bootstrap, sink)
                 witness = Witness(brokers.bootstrap).start()
+                stop = threading.Event()
+                supervisor = threading.Thread(target=self._supervise, args=(stack, stop), name="supervisor")
+                supervisor.start()
                 try:
                     subs = self._drive(stack, brokers)
-                    self._settle(stack, witness, subs, sink)
+                    self._settle(witness, subs)
+                    stop.set()
+                    supervisor.join()
                     receipts = [Receipt(m.rcpt_tos[0], attempt_of(m.data), m.at) for m in sink.messages]
                     report = tally(subs, self.kills, receipts, witness.statuses(), witness.answered())
                 finally:
+                    stop.set()
                     witness.stop()
                     stack.stop()
             finally:
@@ -94,6 +100,7 @@ class ChaosRun:
             self.workdir,
             gateway=gateway,
             queues={"retry_interval": "2s", "max_retry_interval": "10s", "max_age": "7 days"},
+            **({"kafka": {"replication_factor": 3, "min_insync_replicas": 2}} if self.settings.cluster else {}),
         )
         stack = Stack(config, self.workdir)
         stack.start()
@@ -109,8 +116,7 @@ class ChaosRun:
         batches = [subs[i : i + s.batch] for i in range(0, s.messages - n_smtp, s.batch)]
         smtp = subs[s.messages - n_smtp :]
         window = max(20.0, s.kills * (sum(s.gap) / 2 + sum(s.down) / 2 + 8.0))  # a restart takes ~8 s here
-        stop = threading.Event()
-        chaos = threading.Thread(target=self._chaos, args=(stack, brokers, stop), name="chaos")
+        chaos = threading.Thread(target=self._chaos, args=(stack, brokers), name="chaos")
         chaos.start()
         t0 = time.monotonic()
         try:
@@ -124,7 +130,6 @@ class ChaosRun:
                     job.result()
         finally:
             chaos.join()  # it ends after its last kill's restart
-            stop.set()
         return subs
 
     def _paced(self, at: float, submit: Callable[..., None], api: str, batch: list[Submission]) -> None:
@@ -140,7 +145,7 @@ class ChaosRun:
         finally:
             client.close()
 
-    def _chaos(self, stack: Stack, brokers: Brokers, stop: threading.Event) -> None:
+    def _chaos(self, stack: Stack, brokers: Brokers) -> None:
         targets = [t for t in SERVICES + brokers.names() if not self.settings.only or t in self.settings.only]
         order: list[str] = []
         for _ in range(self.settings.kills):
@@ -148,14 +153,14 @@ class ChaosRun:
                 order = self._rng.sample(targets, len(targets))
             target = order.pop()
             time.sleep(self._rng.uniform(*self.settings.gap))
-            self._check_exits(stack)
-            killed = time.monotonic()
-            if target in SERVICES:
-                stack.kill(target)
-            else:
-                brokers.kill(target)
-            time.sleep(self._rng.uniform(*self.settings.down))
-            self._restart(stack, brokers, target)
+            with self._stack_lock:  # the supervisor must not restart what is killed on purpose
+                killed = time.monotonic()
+                if target in SERVICES:
+                    stack.kill(target)
+                else:
+                    brokers.kill(target)
+                time.sleep(self._rng.uniform(*self.settings.down))
+                self._restart(stack, brokers, target)
             self.kills.append(Kill(target, killed, time.monotonic()))
             self._say(
                 f"chaos: killed {target} at +{killed - self.kills[0].at:.1f} s, back after "
@@ -182,19 +187,24 @@ class ChaosRun:
         except RuntimeError as exc:
             self.exits.append(f"not healthy 60 s after {target} came back: {str(exc)[:3000]}")
 
-    def _check_exits(self, stack: Stack) -> None:
-        for name in SERVICES:
-            proc = stack.procs[name]
-            if proc.poll() is not None:
-                self.exits.append(f"{name} exited by itself ({proc.returncode}):\n{stack.log_tail(name)}")
-                stack.start_service(name)
+    def _supervise(self, stack: Stack, stop: threading.Event) -> None:
+        """Restart a service that exited on its own, as Kubernetes would, and note it: a finding."""
+        while not stop.wait(0.5):
+            with self._stack_lock:
+                for name in SERVICES:
+                    proc = stack.procs[name]
+                    if proc.poll() is not None:
+                        self.exits.append(f"{name} exited by itself ({proc.returncode}):\n{stack.log_tail(name)}")
+                        try:
+                            stack.start_service(name)
+                        except RuntimeError as exc:
+                            self.exits.append(f"{name} failed to restart: {str(exc)[:2000]}")
 
-    def _settle(self, stack: Stack, witness: Witness, subs: list[Submission], sink: RecordingSink) -> None:
+    def _settle(self, witness: Witness, subs: list[Submission]) -> None:
         """Until every accepted message has a final status (or the settle time is up)."""
         deadline = time.monotonic() + self.settings.settle
         accepted = {s.recipient for s in subs if s.accepted}
         while time.monotonic() < deadline:
-            self._check_exits(stack)
             final = {t.recipient for t in witness.statuses().values() if t.is_final}
             if accepted <= final:
                 break
