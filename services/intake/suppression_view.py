@@ -1,11 +1,12 @@
 """The suppression lists as both doors read them: mail.suppressions tailed from its beginning into memory.
 
 The topic is compacted, one record per address ever listed, so each process reads it whole at start-up and
-keeps the entries in force (a SuppressionRemoved drops its entry). Until it has read what the topic held at
-start (`TopicTailer.reached`, not an empty poll), `refusal` raises `SuppressionsLoading`: a submission then
-waits (503 / 451) instead of being let past an entry not read yet. Expiry is the reader's: an entry past its
-`expires_at` no longer applies, whether or not stage 1's removal has been read.
-"""
+keeps the entries in force (a SuppressionRemoved drops its entry), each as its encoded record beside its
+expiry: ~380 bytes an entry, 6 times less than the decoded record, decoded only when it is listed or refuses
+a recipient. Until it has read what the topic held at start (`TopicTailer.reached`, not an empty poll),
+`refusal` raises `SuppressionsLoading`: a submission then waits (503 / 451) instead of being let past an
+entry not read yet. Expiry is the reader's: an entry past its `expires_at` no longer applies, whether or not
+stage 1's removal has been read."""
 
 from __future__ import annotations
 
@@ -16,11 +17,12 @@ from datetime import datetime
 from mailstream.core.suppression import InvalidAddress, in_force, matches, normalise
 from mailstream.events.kafka import Bootstrap, KafkaUnavailable, TopicTailer
 from mailstream.events.records import Suppression, SuppressionRemoved
-from mailstream.events.serde import SerdeError
+from mailstream.events.serde import SerdeError, decode, encode
 from mailstream.events.topics import SUPPRESSIONS
 from mailstream.observability.logs import get_logger
 
 log = get_logger(__name__)
+Kept = tuple[datetime | None, bytes]
 
 
 class SuppressionsLoading(KafkaUnavailable):
@@ -29,12 +31,14 @@ class SuppressionsLoading(KafkaUnavailable):
 
 class SuppressionView:
     def __init__(self) -> None:
-        self._lists: dict[str | None, dict[str, Suppression]] = {}  # tenant -> address -> entry
+        self._lists: dict[str | None, dict[str, Kept]] = {}  # tenant -> address -> (expires_at, encoded entry)
         self.caught_up = asyncio.Event()
 
-    def apply(self, record: Suppression | SuppressionRemoved) -> None:
+    def apply(self, record: Suppression | SuppressionRemoved, encoded: bytes | None = None) -> None:
+        """Apply a record of the topic (`encoded`: its value as read, if at hand)."""
         if isinstance(record, Suppression):
-            self._lists.setdefault(record.tenant, {})[record.address] = record
+            kept = (record.expires_at, encoded if encoded is not None else encode(record))
+            self._lists.setdefault(record.tenant, {})[record.address] = kept
         else:
             entries = self._lists.get(record.tenant, {})
             entries.pop(record.address, None)
@@ -44,7 +48,7 @@ class SuppressionView:
     def entry(self, tenant: str | None, address: str, now: datetime) -> Suppression | None:
         """The tenant's entry for a normalised address, if it is in force."""
         found = self._lists.get(tenant, {}).get(address)
-        return found if found is not None and in_force(found.expires_at, now) else None
+        return decode(found[1], Suppression) if found is not None and in_force(found[0], now) else None
 
     def refusal(self, tenant: str | None, recipient: str, now: datetime) -> str | None:
         """Why mail of the tenant to `recipient` is refused, or None; SuppressionsLoading before catching up."""
@@ -72,13 +76,11 @@ class SuppressionView:
         for name in tenants:
             listed = self._lists.get(name, {})
             for address in sorted(listed):
-                found = listed[address]
-                if (
-                    in_force(found.expires_at, now)
-                    and (source is None or found.source == source)
-                    and matches(address, search=search, domain=domain)
-                ):
-                    yield found
+                expires_at, encoded = listed[address]
+                if in_force(expires_at, now) and matches(address, search=search, domain=domain):
+                    found = decode(encoded, Suppression)
+                    if source is None or found.source == source:
+                        yield found
 
     async def run(self, bootstrap: Bootstrap) -> None:
         """Tail the topic from its beginning, forever."""
@@ -88,7 +90,7 @@ class SuppressionView:
             while True:
                 for msg in await tailer.poll_batch(timeout=0.2):
                     try:
-                        self.apply(SUPPRESSIONS.decode(msg.value()))
+                        self.apply(SUPPRESSIONS.decode(msg.value()), msg.value())
                     except SerdeError as exc:  # a poison record must not stop the view
                         log.error("suppression_record_unreadable", offset=msg.offset(), error=str(exc))
                 if not self.caught_up.is_set() and await tailer.reached(ends):
