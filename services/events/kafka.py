@@ -415,6 +415,7 @@ def _reachable(admin: AdminClient, refusals: list[KafkaError], timeout: float) -
             topics: dict[str, Any] = admin.list_topics(timeout=min(1.0, timeout)).topics
             return topics
         except KafkaException as exc:
+            admin.poll(0)  # serves error_cb
             refused = next((e for e in refusals if e.code() in _REFUSED), None)
             if refused is not None:
                 raise KafkaUnavailable(f"Kafka refused this client ({refused.name()}): {refused.str()}") from exc
@@ -424,15 +425,22 @@ def _reachable(admin: AdminClient, refusals: list[KafkaError], timeout: float) -
 
 
 def _await_metadata(admin: AdminClient, names: list[str], timeout: float) -> dict[str, Any]:
-    """Topic metadata once every named topic shows up: creation returns before metadata propagates."""
+    """Topic metadata once every named topic shows up with a leader for each partition: creation returns before
+    metadata propagates, and a client that asks a partition without a leader yet fails (NOT_LEADER_FOR_PARTITION)."""
     deadline = time.monotonic() + timeout
     while True:
         topics: dict[str, Any] = admin.list_topics(timeout=timeout).topics
-        if all(n in topics and topics[n].error is None and topics[n].partitions for n in names):
+        if all(_led(topics.get(n)) for n in names):
             return topics
         if time.monotonic() > deadline:
             raise KafkaUnavailable(f"topics {names} not visible in metadata after {timeout}s")
         time.sleep(0.1)
+
+
+def _led(topic: Any) -> bool:
+    return bool(topic is not None and topic.error is None and topic.partitions) and all(
+        p.leader >= 0 for p in topic.partitions.values()
+    )
 
 
 class TopicTailer:

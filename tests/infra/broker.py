@@ -100,6 +100,7 @@ class LocalBroker:
         heap: str = "1g",
         start_timeout: float = 60.0,
         extra_properties: dict[str, str] | None = None,
+        format_args: list[str] | None = None,
     ) -> None:
         self.workdir = Path(workdir)
         self.libs = libs or default_libs_dir()
@@ -109,6 +110,7 @@ class LocalBroker:
         self.heap = heap
         self.start_timeout = start_timeout
         self.extra_properties = extra_properties or {}
+        self.format_args = format_args or []  # e.g. --add-scram: users that exist from the first start
         self.log_path = self.workdir / "broker.log"
         self.cluster_id = _cluster_id()  # one per broker, so start() after stop() finds its data formatted as it was
         self._proc: subprocess.Popen[bytes] | None = None
@@ -170,7 +172,7 @@ class LocalBroker:
         self.workdir.mkdir(parents=True, exist_ok=True)
         config = self.workdir / "server.properties"
         config.write_text("".join(f"{k}={v}\n" for k, v in self._properties().items()))
-        fmt_args = ["format", "-t", self.cluster_id, "-c", str(config), "--ignore-formatted"]
+        fmt_args = ["format", "-t", self.cluster_id, "-c", str(config), "--ignore-formatted", *self.format_args]
         fmt = subprocess.run(
             self._java("kafka.tools.StorageTool", *fmt_args, heap=["-Xmx256m"]),
             capture_output=True,
