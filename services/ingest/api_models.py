@@ -12,6 +12,7 @@ from __future__ import annotations
 
 from datetime import datetime
 from typing import Any, Literal
+from urllib.parse import quote
 
 from fastapi import FastAPI
 from fastapi.openapi.utils import get_openapi
@@ -272,11 +273,35 @@ def query(*names: str) -> dict[str, Any]:
 DURATION = WithJsonSchema({"anyOf": [{"type": "string"}, {"type": "number"}], "description": "'2h', or seconds"})
 
 
-def json_body(model: type[BaseModel], *, required: bool = True) -> dict[str, Any]:
-    """`openapi_extra=` declaring a JSON body the route reads by hand, validated as `model`."""
+def json_body(model: type[BaseModel], *, required: bool = True, example: Any = None) -> dict[str, Any]:
+    """`openapi_extra=` declaring a JSON body the route reads by hand, validated as `model`; `example`, a body
+    that it accepts (the fuzzer's first case: one that gets past validation)."""
     if model not in _BODIES:
         _BODIES.append(model)
-    return {"requestBody": {"required": required, "content": {"application/json": {"schema": _ref(model)}}}}
+    media: dict[str, Any] = {"schema": _ref(model)}
+    if example is not None:
+        media["example"] = example
+    return {"requestBody": {"required": required, "content": {"application/json": media}}}
+
+
+INJECT_EXAMPLE = {
+    "envelope_sender": "news@acme.test",
+    "recipients": [{"email": "ann@example.test", "substitutions": {"name": "Ann"}}],
+    "content": {"subject": "Hello {{ name }}", "text_body": "Hello {{ name }}, the spring catalogue is out."},
+}
+WEBHOOK_EXAMPLE = {"name": "outcomes", "url": "https://hooks.acme.test/mail", "events": ["delivered", "bounced"]}
+
+
+def links(source: str, *targets: tuple[str, str, str]) -> dict[str, Any]:
+    """OpenAPI links from an answer to the operations (path, method, path parameter) that take `source` (a
+    runtime expression such as "$response.body#/id"): a client's next step, and the fuzzer's stateful runs."""
+    return {
+        f"{method}{path}".replace("/", "_").replace("{", "").replace("}", ""): {
+            "operationRef": "#/paths/" + quote(path.replace("~", "~0").replace("/", "~1")) + f"/{method}",
+            "parameters": {parameter: source},
+        }
+        for path, method, parameter in targets
+    }
 
 
 def _ref(model: type[BaseModel]) -> dict[str, str]:

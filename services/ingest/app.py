@@ -108,17 +108,26 @@ def create_app(
     @app.post(
         "/api/inject/v1",
         response_model=api.InjectAnswer,
-        responses=api.problems(
-            (400, "The body is not JSON, or the Idempotency-Key is malformed"),
-            401,
-            (409, "A request with this Idempotency-Key is still being written: retry"),
-            413,
-            (422, "A field is invalid (`errors` names each), or the Idempotency-Key was used for another body"),
-            429,
-            503,
-            retry_after=(409,),
-        ),
-        openapi_extra={**api.json_body(InjectRequest), "parameters": [_IDEMPOTENCY_KEY]},
+        responses={
+            200: {
+                "links": api.links(
+                    "$response.body#/transactions/0/id",
+                    ("/api/transactions/{tx_id}", "get", "tx_id"),
+                    ("/api/transactions/{tx_id}/cancel", "post", "tx_id"),
+                )
+            },
+            **api.problems(
+                (400, "The body is not JSON, or the Idempotency-Key is malformed"),
+                401,
+                (409, "A request with this Idempotency-Key is still being written: retry"),
+                413,
+                (422, "A field is invalid (`errors` names each), or the Idempotency-Key was used for another body"),
+                429,
+                503,
+                retry_after=(409,),
+            ),
+        },
+        openapi_extra={**api.json_body(InjectRequest, example=api.INJECT_EXAMPLE), "parameters": [_IDEMPOTENCY_KEY]},
     )
     async def inject(request: Request) -> Response:
         who = principal(request)

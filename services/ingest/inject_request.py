@@ -11,6 +11,7 @@ import base64
 import binascii
 import json
 import re
+from datetime import datetime
 from typing import Annotated, Any, Literal
 
 import idna
@@ -38,6 +39,7 @@ _OWNED = frozenset({"content-type", "content-transfer-encoding", "content-dispos
 METADATA_LIMIT = 256 * 1024
 # Only parses, never renders: syntax errors become request errors before any recipient is tried.
 _SYNTAX_ENV = Environment(keep_trailing_newline=True)
+EMAIL: dict[str, Any] = {"format": "email"}  # the OpenAPI document's word for what parse_mailbox takes
 
 
 def parse_mailbox(addr: str) -> str:
@@ -121,7 +123,7 @@ def split_header_block(text: str) -> tuple[list[str], str]:
 class Address(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    email: str
+    email: str = Field(json_schema_extra=EMAIL)
     name: str | None = None
 
     @field_validator("email")
@@ -227,7 +229,7 @@ class Content(BaseModel):
 class Recipient(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    email: str  # checked per recipient in expand(), so one bad address fails only itself
+    email: str = Field(json_schema_extra=EMAIL)  # checked per recipient in expand(): a bad one fails only itself
     name: str | None = None
     substitutions: dict[str, Any] = Field(default_factory=dict)
     metadata: dict[str, Any] = Field(default_factory=dict)
@@ -267,7 +269,7 @@ class TraceHeaders(BaseModel):
 class InjectRequest(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    envelope_sender: str
+    envelope_sender: str = Field(json_schema_extra=EMAIL)
     recipients: list[Recipient] = Field(min_length=1, max_length=10_000)
     # Declared before `content` so the content validator knows whether it is a template.
     template_dialect: Literal["Jinja", "Static"] = "Jinja"
@@ -308,11 +310,11 @@ class InjectRequest(BaseModel):
         return content
 
 
-def shared_metadata_errors(metadata: dict[str, Any]) -> list[tuple[str, str]]:
+def shared_metadata_errors(metadata: dict[str, Any], latest: datetime | None = None) -> list[tuple[str, str]]:
     """(field, message) wrong with the request's own metadata: as every recipient carries it, one such error
-    refuses the whole request."""
+    refuses the whole request. `latest`: the last instant its send_at and expires_at may name."""
     try:
-        check_steering(metadata)
+        check_steering(metadata, latest)
     except RoutingError as exc:
         return [(exc.field, str(exc).removeprefix(exc.field).strip())]
     size = len(json.dumps(metadata, ensure_ascii=False).encode())

@@ -223,7 +223,7 @@ def queue_router(
         status_code=202,
         response_model=api.CommandAnswer,
         responses=command_errors,
-        openapi_extra=api.json_body(StateRequest),
+        openapi_extra=api.json_body(StateRequest, example={"tenant": "acme", "state": "draining"}),
     )
     async def queue_state(request: Request) -> JSONResponse:
         principal(request)
@@ -235,7 +235,7 @@ def queue_router(
         status_code=202,
         response_model=api.CommandAnswer,
         responses=command_errors,
-        openapi_extra=api.json_body(BounceRequest),
+        openapi_extra=api.json_body(BounceRequest, example={"campaign": "spring", "reason": "sent by mistake"}),
     )
     async def bounce(request: Request) -> JSONResponse:
         principal(request)

@@ -128,10 +128,18 @@ def webhook_router(config: Config, view: WebhookView, producer: EventSink, clock
         status_code=201,
         response_model=api.CreatedWebhook,
         responses={
-            201: {"headers": {"Location": {"description": "the endpoint's URL", "schema": {"type": "string"}}}},
+            201: {
+                "headers": {"Location": {"description": "the endpoint's URL", "schema": {"type": "string"}}},
+                "links": api.links(
+                    "$response.body#/id",
+                    ("/api/webhooks/{ident}", "get", "ident"),
+                    ("/api/webhooks/{ident}/attempts", "get", "ident"),
+                    ("/api/webhooks/{ident}", "delete", "ident"),
+                ),
+            },
             **api.problems(400, 401, 403, (409, "The tenant has as many endpoints as it may"), 413, 422, 503),
         },
-        openapi_extra=api.json_body(CreateWebhook),
+        openapi_extra=api.json_body(CreateWebhook, example=api.WEBHOOK_EXAMPLE),
     )
     async def create(request: Request) -> JSONResponse:
         who = principal(request)
