@@ -114,6 +114,15 @@ def test_tenant_key_cannot_claim_another_tenant(stack: Stack) -> None:
     assert "not the tenant of this API key" in body["errors"][0]
 
 
+@pytest.mark.parametrize(("key", "value"), [("routing_domain", "127.0.0.1"), ("queue", "spring:globex@example.com")])
+def test_tenant_key_may_not_steer_routing_or_name_a_queue_unless_allowed(stack: Stack, key: str, value: str) -> None:
+    """The stack's tenants have no `routing_domains` or `queues`: only an admin key may set either (SSRF, and mail
+    put in another tenant's queue)."""
+    with stack.client(ACME_KEY) as c:
+        body = _problem(c.post("/api/inject/v1", json={**GOOD, "metadata": {key: value}}), 403)
+    assert [e["field"] for e in body["errors"]] == [f"metadata.{key}"]
+
+
 def test_transactions_are_visible_only_to_their_tenant(stack: Stack) -> None:
     with stack.client(ACME_KEY) as c:
         tx = c.post("/api/inject/v1", json=GOOD).json()["transactions"][0]["id"]
