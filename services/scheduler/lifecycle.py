@@ -37,6 +37,10 @@ SUSPENDED: Final = "suspended"  # in the scheduled queue, held there while a sus
 QUEUED = WAITING | {SUSPENDED}  # every status of a message the scheduled queue holds (it expires there)
 AT_EGRESS = frozenset({"ready", "in_delivery"})  # handed to stage 2; its response brings it back
 LIVE = QUEUED | AT_EGRESS
+# A message's status and state record stay far below the topics' 1 MiB however often it is retried and
+# whatever a remote server answers: the last attempts only (num_attempts counts them all), replies cut short.
+ATTEMPTS_KEPT = 50
+REPLY_KEPT = 2000  # characters of an SMTP reply's text
 
 
 @dataclass(slots=True)
@@ -165,6 +169,9 @@ def on_response(
         return on_verdict(q, unsent, now)
     if q is None or not _outstanding(q, resp.attempt):
         return Effects()
+    if len(resp.response.content) > REPLY_KEPT:
+        cut = resp.response.content[: REPLY_KEPT - 1] + "…"
+        resp = resp.model_copy(update={"response": resp.response.model_copy(update={"content": cut})})
     record = AttemptRecord(
         attempt=resp.attempt,
         outcome=resp.outcome,
@@ -176,7 +183,7 @@ def on_response(
         completed_at=resp.completed_at,
     )
     tx = q.transaction
-    attempts = (*tx.attempts, record)
+    attempts = (*tx.attempts[1 - ATTEMPTS_KEPT :], record)
     if resp.outcome == "DELIVERED":
         q = advance(q, now, status="delivered", num_attempts=resp.attempt, attempts=attempts, final_reason="delivered")
         return Effects(

@@ -34,7 +34,6 @@ from mailstream.events.records import (
     LimitState,
     QueueCommand,
     QueuedMessage,
-    QueueStats,
     Suppression,
     SuppressionRemoved,
 )
@@ -50,7 +49,7 @@ from mailstream.events.topics import (
     STATUS,
 )
 from mailstream.observability.logs import get_logger
-from mailstream.scheduler import queue_keys
+from mailstream.scheduler import queue_keys, stats_records
 from mailstream.scheduler.holds import Holds
 from mailstream.scheduler.lifecycle import (
     AT_EGRESS,
@@ -315,18 +314,12 @@ class QueueStage:
             prefix = f"{partition}/"
             tenants = book.tally.tenants() | book.holds.tenants()
             tenants |= {key[len(prefix) :] or None for key in self.snapshots.keys(prefix)}  # so emptied ones say so
-            for tenant in tenants:
-                self.snapshots.offer(
-                    out,
-                    f"{prefix}{tenant or ''}",
-                    QueueStats(
-                        partition=partition,
-                        tenant=tenant,
-                        rows=book.tally.rows(tenant),
-                        suspensions=book.holds.of_tenant(tenant),
-                        as_of=now,
-                    ),
+            for tenant in tenants:  # in records that fit the topic, however many campaigns and controls
+                records = stats_records.split(
+                    partition, tenant, book.tally.rows(tenant), book.holds.of_tenant(tenant), now
                 )
+                for slot, record in enumerate(records):
+                    self.snapshots.offer(out, stats_records.key(partition, tenant, slot), record)
 
     def _blocked_until(self, book: QueueBook, q: QueuedMessage, policy: QueuePolicy, now: datetime) -> datetime | None:
         """None if the message may go now, else the earliest instant worth another look."""

@@ -158,7 +158,9 @@ class Twin:
         return Counter(latest[i].status if i in latest else "scheduled" for i in ids)
 
     def stats(self) -> dict[str, QueueStats]:
-        return {r.key.decode(): decode(r.value, QueueStats) for r in self.bus.read(QUEUE_STATS.name) if r.key}
+        """The latest record of each key that says something (a tenant's unused slots are empty)."""
+        latest = {r.key.decode(): decode(r.value, QueueStats) for r in self.bus.read(QUEUE_STATS.name) if r.key}
+        return {k: s for k, s in latest.items() if s.rows or s.suspensions}
 
     def usage(self) -> dict[str, SourceUsage]:
         return {r.key.decode(): decode(r.value, SourceUsage) for r in self.bus.read(SOURCE_USAGE.name) if r.key}

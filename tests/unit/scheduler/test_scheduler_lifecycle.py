@@ -11,7 +11,8 @@ from mailstream.core.backoff import RetryPolicy
 from mailstream.core.bounce_classify import BounceClassifier
 from mailstream.events import fixtures
 from mailstream.events.records import AcceptedMessage, DeliveryResponse, QueuedMessage, SmtpResponse
-from mailstream.scheduler.lifecycle import Effects, deadline, on_accepted, on_response, promote
+from mailstream.events.serde import encode
+from mailstream.scheduler.lifecycle import REPLY_KEPT, Effects, deadline, on_accepted, on_response, promote
 
 T0 = fixtures.T0
 RETRY = RetryPolicy()
@@ -150,3 +151,26 @@ def test_deadline_is_the_message_expiry_else_max_age() -> None:
     assert deadline(state, RETRY) == T0 + timedelta(days=7)
     own = ready(accepted(expires_at=T0 + timedelta(hours=3)))
     assert deadline(own, RETRY) == T0 + timedelta(hours=3)
+
+
+def test_a_message_retried_endlessly_with_long_replies_stays_far_below_the_topic_limit() -> None:
+    """Every attempt used to be kept, whole: a message deferred often enough (a short retry interval and a long
+    max_age), or answered at length, outgrew the 1 MiB its status and state record may take, and its response
+    could never be committed. Now the last ATTEMPTS_KEPT attempts are kept, each reply cut to REPLY_KEPT."""
+    long_reply = "try again later " * 5000  # 80 KB of text, as a hostile or broken server may send
+    state = ready()
+    often = RetryPolicy(retry_interval=timedelta(minutes=1), max_retry_interval=timedelta(minutes=1))
+    for n in range(300):
+        resp = reply(state, 451, "4.7.1", long_reply)
+        effects = on_response(state, resp, often, CLASSIFIER, T0 + timedelta(seconds=n), random.Random(0))
+        assert effects.state is not None
+        _, promoted = promote(effects.state, T0, "pool")
+        assert promoted.state is not None
+        state = promoted.state
+    tx = state.transaction
+    assert tx.num_attempts == 300
+    assert [a.attempt for a in tx.attempts] == list(range(251, 301))
+    assert {len(a.response.content) for a in tx.attempts} == {REPLY_KEPT}
+    assert tx.attempts[-1].response.content.endswith("…")
+    assert len(encode(state)) < 200 * 1024
+    assert len(encode(tx)) < 200 * 1024
