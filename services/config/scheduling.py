@@ -16,6 +16,7 @@ from typing import Annotated, Any, Literal
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from pydantic import (
+    AfterValidator,
     BaseModel,
     BeforeValidator,
     ConfigDict,
@@ -27,10 +28,11 @@ from pydantic import (
     model_validator,
 )
 
-from mailstream.core.duration import parse_duration
+from mailstream.core.duration import format_duration, parse_duration
 from mailstream.core.egress_path import EgressPath
 from mailstream.core.send_window import SendWindow
 from mailstream.core.throttle import ThrottleSpec
+from mailstream.events.topics import MESSAGE_LIFETIME
 
 
 class Section(BaseModel):
@@ -84,6 +86,18 @@ def _zone(value: Any) -> ZoneInfo:
 
 
 PositiveDuration = Annotated[timedelta, BeforeValidator(_positive_duration)]
+
+
+def _outlived_by_its_body(value: timedelta) -> timedelta:
+    if value > MESSAGE_LIFETIME:
+        raise ValueError(
+            f"{format_duration(value)} is longer than a message may live: mail.bodies keeps bodies "
+            f"{format_duration(MESSAGE_LIFETIME + timedelta(days=1))}, so at most {format_duration(MESSAGE_LIFETIME)}"
+        )
+    return value
+
+
+MaxAge = Annotated[timedelta, BeforeValidator(_positive_duration), AfterValidator(_outlived_by_its_body)]
 Throttle = Annotated[ThrottleSpec, PlainValidator(_throttle)]
 Window = Annotated[SendWindow, PlainValidator(_window)]
 Zone = Annotated[ZoneInfo, PlainValidator(_zone)]
@@ -106,7 +120,10 @@ _RETRY_INTERVAL = (
     "(KumoMTA's formula, with jitter)."
 )
 _MAX_RETRY_INTERVAL = "Longest delay between two retries; unset: no cap."
-_MAX_AGE = "A message not delivered this long after it was accepted expires (its own `expires_at` comes first)."
+_MAX_AGE = (
+    "A message not delivered this long after it was accepted expires (its own `expires_at` comes first); at most "
+    "9 days, a day short of how long `mail.bodies` keeps its body."
+)
 _MAX_MESSAGE_RATE = "Rate at which the queue's messages go on to egress, e.g. `100/h`; unset: no limit."
 _PRIORITY = "Priority of the queue's messages that name none (`metadata.priority`)."
 _SEND_WINDOW = "When the queue's messages may go on to egress; unset: at any time."
@@ -115,8 +132,21 @@ _SEND_WINDOW = "When the queue's messages may go on to egress; unset: at any tim
 class SlidingWindowLimit(Section):
     """At most `limit` sends in any `span` (the campaign-queue document's "2 per 30 minutes")."""
 
-    limit: Count = Field(description="Sends allowed in any span of `span`.", json_schema_extra={"unit": "messages"})
+    # Stage 2 keeps the instant of each send still in the window in one state record (and publishes them):
+    # 50,000 take about 450 KB of the topics' 1 MiB. Larger budgets are what daily_limit and rates are for.
+    limit: Annotated[int, Field(ge=1, le=50_000)] = Field(
+        description="Sends allowed in any span of `span` (at most 50,000; use `daily_limit` or a rate for more).",
+        json_schema_extra={"unit": "messages"},
+    )
     span: PositiveDuration = Field(description="Length of the sliding window.")
+
+
+TlsPolicy = Literal["opportunistic", "required", "disabled"]
+_TLS_POLICY = (
+    "`opportunistic`: STARTTLS when offered, any certificate; `required`: STARTTLS with a certificate verified "
+    "against the MX host name (`delivery.tls_ca_file`, else the system's CAs), else nothing is sent "
+    "(`451 4.7.5`, deferred); `disabled`: never STARTTLS."
+)
 
 
 class Relay(Section):
@@ -128,7 +158,8 @@ class Relay(Section):
     password: SecretStr | None = Field(None, description="SMTP AUTH password, with `username`.")
     starttls: Literal["opportunistic", "required", "disabled"] | None = Field(
         None,
-        description="As `delivery.starttls`, for this relay; unset: `delivery.starttls`. With credentials TLS is "
+        description="As `delivery.starttls`, for this relay; unset: the path's (`egress.paths[].starttls`, the "
+        "source's, `delivery.starttls`). With credentials TLS is "
         "always required and the certificate verified (`ca_file`) before AUTH: a relay that does not offer "
         "STARTTLS, or whose certificate does not verify, gets neither the credentials nor the mail (`451 4.7.10`, "
         "`451 4.7.5`; the attempt is deferred).",
@@ -167,6 +198,11 @@ class EgressSource(Section):
         None, description="Local address connections are bound to; unset: the kernel's choice."
     )
     ehlo_domain: str | None = Field(None, description="Name to greet with (EHLO); unset: `delivery.ehlo_domain`.")
+    starttls: TlsPolicy | None = Field(
+        None,
+        description=f"TLS policy of the source's paths that no path rule sets: {_TLS_POLICY} "
+        "Unset: `delivery.starttls`.",
+    )
     relay: Relay | None = Field(
         None, description="Unset: the source sends to `delivery.smarthost`, else to the routing domain's MX hosts."
     )
@@ -237,6 +273,11 @@ class PathRule(PathShape):
     )
     domain: str | None = Field(None, description="The routing domain the rule shapes, whichever site it goes to.")
     source: str | None = Field(None, description="Only for this egress source; unset: for every source.")
+    starttls: TlsPolicy | None = Field(
+        None,
+        description="TLS policy of the paths the rule matches (the (site or domain, source) rule's first): "
+        f"{_TLS_POLICY} Unset: the source's `starttls`, else `delivery.starttls`; a relay's own `starttls` first.",
+    )
 
     @model_validator(mode="after")
     def _names_a_destination(self) -> PathRule:
@@ -298,7 +339,7 @@ class QueueSettings(Section):
     egress_pool: str | None = Field(None, description=_EGRESS_POOL)
     retry_interval: PositiveDuration | None = Field(None, description=_RETRY_INTERVAL)
     max_retry_interval: PositiveDuration | None = Field(None, description=_MAX_RETRY_INTERVAL)
-    max_age: PositiveDuration | None = Field(None, description=_MAX_AGE)
+    max_age: MaxAge | None = Field(None, description=_MAX_AGE)
     max_message_rate: Throttle | None = Field(None, description=_MAX_MESSAGE_RATE)
     priority: Priority | None = Field(None, description=_PRIORITY, json_schema_extra=PRIORITY)
     send_window: Window | None = Field(None, description=_SEND_WINDOW)
@@ -319,7 +360,7 @@ class QueueDefaults(Section):
     egress_pool: str = Field(UNSPECIFIED, description=_EGRESS_POOL)
     retry_interval: PositiveDuration = Field(timedelta(minutes=20), description=_RETRY_INTERVAL)
     max_retry_interval: PositiveDuration | None = Field(None, description=_MAX_RETRY_INTERVAL)
-    max_age: PositiveDuration = Field(timedelta(days=7), description=_MAX_AGE)
+    max_age: MaxAge = Field(timedelta(days=7), description=_MAX_AGE)
     max_message_rate: Throttle | None = Field(None, description=_MAX_MESSAGE_RATE)
     priority: Priority = Field(5, description=_PRIORITY, json_schema_extra=PRIORITY)
     send_window: Window | None = Field(None, description=_SEND_WINDOW)

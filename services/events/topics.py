@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass
+from datetime import timedelta
 from typing import Any, Generic, TypeVar
 
 from mailstream.events.records import (
@@ -104,10 +105,13 @@ class TopicSpec(Generic[V]):
         return any(t.schema_name == name for t in self.values)
 
 
-# Bodies outlive the longest max_age (7 days by default) so a retry can still read them.
+# Bodies outlive the longest message (7 days by default) so a retry can still read them.
 BODIES: TopicSpec[MessageBody] = TopicSpec(
     "mail.bodies", "body sha256", (MessageBody,), retention_ms=10 * DAY_MS, max_message_bytes=64 * 1024 * 1024
 )
+# The longest a message may live after it was accepted (its max_age, send_at and expires_at), a day short of its
+# body's retention: the config refuses a longer max_age, the doors a later send_at or expires_at.
+MESSAGE_LIFETIME = timedelta(milliseconds=BODIES.retention_ms - DAY_MS)
 # mail.accepted and mail.responses are keyed by route key (the tenant, else the queue name): one
 # partition owns every queue of a tenant, so tenant-wide limits are counted in one place.
 ACCEPTED: TopicSpec[AcceptedMessage] = TopicSpec(
@@ -174,7 +178,7 @@ SUPPRESSIONS: TopicSpec[Suppression | SuppressionRemoved] = TopicSpec(
 )
 # What the stages publish for the capacity API (compacted; republished every few seconds when changed).
 QUEUE_STATS: TopicSpec[QueueStats] = TopicSpec(
-    "mail.queue-stats", "<partition>/<tenant>", (QueueStats,), cleanup_policy="compact", retention_ms=-1
+    "mail.queue-stats", "<partition>[#<slot>]/<tenant>", (QueueStats,), cleanup_policy="compact", retention_ms=-1
 )
 SOURCE_USAGE: TopicSpec[SourceUsage] = TopicSpec(
     "mail.source-usage", "egress source", (SourceUsage,), cleanup_policy="compact", retention_ms=-1

@@ -26,7 +26,7 @@ from mailstream.core.clock import Clock
 from mailstream.events.group_commit import OutcomeUnknown
 from mailstream.events.kafka import KafkaUnavailable
 from mailstream.events.records import IdempotentAnswer
-from mailstream.events.topics import ANSWERS
+from mailstream.events.topics import ANSWERS, MESSAGE_LIFETIME
 from mailstream.ingest.auth import Principal
 from mailstream.ingest.idempotency import Answers, idempotency_key
 from mailstream.ingest.inject_request import InjectRequest, shared_metadata_errors
@@ -128,7 +128,7 @@ class Injector:
         except Problem:
             REQUESTS.labels("invalid").inc()
             raise
-        shared = shared_metadata_errors(request.metadata)
+        shared = shared_metadata_errors(request.metadata, latest=self._clock() + MESSAGE_LIFETIME)
         if shared:
             REQUESTS.labels("invalid").inc()
             raise invalid(shared)

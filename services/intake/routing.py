@@ -43,7 +43,7 @@ def _text(meta: Mapping[str, Any], key: str) -> str | None:
     return value
 
 
-def _time(meta: Mapping[str, Any], key: str) -> datetime | None:
+def _time(meta: Mapping[str, Any], key: str, latest: datetime | None = None) -> datetime | None:
     value = _text(meta, key)
     if value is None:
         return None
@@ -54,9 +54,16 @@ def _time(meta: Mapping[str, Any], key: str) -> datetime | None:
     if parsed.tzinfo is None:
         raise RoutingError(f"metadata.{key} needs a UTC offset, got {value[:40]!r}", f"metadata.{key}")
     try:
-        return parsed.astimezone(UTC)
+        when = parsed.astimezone(UTC)
     except OverflowError:  # 9999-12-31T23:59-01:00 is a valid text of a time past datetime's last day in UTC
         raise RoutingError(f"metadata.{key} {value!r} is beyond the calendar in UTC", f"metadata.{key}") from None
+    if latest is not None and when > latest:
+        raise RoutingError(
+            f"metadata.{key} {value!r} is later than a message may live: {latest.isoformat()} at the latest "
+            "(its body is kept no longer)",
+            f"metadata.{key}",
+        )
+    return when
 
 
 def _priority(meta: Mapping[str, Any]) -> int | None:
@@ -68,18 +75,21 @@ def _priority(meta: Mapping[str, Any]) -> int | None:
     return priority
 
 
-def check_steering(meta: Mapping[str, Any]) -> None:
+def check_steering(meta: Mapping[str, Any], latest: datetime | None = None) -> None:
     """resolve_routing's checks that need neither a recipient nor a key, for metadata every recipient shares:
     wrong there, it is wrong for all of them, so the whole request can be refused before anything is written."""
     for key in ("tenant", "campaign", "routing_domain", "queue"):
         _text(meta, key)
     _priority(meta)
-    _time(meta, "send_at")
-    _time(meta, "expires_at")
+    _time(meta, "send_at", latest)
+    _time(meta, "expires_at", latest)
 
 
-def resolve_routing(meta: Mapping[str, Any], domain: str, *, bound_tenant: str | None) -> Routing:
-    """`bound_tenant` is the tenant of the API key; None for an admin key, which may name any tenant."""
+def resolve_routing(
+    meta: Mapping[str, Any], domain: str, *, bound_tenant: str | None, latest: datetime | None = None
+) -> Routing:
+    """`bound_tenant` is the tenant of the API key; None for an admin key, which may name any tenant. `latest`:
+    the last instant `send_at` and `expires_at` may name (acceptance + `events.topics.MESSAGE_LIFETIME`)."""
     tenant = _text(meta, "tenant")
     if bound_tenant is not None:
         if tenant is not None and tenant != bound_tenant:
@@ -109,7 +119,7 @@ def resolve_routing(meta: Mapping[str, Any], domain: str, *, bound_tenant: str |
         campaign=campaign,
         routing_domain=routing_domain.lower() if routing_domain else None,
         priority=priority,
-        send_at=_time(meta, "send_at"),
-        expires_at=_time(meta, "expires_at"),
+        send_at=_time(meta, "send_at", latest),
+        expires_at=_time(meta, "expires_at", latest),
         extra=extra,
     )

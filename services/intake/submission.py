@@ -16,7 +16,7 @@ from mailstream.events.group_commit import Write
 from mailstream.events.producer import EventSink
 from mailstream.events.records import AcceptedMessage, BodyRef, LogRecord, SmtpResponse
 from mailstream.events.status import reception_status as reception_status  # one v0 for ingest and stage 1
-from mailstream.events.topics import ACCEPTED, EVENTS, STATUS, route_key
+from mailstream.events.topics import ACCEPTED, EVENTS, MESSAGE_LIFETIME, STATUS, route_key
 from mailstream.intake.dkim import DkimSigner
 from mailstream.intake.routing import Routing, RoutingError, resolve_routing
 from mailstream.intake.summary import attachment_count
@@ -170,7 +170,7 @@ class Submitter:
                 result.failed.append((msg.recipient, f"metadata.{steering[0][0]}: {steering[0][1]}"))
                 continue
             try:
-                route = resolve_routing(msg.metadata, domain, bound_tenant=bound_tenant)
+                route = resolve_routing(msg.metadata, domain, bound_tenant=bound_tenant, latest=now + MESSAGE_LIFETIME)
             except RoutingError as exc:
                 result.failed.append((msg.recipient, str(exc)))
                 continue

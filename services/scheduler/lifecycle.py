@@ -31,6 +31,7 @@ from mailstream.events.records import (
     TransactionStatus,
 )
 from mailstream.events.status import StatusChange, changed, next_version, reception_status
+from mailstream.events.topics import MESSAGE_LIFETIME
 
 WAITING = frozenset({"scheduled", "deferred"})  # in the scheduled queue, not yet handed to egress
 SUSPENDED: Final = "suspended"  # in the scheduled queue, held there while a suspension covers it
@@ -91,8 +92,11 @@ def advance(q: QueuedMessage, now: datetime, **changes: Unpack[StatusChange]) ->
 
 
 def deadline(q: QueuedMessage, retry: RetryPolicy) -> datetime:
-    """When the message expires wherever it waits: its own expiry, else created + max_age."""
-    return q.expires_at if q.expires_at is not None else q.transaction.created_at + retry.max_age
+    """When the message expires wherever it waits: its own expiry, else created + max_age; never later than its
+    body is kept (a message accepted before the doors and the config held it to that)."""
+    created = q.transaction.created_at
+    own = q.expires_at if q.expires_at is not None else created + retry.max_age
+    return min(own, created + MESSAGE_LIFETIME)
 
 
 def on_accepted(msg: AcceptedMessage, partition: int, egress_pool: str, *, priority: int = 5) -> Effects:
