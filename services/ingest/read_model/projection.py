@@ -15,9 +15,10 @@ from typing import Any
 
 from confluent_kafka import Consumer, KafkaException, TopicPartition
 
+from mailstream.events.codec import read_long
 from mailstream.events.kafka import BATCHED_FETCH, Bootstrap, client_config, consume_now
 from mailstream.events.records import AcceptedMessage, TransactionStatus
-from mailstream.events.serde import SerdeError, decode
+from mailstream.events.serde import HEADER_SIZE, MAGIC, SerdeError, decode, registry
 from mailstream.events.topics import ACCEPTED, STATUS
 from mailstream.ingest.read_model.rows import QueueResolver, accepted_row, status_row
 from mailstream.ingest.read_model.store import MessageStore
@@ -26,6 +27,23 @@ from mailstream.observability.logs import get_logger
 log = get_logger(__name__)
 TOPICS = {ACCEPTED.name: ACCEPTED.partitions, STATUS.name: STATUS.partitions}
 Consumed = tuple[str, int, int, bytes | None]  # topic, partition, offset, value
+
+
+def peek_status(value: bytes | None) -> tuple[str, int] | None:
+    """(id, version) of a TransactionStatus without decoding it: they are its first two fields in every version
+    of the schema. None when the value is not plainly one (it is then decoded in full, and refused there)."""
+    if value is None or len(value) <= HEADER_SIZE or value[:2] != MAGIC:
+        return None
+    known = registry().by_fingerprint.get(value[2:HEADER_SIZE])
+    if known is None or known[0] != TransactionStatus.schema_name:
+        return None
+    try:
+        length, at = read_long(value, HEADER_SIZE)
+        tx_id = value[at : at + length].decode()
+        version, _ = read_long(value, at + length)
+    except (IndexError, UnicodeDecodeError):
+        return None
+    return tx_id, version
 
 
 class Projector:
@@ -37,8 +55,7 @@ class Projector:
 
     def apply(self, records: Iterable[Consumed]) -> int:
         accepted: list[dict[str, Any]] = []
-        statuses: dict[str, TransactionStatus] = {}
-        raw: dict[str, bytes] = {}
+        newest: dict[str, tuple[int, bytes]] = {}  # transaction id -> (version, record)
         offsets: dict[tuple[str, int], int] = {}
         count = 0
         for topic, partition, offset, value in records:
@@ -48,18 +65,27 @@ class Projector:
                 if topic == ACCEPTED.name:
                     accepted.append(accepted_row(decode(value, AcceptedMessage), self.resolve))
                 elif topic == STATUS.name:
-                    st = decode(value, TransactionStatus)
-                    held = statuses.get(st.id)
-                    if held is None or st.version > held.version:
-                        statuses[st.id], raw[st.id] = st, value or b""
+                    # Only a transaction's newest status of the batch is decoded: a replay reads several of each.
+                    peeked = peek_status(value)
+                    if peeked is None:
+                        st = decode(value, TransactionStatus)
+                        peeked = (st.id, st.version)
+                    held = newest.get(peeked[0])
+                    if held is None or peeked[1] > held[0]:
+                        newest[peeked[0]] = (peeked[1], value or b"")
             except (SerdeError, ValueError) as exc:  # a poison record must not stop the projection
                 log.error(
                     "read_model_record_unreadable", topic=topic, partition=partition, offset=offset, error=str(exc)
                 )
         rows = []
-        for tx_id, st in statuses.items():
+        for tx_id, (_, value) in newest.items():
+            try:
+                st = decode(value, TransactionStatus)
+            except SerdeError as exc:
+                log.error("read_model_unreadable", topic=STATUS.name, transaction=tx_id, error=str(exc))
+                continue
             row = status_row(st, self.resolve)
-            row["record"] = raw[tx_id]
+            row["record"] = value
             rows.append(row)
         self.store.apply(accepted, rows, offsets)
         self.applied += count
