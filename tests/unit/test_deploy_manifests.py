@@ -232,3 +232,26 @@ def test_every_alert_names_metrics_the_services_export() -> None:
         for name in re.findall(r"\bmailstream_[a-z_]+", rule["expr"]):
             base = re.sub(r"_(bucket|count|sum)$", "", name)
             assert base in exported or base.removesuffix("_total") in exported, f"{rule['alert']}: no metric {name}"
+
+
+def test_strimzi_pods_reach_the_tls_listener_as_the_kafka_user_with_its_secret_mounted() -> None:
+    resources = render("strimzi")
+    kafka = one(resources, "Kafka", "mailstream")
+    (tls,) = [lis for lis in kafka["spec"]["kafka"]["listeners"] if lis["tls"]]
+    user = one(resources, "KafkaUser", "mailstream")
+    assert tls["authentication"]["type"] == user["spec"]["authentication"]["type"] == "scram-sha-512"
+    for service in SERVICES:
+        config, pod, container = pod_config(resources, service)
+        section = config.kafka
+        assert config.kafka.bootstrap_servers == f"mailstream-kafka-bootstrap:{tls['port']}", service
+        assert (section.security_protocol, section.sasl_mechanism) == ("SASL_SSL", "SCRAM-SHA-512"), service
+        assert section.sasl_username == user["metadata"]["name"]
+        secrets = {v["name"]: v["secret"] for v in pod["volumes"] if "secret" in v}
+        mounts = {m["name"]: Path(m["mountPath"]) for m in container["volumeMounts"]}
+        files = {  # each file the settings name, as the mounted Secret provides it
+            mounts[name] / item["path"]: (secret["secretName"], item["key"])
+            for name, secret in secrets.items()
+            for item in secret.get("items", [])
+        }
+        assert files[section.sasl_password_file] == (user["metadata"]["name"], "password"), service
+        assert files[section.ssl_ca_location] == (f"{kafka['metadata']['name']}-cluster-ca-cert", "ca.crt"), service
