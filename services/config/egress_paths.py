@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from mailstream.config.scheduling import EgressConfig, EgressSource, PathShape
+from mailstream.config.scheduling import EgressConfig, EgressSource, PathShape, TlsPolicy
 from mailstream.core.egress_path import EgressPath
 
 
@@ -40,6 +40,18 @@ class PathShapes:
         if found is None:
             found = self._cache[key] = self._resolve(source, site, domain)
         return found
+
+    def starttls(self, source: str, site: str, domain: str) -> TlsPolicy | None:
+        """The TLS policy path rules give the path, in the order shaping layers (the source's rule first); None
+        when no matching rule sets one."""
+        rules = [r for r in self._egress.paths if r.starttls is not None]
+        for wanted in (source, None):
+            found = next((r for r in rules if r.source == wanted and r.site == site), None) or next(
+                (r for r in rules if r.source == wanted and r.domain == domain), None
+            )
+            if found is not None:
+                return found.starttls
+        return None
 
     def _resolve(self, source: str, site: str, domain: str) -> PathShape:
         rules = self._egress.paths

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import socket
+import ssl
 from collections.abc import Mapping
 from datetime import timedelta
 from ipaddress import ip_address
@@ -281,7 +282,13 @@ class DeliveryConfig(Section):
         "opportunistic",
         description="`opportunistic`: STARTTLS when the server offers it; `required`: a server "
         "that does not offer it gets no mail (the attempt is deferred, `451 4.7.5`); `disabled`: never. A relay's "
-        "own `starttls` comes first.",
+        "own `starttls` comes first, then path rules' and the source's (`egress.paths[].starttls`). `required` also "
+        "verifies the certificate against the MX host name (`tls_ca_file`).",
+    )
+    tls_ca_file: Path | None = Field(
+        None,
+        description="PEM file of the CAs an MX host's certificate is verified against where TLS is `required`; "
+        "unset: the system's CA store. Read at start-up.",
     )
     metrics_host: str = Field("127.0.0.1", description=HEALTH_HOST)
     metrics_port: Port = Field(
@@ -325,6 +332,12 @@ class DeliveryConfig(Section):
                 raise ValueError(f"smarthost {self.smarthost!r} must be host:port")
         for server in self.nameservers:
             nameserver_address(server)
+        if self.tls_ca_file is not None:
+            try:
+                ssl.create_default_context(cafile=str(self.tls_ca_file))
+            except (OSError, ssl.SSLError) as exc:
+                named = str(self.tls_ca_file)
+                raise ValueError(f"tls_ca_file {named!r}: no CA certificates read from it ({exc})") from None
         return self
 
 

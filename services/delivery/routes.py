@@ -6,7 +6,7 @@ from dataclasses import dataclass
 
 from mailstream.config.egress_paths import path_of
 from mailstream.config.model import DeliveryConfig
-from mailstream.config.scheduling import EgressSource
+from mailstream.config.scheduling import EgressSource, TlsPolicy
 from mailstream.core.egress_path import EgressPath
 from mailstream.delivery.smtp_client import Destination, Login, StartTls
 
@@ -18,7 +18,7 @@ class Route:
     domain: str
     starttls: StartTls
     login: Login | None
-    ca_file: str | None = None  # what the relay's certificate is verified against (with a login); unset: system CAs
+    ca_file: str | None = None  # what a verified certificate is checked against; unset: the system's CAs
     implicit_tls: bool = False
 
 
@@ -27,8 +27,13 @@ def host_port(text: str) -> Destination:
     return Destination(host.strip("[]"), int(port))
 
 
-def route_for(source: EgressSource, delivery: DeliveryConfig, domain: str) -> Route:
+def route_for(
+    source: EgressSource, delivery: DeliveryConfig, domain: str, path_tls: TlsPolicy | None = None
+) -> Route:
+    """`path_tls`: what the path rules say (`PathShapes.starttls`); a relay's own `starttls` comes before it,
+    the source's and then `delivery.starttls` after it."""
     path = path_of(source, delivery.smarthost, domain)
+    starttls = path_tls or source.starttls or delivery.starttls
     relay = source.relay
     if relay is not None:
         login = None
@@ -36,8 +41,8 @@ def route_for(source: EgressSource, delivery: DeliveryConfig, domain: str) -> Ro
             login = Login(relay.username, relay.password.get_secret_value())
         dest = Destination(relay.host, relay.port)
         ca_file = str(relay.ca_file) if relay.ca_file is not None else None
-        starttls = relay.starttls or delivery.starttls
-        return Route(path, (dest,), domain, starttls, login, ca_file, relay.tls == "implicit")
+        return Route(path, (dest,), domain, relay.starttls or starttls, login, ca_file, relay.tls == "implicit")
+    ca_file = str(delivery.tls_ca_file) if delivery.tls_ca_file is not None else None
     if delivery.smarthost is not None:
-        return Route(path, (host_port(delivery.smarthost),), domain, delivery.starttls, None)
-    return Route(path, (), domain, delivery.starttls, None)
+        return Route(path, (host_port(delivery.smarthost),), domain, starttls, None, ca_file)
+    return Route(path, (), domain, starttls, None, ca_file)

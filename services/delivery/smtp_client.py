@@ -7,6 +7,7 @@ Network and protocol errors are mapped to synthesized replies the way KumoMTA re
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import functools
 import socket
 import ssl
@@ -18,6 +19,9 @@ import aiosmtplib
 
 from mailstream.core.smtp_reply import split_enhanced_code
 from mailstream.events.records import SmtpResponse
+from mailstream.observability.logs import get_logger
+
+log = get_logger(__name__)
 
 StartTls = Literal["opportunistic", "required", "disabled"]
 
@@ -45,8 +49,14 @@ class SessionSettings:
     login: Login | None  # sent only after STARTTLS with a verified certificate
     connect_timeout: float
     command_timeout: float
-    ca_file: str | None = None  # what a relay's certificate is verified against; unset: the system's CAs
+    ca_file: str | None = None  # what a verified certificate is checked against; unset: the system's CAs
     implicit_tls: bool = False  # TLS from the first byte (SMTPS, RFC 8314) instead of STARTTLS
+
+
+@dataclass(frozen=True, slots=True)
+class TlsInfo:
+    version: str  # as the ssl module names it: TLSv1.3
+    cipher: str  # OpenSSL's name of the negotiated suite
 
 
 @dataclass(frozen=True, slots=True)
@@ -57,6 +67,15 @@ class SmtpAttempt:
     # The connection dropped before the peer took any part of this message (a reused connection the
     # peer had closed while idle): send it again on a new connection, it is not an attempt.
     resend: bool = False
+    tls_info: TlsInfo | None = None  # what the session negotiated, when it used TLS
+
+
+def _negotiated(client: aiosmtplib.SMTP) -> TlsInfo | None:
+    secured = client.get_transport_info("ssl_object")
+    if secured is None:
+        return None
+    cipher = secured.cipher()
+    return TlsInfo(str(secured.version()), str(cipher[0]) if cipher else "")
 
 
 def printable(text: str) -> str:
@@ -77,13 +96,17 @@ def _failure(command: str, peer: str, exc: BaseException) -> SmtpResponse:
     )
 
 
+def _verified(s: SessionSettings) -> bool:
+    return s.login is not None or s.starttls == "required"
+
+
 def _tls_context(s: SessionSettings) -> ssl.SSLContext:
-    return _context(s.login is not None, s.ca_file)
+    return _context(_verified(s), s.ca_file)
 
 
 @functools.cache  # loading a CA store takes milliseconds; a context serves any number of connections
 def _context(verified: bool, ca_file: str | None) -> ssl.SSLContext:
-    if verified:  # credentials go only to the server its certificate proves: the system's CAs or ca_file
+    if verified:  # credentials, or required TLS, only to the server its certificate proves: system CAs or ca_file
         return ssl.create_default_context(cafile=ca_file)
     # MTA-to-MTA TLS is opportunistic: most MX certificates do not name the MX host (RFC 7435).
     context = ssl.create_default_context()
@@ -113,6 +136,10 @@ def _tls_refusal(s: SessionSettings, offered: bool) -> SmtpResponse | None:
     return None
 
 
+def _may_fall_back(s: SessionSettings) -> bool:
+    return s.starttls == "opportunistic" and s.login is None and not s.implicit_tls
+
+
 def _unverified(exc: BaseException | None) -> ssl.SSLCertVerificationError | None:
     """The certificate failure behind `exc` (aiosmtplib wraps it), if that is what it was."""
     while exc is not None:
@@ -126,12 +153,13 @@ def _certificate_refusal(
     dest: Destination, s: SessionSettings, exc: ssl.SSLCertVerificationError, command: str
 ) -> SmtpResponse:
     trusted = s.ca_file or "the system's CA store"
+    withheld = "credentials not sent" if s.login is not None else "TLS is required, nothing sent"
     return SmtpResponse(
         code=451,
         enhanced_code="4.7.5",
         command=command,
         content=f"mailstream: certificate of {dest.name or dest.host} not verified against {trusted} "
-        f"({printable(exc.verify_message or str(exc))}); credentials not sent",
+        f"({printable(exc.verify_message or str(exc))}); {withheld}",
     )
 
 
@@ -185,6 +213,7 @@ class SmtpSession:
         self._client = client
         self.peer = peer
         self.tls = tls
+        self.tls_info = _negotiated(client) if tls is not None else None
         self.deliveries = 0  # messages the peer answered on this connection
         self.usable = True  # False once the connection is in an unknown state: only close it then
         self.command = "MAIL"  # the command of the message being sent
@@ -236,6 +265,8 @@ class SmtpSession:
         except aiosmtplib.SMTPResponseException as exc:
             if client is not None:
                 await _quit(client)
+            if command == "STARTTLS" and _may_fall_back(s):  # 454: TLS not available now (RFC 3207)
+                return await cls._in_plaintext(dest, s, deadline, exc)
             if command == "AUTH":  # our credentials, not the recipient: retry later, never bounce
                 text = f"mailstream: {peer} refused AUTH: {exc.code} {printable(exc.message)}"
                 return SmtpAttempt(
@@ -248,7 +279,19 @@ class SmtpSession:
             unverified = _unverified(exc)
             if unverified is not None:
                 return SmtpAttempt(_certificate_refusal(dest, s, unverified, command), peer, None)
+            if command == "STARTTLS" and _may_fall_back(s):
+                return await cls._in_plaintext(dest, s, deadline, exc)
             return SmtpAttempt(_failure(command, peer, exc), None, None)
+
+    @classmethod
+    async def _in_plaintext(
+        cls, dest: Destination, s: SessionSettings, deadline: float | None, exc: BaseException
+    ) -> SmtpSession | SmtpAttempt:
+        """Opportunistic TLS whose handshake failed: once more, on a new connection, without STARTTLS (Postfix's
+        `may`); the failed connection is in no state to go on, and sending in the clear is what `opportunistic`
+        accepts."""
+        log.warning("starttls_failed_plaintext_retry", peer=f"{dest.host}:{dest.port}", error=printable(str(exc)))
+        return await cls._open_one(dest, dataclasses.replace(s, starttls="disabled"), deadline)
 
     async def send(self, sender: str, recipient: str, data: bytes, deadline: float | None = None) -> SmtpAttempt:
         """One message to one recipient, ended `451 4.4.2` (and the connection dropped) if it is not done by
@@ -271,6 +314,7 @@ class SmtpSession:
                 ),
                 self.peer,
                 self.tls,
+                tls_info=self.tls_info,
             )
 
     async def _send(self, sender: str, recipient: str, data: bytes) -> SmtpAttempt:
@@ -282,7 +326,7 @@ class SmtpSession:
             command = self.command = "DATA"
             reply = await self._client.data(data)
             self.deliveries += 1
-            return SmtpAttempt(_reply(reply.code, reply.message, "DATA"), self.peer, self.tls)
+            return SmtpAttempt(_reply(reply.code, reply.message, "DATA"), self.peer, self.tls, tls_info=self.tls_info)
         except aiosmtplib.SMTPServerDisconnected as exc:
             self.usable = False
             # Nothing of the message reached a peer that hung up on a reused connection before MAIL.
@@ -294,7 +338,7 @@ class SmtpSession:
                 self.usable = False
             else:  # a refused MAIL, RCPT or DATA leaves a half-open transaction behind
                 await self._reset()
-            return SmtpAttempt(_reply(exc.code, exc.message, command), self.peer, self.tls)
+            return SmtpAttempt(_reply(exc.code, exc.message, command), self.peer, self.tls, tls_info=self.tls_info)
         except _NETWORK_ERRORS as exc:
             self.usable = False
             return SmtpAttempt(_failure(command, self.peer, exc), None, None)

@@ -23,7 +23,7 @@ from typing import Any
 
 from prometheus_client import Counter, Histogram
 
-from mailstream.config.egress_paths import PathShapes
+from mailstream.config.egress_paths import PathShapes, site_of
 from mailstream.config.model import Config
 from mailstream.config.scheduling import EgressSource
 from mailstream.core.clock import Clock
@@ -83,6 +83,12 @@ class DeliveryWorker:
         self._stop_at = float("inf")
         self.state = "starting"  # ok | degraded (the cluster does not answer, or commits fail) | stopping
 
+    def route(self, source: EgressSource, domain: str) -> Route:
+        """Where the source's mail to `domain` goes, and with which TLS policy (path rules, source, default)."""
+        dc = self._config.delivery
+        site = site_of(source, dc.smarthost, domain)
+        return route_for(source, dc, domain, self._shapes.starttls(source.name, site, domain))
+
     def dispatcher(self, source: EgressSource, route: Route) -> PathDispatcher:
         """The path's dispatcher; its shaping is resolved for the first task's domain, as KumoMTA's ready queue."""
         found = self._paths.get(route.path)
@@ -133,7 +139,7 @@ class DeliveryWorker:
                 _internal(f"unknown egress source {task.egress_source!r}", "4.4.0", "CONNECT"), None, None
             )
         dc = self._config.delivery
-        route = route_for(source, dc, task.routing_domain or task.domain)
+        route = self.route(source, task.routing_domain or task.domain)
         loop = asyncio.get_running_loop()
         deadline = loop.time() + dc.attempt_timeout.total_seconds()
         try:

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import socket
+import ssl
 import subprocess
 import threading
 import time
@@ -104,19 +105,20 @@ class RecordingSink:
         tls: tuple[Path, Path] | None = None,
         logins: dict[str, str] | None = None,
         implicit_tls: bool = False,
+        tls_context: ssl.SSLContext | None = None,
     ) -> None:
         """`tls`: (certificate, key) to offer STARTTLS, or with `implicit_tls` to speak TLS from the first byte
-        (SMTPS); `logins`: accepted AUTH user → password (AUTH then required)."""
+        (SMTPS); `tls_context`: a server context of the test's own instead (a handshake that must fail, say);
+        `logins`: accepted AUTH user → password (AUTH then required)."""
         self.delay = delay
         self.connections: list[Connection] = []
         self._lock = threading.Lock()
         self._recording = False  # the controller's own readiness probe is not a client
         kwargs: dict[str, Any] = {}
-        if tls is not None:
-            import ssl
-
-            context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
-            context.load_cert_chain(*tls)
+        if tls is not None or tls_context is not None:
+            context = tls_context or ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+            if tls is not None:
+                context.load_cert_chain(*tls)
             kwargs["ssl_context" if implicit_tls else "tls_context"] = context
         if logins is not None:
 
