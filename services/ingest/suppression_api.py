@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import asyncio
 from datetime import UTC, datetime
-from typing import Annotated, Any
+from typing import Annotated
 
 from fastapi import APIRouter, Query, Request, Response
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError
@@ -22,8 +22,9 @@ from mailstream.core.suppression import InvalidAddress, entry_key, normalise, pa
 from mailstream.events.producer import EventSink
 from mailstream.events.records import ADMIN_ISSUER, Suppression, SuppressionRemoved, SuppressionSource
 from mailstream.events.topics import QUEUE_COMMANDS, suppression_owner
+from mailstream.ingest import api_models as api
 from mailstream.ingest.auth import KeyRing, Principal
-from mailstream.ingest.problems import PROBLEM_JSON, Problem, from_validation_error, invalid, read_json
+from mailstream.ingest.problems import Problem, from_validation_error, invalid, read_json
 from mailstream.intake.suppression_view import SuppressionView
 
 MAX_BODY = 512 * 1024
@@ -70,57 +71,8 @@ class Added(BaseModel):
     accepted: list[Suppression] = Field(description="The entries as stage 1 will apply them.")
 
 
-class ProblemDetails(BaseModel):
-    """RFC 9457 problem details (application/problem+json)."""
-
-    type: str
-    title: str
-    status: int
-    detail: str | None = None
-    errors: list[dict[str, str]] | None = None
-
-
-def _problems(*codes: int) -> dict[int | str, dict[str, Any]]:
-    return {
-        code: {"model": ProblemDetails, "description": _MEANING[code], "content": {PROBLEM_JSON: {}}} for code in codes
-    }
-
-
-_MEANING = {
-    400: "The body is not JSON.",
-    401: "No API key, or an unknown one.",
-    403: "A tenant's key named another tenant.",
-    404: "The address is not on the list this key sees.",
-    413: "The body is larger than 512 KiB.",
-    422: "A parameter or field is invalid (the problem names it).",
-    503: "The event log is not accepting writes, or the list is still being read; try again (Retry-After).",
-}
-
-
-def _inline(schema: dict[str, Any]) -> dict[str, Any]:
-    """A model's JSON schema with its `$defs` put in place, for a body the route reads by hand."""
-    defs = schema.pop("$defs", {})
-
-    def resolve(node: Any) -> Any:
-        if isinstance(node, dict):
-            ref = node.get("$ref")
-            if isinstance(ref, str) and ref.startswith("#/$defs/"):
-                return resolve(defs[ref.removeprefix("#/$defs/")])
-            return {k: resolve(v) for k, v in node.items()}
-        if isinstance(node, list):
-            return [resolve(v) for v in node]
-        return node
-
-    resolved: dict[str, Any] = resolve(schema)
-    return resolved
-
-
-_BODY = {
-    "requestBody": {
-        "required": True,
-        "content": {"application/json": {"schema": _inline(AddSuppressions.model_json_schema())}},
-    }
-}
+_NAMED_ANOTHER = "A tenant's key named another tenant"
+_LOADING = "The event log is not accepting writes, or the suppression list is still being read"
 
 
 def _issuer(who: Principal) -> str:
@@ -163,7 +115,7 @@ def suppression_router(config: Config, view: SuppressionView, producer: EventSin
     @router.get(
         "/api/suppressions",
         response_model=SuppressionPage,
-        responses=_problems(401, 403, 422, 503),
+        responses=api.problems(401, (403, _NAMED_ANOTHER), 422, (503, _LOADING)),
         summary="List a suppression list's entries in force, by address",
     )
     async def listing(
@@ -206,8 +158,8 @@ def suppression_router(config: Config, view: SuppressionView, producer: EventSin
         "/api/suppressions",
         status_code=202,
         response_model=Added,
-        responses=_problems(400, 401, 403, 413, 422, 503),
-        openapi_extra=_BODY,
+        responses=api.problems(400, 401, (403, _NAMED_ANOTHER), 413, 422, 503),
+        openapi_extra=api.json_body(AddSuppressions),
         summary="Add one or many addresses to a suppression list",
     )
     async def add(request: Request) -> Added:
@@ -243,7 +195,9 @@ def suppression_router(config: Config, view: SuppressionView, producer: EventSin
         "/api/suppressions/{address}",
         status_code=204,
         response_class=Response,
-        responses=_problems(401, 403, 404, 422, 503),
+        responses=api.problems(
+            401, (403, _NAMED_ANOTHER), (404, "The address is not on the list this key sees"), 422, (503, _LOADING)
+        ),
         summary="Take an address off a suppression list",
     )
     async def remove(
