@@ -75,6 +75,23 @@ _NAMED_ANOTHER = "A tenant's key named another tenant"
 _LOADING = "The event log is not accepting writes, or the suppression list is still being read"
 
 
+def _expiry(expires_at: datetime | None, now: datetime, field: str) -> datetime | None:
+    """The expiry in UTC; 422 when it has no time zone, is not in the future or is past datetime's range in UTC."""
+    if expires_at is None:
+        return None
+    why = None
+    if expires_at.tzinfo is None:
+        why = "has no time zone"
+    elif expires_at <= now:
+        why = "is not in the future"
+    else:
+        try:
+            return expires_at.astimezone(UTC)
+        except OverflowError:
+            why = "is past the last representable instant"
+    raise invalid([(field, f"{expires_at.isoformat()} {why}")])
+
+
 def _issuer(who: Principal) -> str:
     return ADMIN_ISSUER if who.admin else f"tenant:{who.tenant}"
 
@@ -170,10 +187,7 @@ def suppression_router(config: Config, view: SuppressionView, producer: EventSin
             raise from_validation_error(exc) from None
         tenant = _whose(who, wanted.tenant)
         now = clock()
-        for i, new in enumerate(wanted.entries):
-            if new.expires_at is not None and (new.expires_at.tzinfo is None or new.expires_at <= now):
-                why = "has no time zone" if new.expires_at.tzinfo is None else "is not in the future"
-                raise invalid([(f"entries[{i}].expires_at", f"{new.expires_at.isoformat()} {why}")])
+        expiries = [_expiry(new.expires_at, now, f"entries[{i}].expires_at") for i, new in enumerate(wanted.entries)]
         entries = {  # one entry per address: the last given wins, as it would on the list
             new.address: Suppression(
                 address=new.address,
@@ -181,10 +195,10 @@ def suppression_router(config: Config, view: SuppressionView, producer: EventSin
                 reason=new.reason,
                 source="api",
                 created_at=now,
-                expires_at=new.expires_at.astimezone(UTC) if new.expires_at else None,
+                expires_at=expires_at,
                 created_by=_issuer(who),
             )
-            for new in wanted.entries
+            for new, expires_at in zip(wanted.entries, expiries, strict=True)
         }
         await asyncio.gather(
             *(producer.send(QUEUE_COMMANDS, suppression_owner(tenant, e.address), e) for e in entries.values())

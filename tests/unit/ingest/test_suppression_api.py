@@ -135,6 +135,11 @@ async def test_an_admin_names_the_tenant_or_adds_to_the_list_of_mail_without_one
         ),
         ({"entries": [{"address": "a@x.test", "expires_at": "2026-12-23T09:00:00"}]}, 422, "entries[0].expires_at"),
         ({"entries": [{"address": "a@x.test", "colour": "red"}]}, 422, "entries[0].colour"),
+        (
+            {"entries": [{"address": "a@x.test", "expires_at": "9999-12-31T23:59:00-10:00"}]},
+            422,
+            "entries[0].expires_at",
+        ),
     ],
 )
 async def test_what_cannot_be_added_is_refused_naming_the_field_and_nothing_is_written(
