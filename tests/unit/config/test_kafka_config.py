@@ -11,7 +11,7 @@ from mailstream.config.model import ConfigError, parse_config
 from mailstream.events.kafka import Cluster, client_config, producer_config
 
 
-def kafka(env: dict[str, str] | None = None, **section: object) -> KafkaConfig:
+def kafka(env: dict[str, str] | None = None, /, **section: object) -> KafkaConfig:
     return parse_config({"kafka": section}, env or {}).kafka
 
 
