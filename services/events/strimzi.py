@@ -16,10 +16,11 @@ from typing import Any
 
 import yaml
 
+from mailstream.config.kafka import PRODUCTION_MIN_INSYNC, PRODUCTION_REPLICATION
 from mailstream.events.topics import ALL_TOPICS, PARTITIONS, TopicSpec
 
-REPLICAS = 3
-MIN_INSYNC_REPLICAS = 2
+REPLICAS = PRODUCTION_REPLICATION
+MIN_INSYNC_REPLICAS = PRODUCTION_MIN_INSYNC
 
 
 def kafka_topic(spec: TopicSpec[Any], *, cluster: str, partitions: int) -> dict[str, Any]:
