@@ -30,6 +30,7 @@ from pydantic import (
 
 from mailstream.core.duration import format_duration, parse_duration
 from mailstream.core.egress_path import EgressPath
+from mailstream.core.envelope_sender import check_pattern
 from mailstream.core.send_window import SendWindow
 from mailstream.core.throttle import ThrottleSpec
 from mailstream.events.topics import MESSAGE_LIFETIME
@@ -207,7 +208,16 @@ class EgressSource(Section):
         None, description="Unset: the source sends to `delivery.smarthost`, else to the routing domain's MX hosts."
     )
     from_email: str | None = Field(
-        None, description="Address shown for the source by `GET /api/queue/servers`; not used when sending."
+        None,
+        description="The source's bounce address: the envelope sender (MAIL FROM) of the mail it sends, instead of "
+        "the message's (a DSN's null sender stays null; the header From is untouched); also shown by "
+        "`GET /api/queue/servers`. Unset: the message's own envelope sender.",
+    )
+    envelope_sender: str | None = Field(
+        None,
+        description="Pattern of the envelope sender instead of `from_email`: `local@domain` whose local part may "
+        "hold `{local}` and `{domain}` (of the message's envelope sender) and `{id}` (its transaction id), e.g. "
+        "`bounces+{local}={domain}@bounce.example.com`.",
     )
     daily_limit: Count | None = Field(
         None,
@@ -222,6 +232,20 @@ class EgressSource(Section):
     def _names_a_path(cls, name: str) -> str:
         EgressPath(name, "site")  # refuses a name that could not be parsed back out of an egress path
         return name
+
+    @field_validator("envelope_sender")
+    @classmethod
+    def _a_sender_pattern(cls, pattern: str | None) -> str | None:
+        if pattern is not None:
+            check_pattern(pattern)
+        return pattern
+
+    @field_validator("from_email")
+    @classmethod
+    def _an_address(cls, address: str | None) -> str | None:
+        if address is not None:
+            check_pattern(address.replace("{", "{{").replace("}", "}}"))  # local@domain, nothing to fill in
+        return address
 
 
 class PoolEntry(Section):

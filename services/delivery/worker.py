@@ -1,7 +1,8 @@
 """Delivery worker: consume tasks, send each over its egress path, write its response, then commit.
 
 Each task names its egress source; the source's relay, else the smarthost, else the domain's MX
-is where it goes, from the source's address and with its EHLO name. Messages of one egress path
+is where it goes, from the source's address, with its EHLO name and its envelope sender if it has
+one (`mailstream.core.envelope_sender`). Messages of one egress path
 (`source->site`, the key of mail.delivery, so one worker owns a path) share connections under the
 path's shaping: see `mailstream.delivery.dispatch`.
 
@@ -28,6 +29,7 @@ from mailstream.config.model import Config
 from mailstream.config.scheduling import EgressSource
 from mailstream.core.clock import Clock
 from mailstream.core.egress_path import EgressPath
+from mailstream.core.envelope_sender import envelope_sender
 from mailstream.core.path_connections import ConnectionShape
 from mailstream.core.smtp_reply import outcome_of
 from mailstream.delivery.dispatch import Connector, Gate, PathDispatcher
@@ -149,7 +151,8 @@ class DeliveryWorker:
         data = traced(data, task.attempt_id)
         path = self.dispatcher(source, route)
         wait = min(dc.path_wait.total_seconds(), deadline - loop.time())
-        attempt = await path.deliver(task.sender, task.recipient, data, max(wait, 0.0), deadline)
+        sender = envelope_sender(task.sender, task.id, pattern=source.envelope_sender, from_email=source.from_email)
+        attempt = await path.deliver(sender, task.recipient, data, max(wait, 0.0), deadline)
         if attempt is None:
             return SmtpAttempt(
                 _internal(
