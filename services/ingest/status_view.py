@@ -3,14 +3,22 @@
 Each ingest replica keeps its own copy, with the topic offsets it has applied stored in the
 same SQLite transaction as the rows, so a restart resumes where it stopped and no record is
 applied twice. Waiters (long-polling GETs) are woken when a transaction changes.
+
+Durability is chosen, not defaulted: WAL with synchronous=NORMAL survives the process being killed at any
+point (a committed transaction is in the WAL, in the OS's hands, before COMMIT returns); a power loss may take
+the last transactions, but their offsets go with them, so they are read again from the topic. Each replica
+owns its file: a second process that opens it is refused (a stopped owner would hold its write lock and stall
+the other), since each must see every partition of the topic itself.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import fcntl
 import sqlite3
 from pathlib import Path
+from typing import BinaryIO
 
 from mailstream.events.kafka import Bootstrap, TopicTailer
 from mailstream.events.records import TransactionStatus
@@ -27,11 +35,30 @@ CREATE TABLE IF NOT EXISTS offsets (partition INTEGER PRIMARY KEY, next_offset I
 """
 
 
+class ViewInUse(RuntimeError):
+    """Another process keeps its status view in this file."""
+
+
+def _own(path: Path) -> BinaryIO:
+    """An exclusive lock on `<path>.owner`, held while the file stays open (the kernel drops it when the process
+    dies, however it dies)."""
+    owner = path.with_name(path.name + ".owner").open("ab")
+    try:
+        fcntl.flock(owner, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        owner.close()
+        raise ViewInUse(
+            f"ingest.status_db {path} is held by another process: give each ingest replica a file of its own"
+        ) from None
+    return owner
+
+
 class StatusStore:
     """SQLite rows keyed by transaction id; single-threaded use from the event loop."""
 
     def __init__(self, path: Path) -> None:
         path.parent.mkdir(parents=True, exist_ok=True)
+        self._owner = _own(path)
         self._db = sqlite3.connect(str(path), isolation_level=None)
         self._db.execute("PRAGMA journal_mode=WAL")
         self._db.execute("PRAGMA synchronous=NORMAL")
@@ -69,6 +96,7 @@ class StatusStore:
 
     def close(self) -> None:
         self._db.close()
+        self._owner.close()
 
 
 class TooManyWaiters(RuntimeError):

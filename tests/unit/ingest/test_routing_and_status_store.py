@@ -71,3 +71,4 @@ def test_status_store_keeps_the_newest_version_and_its_offsets(tmp_path: Path) -
     assert again is not None
     assert again.version == 3
     assert reopened.get("nope") is None
+    reopened.close()
