@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Annotated, Any, Literal
 
 import yaml
-from pydantic import BeforeValidator, Field, SecretStr, ValidationError, model_validator
+from pydantic import AfterValidator, BeforeValidator, Field, SecretStr, ValidationError, model_validator
 
 from mailstream.config.dkim import DkimConfig
 from mailstream.config.environment import VariableError, apply_environment
@@ -90,6 +90,15 @@ class ApiKey(Section):
             return self.key_sha256
         assert self.key is not None  # the validator saw to it
         return api_key_sha256(self.key.get_secret_value())
+
+
+def _at_least_ten_days(value: timedelta) -> timedelta:
+    if value < timedelta(days=10):  # younger rows may still get their mail.accepted record (kept 10 days)
+        raise ValueError("must be at least 10 days, mail.accepted's retention")
+    return value
+
+
+Retention = Annotated[timedelta, BeforeValidator(parse_duration), AfterValidator(_at_least_ten_days)]
 
 
 class IngestConfig(Section):
@@ -214,6 +223,11 @@ class IngestConfig(Section):
         description="Domains (and campaigns) `GET /api/queue/metrics` and the Prometheus gauges report "
         "individually: the ones with the most traffic, which bounds the gauges' labels.",
         json_schema_extra={"unit": "domains"},
+    )
+    read_model_retention: Retention = Field(
+        timedelta(days=30),
+        description="How long the read model keeps a finished message (from its creation); mail.status keeps every "
+        "transaction for ever, so without it the file would only grow. At least 10 days, mail.accepted's retention.",
     )
 
 

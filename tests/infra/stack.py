@@ -49,6 +49,7 @@ def stack_config(bootstrap: str, smarthost: tuple[str, int], workdir: Path, **ov
             "port": free_port(),
             "message_id_domain": "mailstream.test",
             "status_db": str(workdir / "status.sqlite3"),
+            "read_model_db": str(workdir / "messages.sqlite3"),
             "api_keys": [
                 {"key": ADMIN_KEY, "admin": True},
                 {"key": ACME_KEY, "tenant": "acme"},
@@ -142,7 +143,9 @@ class Stack:
             }[service]
             config[service][port_key] = free_port(avoid=self._ports())
             if service == "ingest":
-                config["ingest"]["status_db"] = str(self.workdir / f"status-{instance.rpartition('-')[2]}.sqlite3")
+                n = instance.rpartition("-")[2]
+                config["ingest"]["status_db"] = str(self.workdir / f"status-{n}.sqlite3")
+                config["ingest"]["read_model_db"] = str(self.workdir / f"messages-{n}.sqlite3")
             self._configs[instance] = config
         return self._configs[instance]
 

@@ -11,15 +11,18 @@ from __future__ import annotations
 import sqlite3
 import threading
 from collections.abc import Iterable
+from datetime import datetime, timedelta
 from typing import Any
 
 from confluent_kafka import Consumer, KafkaException, TopicPartition
 
+from mailstream.core.clock import Clock, system_clock
 from mailstream.events.codec import read_long
 from mailstream.events.kafka import BATCHED_FETCH, Bootstrap, client_config, consume_now
 from mailstream.events.records import AcceptedMessage, TransactionStatus
 from mailstream.events.serde import HEADER_SIZE, MAGIC, SerdeError, decode, registry
 from mailstream.events.topics import ACCEPTED, STATUS
+from mailstream.ingest.read_model.query import ms
 from mailstream.ingest.read_model.rows import QueueResolver, accepted_row, status_row
 from mailstream.ingest.read_model.store import MessageStore
 from mailstream.observability.logs import get_logger
@@ -27,6 +30,7 @@ from mailstream.observability.logs import get_logger
 log = get_logger(__name__)
 TOPICS = {ACCEPTED.name: ACCEPTED.partitions, STATUS.name: STATUS.partitions}
 Consumed = tuple[str, int, int, bytes | None]  # topic, partition, offset, value
+PRUNE_INTERVAL = timedelta(minutes=10)
 
 
 def peek_status(value: bytes | None) -> tuple[str, int] | None:
@@ -124,8 +128,18 @@ class KafkaSource:
 class Projection:
     """The projector fed from Kafka on a daemon thread; `caught_up` is set once a poll finds nothing new."""
 
-    def __init__(self, projector: Projector, bootstrap: Bootstrap, batch: int = 2000) -> None:
+    def __init__(
+        self,
+        projector: Projector,
+        bootstrap: Bootstrap,
+        batch: int = 2000,
+        *,
+        clock: Clock = system_clock,
+        retention: timedelta | None = None,
+    ) -> None:
         self.projector, self.bootstrap, self.batch = projector, bootstrap, batch
+        self.clock, self.retention = clock, retention
+        self._pruned_at: datetime | None = None
         self.caught_up = threading.Event()
         self.healthy = True
         self._stop = threading.Event()
@@ -140,12 +154,23 @@ class Projection:
         if self._thread is not None:
             self._thread.join(timeout)
 
+    def _prune(self) -> None:
+        """Every PRUNE_INTERVAL, forget finished messages older than the retention (bounded passes)."""
+        now = self.clock()
+        if self.retention is None or (self._pruned_at is not None and now - self._pruned_at < PRUNE_INTERVAL):
+            return
+        self._pruned_at = now
+        cutoff = ms(now - self.retention) or 0
+        while self.projector.store.prune(cutoff) and not self._stop.is_set():
+            pass
+
     def run(self) -> None:
         source = KafkaSource(self.bootstrap)
         try:
             source.seek(self.projector.store.offsets())
             while not self._stop.is_set():
                 try:
+                    self._prune()
                     batch = source.poll(self.batch, 0.2)
                     if not batch:
                         self.caught_up.set()

@@ -23,7 +23,12 @@ class ReadModel:
     def __init__(self, config: Config, clock: Clock, bootstrap: Bootstrap) -> None:
         self.config, self.clock = config, clock
         self.store = MessageStore(config.ingest.read_model_db)
-        self.projection = Projection(Projector(self.store, QueueResolver(config.queues)), bootstrap)
+        self.projection = Projection(
+            Projector(self.store, QueueResolver(config.queues)),
+            bootstrap,
+            clock=clock,
+            retention=config.ingest.read_model_retention,
+        )
 
     def refresh_gauges(self) -> None:
         found = queue_metrics(self.store, QueueFilter(), self.clock(), self.config.ingest.read_model_top_domains)

@@ -196,6 +196,37 @@ class MessageStore:
         finally:
             cur.close()
 
+    def prune(self, created_before_ms: int, limit: int = 10_000) -> int:
+        """Forget up to `limit` finished messages created before the instant (rows, tags, full-text entries) in
+        one transaction; returns how many. Their records are past mail.accepted's retention, so none comes back."""
+        cur = self._writer.cursor()
+        try:
+            cur.execute("BEGIN")
+            seqs = [
+                r[0]
+                for r in cur.execute(
+                    "SELECT seq FROM messages WHERE final = 1 AND created_at < ? LIMIT ?", (created_before_ms, limit)
+                )
+            ]
+            for start in range(0, len(seqs), 500):
+                chunk = seqs[start : start + 500]
+                marks = ", ".join("?" * len(chunk))
+                cur.execute(
+                    "INSERT INTO messages_fts (messages_fts, rowid, recipient, sender, subject) SELECT 'delete', "
+                    f"seq, recipient, sender, subject FROM messages WHERE seq IN ({marks}) AND fts = 1",
+                    chunk,
+                )
+                cur.execute(f"DELETE FROM tags WHERE seq IN ({marks})", chunk)
+                cur.execute(f"DELETE FROM messages WHERE seq IN ({marks})", chunk)
+            cur.execute("COMMIT")
+            return len(seqs)
+        except BaseException:
+            if self._writer.in_transaction:
+                cur.execute("ROLLBACK")
+            raise
+        finally:
+            cur.close()
+
     @staticmethod
     def _seqs(cur: sqlite3.Cursor, ids: list[str]) -> list[tuple[str, int]]:
         found: list[tuple[str, int]] = []
