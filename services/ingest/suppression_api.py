@@ -57,7 +57,15 @@ class NewEntry(BaseModel):
 class AddSuppressions(BaseModel):
     """One or many addresses for one tenant's list (`tenant`: admins only; a tenant's key adds to its own)."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(
+        extra="forbid",
+        json_schema_extra={
+            "examples": [
+                {"entries": [{"address": "ann@example.com", "reason": "unsubscribed"}]},
+                {"entries": [{"address": "bob@example.com", "expires_at": "2100-01-01T00:00:00Z"}]},
+            ]
+        },
+    )
     tenant: TenantName | None = None
     entries: list[NewEntry] = Field(min_length=1, max_length=MAX_ENTRIES)
 

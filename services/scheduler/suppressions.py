@@ -62,9 +62,6 @@ class SuppressionBook:
         self._expiring: dict[str, Suppression] = {}  # by entry key
         self._timers = Timers()
 
-    def __len__(self) -> int:
-        return len(self._expiring)
-
     def restore(self, key: Expiring, value: bytes) -> None:
         entry = decode(value, Suppression)
         if entry.expires_at is not None:
