@@ -235,6 +235,7 @@ _ERRORS: dict[int, tuple[str, dict[str, Any]]] = {
     ),
     403: ("This API key may not act on what the request names", {}),
     404: ("Nothing by that id is visible to this API key", {}),
+    408: ("The body did not arrive in time", {}),
     409: ("The request conflicts with the current state", {}),
     413: ("The body (or what it expands to) is larger than allowed", {}),
     422: ("A field is invalid: `errors` names each", {}),
@@ -309,8 +310,14 @@ def _ref(model: type[BaseModel]) -> dict[str, str]:
 
 
 def install(app: FastAPI) -> None:
-    """Make `app.openapi()` add the hand-read bodies' models, the bearer scheme, and `security` on every
-    operation that can answer 401."""
+    """Make `app.openapi()` add the hand-read bodies' models, the bearer scheme, `security` on every operation
+    that can answer 401, and what the listener answers before any route (http_guard): 503 past
+    `ingest.max_connections`, 408 for a body slower than `ingest.body_timeout`."""
+
+    listener = problems(
+        (408, "The body did not arrive within ingest.body_timeout; nothing was done"),
+        (503, "The replica has ingest.max_connections connections open"),
+    )
 
     def openapi() -> dict[str, Any]:
         if app.openapi_schema is None:
@@ -324,8 +331,12 @@ def install(app: FastAPI) -> None:
             doc["components"]["securitySchemes"] = {"apiKey": {"type": "http", "scheme": "bearer"}}
             for operations in doc["paths"].values():
                 for operation in operations.values():
-                    if "401" in operation["responses"]:
+                    responses = operation["responses"]
+                    if "401" in responses:
                         operation["security"] = [{"apiKey": []}]
+                    if "requestBody" in operation:
+                        responses.setdefault("408", listener[408])
+                    responses.setdefault("503", listener[503])
             app.openapi_schema = doc
         return app.openapi_schema
 

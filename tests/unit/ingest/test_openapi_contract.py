@@ -45,6 +45,9 @@ async def test_every_error_is_a_documented_problem_and_authenticated_routes_say_
     for path, method, op in _operations(doc):
         responses = op["responses"]
         assert ("401" in responses) == (path not in UNAUTHENTICATED), (method, path)
+        # The listener's own answers (http_guard), before any route: a late body, too many connections.
+        assert ("408" in responses) == ("requestBody" in op), (method, path)
+        assert "503" in responses, (method, path)
         if "401" in responses:
             assert op["security"] == [{"apiKey": []}]
             assert responses["401"]["headers"]["WWW-Authenticate"]["required"]
