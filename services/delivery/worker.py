@@ -186,6 +186,8 @@ class DeliveryWorker:
             egress_path=task.egress_path,
             peer_address=result.peer_address,
             tls=result.tls,
+            tls_version=result.tls_info.version if result.tls_info else None,
+            tls_cipher=result.tls_info.cipher if result.tls_info else None,
             started_at=started,
             completed_at=self._clock(),
         )
@@ -200,6 +202,8 @@ class DeliveryWorker:
             code=response.code,
             path=task.egress_path,
             peer=result.peer_address,
+            tls=answer.tls_version,
+            cipher=answer.tls_cipher,
         )
         return answer
 

@@ -93,7 +93,9 @@ def response() -> DeliveryResponse:
         egress_source="unspecified",
         egress_path="unspecified->mx.example.com",
         peer_address="127.0.0.1:2525",
-        tls="TLSv1.3",
+        tls="TLS",
+        tls_version="TLSv1.3",
+        tls_cipher="TLS_AES_256_GCM_SHA384",
         started_at=T0,
         completed_at=T0,
     )

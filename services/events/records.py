@@ -148,6 +148,8 @@ class DeliveryResponse(Record):
     egress_path: str
     peer_address: str | None = None
     tls: str | None = None
+    tls_version: str | None = None
+    tls_cipher: str | None = None
     started_at: datetime
     completed_at: datetime
 

@@ -1,14 +1,15 @@
 """Through the worker's Kafka loop to a recording sink: a source's `envelope_sender` pattern, else its
 `from_email`, is the MAIL FROM of what it sends (the header From untouched, a DSN's null sender kept
 null); a source with neither sends the message's own envelope sender; EHLO name and bound address stay
-the source's. Real broker, an aiosmtpd sink as
-the smarthost."""
+the source's. The response record carries the TLS version
+and cipher of each attempt, null in plaintext. Real broker, an aiosmtpd sink as the smarthost."""
 
 from __future__ import annotations
 
 import asyncio
 import uuid
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -23,7 +24,7 @@ from mailstream.events.kafka import EventConsumer, EventProducer, ensure_topics
 from mailstream.events.records import BodyRef, DeliveryResponse, DeliveryTask
 from mailstream.events.serde import decode
 from mailstream.events.topics import BODIES, DELIVERY, RESPONSES
-from tests.infra.smtp_recorder import RecordingSink
+from tests.infra.smtp_recorder import RecordingSink, self_signed
 
 pytestmark = pytest.mark.integration
 HEADER = b"From: News <news@tenant.test>\r\nSubject: identity\r\n\r\nhi\r\n"
@@ -127,7 +128,8 @@ async def test_the_source_sets_the_envelope_sender_and_keeps_its_ehlo_name_and_a
         ]
         got = await answers(config, tasks)
     assert {tx: a.response.code for tx, a in got.items()} == dict.fromkeys(got, 250)
-    seen = {m.rcpt_tos[0].split("@")[0]: m for m in sink.messages}
+    # (a new consumer group reads mail.delivery from the start: earlier runs' tasks come here too)
+    seen = {tx: m for m in sink.messages if (tx := m.rcpt_tos[0].split("@")[0]).startswith(run)}
     assert {tx: seen[tx].mail_from for tx in seen} == {
         f"{run}-plain": "news@tenant.test",
         f"{run}-mail1": "bounces@mail1.test",
@@ -138,3 +140,18 @@ async def test_the_source_sets_the_envelope_sender_and_keeps_its_ehlo_name_and_a
     assert (seen[f"{run}-plain"].ehlo, seen[f"{run}-mail1"].ehlo) == ("worker.test", "mta1.mail1.test")
     peers = {c.peer for c in sink.connections if any(m.rcpt_tos[0].startswith(f"{run}-verp") for m in c.messages)}
     assert peers == {"127.0.0.3"}
+
+
+async def test_each_response_record_names_the_tls_version_and_cipher(kafka_bootstrap: str, tmp_path: Path) -> None:
+    body = await put(kafka_bootstrap, HEADER)
+    run = uuid.uuid4().hex[:8]
+    with RecordingSink(tls=self_signed(tmp_path)) as secured, RecordingSink() as plain:
+        got: dict[str, DeliveryResponse] = {}
+        for name, sink in (("secured", secured), ("plain", plain)):
+            config = config_for(kafka_bootstrap, sink, [{"name": "s"}])
+            got |= await answers(config, [task(config, f"{run}-{name}", "s", "news@tenant.test", body)])
+    tls, clear = got[f"{run}-secured"], got[f"{run}-plain"]
+    assert (tls.response.code, tls.tls, tls.tls_version) == (250, "TLS", "TLSv1.3")
+    assert tls.tls_cipher is not None
+    assert tls.tls_cipher.startswith("TLS_")  # a TLS 1.3 suite, e.g. TLS_AES_256_GCM_SHA384
+    assert (clear.response.code, clear.tls, clear.tls_version, clear.tls_cipher) == (250, None, None, None)

@@ -50,7 +50,6 @@ SCRATCH = tempfile.TemporaryDirectory(prefix="schema-evolution-")  # each commit
 NOT_FORWARD = {
     "mailstream.AttemptOutcome": "2026-11-22: EXPIRED and CANCELLED added (no enum default)",
     "mailstream.AttemptRecord": "embeds AttemptOutcome",
-    "mailstream.DeliveryResponse": "embeds AttemptOutcome",
     "mailstream.TransactionStatus": "embeds AttemptRecord",
     "mailstream.QueuedMessage": "embeds TransactionStatus",
     "mailstream.QueueAction": "2026-11-22: drain, disable and cancel added (no enum default)",
