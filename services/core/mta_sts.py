@@ -12,6 +12,7 @@ from typing import Literal
 
 Mode = Literal["enforce", "testing", "none"]
 MAX_AGE_LIMIT = 31_557_600  # one year (§3.2)
+_MODES: dict[str, Mode] = {"enforce": "enforce", "testing": "testing", "none": "none"}
 _ID = re.compile(r"[A-Za-z0-9]{1,32}")
 
 
@@ -68,9 +69,9 @@ def parse_policy(text: str) -> Policy:
             fields.setdefault(key, value)  # the first of a repeated key counts
     if fields.get("version") != "STSv1":
         raise PolicyError(f"version {fields.get('version')!r} is not STSv1")
-    mode = fields.get("mode")
-    if mode not in ("enforce", "testing", "none"):
-        raise PolicyError(f"mode {mode!r} is not enforce, testing or none")
+    mode = _MODES.get(fields.get("mode", ""))
+    if mode is None:
+        raise PolicyError(f"mode {fields.get('mode')!r} is not enforce, testing or none")
     age = fields.get("max_age", "")
     if not age.isdigit() or len(age) > 10:
         raise PolicyError(f"max_age {age!r} is not a number of seconds")
