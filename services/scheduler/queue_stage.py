@@ -34,6 +34,7 @@ from mailstream.events.records import (
     LimitState,
     QueueCommand,
     QueuedMessage,
+    QueueStats,
     Suppression,
     SuppressionRemoved,
 )
@@ -128,6 +129,7 @@ class QueueStage:
         self.books: dict[int, QueueBook] = {}
         self.budget = promote_budget
         self.snapshots = Snapshots(QUEUE_STATS, snapshot_every)
+        self.blank: set[str] = set()  # mail.queue-stats slots published empty
 
     # -- PartitionHandler ------------------------------------------------------------------------
     def assigned(self, partition: int, state: dict[bytes, bytes]) -> None:
@@ -151,7 +153,9 @@ class QueueStage:
         book.messages.pack()
         if len(book.holds):  # a control's application may have been cut short: look at every candidate again
             book.recheck.extend(tx for tx, f in book.tally.filed.items() if f.status in LIVE)
-        self.snapshots.forget(f"{partition}/")
+        for prefix in (f"{partition}/", f"{partition}#"):  # another owner may have published since
+            self.snapshots.forget(prefix)
+            self.blank -= {k for k in self.blank if k.startswith(prefix)}
 
     def revoked(self, partition: int) -> None:
         self.books.pop(partition, None)
@@ -318,8 +322,14 @@ class QueueStage:
                 records = stats_records.split(
                     partition, tenant, book.tally.rows(tenant), book.holds.of_tenant(tenant), now
                 )
-                for slot, record in enumerate(records):
-                    self.snapshots.offer(out, stats_records.key(partition, tenant, slot), record)
+                for slot in range(stats_records.SLOTS):
+                    key = stats_records.key(partition, tenant, slot)
+                    if slot < len(records):
+                        self.blank.discard(key)
+                        self.snapshots.offer(out, key, records[slot])
+                    elif key not in self.blank:  # an unused slot: emptied once, however often published
+                        self.blank.add(key)
+                        self.snapshots.offer(out, key, QueueStats(partition=partition, tenant=tenant, as_of=now))
 
     def _blocked_until(self, book: QueueBook, q: QueuedMessage, policy: QueuePolicy, now: datetime) -> datetime | None:
         """None if the message may go now, else the earliest instant worth another look."""

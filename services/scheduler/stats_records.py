@@ -4,8 +4,8 @@ A tenant's rows (one per campaign and egress pool, kept as long as their totals)
 grow without bound, and a record past the topic's 1 MiB would be refused. So they are cut into up to
 `SLOTS` records of about `SLOT_BYTES` each: slot 0 keyed "<partition>/<tenant>" as before, slot n
 "<partition>#<n>/<tenant>" (the partition part ends at the first "/", so no tenant name makes two keys
-alike). Readers merge every record of a tenant. Every slot is offered each time, the unused ones empty, so
-one left over from a larger layout (before a restart too) is emptied rather than counted twice.
+alike). Readers merge every record of a tenant. The slots not in use are published empty (once, and again
+after a restart or a reassignment), so one left over from a larger layout is emptied rather than counted twice.
 """
 
 from __future__ import annotations
@@ -65,7 +65,8 @@ def split(
     now: datetime,
     budget: int = SLOT_BYTES,
 ) -> list[QueueStats]:
-    """Exactly `SLOTS` records (the unused ones empty); past them, what does not fit is left out, logged."""
+    """The records of the slots in use, from slot 0 (at least one, at most `SLOTS`); past them, what does not fit
+    is left out, logged. The publisher empties the other slots."""
     records = [
         QueueStats(partition=partition, tenant=tenant, rows=tuple(r), suspensions=tuple(c), as_of=now)
         for r, c in _cut(rows, controls, budget)
@@ -80,5 +81,4 @@ def split(
             controls_left_out=sum(len(r.suspensions) for r in records[SLOTS:]),
         )
         return kept
-    empty = QueueStats(partition=partition, tenant=tenant, as_of=now)
-    return records + [empty] * (SLOTS - len(records))
+    return records
