@@ -30,7 +30,7 @@ from mailstream.observability.logs import get_logger
 log = get_logger(__name__)
 TOPICS = {ACCEPTED.name: ACCEPTED.partitions, STATUS.name: STATUS.partitions}
 Consumed = tuple[str, int, int, bytes | None]  # topic, partition, offset, value
-PRUNE_INTERVAL = timedelta(minutes=10)
+MAINTAIN_INTERVAL = timedelta(minutes=10)
 
 
 def peek_status(value: bytes | None) -> tuple[str, int] | None:
@@ -139,7 +139,7 @@ class Projection:
     ) -> None:
         self.projector, self.bootstrap, self.batch = projector, bootstrap, batch
         self.clock, self.retention = clock, retention
-        self._pruned_at: datetime | None = None
+        self._maintained_at: datetime | None = None
         self.caught_up = threading.Event()
         self.healthy = True
         self._stop = threading.Event()
@@ -154,15 +154,18 @@ class Projection:
         if self._thread is not None:
             self._thread.join(timeout)
 
-    def _prune(self) -> None:
-        """Every PRUNE_INTERVAL, forget finished messages older than the retention (bounded passes)."""
+    def _maintain(self) -> None:
+        """Every MAINTAIN_INTERVAL: forget finished messages older than the retention (bounded passes), then
+        refresh the planner's statistics."""
         now = self.clock()
-        if self.retention is None or (self._pruned_at is not None and now - self._pruned_at < PRUNE_INTERVAL):
+        if self._maintained_at is not None and now - self._maintained_at < MAINTAIN_INTERVAL:
             return
-        self._pruned_at = now
-        cutoff = ms(now - self.retention) or 0
-        while self.projector.store.prune(cutoff) and not self._stop.is_set():
-            pass
+        self._maintained_at = now
+        if self.retention is not None:
+            cutoff = ms(now - self.retention) or 0
+            while self.projector.store.prune(cutoff) and not self._stop.is_set():
+                pass
+        self.projector.store.optimize()
 
     def run(self) -> None:
         source = KafkaSource(self.bootstrap)
@@ -170,7 +173,7 @@ class Projection:
             source.seek(self.projector.store.offsets())
             while not self._stop.is_set():
                 try:
-                    self._prune()
+                    self._maintain()
                     batch = source.poll(self.batch, 0.2)
                     if not batch:
                         self.caught_up.set()
