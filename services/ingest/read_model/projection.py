@@ -176,7 +176,9 @@ class Projection:
                     self._maintain()
                     batch = source.poll(self.batch, 0.2)
                     if not batch:
-                        self.caught_up.set()
+                        if not self.caught_up.is_set():  # statistics for what the catch-up wrote
+                            self.projector.store.optimize()
+                            self.caught_up.set()
                         continue
                     self.projector.apply(batch)
                     self.healthy = True
