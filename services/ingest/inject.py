@@ -136,8 +136,9 @@ class Injector:
         check_request(request, who, policies)  # 403: a sender domain or steering metadata the tenant may not use
         expanded = await self._expanded(request)
         check_from(request, expanded, who, policies)
+        trace = request.trace_headers.name() if request.trace_headers is not None else None
         outgoing = [
-            Outgoing(g.recipient, g.data, g.message_id, dict(g.headers), dict(g.metadata))
+            Outgoing(g.recipient, g.data, g.message_id, dict(g.headers), dict(g.metadata), trace)
             for g in expanded
             if isinstance(g, GeneratedMessage)
         ]

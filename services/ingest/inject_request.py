@@ -27,6 +27,8 @@ from pydantic import (
     model_validator,
 )
 
+from mailstream.core.trace_header import DEFAULT_NAME as DEFAULT_TRACE_NAME
+from mailstream.core.trace_header import check_name
 from mailstream.intake.routing import RoutingError, check_steering
 
 _ATEXT = re.compile(r"[A-Za-z0-9!#$%&'*+\-/=?^_`{|}~]+")
@@ -256,14 +258,25 @@ ContentField = Annotated[
 
 
 class TraceHeaders(BaseModel):
-    """KumoMTA's trace_headers, accepted so requests written for it validate; not acted on yet."""
+    """KumoMTA's trace_headers: `supplemental_header` (on unless false) adds `header_name`, base64 JSON naming
+    the transaction (core.trace_header), so a bounce or complaint coming back by mail is tied to it.
+    `received_header` and `include_meta_names` are accepted for compatibility and not acted on."""
 
     model_config = ConfigDict(extra="forbid")
 
     received_header: bool = False
     supplemental_header: bool = True
-    header_name: str = "X-KumoRef"
+    header_name: str = DEFAULT_TRACE_NAME
     include_meta_names: list[str] = Field(default_factory=list)
+
+    @field_validator("header_name")
+    @classmethod
+    def _field_name(cls, value: str) -> str:
+        return check_name(value)
+
+    def name(self) -> str | None:
+        """The header to add, or None."""
+        return self.header_name if self.supplemental_header else None
 
 
 class InjectRequest(BaseModel):

@@ -6,11 +6,12 @@ import asyncio
 import hashlib
 import uuid
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime
 from typing import Literal, Protocol
 
 from mailstream.core.clock import Clock
+from mailstream.core.trace_header import TraceRef, with_header
 from mailstream.events.bodies import put_body
 from mailstream.events.group_commit import Write
 from mailstream.events.producer import EventSink
@@ -32,6 +33,7 @@ class Outgoing:
     message_id: str
     headers: dict[str, str]
     metadata: dict[str, object]
+    trace_header: str | None = None  # the name of a trace header to add (core.trace_header), None: none
 
 
 @dataclass(slots=True)
@@ -163,6 +165,7 @@ class Submitter:
         submission_id = new_transaction_id()
         now = self._clock()
         routed = []
+        tx_ids: list[str] = []  # known before the body is built: a trace header names its transaction
         for msg in messages:
             domain = msg.recipient.rpartition("@")[2].lower()
             steering = self.policies.steering_refusals(bound_tenant, msg.metadata) if bound_tenant else []
@@ -179,8 +182,12 @@ class Submitter:
                 refused = self._refusal(route.queue, route.tenant, route.campaign, domain, now)
             if refused is not None:
                 result.failed.append((msg.recipient, refused))
-            else:
-                routed.append((msg, route))
+                continue
+            tx_ids.append(new_transaction_id())
+            if msg.trace_header is not None:  # before signing: the header is signable and in the stored body
+                ref = TraceRef(tx_ids[-1], route.tenant, msg.recipient)
+                msg = replace(msg, data=with_header(msg.data, msg.trace_header, ref))
+            routed.append((msg, route))
         data = await self._signed(routed)
         digests = [hashlib.sha256(d).hexdigest() for d in data]
         bodies: dict[str, asyncio.Task[BodyRef]] = {}
@@ -190,10 +197,10 @@ class Submitter:
         await asyncio.gather(*bodies.values())
         attachments = {digest: attachment_count(body) for digest, body in zip(digests, data, strict=True)}
         records: list[Write] = []  # the request's accepted/status/Reception records: all written, or none
-        for (msg, route), digest in zip(routed, digests, strict=True):
+        for (msg, route), digest, tx_id in zip(routed, digests, tx_ids, strict=True):
             try:
                 accepted = AcceptedMessage(
-                    id=new_transaction_id(),
+                    id=tx_id,
                     submission_id=submission_id,
                     queue=route.queue,
                     tenant=route.tenant,

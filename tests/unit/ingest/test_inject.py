@@ -12,6 +12,8 @@ import httpx
 import pytest
 from prometheus_client import REGISTRY
 
+from mailstream.core.trace_header import TraceRef
+from mailstream.core.trace_header import decode as decode_trace
 from mailstream.events import fixtures
 from mailstream.events.records import AcceptedMessage, LogRecord, MessageBody, QueueStats, TransactionStatus
 from mailstream.events.topics import ACCEPTED, BODIES, EVENTS, STATUS
@@ -271,3 +273,43 @@ async def test_an_event_log_that_refuses_writes_is_503_with_retry_after(
     )
     assert response.headers["retry-after"] == "5"
     assert requests_counted("unavailable") == unavailable_before + 1
+
+
+async def test_trace_headers_put_a_per_recipient_reference_in_the_stored_body(
+    ingest: IngestApp, acme: httpx.AsyncClient
+) -> None:
+    request = {
+        **GOOD,
+        "content": RAW,
+        "recipients": [{"email": "ann@example.com"}, {"email": "bob@example.org"}],
+        "trace_headers": {"header_name": "X-Acme-Ref"},
+    }
+    response = await acme.post("/api/inject/v1", json=request)
+    assert response.status_code == 200, response.text
+    ids = [t["id"] for t in response.json()["transactions"]]
+    bodies = {digest: body.data for digest, body in ingest.written(BODIES, MessageBody)}
+    accepted = [msg for _, msg in ingest.written(ACCEPTED, AcceptedMessage)]
+    refs = []
+    for msg in accepted:
+        data = bodies[msg.body.sha256]
+        name, value = data.split(b"\r\n", 1)[0].split(b": ", 1)
+        assert name == b"X-Acme-Ref"
+        assert data.endswith(RAW.replace("\n", "\r\n").encode())
+        refs.append(decode_trace(value.decode()))
+    assert refs == [TraceRef(ids[0], "acme", "ann@example.com"), TraceRef(ids[1], "acme", "bob@example.org")]
+    assert len(bodies) == 2  # each recipient's body names its own transaction
+
+
+async def test_without_trace_headers_or_with_supplemental_header_false_none_is_added(
+    ingest: IngestApp, acme: httpx.AsyncClient
+) -> None:
+    for extra in ({}, {"trace_headers": {"supplemental_header": False}}):
+        response = await acme.post("/api/inject/v1", json={**GOOD, "content": RAW, **extra})
+        assert response.status_code == 200, response.text
+    assert all(not body.data.startswith(b"X-KumoRef") for _, body in ingest.written(BODIES, MessageBody))
+
+
+async def test_a_trace_header_name_that_is_no_field_name_is_422(ingest: IngestApp, acme: httpx.AsyncClient) -> None:
+    response = await acme.post("/api/inject/v1", json={**GOOD, "trace_headers": {"header_name": "X Ref\r\nBcc: x"}})
+    assert response.status_code == 422
+    assert "header field name" in response.text
