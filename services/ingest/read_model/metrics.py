@@ -38,12 +38,26 @@ def _iso(at_ms: int | None) -> str | None:
     return None if at_ms is None else datetime.fromtimestamp(at_ms / 1000, UTC).isoformat().replace("+00:00", "Z")
 
 
-def queue_metrics(store: MessageStore, scope: QueueFilter, now: datetime, top: int = 50) -> dict[str, Any]:
-    t = ms(now) or 0
+def status_counts(store: MessageStore, scope: QueueFilter) -> dict[str, int]:
+    """Messages by status, every status named (an index-only scan)."""
     by_status = dict.fromkeys(get_args(MessageStatus), 0)
     sql, params = _scope(scope)
     for row in store.rows(f"SELECT status, count(*) FROM messages m{sql} GROUP BY status", params):
         by_status[row[0]] = row[1]
+    return by_status
+
+
+def oldest_queued_age(store: MessageStore, scope: QueueFilter, now: datetime) -> float:
+    """Seconds since the oldest message not yet final was created; 0 when there is none (one index seek)."""
+    sql, params = _scope(scope, "m.final = 0")
+    oldest = store.rows(f"SELECT min(created_at) FROM messages m{sql}", params)[0][0]
+    return max(0.0, ((ms(now) or 0) - oldest) / 1000) if oldest is not None else 0.0
+
+
+def queue_metrics(store: MessageStore, scope: QueueFilter, now: datetime, top: int = 50) -> dict[str, Any]:
+    t = ms(now) or 0
+    by_status = status_counts(store, scope)
+    sql, params = _scope(scope)
     agg = store.rows(
         "SELECT count(*), "
         "sum(CASE WHEN final = 0 THEN 1 ELSE 0 END), sum(CASE WHEN final = 0 THEN size_bytes ELSE 0 END), "

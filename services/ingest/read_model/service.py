@@ -7,7 +7,7 @@ import asyncio
 from mailstream.config.model import Config
 from mailstream.core.clock import Clock
 from mailstream.events.kafka import Bootstrap
-from mailstream.ingest.read_model.metrics import queue_metrics
+from mailstream.ingest.read_model.metrics import domain_scores, oldest_queued_age, status_counts
 from mailstream.ingest.read_model.projection import Projection, Projector
 from mailstream.ingest.read_model.query import QueueFilter
 from mailstream.ingest.read_model.rows import QueueResolver
@@ -16,7 +16,7 @@ from mailstream.observability import queue_gauges
 from mailstream.observability.logs import get_logger
 
 log = get_logger(__name__)
-GAUGE_INTERVAL = 15.0  # seconds between the gauges' refreshes: each scans the table a few times
+GAUGE_INTERVAL = 30.0  # seconds between the gauges' refreshes (each reads an index or two and a day's rows)
 
 
 class ReadModel:
@@ -31,9 +31,14 @@ class ReadModel:
         )
 
     def refresh_gauges(self) -> None:
-        found = queue_metrics(self.store, QueueFilter(), self.clock(), self.config.ingest.read_model_top_domains)
-        health = {d: s["score"] for d, s in found["domain_health_scores"].items()}
-        queue_gauges.publish(found["messages_by_status"], found["oldest_message_age"], health)
+        """Only what the gauges show: cheaper than the whole QueueMetrics (two index scans and a day's rows)."""
+        now, everything = self.clock(), QueueFilter()
+        scores = domain_scores(self.store, everything, now, self.config.ingest.read_model_top_domains)
+        queue_gauges.publish(
+            status_counts(self.store, everything),
+            oldest_queued_age(self.store, everything, now),
+            {d: s["score"] for d, s in scores.items()},
+        )
 
     async def run_gauges(self) -> None:
         while True:
