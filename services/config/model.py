@@ -23,6 +23,7 @@ from mailstream.config.dkim import DkimConfig
 from mailstream.config.environment import VariableError, apply_environment
 from mailstream.config.gateway import GatewayConfig
 from mailstream.config.kafka import KafkaConfig
+from mailstream.config.mta_sts import MtaStsConfig
 from mailstream.config.outbound import OutboundPolicy
 from mailstream.config.scheduling import (
     HEALTH_HOST,
@@ -337,6 +338,7 @@ class DeliveryConfig(Section):
     outbound: OutboundPolicy = Field(
         OutboundPolicy(), description="Which addresses the workers may connect to (a deny list, allowed exceptions)."
     )
+    mta_sts: MtaStsConfig = Field(MtaStsConfig(), description="MTA-STS (RFC 8461); off unless enabled.")
 
     @model_validator(mode="after")
     def _smarthost_has_port(self) -> DeliveryConfig:

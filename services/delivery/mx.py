@@ -79,6 +79,22 @@ class MxResolver:
             return _refusal(550, "5.1.2", f"domain {domain} has no MX and no address")
         return _refusal(451, "4.4.4", f"no MX host of {domain} resolves to an address")
 
+    async def txt(self, name: str) -> list[str] | None:
+        """The TXT strings of `name` (each record's strings joined), [] when it has none; None if the lookup
+        failed (timeout, SERVFAIL)."""
+        try:
+            answer = await self._ready().resolve(name, "TXT")
+        except (dns.resolver.NXDOMAIN, dns.resolver.NoAnswer):
+            return []
+        except dns.exception.DNSException as exc:
+            log.warning("txt_lookup_failed", name=name, error=str(exc))
+            return None
+        return [b"".join(r.strings).decode("utf-8", "replace") for r in answer]
+
+    async def addresses(self, host: str) -> list[str] | None:
+        """The host's A and AAAA answers, as for an exchanger; None if a lookup failed and none answered."""
+        return await self._addresses(host)
+
     async def _addresses(self, host: str) -> list[str] | None:
         """The host's A and AAAA answers; None if a lookup failed (timeout, SERVFAIL) and none answered.
         Only NXDOMAIN and an empty answer mean the host has no address of that type."""

@@ -27,9 +27,7 @@ def host_port(text: str) -> Destination:
     return Destination(host.strip("[]"), int(port))
 
 
-def route_for(
-    source: EgressSource, delivery: DeliveryConfig, domain: str, path_tls: TlsPolicy | None = None
-) -> Route:
+def route_for(source: EgressSource, delivery: DeliveryConfig, domain: str, path_tls: TlsPolicy | None = None) -> Route:
     """`path_tls`: what the path rules say (`PathShapes.starttls`); a relay's own `starttls` comes before it,
     the source's and then `delivery.starttls` after it."""
     path = path_of(source, delivery.smarthost, domain)

@@ -34,6 +34,7 @@ from mailstream.core.path_connections import ConnectionShape
 from mailstream.core.smtp_reply import outcome_of
 from mailstream.delivery.dispatch import Connector, Gate, PathDispatcher
 from mailstream.delivery.ledger import Ledger
+from mailstream.delivery.mta_sts import MtaSts, applied
 from mailstream.delivery.mx import MxResolver
 from mailstream.delivery.outbound import Outbound
 from mailstream.delivery.routes import Route, route_for
@@ -79,6 +80,8 @@ class DeliveryWorker:
         self._gate = Gate(dc.concurrency)
         mx = MxResolver(dc.nameservers, dc.smtp_port, timeout=dc.connect_timeout.total_seconds())
         self._outbound = Outbound(dc.outbound.policy(), mx)
+        ca_file = str(dc.tls_ca_file) if dc.tls_ca_file is not None else None
+        self._mta_sts = MtaSts(dc.mta_sts, mx, dc.outbound.policy(), ca_file, clock) if dc.mta_sts.enabled else None
         self._paths: dict[EgressPath, PathDispatcher] = {}
         self._done: OrderedDict[str, DeliveryResponse] = OrderedDict()
         self._stopping = asyncio.Event()
@@ -128,9 +131,18 @@ class DeliveryWorker:
             except TimeoutError:
                 unresolved = f"mailstream: the addresses of {route.domain} not found within the attempt's deadline"
                 hosts = SmtpResponse(code=451, enhanced_code="4.4.3", command="MX", content=unresolved)
+            session = settings
+            if not isinstance(hosts, SmtpResponse) and not route.hosts and self._mta_sts is not None:
+                try:  # MX hosts only: a relay or the smarthost is the operator's choice, not the domain's
+                    async with asyncio.timeout_at(deadline):
+                        policy = await self._mta_sts.policy(route.domain)
+                except TimeoutError:
+                    policy = None  # as if the domain had none (RFC 8461 §5); the attempt's deadline is spent
+                applied_ = applied(policy, route.domain, hosts, settings)
+                hosts, session = (applied_, settings) if isinstance(applied_, SmtpResponse) else applied_
             if isinstance(hosts, SmtpResponse):
                 return SmtpAttempt(hosts, None, None)
-            return await SmtpSession.open(hosts, settings, deadline)
+            return await SmtpSession.open(hosts, session, deadline)
 
         return connect
 

@@ -27,15 +27,21 @@ class LoopbackDns:
         *,
         silent: Iterable[tuple[str, str]] = (),
         failing: Iterable[tuple[str, str]] = (),
+        ttl: int = 60,
     ) -> None:
         self._records = {_name(name, kind): values for (name, kind), values in records.items()}
         self._silent = {_name(name, kind) for name, kind in silent}
         self._failing = {_name(name, kind) for name, kind in failing}
+        self._ttl = ttl  # 0: resolvers may not cache, so a changed record is seen at once
         self._sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
         self._sock.bind((host, 0))
         self._sock.settimeout(0.2)
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._serve, name="loopback-dns", daemon=True)
+
+    def set(self, name: str, kind: str, values: list[str]) -> None:
+        """Change (or add) a record set while the server runs, as a zone update would."""
+        self._records[_name(name, kind)] = values
 
     @property
     def address(self) -> str:
@@ -54,7 +60,7 @@ class LoopbackDns:
         if (name, kind) in self._failing:
             response.set_rcode(dns.rcode.SERVFAIL)
         elif values:
-            response.answer.append(dns.rrset.from_text(question.name, 60, "IN", kind, *values))
+            response.answer.append(dns.rrset.from_text(question.name, self._ttl, "IN", kind, *values))
         elif not any(n == name for n, _ in self._records):
             response.set_rcode(dns.rcode.NXDOMAIN)
         return response.to_wire()
