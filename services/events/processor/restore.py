@@ -10,10 +10,21 @@ from __future__ import annotations
 import threading
 import time
 
-from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaException, TopicPartition
+from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, KafkaException, TopicPartition
 from structlog.typing import FilteringBoundLogger
 
-from mailstream.events.processor.clients import ProcessorFatalError
+from mailstream.events.processor.clients import ProcessorFatalError, kafka_error
+
+# A partition whose leader the client does not know yet: a broker just restarted, leadership is moving.
+_NOT_YET = frozenset(
+    {
+        KafkaError._UNKNOWN_PARTITION,
+        KafkaError.LEADER_NOT_AVAILABLE,
+        KafkaError.NOT_LEADER_FOR_PARTITION,
+        KafkaError._TRANSPORT,
+        KafkaError._TIMED_OUT,
+    }
+)
 
 
 class Stopping(Exception):
@@ -34,9 +45,25 @@ def starting_offsets(
             raise ProcessorFatalError(f"committed offset of {tp.topic}[{tp.partition}]: {tp.error}")
         offset = tp.offset
         if offset < 0:  # nothing committed: from the earliest record still there
-            offset = watermarks.get_watermark_offsets(TopicPartition(tp.topic, tp.partition), wait_s)[0]
+            offset = watermark_offsets(watermarks, TopicPartition(tp.topic, tp.partition), wait_s)[0]
         starts[(tp.topic, tp.partition)] = offset
     return starts
+
+
+def watermark_offsets(watermarks: Consumer, tp: TopicPartition, wait_s: float) -> tuple[int, int]:
+    """(low, high) of a partition, asked again while its leader is not known yet (the chaos run on a cluster
+    saw a stage exit on _UNKNOWN_PARTITION when a restarted node moved leaderships during a rebalance);
+    ProcessorFatalError after `wait_s` or on any other error."""
+    deadline = time.monotonic() + wait_s
+    while True:
+        try:
+            low, high = watermarks.get_watermark_offsets(tp, max(0.1, min(5.0, deadline - time.monotonic())))
+            return int(low), int(high)
+        except KafkaException as exc:
+            err = kafka_error(exc)
+            if err is None or err.code() not in _NOT_YET or time.monotonic() >= deadline:
+                raise ProcessorFatalError(f"watermarks of {tp.topic}[{tp.partition}]: {exc}") from exc
+            time.sleep(0.2)
 
 
 def read_changelog(
@@ -59,7 +86,7 @@ def read_changelog(
     states: dict[int, dict[bytes, bytes]] = {p: {} for p in owned}
     ends: dict[int, int] = {}
     for p in owned:
-        low, high = watermarks.get_watermark_offsets(TopicPartition(changelog, p), wait_s)
+        low, high = watermark_offsets(watermarks, TopicPartition(changelog, p), wait_s)
         if high > low:  # else empty (or compacted away)
             ends[p] = high
     pending = set(ends)
