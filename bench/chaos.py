@@ -17,6 +17,7 @@ import argparse
 import os
 import random
 import shutil
+import signal
 import sys
 import tempfile
 from pathlib import Path
@@ -51,6 +52,7 @@ def verdict(outcome: Outcome) -> list[str]:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))  # a timeout's SIGTERM still stops what it started
     seed = args.seed if args.seed is not None else random.randrange(1_000_000)
     settings = ChaosSettings(
         args.messages, args.kills, seed, cluster=args.cluster, settle=args.settle, only=tuple(args.only)
