@@ -11,9 +11,13 @@ from mailstream.events.processor.transaction import TransactionStuck, bounded
 
 def test_a_call_that_does_not_return_is_given_up_at_its_deadline() -> None:
     release = threading.Event()
+
+    def hang() -> None:
+        release.wait()
+
     try:
         with pytest.raises(TransactionStuck):
-            bounded(release.wait, 0.05)
+            bounded(hang, 0.05)
     finally:
         release.set()
 
