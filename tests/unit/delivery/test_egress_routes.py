@@ -99,3 +99,31 @@ def test_queue_rules_keep_parsed_throttles_and_windows() -> None:
     policy = Policies(c).queue("acme", None, "example.com", None)
     assert policy.max_message_rate == ThrottleSpec.parse("10/s")
     assert policy.windows == (SendWindow.parse("09:00", "17:00", "Europe/Berlin"),)
+
+
+def test_the_tls_policy_comes_from_the_source_rule_then_the_destination_rule_then_the_source() -> None:
+    paths = [
+        {"domain": "example.com", "starttls": "required"},
+        {"domain": "example.com", "source": "direct", "starttls": "disabled"},
+        {"site": "relay.example.net:2587", "starttls": "disabled"},
+    ]
+    sources = [
+        *SOURCES[:2],
+        {"name": "direct", "source_address": "127.0.0.2", "starttls": "required"},
+        {"name": "other"},
+    ]
+    c = config(paths=paths, sources=sources)
+    shapes = PathShapes(c.egress)
+    assert shapes.starttls("direct", "example.com", "example.com") == "disabled"
+    assert shapes.starttls("other", "example.com", "example.com") == "required"
+    assert shapes.starttls("other", "example.org", "example.org") is None
+    direct, other = c.egress.source("direct"), c.egress.source("other")
+    assert route_for(direct, c.delivery, "example.org", None).starttls == "required"  # the source's own
+    assert route_for(other, c.delivery, "example.org", None).starttls == "opportunistic"  # delivery.starttls
+    relayed = c.egress.source("relayed")
+    assert (
+        route_for(
+            relayed, c.delivery, "x.test", shapes.starttls("relayed", "relay.example.net:2587", "x.test")
+        ).starttls
+        == "required"
+    )  # the relay's own first
