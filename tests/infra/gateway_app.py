@@ -24,6 +24,7 @@ from mailstream.gateway.server import Gateway
 from mailstream.gateway.session import GatewayParts
 from mailstream.intake.capacity_view import CapacityView
 from mailstream.intake.submission import Submitter
+from mailstream.intake.suppression_view import SuppressionView
 from mailstream.intake.tenant_policy import TenantPolicies
 from tests.infra.gateway import GatewayPorts, gateway_section
 
@@ -68,9 +69,14 @@ class GatewayApp:
 
 @asynccontextmanager
 async def gateway_app(
-    workdir: Path, capacity: CapacityView | None = None, tenants: dict[str, Any] | None = None, **overrides: Any
+    workdir: Path,
+    capacity: CapacityView | None = None,
+    tenants: dict[str, Any] | None = None,
+    suppressions: SuppressionView | None = None,
+    **overrides: Any,
 ) -> AsyncIterator[GatewayApp]:
-    """`tenants`: the configuration's `tenants` section (their rights: sender domains)."""
+    """`tenants`: the configuration's `tenants` section (their rights: sender domains); `suppressions`: the lists
+    both the RCPT check and the submission path read."""
     section, ports = gateway_section(workdir, **{"cut_through_wait": "0s", **overrides})
     config = GatewayConfig.model_validate(section)
     producer = MemoryProducer()
@@ -78,8 +84,9 @@ async def gateway_app(
     watch = AttemptWatch()
     transactions = MemoryTransactions(producer)  # as in production: a message's records all or none
     policies = TenantPolicies({name: TenantConfig.model_validate(entry) for name, entry in (tenants or {}).items()})
-    submitter = Submitter(producer, clock, writer=transactions, policies=policies)
-    parts = GatewayParts(config, submitter, producer, capacity, watch, clock)
+    suppressed = suppressions.refusal if suppressions is not None else None
+    submitter = Submitter(producer, clock, writer=transactions, policies=policies, suppressed=suppressed)
+    parts = GatewayParts(config, submitter, producer, capacity, watch, clock, suppressions)
     gateway = Gateway(config, parts)
     await gateway.start()
     try:
