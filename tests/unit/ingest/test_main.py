@@ -15,6 +15,7 @@ from fastapi import FastAPI
 
 import mailstream.ingest.__main__ as ingest_main
 from mailstream.config.model import Config
+from mailstream.events.kafka import Cluster
 from mailstream.events.memory import MemoryBus, MemoryProducer, MemoryTransactions
 from mailstream.events.topics import PARTITIONS, QUEUE_COMMANDS
 from tests.infra.ingest_app import ACME_KEY, asgi_client, ingest_config, tail_the_bus
@@ -36,8 +37,8 @@ class Served:
 def serve(monkeypatch: pytest.MonkeyPatch, config: Config, argv: list[str]) -> Served:
     served = Served()
 
-    def producer(bootstrap: str) -> MemoryProducer:
-        assert bootstrap == config.kafka.bootstrap_servers
+    def producer(bootstrap: Cluster) -> MemoryProducer:
+        assert bootstrap == Cluster.of(config.kafka)
         served.producers.append(MemoryProducer(served.bus))
         return served.producers[-1]
 
@@ -48,7 +49,7 @@ def serve(monkeypatch: pytest.MonkeyPatch, config: Config, argv: list[str]) -> S
     monkeypatch.setattr(ingest_main, "prepare", prepare)
     monkeypatch.setattr(ingest_main, "EventProducer", producer)
 
-    def writer(bootstrap: str, transactional_id: str, **options: Any) -> MemoryTransactions:
+    def writer(bootstrap: Cluster, transactional_id: str, **options: Any) -> MemoryTransactions:
         served.transactional_ids.append(transactional_id)
         return MemoryTransactions(served.producers[-1])
 
