@@ -240,6 +240,12 @@ class SchedulerConfig(Section):
         description="Prefix of the two stages' consumer groups (`<app_id>-queues`, "
         "`<app_id>-egress`) and transactional ids: workers with the same `app_id` share the partitions.",
     )
+    report_window: Duration = Field(
+        timedelta(days=7),
+        description="How long after a transaction ends its final status is kept, so that a bounce or complaint "
+        "received by mail (the gateway's `bounce_domains`) is applied to it; a later report is logged as "
+        "unmatched. Costs about 100 bytes of memory a transaction; 0 keeps none.",
+    )
     web_host: str = Field("127.0.0.1", description=HEALTH_HOST)
     web_port: Port = Field(
         6066,

@@ -18,6 +18,7 @@ from mailstream.events.records import (
     LimitState,
     LogRecord,
     MessageBody,
+    OutOfBandReport,
     QueueCommand,
     QueuedMessage,
     QueueStats,
@@ -314,6 +315,20 @@ def suppression() -> Suppression:
     )
 
 
+def out_of_band_report() -> OutOfBandReport:
+    return OutOfBandReport(
+        transaction_id="tx-1",
+        tenant="acme",
+        kind="dsn",
+        recipient="ann@example.com",
+        response=SmtpResponse(code=550, enhanced_code="5.1.1", content="user unknown"),
+        remote_mta="mx.example.com",
+        matched_by="trace_header",
+        reported_by="192.0.2.1",
+        received_at=T0,
+    )
+
+
 def suppression_removed() -> SuppressionRemoved:
     return SuppressionRemoved(address="ann@example.com", tenant="acme", removed_at=T0, removed_by="tenant:acme")
 
@@ -346,4 +361,5 @@ ALL: tuple[Record, ...] = (
     idempotent_answer(),
     suppression(),
     suppression_removed(),
+    out_of_band_report(),
 )

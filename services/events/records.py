@@ -33,6 +33,7 @@ LogRecordType = Literal[
     "Expiration",
     "AdminBounce",
     "Rejection",
+    "Feedback",
 ]
 WebhookEventType = Literal[
     "delivered", "deferred", "bounced", "expired", "cancelled", "rejected", "suppressed", "feedback"
@@ -187,6 +188,7 @@ class TransactionStatus(Record):
     bounce_type: BounceType | None = None
     final_reason: str | None = None
     queue_state: QueueState = "active"
+    complaint: str | None = None  # the Feedback-Type of a complaint about the message; the delivery stands
 
     @property
     def is_final(self) -> bool:
@@ -456,3 +458,21 @@ class SuppressionRemoved(Record):
     reason: str | None = None
     removed_at: datetime
     removed_by: str
+
+
+class OutOfBandReport(Record):
+    """A bounce or complaint received by mail, tied to its transaction (mail.queue-commands, keyed by the route
+    key of the transaction's tenant): stage 1 applies it to the transaction it owns."""
+
+    schema_name = "mailstream.OutOfBandReport"
+    transaction_id: str
+    tenant: str | None = None
+    kind: str  # dsn or feedback
+    recipient: str | None = None
+    response: SmtpResponse | None = None
+    remote_mta: str | None = None
+    feedback_type: str | None = None
+    user_agent: str | None = None
+    matched_by: str  # trace_header or verp
+    reported_by: str
+    received_at: datetime

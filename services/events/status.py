@@ -34,6 +34,7 @@ class StatusChange(TypedDict, total=False):
     bounce_type: BounceType | None
     final_reason: str | None
     queue_state: QueueState
+    complaint: str | None
 
 
 CHANGEABLE = frozenset(StatusChange.__optional_keys__)

@@ -28,6 +28,7 @@ from mailstream.events.records import (
     LimitState,
     LogRecord,
     MessageBody,
+    OutOfBandReport,
     QueueCommand,
     QueuedMessage,
     QueueStats,
@@ -139,10 +140,12 @@ STATUS: TopicSpec[TransactionStatus] = TopicSpec(
 # State of the two scheduler stages (compacted; key: "<kind>:<name>"), written in the same Kafka transaction
 # as the stage's outputs: stage 1's messages, limit counters, queue controls and finished totals; stage 2's
 # held messages, limit counters and the grouping it settled under.
-QUEUE_STATE: TopicSpec[QueuedMessage | LimitState | QueueSuspension | StatusCounts | Suppression] = TopicSpec(
+QUEUE_STATE: TopicSpec[
+    QueuedMessage | LimitState | QueueSuspension | StatusCounts | Suppression | TransactionStatus
+] = TopicSpec(
     "mail.scheduler.queues-state",
     "state key",
-    (QueuedMessage, LimitState, QueueSuspension, StatusCounts, Suppression),
+    (QueuedMessage, LimitState, QueueSuspension, StatusCounts, Suppression, TransactionStatus),
     cleanup_policy="compact",
     retention_ms=-1,
 )
@@ -164,8 +167,12 @@ NOTICE_STATE: TopicSpec[LogRecord] = TopicSpec(
 # goes to every partition). Requests to add or remove a suppression list entry come the same way, keyed by the
 # route key of the entry's owner (`suppression_owner`): stage 1 applies them in order with the bounces.
 DISPATCHED: TopicSpec[Dispatched] = TopicSpec("mail.dispatched", "route key", (Dispatched,), retention_ms=10 * DAY_MS)
-QUEUE_COMMANDS: TopicSpec[QueueCommand | Suppression | SuppressionRemoved] = TopicSpec(
-    "mail.queue-commands", "route key", (QueueCommand, Suppression, SuppressionRemoved), retention_ms=10 * DAY_MS
+# Bounces and complaints received by mail (OutOfBandReport) come the same way, keyed by the transaction's tenant.
+QUEUE_COMMANDS: TopicSpec[QueueCommand | Suppression | SuppressionRemoved | OutOfBandReport] = TopicSpec(
+    "mail.queue-commands",
+    "route key",
+    (QueueCommand, Suppression, SuppressionRemoved, OutOfBandReport),
+    retention_ms=10 * DAY_MS,
 )
 # Every tenant's suppression list (compacted; key "<tenant>!<address>"), written by stage 1 alone: the partition
 # owning the tenant, so every change of an entry is made in one place, in order (docs/design-decisions.md).

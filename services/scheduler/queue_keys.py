@@ -7,6 +7,7 @@
     x:<queue scope key>        a scope's admin bounce (QueueSuspension)
     c:<[tenant,campaign,pool]> finished messages by status (StatusCounts)
     s:<tenant>!<address>       a suppression list entry that expires, until it does (Suppression)
+    f:<transaction id>         a finished transaction's final status, for reports by mail (TransactionStatus)
 
 The bytes are the changelog's format: state already written restores only if they never change.
 """
@@ -24,6 +25,7 @@ STATE = "z:"
 BOUNCE = "x:"
 TOTALS = "c:"
 SUPPRESSED = "s:"
+FINISHED = "f:"
 QUEUE_RATE = "q:"
 TENANT_LIMIT = "t:"
 Row = tuple[str | None, str | None, str]  # tenant, campaign, egress pool
@@ -76,8 +78,18 @@ class Expiring:
         return (SUPPRESSED + self.entry).encode()
 
 
+@dataclass(frozen=True, slots=True)
+class Finished:
+    """A finished transaction, kept for `scheduler.report_window` (scheduler.reports)."""
+
+    tx_id: str
+
+    def key(self) -> bytes:
+        return (FINISHED + self.tx_id).encode()
+
+
 Scope = QueueRate | TenantLimit
-Key = Message | Scope | Control | Totals | Expiring
+Key = Message | Scope | Control | Totals | Expiring | Finished
 
 
 _SCOPES: dict[str, type[Scope]] = {QueueRate.KIND: QueueRate, TenantLimit.KIND: TenantLimit}
@@ -90,9 +102,11 @@ def parse_scope(scope: str) -> Scope:
 
 def parse(raw: bytes) -> Key:
     """The key's shape; MalformedKey if it has none of them."""
-    kind, rest = split(raw, (MESSAGE, LIMIT, STATE, BOUNCE, TOTALS, SUPPRESSED))
+    kind, rest = split(raw, (MESSAGE, LIMIT, STATE, BOUNCE, TOTALS, SUPPRESSED, FINISHED))
     if kind == MESSAGE:
         return Message(rest)
+    if kind == FINISHED:
+        return Finished(rest)
     if kind == SUPPRESSED:
         return Expiring(rest)
     if kind == LIMIT:

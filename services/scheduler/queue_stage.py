@@ -32,6 +32,7 @@ from mailstream.events.records import (
     Dispatched,
     EgressVerdict,
     LimitState,
+    OutOfBandReport,
     QueueCommand,
     QueuedMessage,
     QueueStats,
@@ -78,7 +79,9 @@ from mailstream.scheduler.lifecycle import (
 )
 from mailstream.scheduler.packed import PackedValues
 from mailstream.scheduler.policy import Policies, QueuePolicy
-from mailstream.scheduler.queue_keys import Control, Expiring, Message, QueueRate, TenantLimit, Totals
+from mailstream.scheduler.queue_keys import Control, Expiring, Finished, Message, QueueRate, TenantLimit, Totals
+from mailstream.scheduler.reports import FinishedBook
+from mailstream.scheduler.reports import apply as apply_report
 from mailstream.scheduler.stage import Coalesced, Limits, Snapshots, Timers, counted, daily, entries, handler_call, send
 from mailstream.scheduler.suppressions import SuppressionBook, bounce_entry, request
 from mailstream.scheduler.tally import Filed, Tally
@@ -103,6 +106,7 @@ class QueueBook:
     recheck: deque[str] = field(default_factory=deque)  # messages a control that changed may concern
     hot: dict[str, QueuedMessage] = field(default_factory=dict)  # decoded, of some messages at stage 2
     suppressions: SuppressionBook = field(default_factory=SuppressionBook)  # entries that expire
+    finished: FinishedBook = field(default_factory=FinishedBook)  # final statuses, for reports by mail
 
 
 def _matching(book: QueueBook, scope: QueueScope, statuses: Set[str]) -> list[str]:
@@ -146,11 +150,14 @@ class QueueStage:
                     book.tally.restore_totals(value)
                 case Expiring():
                     book.suppressions.restore(key, value)
+                case Finished(tx_id):
+                    book.finished.restore(tx_id, value, self.report_window)
         for tx_id, value in book.messages.items():
             q = decode(value, QueuedMessage)
             self._index(book, q)
             book.tally.file(tx_id, Filed.of(q))
         book.messages.pack()
+        book.finished.pack()
         if len(book.holds):  # a control's application may have been cut short: look at every candidate again
             book.recheck.extend(tx for tx, f in book.tally.filed.items() if f.status in LIVE)
         for prefix in (f"{partition}/", f"{partition}#"):  # another owner may have published since
@@ -174,6 +181,7 @@ class QueueStage:
         for partition in partitions:
             if partition in self.books:
                 self.books[partition].messages.pack()
+                self.books[partition].finished.pack()
 
     def _on_record(self, partition: int, topic: str, value: bytes, now: datetime, out: Coalesced) -> None:
         book = self.books.setdefault(partition, QueueBook())
@@ -204,6 +212,8 @@ class QueueStage:
             command = QUEUE_COMMANDS.decode(value)
             if isinstance(command, Suppression | SuppressionRemoved):  # this partition owns the entry
                 book.suppressions.apply(command, partition, out)
+            elif isinstance(command, OutOfBandReport):
+                self._report(book, partition, command, now, out)
             elif command.transaction_id is not None:
                 self._cancel_one(book, partition, command, now, out)
             else:
@@ -218,6 +228,7 @@ class QueueStage:
             for scope in book.holds.lapse(now, out, partition, busy=bool(book.recheck)):
                 book.recheck.extend(_matching(book, scope, LIVE))
             book.suppressions.lapse(now, partition, out)
+            book.finished.lapse(now, self.report_window, partition, out)
             for _, tx_id in book.timers.due(now):
                 q = self._load(book, tx_id)
                 if q is None or q.transaction.status not in QUEUED:
@@ -312,6 +323,27 @@ class QueueStage:
             return
         self._apply(book, partition, tx_id, cancel(q, now, command.reason or CANCELLED_BY_REQUEST), out, now)
 
+    def _report(self, book: QueueBook, partition: int, report: OutOfBandReport, now: datetime, out: Coalesced) -> None:
+        """A bounce or complaint received by mail, applied to the finished transaction it names."""
+        status = book.finished.get(report.transaction_id)
+        if status is None:
+            live = report.transaction_id in book.messages
+            log.warning("report_unmatched", transaction=report.transaction_id, kind=report.kind, live=live)
+            return  # unknown here, past scheduler.report_window, or not finished yet
+        outcome = apply_report(report, status, self.classifier, self.policies.suppressing(status.tenant), now)
+        if outcome.status is not None:
+            send(out, STATUS, outcome.status.id, outcome.status)
+            book.finished.keep(outcome.status, self.report_window, partition, out)
+        for record in outcome.logs:
+            send(out, EVENTS, record.id, record)
+        if outcome.suppression is not None:
+            request(out, outcome.suppression)
+        log.info("report_applied", transaction=status.id, kind=report.kind, status=(outcome.status or status).status)
+
+    @property
+    def report_window(self) -> timedelta:
+        return self.policies.config.scheduler.report_window
+
     def _publish(self, now: datetime, out: Coalesced) -> None:
         """Counts by status and queue controls, per tenant, of every owned partition (only what changed)."""
         for partition, book in self.books.items():
@@ -403,6 +435,7 @@ class QueueStage:
             if status.is_final:
                 totals_key, totals = book.tally.finish(status)
                 out.put(partition, totals_key.key(), partial(encode, totals))
+                book.finished.keep(status, self.report_window, partition, out)
                 entry = bounce_entry(status, self.policies.suppressing(status.tenant), now)
                 if entry is not None:  # in the bounce's transaction: the list misses no bounce, nor adds one twice
                     request(out, entry)

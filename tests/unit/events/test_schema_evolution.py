@@ -50,10 +50,9 @@ SCRATCH = tempfile.TemporaryDirectory(prefix="schema-evolution-")  # each commit
 NOT_FORWARD = {
     "mailstream.AttemptOutcome": "2026-11-22: EXPIRED and CANCELLED added (no enum default)",
     "mailstream.AttemptRecord": "embeds AttemptOutcome",
-    "mailstream.TransactionStatus": "embeds AttemptRecord",
-    "mailstream.QueuedMessage": "embeds TransactionStatus",
     "mailstream.QueueAction": "2026-11-22: drain, disable and cancel added (no enum default)",
     "mailstream.QueueCommand": "embeds QueueAction",
+    "mailstream.LogRecord": "2026-12-02: Feedback added to LogRecordType (no enum default)",
 }
 
 Versions = dict[str, Any]  # schema name -> schema, one set of files loaded together
