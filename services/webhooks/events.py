@@ -1,7 +1,8 @@
 """Which mail.events records an endpoint hears of, and the JSON it is sent: pure functions of the record.
 
-The event types are the records' meanings as a producer names them; suppressed and feedback have no record
-yet, so nothing maps to them (an endpoint may subscribe to them already).
+The event types are the records' meanings as a producer names them; suppressed has no record yet, so nothing
+maps to it (an endpoint may subscribe to it already). A bounce reported by mail after delivery is a Bounce
+record too (meta oob=true), so `bounced`; a complaint (a Feedback record) is `feedback`.
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ EVENT_OF_RECORD: dict[LogRecordType, WebhookEventType] = {
     "Expiration": "expired",
     "AdminBounce": "cancelled",  # an admin bounce of a scope, or one transaction cancelled through the API
     "Rejection": "rejected",  # refused by a draining or disabled queue
+    "Feedback": "feedback",  # a complaint received by mail (RFC 5965)
 }
 
 

@@ -29,6 +29,7 @@ def record(kind: LogRecordType, tenant: str | None = "acme"):
         ("Expiration", "expired"),
         ("AdminBounce", "cancelled"),
         ("Rejection", "rejected"),
+        ("Feedback", "feedback"),
         ("Reception", None),
     ],
 )
@@ -39,7 +40,7 @@ def test_each_record_type_maps_to_its_event(kind: LogRecordType, expected: str |
 def test_every_record_type_but_reception_is_an_event_and_the_config_accepts_every_event() -> None:
     assert set(EVENT_OF_RECORD) == set(get_args(LogRecordType)) - {"Reception"}
     assert set(EVENT_TYPES) == set(get_args(WebhookEventType))
-    assert set(EVENT_TYPES) - set(EVENT_OF_RECORD.values()) == {"suppressed", "feedback"}  # nothing writes them yet
+    assert set(EVENT_TYPES) - set(EVENT_OF_RECORD.values()) == {"suppressed"}  # nothing writes it yet
 
 
 def test_an_endpoint_hears_of_its_types_of_its_tenant_only() -> None:
