@@ -9,11 +9,12 @@ from ipaddress import ip_address
 from pathlib import Path
 from typing import Annotated, Literal
 
-from pydantic import BeforeValidator, Field, model_validator
+from pydantic import BeforeValidator, Field, field_validator, model_validator
 
 from mailstream.config.scheduling import HEALTH_HOST, TCP_PORT, Section
 from mailstream.core.duration import parse_duration
 from mailstream.core.password_hash import is_password_hash
+from mailstream.core.trace_header import check_name
 
 Duration = Annotated[timedelta, BeforeValidator(parse_duration)]
 Port = Annotated[int, Field(ge=1, le=65535)]
@@ -153,6 +154,18 @@ class IngressDomain(Section):
     )
 
 
+class BounceDomain(Section):
+    """A domain ingress listeners receive bounces (RFC 3464) and complaints (RFC 5965) for: parsed and tied to the
+    transactions they are about, never queued for delivery (docs/design-decisions.md)."""
+
+    domain: DomainName = Field(description="Recipient domain (exact), e.g. the domain of the envelope senders.")
+    tenant: str | None = Field(
+        None,
+        description="Whose mail comes back here: the tenant of a report matched by its VERP address alone "
+        "(a trace header names its own tenant).",
+    )
+
+
 class GatewayConfig(Section):
     """Its listeners, who may authenticate, the domains it receives mail for, and cut-through."""
 
@@ -166,6 +179,14 @@ class GatewayConfig(Section):
         [],
         description="Domains ingress listeners accept mail for; any other recipient is refused 550 5.7.1 "
         "(never an open relay).",
+    )
+    bounce_domains: list[BounceDomain] = Field(
+        [],
+        description="Domains ingress listeners accept bounces and complaints for (any local part); every report "
+        "is answered 250, matched or not.",
+    )
+    trace_header: str = Field(
+        "X-KumoRef", description="Name of the trace header reports are searched for (inject's trace_headers)."
     )
     cut_through_wait: Duration = Field(
         timedelta(seconds=10),
@@ -196,13 +217,18 @@ class GatewayConfig(Section):
         6068, description="Port of `/healthz` and Prometheus `/metrics`, on `web_host`.", json_schema_extra=TCP_PORT
     )
 
+    @field_validator("trace_header")
+    @classmethod
+    def _field_name(cls, value: str) -> str:
+        return check_name(value)
+
     @model_validator(mode="after")
     def _unique(self) -> GatewayConfig:
         for what, names in (
             ("listener name", [x.name for x in self.listeners]),
             ("listener address", [f"{x.host}:{x.port}" for x in self.listeners]),
             ("smtp user", [u.username for u in self.users]),
-            ("ingress domain", [d.domain for d in self.ingress_domains]),
+            ("ingress domain", [d.domain for d in self.ingress_domains] + [d.domain for d in self.bounce_domains]),
         ):
             seen: set[str] = set()
             for name in names:

@@ -24,6 +24,7 @@ from mailstream.gateway.dsn import TOLD
 from mailstream.gateway.policy import Destination, Refused, RelayPolicy, address_domain, check_sender
 from mailstream.gateway.protocol import GatewayEnvelope, GatewaySession, GatewaySMTP
 from mailstream.gateway.replies import reply
+from mailstream.gateway.reports import ReportDestination, receive
 from mailstream.intake.capacity_view import CapacityView
 from mailstream.intake.routing import RoutingError, resolve_routing
 from mailstream.intake.submission import Outgoing, Submitter
@@ -80,6 +81,7 @@ class GatewayHandler:
         self._listener = listener
         self._parts = parts
         self._relay = RelayPolicy(parts.config.ingress_domains)
+        self._bounce_domains = {d.domain: d for d in parts.config.bounce_domains}
 
     async def handle_PROXY(
         self, server: GatewaySMTP, session: GatewaySession, envelope: GatewayEnvelope, proxy_data: ProxyData
@@ -149,6 +151,12 @@ class GatewayHandler:
         if len(envelope.rcpt_tos) >= self._listener.max_recipients:
             return reply(452, "4.5.3", f"too many recipients (at most {self._listener.max_recipients})")
         try:
+            report_to = self._report_destination(envelope, address)
+            if report_to is not None:  # a bounce or complaint: no routing, list or capacity applies
+                envelope.rcpt_tos.append(address)
+                envelope.rcpt_options.extend(rcpt_options)
+                envelope.destinations.append(report_to)
+                return reply(250, "2.1.5", "recipient ok")
             destination = self._destination(session, envelope, address)
             domain = address.rpartition("@")[2].lower()
             route = resolve_routing(destination.metadata, domain, bound_tenant=destination.tenant)
@@ -171,6 +179,42 @@ class GatewayHandler:
         envelope.rcpt_options.extend(rcpt_options)
         envelope.destinations.append(destination)
         return reply(250, "2.1.5", "recipient ok")
+
+    def _report_destination(self, envelope: GatewayEnvelope, address: str) -> ReportDestination | None:
+        if self._listener.mode != "ingress" or not self._bounce_domains:
+            return None
+        domain = address_domain(address, smtputf8=envelope.smtp_utf8)
+        found = self._bounce_domains.get(domain)
+        return ReportDestination(found.domain, found.tenant) if found is not None else None
+
+    async def _reports(self, session: GatewaySession, envelope: GatewayEnvelope, content: bytes) -> str | None:
+        """Hand the reports among the recipients to stage 1 and take their recipients off the envelope; the
+        reply when nothing else is left (250 for any report: never bounce a bounce)."""
+        at = [i for i, d in enumerate(envelope.destinations) if isinstance(d, ReportDestination)]
+        if not at:
+            return None
+        try:
+            await receive(
+                self._parts.producer,
+                content,
+                [envelope.rcpt_tos[i] for i in at],
+                [envelope.destinations[i] for i in at],
+                peer=session.client or "unknown",
+                header_name=self._parts.config.trace_header,
+                now=self._parts.clock(),
+                session=session.id,
+            )
+        except KafkaUnavailable as exc:
+            log.warning("event_log_unavailable", session=session.id, error=str(exc))
+            return reply(451, "4.3.0", "the message store is not accepting mail, try again later")
+        MESSAGES.labels(self._listener.name, "report").inc()
+        if len(at) == len(envelope.rcpt_tos):
+            return reply(250, "2.0.0", "report received")
+        keep = [i for i in range(len(envelope.rcpt_tos)) if i not in at]
+        envelope.rcpt_tos = [envelope.rcpt_tos[i] for i in keep]
+        envelope.destinations = [envelope.destinations[i] for i in keep]
+        envelope.rcpt_dsn = [envelope.rcpt_dsn[i] for i in keep]
+        return None
 
     def _suppressed(self, tenant: str | None, address: str) -> str | None:
         """The reply refusing a recipient on the tenant's suppression list (or 451 while the list loads)."""
@@ -207,6 +251,9 @@ class GatewayHandler:
 
     async def handle_DATA(self, server: GatewaySMTP, session: GatewaySession, envelope: GatewayEnvelope) -> str:
         content = envelope.original_content or b""
+        answered = await self._reports(session, envelope, content)
+        if answered is not None:
+            return answered
         if _bad_line_endings(content):
             MESSAGES.labels(self._listener.name, "refused").inc()
             return reply(554, "5.6.0", "bare CR or LF in the message: lines must end with CRLF (RFC 5321 2.3.8)")
