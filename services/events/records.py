@@ -460,6 +460,28 @@ class SuppressionRemoved(Record):
     removed_by: str
 
 
+class AuditRecord(Record):
+    """One operator action through the HTTP API (mail.audit, key: the actor's tenant or "admin")."""
+
+    schema_name = "mailstream.AuditRecord"
+    id: str
+    at: datetime
+    actor: str  # the key's id, never the key
+    actor_tenant: str | None = None
+    admin: bool = False
+    operation: str
+    route: str
+    scope: dict[str, str] = {}
+    reason: str | None = None
+    parameters: dict[str, str] = {}
+    result: str  # accepted or refused; a string on the wire, so a new result breaks no reader
+    status: int
+    problem: str | None = None
+    affected: int | None = None
+    command_ids: tuple[str, ...] = ()
+    request_id: str
+
+
 class OutOfBandReport(Record):
     """A bounce or complaint received by mail, tied to its transaction (mail.queue-commands, keyed by the route
     key of the transaction's tenant): stage 1 applies it to the transaction it owns."""

@@ -18,6 +18,7 @@ from typing import Any, Generic, TypeVar
 
 from mailstream.events.records import (
     AcceptedMessage,
+    AuditRecord,
     CancelNotice,
     DeliveryResponse,
     DeliveryTask,
@@ -213,6 +214,12 @@ ANSWERS: TopicSpec[IdempotentAnswer] = TopicSpec(
     retention_ms=DAY_MS,
 )
 
+# Every operator action through the HTTP API, written in the transaction of what it did (ingest's audit module);
+# kept a year, as an audit trail is asked for long after the fact.
+AUDIT: TopicSpec[AuditRecord] = TopicSpec(
+    "mail.audit", "actor tenant or 'admin'", (AuditRecord,), retention_ms=366 * DAY_MS
+)
+
 ALL_TOPICS: tuple[TopicSpec[Any], ...] = (
     BODIES,
     ACCEPTED,
@@ -233,6 +240,7 @@ ALL_TOPICS: tuple[TopicSpec[Any], ...] = (
     WEBHOOK_ATTEMPTS,
     ANSWERS,
     SUPPRESSIONS,
+    AUDIT,
 )
 
 
