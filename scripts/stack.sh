@@ -46,26 +46,29 @@ trap cleanup EXIT
 trap 'exit 0' INT TERM # a requested stop; cleanup follows
 
 py=.venv/bin/python
-read -r port gateway_health submission ingress sink < <($py -c "
+read -r port gateway_health submission ingress sink cert key < <($py -c "
 from mailstream.config import load_config
 c = load_config('$config')
 ports = {x.mode: x.port for x in c.gateway.listeners}
+tls = next((x.tls for x in c.gateway.listeners if x.tls.cert_file and x.tls.key_file), None)
 print(c.ingest.port, c.gateway.web_port, ports.get('submission', 0), ports.get('ingress', 0),
-      c.delivery.smarthost or '127.0.0.1:2525')")
+      c.delivery.smarthost or '127.0.0.1:2525', tls.cert_file if tls else '-', tls.key_file if tls else '-')")
+tls_ca=$(dirname "$cert")/ca.pem
 
 bash deploy/kafka/broker.sh start
 export KAFKA_BOOTSTRAP_SERVERS=${KAFKA_BOOTSTRAP_SERVERS:-127.0.0.1:${KAFKA_PORT:-19092}}
 
-# The gateway's STARTTLS certificate: a throwaway CA and a localhost certificate, made once.
-if [[ ! -f $MAILSTREAM_RUN/tls/cert.pem ]]; then
-  mkdir -p "$MAILSTREAM_RUN/tls"
-  $py - "$MAILSTREAM_RUN/tls" <<'PY'
+# The gateway's STARTTLS certificate where the config names it: a throwaway CA (ca.pem beside it) and a
+# localhost certificate, made once.
+if [[ $cert != - && ! -f $cert ]]; then
+  mkdir -p "$(dirname "$cert")" "$(dirname "$key")"
+  $py - "$cert" "$key" "$tls_ca" <<'PY'
 import sys, trustme
 ca = trustme.CA()
 cert = ca.issue_cert("localhost", "127.0.0.1")
-cert.private_key_and_cert_chain_pem.write_to_path(f"{sys.argv[1]}/cert.pem")
-cert.private_key_pem.write_to_path(f"{sys.argv[1]}/key.pem")
-ca.cert_pem.write_to_path(f"{sys.argv[1]}/ca.pem")
+cert.private_key_and_cert_chain_pem.write_to_path(sys.argv[1])
+cert.private_key_pem.write_to_path(sys.argv[2])
+ca.cert_pem.write_to_path(sys.argv[3])
 PY
 fi
 setsid $py -m mailstream.devtools.capture_sink --listen "$sink" --maildir "$MAILSTREAM_RUN/mail" \
@@ -104,16 +107,16 @@ Then follow it with the id from "transactions":
   curl -s -H 'Authorization: Bearer dev-acme-key-change-me' http://127.0.0.1:$port/api/transactions/<id>
 
 Or hand it over SMTP: the submission listener on 127.0.0.1:$submission (STARTTLS, AUTH as acme-dev;
-the test CA is $MAILSTREAM_RUN/tls/ca.pem) — with swaks (Debian package swaks):
+the test CA is $tls_ca) — with swaks (Debian package swaks):
 
-  swaks --server 127.0.0.1:$submission --tls --tls-ca-path $MAILSTREAM_RUN/tls/ca.pem \\
+  swaks --server 127.0.0.1:$submission --tls --tls-ca-path $tls_ca \\
     --auth PLAIN --auth-user acme-dev --auth-password dev-password-change-me \\
     --from news@acme.example --to ann@example.com --header 'Subject: Hello over SMTP'
 
 or with Python's smtplib:
 
   python3 -c "import smtplib, ssl; s = smtplib.SMTP('127.0.0.1', $submission)
-s.starttls(context=ssl.create_default_context(cafile='$MAILSTREAM_RUN/tls/ca.pem'))
+s.starttls(context=ssl.create_default_context(cafile='$tls_ca'))
 s.login('acme-dev', 'dev-password-change-me')
 print(s.sendmail('news@acme.example', ['ann@example.com'], 'Subject: Hello\\r\\n\\r\\nHi Ann.\\r\\n'))"
 
