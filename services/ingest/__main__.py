@@ -16,6 +16,8 @@ from mailstream.core.clock import system_clock
 from mailstream.events.group_commit import TransactionalWriter
 from mailstream.events.kafka import Cluster, EventProducer
 from mailstream.ingest.app import create_app
+from mailstream.ingest.audit import Auditor
+from mailstream.ingest.audit_view import AuditView, audit_router
 from mailstream.ingest.http_guard import guard, server_options
 from mailstream.ingest.queue_api import queue_router
 from mailstream.ingest.read_model.api import read_model_router
@@ -61,6 +63,9 @@ def main(argv: list[str] | None = None) -> int:
         transaction_timeout_s=max(30.0, 2 * config.ingest.request_deadline.total_seconds()),
     )
 
+    audit = AuditView()
+    auditor = Auditor(writer, system_clock, audit)  # every operator action and its records in one transaction
+
     @contextlib.asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
         writer.start()  # aborts at once what this replica's predecessor left open
@@ -70,6 +75,7 @@ def main(argv: list[str] | None = None) -> int:
             asyncio.create_task(app.state.answers.run(bootstrap)),
         ]
         tails.append(asyncio.create_task(webhooks.run(bootstrap)))
+        tails.append(asyncio.create_task(audit.run(bootstrap)))
         tails.append(asyncio.create_task(suppressions.run(bootstrap)))
         try:  # serve once the list is read; a cluster away at start answers 503 until then
             await asyncio.wait_for(suppressions.caught_up.wait(), LIST_WAIT)
@@ -108,9 +114,10 @@ def main(argv: list[str] | None = None) -> int:
         system_clock,
         lifespan=lifespan,
         routers=[
-            queue_router(config, capacity, producer, system_clock, view),
-            webhook_router(config, webhooks, producer, system_clock),
-            suppression_router(config, suppressions, producer, system_clock),
+            queue_router(config, capacity, producer, system_clock, view, auditor),
+            webhook_router(config, webhooks, producer, system_clock, auditor),
+            suppression_router(config, suppressions, producer, system_clock, auditor),
+            audit_router(config, audit),
             read_model_router(config, messages.store, system_clock),
         ],
     )

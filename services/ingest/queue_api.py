@@ -10,7 +10,6 @@ command that names no tenant (an admin's domain-wide operation) goes to every pa
 
 from __future__ import annotations
 
-import asyncio
 import uuid
 from datetime import timedelta
 from typing import Annotated, Any, TypeVar
@@ -24,14 +23,16 @@ from mailstream.core.clock import Clock
 from mailstream.core.duration import parse_duration
 from mailstream.core.queue_scope import QueueScope
 from mailstream.events.producer import EventSink
-from mailstream.events.records import ADMIN_ISSUER, QueueAction, QueueCommand, QueueState
-from mailstream.events.topics import QUEUE_COMMANDS, route_key
+from mailstream.events.records import ADMIN_ISSUER, QueueAction, QueueCommand, QueueState, Record
+from mailstream.events.topics import QUEUE_COMMANDS, TopicSpec, route_key
 from mailstream.ingest import api_models as api
+from mailstream.ingest.audit import Action, Auditor, partition_keys
 from mailstream.ingest.auth import KeyRing, Principal
 from mailstream.ingest.problems import Problem, from_validation_error, read_json
 from mailstream.ingest.queue_report import server_rows, sources_for_tenant, stats_report
 from mailstream.ingest.status_view import StatusView
 from mailstream.intake.capacity_view import CapacityView
+from mailstream.intake.submission import DirectWriter
 
 Name = Field(default=None, min_length=1, max_length=255)
 MAX_BODY = 16 * 1024
@@ -106,9 +107,17 @@ class CancelRequest(BaseModel):
 
 
 def queue_router(
-    config: Config, view: CapacityView, producer: EventSink, clock: Clock, statuses: StatusView
+    config: Config,
+    view: CapacityView,
+    producer: EventSink,
+    clock: Clock,
+    statuses: StatusView,
+    auditor: Auditor | None = None,
 ) -> APIRouter:
+    """Each operation is audited (`auditor`: its commands and audit record in one transaction; by default each
+    record written on its own through `producer`, for tests of the routes alone)."""
     keys = KeyRing(config.ingest.api_keys)
+    audited = auditor or Auditor(DirectWriter(producer), clock)
     egress = config.egress
     router = APIRouter()
 
@@ -151,8 +160,9 @@ def queue_router(
             }
         )
 
-    async def command(request: Request, req: ScopeRequest, action: QueueAction) -> JSONResponse:
-        who = principal(request)
+    async def command(act: Action, req: ScopeRequest, action: QueueAction) -> JSONResponse:
+        who = act.who = principal(act.request)
+        act.name(queue=req.queue, tenant=req.tenant, campaign=req.campaign, domain=req.domain)
         tenant = req.tenant
         if not who.admin:
             tenant, _ = tenant_filter(who, req.tenant)  # a tenant key acts on its own queues only
@@ -177,7 +187,11 @@ def queue_router(
             issued_at=now,
             issued_by=_issuer(who),
         )
-        await _send(producer, cmd)
+        act.name(tenant=scope.tenant)
+        act.reason = cmd.reason
+        act.set(duration=duration if action != "resume" else None, until=until)
+        act.command_ids.append(cmd.id)
+        await act.write(_placed(cmd), status=202)  # affected: not known here, stage 1 applies it
         return JSONResponse(
             status_code=202,
             content={
@@ -204,8 +218,9 @@ def queue_router(
         },
     )
     async def suspend(request: Request) -> JSONResponse:
-        principal(request)
-        return await command(request, _parse(SuspendRequest, await _body_or_query(request)), "suspend")
+        async with audited.action(request, "suspend") as act:
+            act.who = principal(request)
+            return await command(act, _parse(SuspendRequest, await _body_or_query(request)), "suspend")
 
     @router.delete(
         "/api/admin/suspend",
@@ -215,8 +230,9 @@ def queue_router(
         openapi_extra={**api.json_body(ScopeRequest, required=False), "parameters": scope_query},
     )
     async def resume(request: Request) -> JSONResponse:
-        principal(request)
-        return await command(request, _parse(ScopeRequest, await _body_or_query(request)), "resume")
+        async with audited.action(request, "resume") as act:
+            act.who = principal(request)
+            return await command(act, _parse(ScopeRequest, await _body_or_query(request)), "resume")
 
     @router.post(
         "/api/admin/queue-state",
@@ -226,9 +242,12 @@ def queue_router(
         openapi_extra=api.json_body(StateRequest, example={"tenant": "acme", "state": "draining"}),
     )
     async def queue_state(request: Request) -> JSONResponse:
-        principal(request)
-        req = _parse(StateRequest, await read_json(request, MAX_BODY))
-        return await command(request, req, ACTION_OF_STATE[req.state])
+        async with audited.action(request, "queue-state") as act:
+            act.who = principal(request)
+            req = _parse(StateRequest, await read_json(request, MAX_BODY))
+            act.operation = ACTION_OF_STATE[req.state]
+            act.set(state=req.state)
+            return await command(act, req, ACTION_OF_STATE[req.state])
 
     @router.post(
         "/api/admin/bounce",
@@ -238,8 +257,9 @@ def queue_router(
         openapi_extra=api.json_body(BounceRequest, example={"campaign": "spring", "reason": "sent by mistake"}),
     )
     async def bounce(request: Request) -> JSONResponse:
-        principal(request)
-        return await command(request, _parse(BounceRequest, await read_json(request, MAX_BODY)), "cancel")
+        async with audited.action(request, "bounce") as act:
+            act.who = principal(request)
+            return await command(act, _parse(BounceRequest, await read_json(request, MAX_BODY)), "cancel")
 
     @router.post(
         "/api/transactions/{tx_id}/cancel",
@@ -249,15 +269,17 @@ def queue_router(
     )
     async def cancel(tx_id: str, request: Request) -> JSONResponse:
         """Koukan's cancel: an empty body (or {"reason": ...}); nothing happens to a finished transaction."""
-        who = principal(request)
-        req = _parse(CancelRequest, await read_json(request, MAX_BODY, empty={}))
-        status = statuses.get(tx_id)
-        if status is None or not who.may_see(status.tenant):
-            raise Problem(404, "Not found", f"no transaction {tx_id!r} visible to this API key")
-        if not status.is_final:
-            await _send(
-                producer,
-                QueueCommand(
+        async with audited.action(request, "cancel") as act:
+            who = act.who = principal(request)
+            act.name(message=tx_id)
+            req = _parse(CancelRequest, await read_json(request, MAX_BODY, empty={}))
+            act.reason = req.reason
+            status = statuses.get(tx_id)
+            if status is None or not who.may_see(status.tenant):
+                raise Problem(404, "Not found", f"no transaction {tx_id!r} visible to this API key")
+            act.name(queue=status.queue, tenant=status.tenant)
+            if not status.is_final:
+                cmd = QueueCommand(
                     id=uuid.uuid4().hex,
                     action="cancel",
                     queue=status.queue,
@@ -266,16 +288,20 @@ def queue_router(
                     transaction_id=tx_id,
                     issued_at=clock(),
                     issued_by=_issuer(who),
-                ),
+                )
+                act.command_ids.append(cmd.id)
+                act.affected = 1
+                await act.write(_placed(cmd))
+            else:
+                act.affected = 0
+            return JSONResponse(
+                {
+                    "name": f"transactions/{tx_id}",
+                    "cancel_requested": not status.is_final,
+                    "status": status.status,
+                    "done": status.is_final,
+                }
             )
-        return JSONResponse(
-            {
-                "name": f"transactions/{tx_id}",
-                "cancel_requested": not status.is_final,
-                "status": status.status,
-                "done": status.is_final,
-            }
-        )
 
     @router.get("/api/admin/suspensions", response_model=api.Suspensions, responses=api.problems(401, 403, 422))
     async def suspensions(request: Request, tenant: str | None = None) -> JSONResponse:
@@ -315,14 +341,13 @@ def _parse(model: type[M], data: Any) -> M:
         raise from_validation_error(exc) from None
 
 
-async def _send(producer: EventSink, cmd: QueueCommand) -> None:
-    """Beside the tenant's queues (its route key), or to every partition when the command names no tenant."""
-    if cmd.tenant is not None or cmd.transaction_id is not None:
-        partitions: list[int | None] = [None]
-    else:
-        partitions = list(range(QUEUE_COMMANDS.partitions))
+def _placed(cmd: QueueCommand) -> list[tuple[TopicSpec[Any], str, Record]]:
+    """Beside the tenant's queues (its route key), or on every partition when the command names no tenant (a key
+    landing on each: stage 1 applies a command where it arrives, whatever its key)."""
     key = route_key(cmd.tenant, cmd.queue or "*")
-    await asyncio.gather(*(producer.send(QUEUE_COMMANDS, key, cmd, partition=p) for p in partitions))
+    if cmd.tenant is not None or cmd.transaction_id is not None:
+        return [(QUEUE_COMMANDS, key, cmd)]
+    return [(QUEUE_COMMANDS, k, cmd) for k in partition_keys(key, QUEUE_COMMANDS.partitions)]
 
 
 def _scope_json(scope: QueueScope) -> dict[str, str]:

@@ -9,7 +9,6 @@ mail.suppressions; so it is answered 202 and visible to GET once applied (normal
 
 from __future__ import annotations
 
-import asyncio
 from datetime import UTC, datetime
 from typing import Annotated
 
@@ -23,8 +22,10 @@ from mailstream.events.producer import EventSink
 from mailstream.events.records import ADMIN_ISSUER, Suppression, SuppressionRemoved, SuppressionSource
 from mailstream.events.topics import QUEUE_COMMANDS, suppression_owner
 from mailstream.ingest import api_models as api
+from mailstream.ingest.audit import Auditor
 from mailstream.ingest.auth import KeyRing, Principal
 from mailstream.ingest.problems import Problem, from_validation_error, invalid, read_json
+from mailstream.intake.submission import DirectWriter
 from mailstream.intake.suppression_view import SuppressionView
 
 MAX_BODY = 512 * 1024
@@ -130,8 +131,11 @@ def _loaded(view: SuppressionView) -> None:
         raise Problem(503, "Not ready", "the suppression list is still being read", headers={"Retry-After": "1"})
 
 
-def suppression_router(config: Config, view: SuppressionView, producer: EventSink, clock: Clock) -> APIRouter:
+def suppression_router(
+    config: Config, view: SuppressionView, producer: EventSink, clock: Clock, auditor: Auditor | None = None
+) -> APIRouter:
     keys = KeyRing(config.ingest.api_keys)
+    audited = auditor or Auditor(DirectWriter(producer), clock)
     router = APIRouter()
 
     def principal(request: Request) -> Principal:
@@ -188,30 +192,35 @@ def suppression_router(config: Config, view: SuppressionView, producer: EventSin
         summary="Add one or many addresses to a suppression list",
     )
     async def add(request: Request) -> Added:
-        who = principal(request)
-        try:
-            wanted = AddSuppressions.model_validate(await read_json(request, MAX_BODY))
-        except ValidationError as exc:
-            raise from_validation_error(exc) from None
-        tenant = _whose(who, wanted.tenant)
-        now = clock()
-        expiries = [_expiry(new.expires_at, now, f"entries[{i}].expires_at") for i, new in enumerate(wanted.entries)]
-        entries = {  # one entry per address: the last given wins, as it would on the list
-            new.address: Suppression(
-                address=new.address,
-                tenant=tenant,
-                reason=new.reason,
-                source="api",
-                created_at=now,
-                expires_at=expires_at,
-                created_by=_issuer(who),
+        async with audited.action(request, "suppression.add") as act:
+            who = act.who = principal(request)
+            try:
+                wanted = AddSuppressions.model_validate(await read_json(request, MAX_BODY))
+            except ValidationError as exc:
+                raise from_validation_error(exc) from None
+            tenant = _whose(who, wanted.tenant)
+            now = clock()
+            expiries = [
+                _expiry(new.expires_at, now, f"entries[{i}].expires_at") for i, new in enumerate(wanted.entries)
+            ]
+            entries = {  # one entry per address: the last given wins, as it would on the list
+                new.address: Suppression(
+                    address=new.address,
+                    tenant=tenant,
+                    reason=new.reason,
+                    source="api",
+                    created_at=now,
+                    expires_at=expires_at,
+                    created_by=_issuer(who),
+                )
+                for new, expires_at in zip(wanted.entries, expiries, strict=True)
+            }
+            act.name(tenant=tenant, address=",".join(entries)[:1000])
+            act.affected = len(entries)
+            await act.write(
+                [(QUEUE_COMMANDS, suppression_owner(tenant, e.address), e) for e in entries.values()], status=202
             )
-            for new, expires_at in zip(wanted.entries, expiries, strict=True)
-        }
-        await asyncio.gather(
-            *(producer.send(QUEUE_COMMANDS, suppression_owner(tenant, e.address), e) for e in entries.values())
-        )
-        return Added(accepted=list(entries.values()))
+            return Added(accepted=list(entries.values()))
 
     @router.delete(
         "/api/suppressions/{address}",
@@ -225,18 +234,22 @@ def suppression_router(config: Config, view: SuppressionView, producer: EventSin
     async def remove(
         address: str, request: Request, tenant: Annotated[str | None, Query(max_length=255)] = None
     ) -> Response:
-        who = principal(request)
-        whose = _whose(who, _check_tenant(tenant))
-        try:
-            normal = normalise(address)
-        except InvalidAddress as exc:
-            raise invalid([("address", str(exc))]) from None
-        _loaded(view)
-        now = clock()
-        if view.entry(whose, normal, now) is None:
-            raise Problem(404, "Not found", f"{normal} is not on the suppression list of this API key")
-        removed = SuppressionRemoved(address=normal, tenant=whose, removed_at=now, removed_by=_issuer(who))
-        await producer.send(QUEUE_COMMANDS, suppression_owner(whose, normal), removed)
-        return Response(status_code=204)
+        async with audited.action(request, "suppression.remove") as act:
+            who = act.who = principal(request)
+            act.name(tenant=tenant, address=address[:300])
+            whose = _whose(who, _check_tenant(tenant))
+            try:
+                normal = normalise(address)
+            except InvalidAddress as exc:
+                raise invalid([("address", str(exc))]) from None
+            _loaded(view)
+            now = clock()
+            if view.entry(whose, normal, now) is None:
+                raise Problem(404, "Not found", f"{normal} is not on the suppression list of this API key")
+            removed = SuppressionRemoved(address=normal, tenant=whose, removed_at=now, removed_by=_issuer(who))
+            act.name(tenant=whose, address=normal)
+            act.affected = 1
+            await act.write([(QUEUE_COMMANDS, suppression_owner(whose, normal), removed)], status=204)
+            return Response(status_code=204)
 
     return router

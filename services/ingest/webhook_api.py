@@ -25,9 +25,11 @@ from mailstream.events.producer import EventSink
 from mailstream.events.records import ADMIN_ISSUER, WebhookAttempt, WebhookDeleted, WebhookEndpoint
 from mailstream.events.topics import WEBHOOKS
 from mailstream.ingest import api_models as api
+from mailstream.ingest.audit import Auditor
 from mailstream.ingest.auth import KeyRing, Principal
 from mailstream.ingest.problems import Problem, from_validation_error, read_json
 from mailstream.ingest.webhook_view import WebhookView
+from mailstream.intake.submission import DirectWriter
 
 MAX_BODY = 16 * 1024
 MAX_ENDPOINTS_PER_TENANT = 20  # each is a consumer group reading all of mail.events (docs/design-decisions.md)
@@ -103,8 +105,11 @@ def attempt_json(attempt: WebhookAttempt) -> dict[str, Any]:
     return body
 
 
-def webhook_router(config: Config, view: WebhookView, producer: EventSink, clock: Clock) -> APIRouter:
+def webhook_router(
+    config: Config, view: WebhookView, producer: EventSink, clock: Clock, auditor: Auditor | None = None
+) -> APIRouter:
     keys = KeyRing(config.ingest.api_keys)
+    audited = auditor or Auditor(DirectWriter(producer), clock)
     configured = {e.id: e for e in config.webhooks.endpoints}
     router = APIRouter()
 
@@ -142,44 +147,48 @@ def webhook_router(config: Config, view: WebhookView, producer: EventSink, clock
         openapi_extra=api.json_body(CreateWebhook, example=api.WEBHOOK_EXAMPLE),
     )
     async def create(request: Request) -> JSONResponse:
-        who = principal(request)
-        try:
-            wanted = CreateWebhook.model_validate(await read_json(request, MAX_BODY))
-        except ValidationError as exc:
-            raise from_validation_error(exc) from None
-        if not who.admin and wanted.tenant not in (None, who.tenant):
-            raise Problem(
-                403,
-                "Forbidden",
-                f"tenant: {wanted.tenant!r} is not the tenant of this API key",
-                [{"field": "tenant", "message": "not the tenant of this API key"}],
+        async with audited.action(request, "webhook.create") as act:
+            who = act.who = principal(request)
+            try:
+                wanted = CreateWebhook.model_validate(await read_json(request, MAX_BODY))
+            except ValidationError as exc:
+                raise from_validation_error(exc) from None
+            if not who.admin and wanted.tenant not in (None, who.tenant):
+                raise Problem(
+                    403,
+                    "Forbidden",
+                    f"tenant: {wanted.tenant!r} is not the tenant of this API key",
+                    [{"field": "tenant", "message": "not the tenant of this API key"}],
+                )
+            tenant = wanted.tenant if who.admin else who.tenant
+            if sum(1 for e in view.endpoints() if e.tenant == tenant) >= MAX_ENDPOINTS_PER_TENANT:
+                raise Problem(
+                    409,
+                    "Too many endpoints",
+                    f"a tenant has at most {MAX_ENDPOINTS_PER_TENANT} webhook endpoints: delete one first",
+                )
+            endpoint = WebhookEndpoint(
+                id=f"wh_{uuid.uuid4().hex}",
+                name=wanted.name,
+                tenant=tenant,
+                url=wanted.url,
+                secret=wanted.secret or f"whsec_{secrets.token_urlsafe(32)}",
+                events=tuple(dict.fromkeys(wanted.events)),
+                retry_for_ms=int(wanted.retry_for.total_seconds() * 1000),
+                timeout_ms=int(wanted.timeout.total_seconds() * 1000),
+                created_at=clock(),
+                created_by=_issuer(who),
             )
-        tenant = wanted.tenant if who.admin else who.tenant
-        if sum(1 for e in view.endpoints() if e.tenant == tenant) >= MAX_ENDPOINTS_PER_TENANT:
-            raise Problem(
-                409,
-                "Too many endpoints",
-                f"a tenant has at most {MAX_ENDPOINTS_PER_TENANT} webhook endpoints: delete one first",
+            act.name(tenant=tenant, endpoint=endpoint.id)
+            act.set(url=endpoint.url, events=",".join(endpoint.events))  # never its secret
+            act.affected = 1
+            await act.write([(WEBHOOKS, endpoint.id, endpoint)], status=201)
+            view.put(endpoint)
+            return JSONResponse(
+                endpoint_json(endpoint, with_secret=True),
+                status_code=201,
+                headers={"Location": f"/api/webhooks/{endpoint.id}"},
             )
-        endpoint = WebhookEndpoint(
-            id=f"wh_{uuid.uuid4().hex}",
-            name=wanted.name,
-            tenant=tenant,
-            url=wanted.url,
-            secret=wanted.secret or f"whsec_{secrets.token_urlsafe(32)}",
-            events=tuple(dict.fromkeys(wanted.events)),
-            retry_for_ms=int(wanted.retry_for.total_seconds() * 1000),
-            timeout_ms=int(wanted.timeout.total_seconds() * 1000),
-            created_at=clock(),
-            created_by=_issuer(who),
-        )
-        await producer.send(WEBHOOKS, endpoint.id, endpoint)
-        view.put(endpoint)
-        return JSONResponse(
-            endpoint_json(endpoint, with_secret=True),
-            status_code=201,
-            headers={"Location": f"/api/webhooks/{endpoint.id}"},
-        )
 
     @router.get("/api/webhooks", response_model=api.WebhookEndpoints, responses=api.problems(401))
     async def listing(request: Request) -> JSONResponse:
@@ -202,20 +211,24 @@ def webhook_router(config: Config, view: WebhookView, producer: EventSink, clock
         },
     )
     async def delete(ident: str, request: Request) -> Response:
-        who = principal(request)
-        if visible(who, ident)["source"] == "config":
-            raise Problem(
-                409,
-                "Defined in the configuration",
-                f"endpoint {ident!r} is in webhooks.endpoints of the configuration file: remove it there",
-            )
-        endpoint = view.endpoint(ident)
-        if endpoint is None:  # deleted meanwhile
-            raise not_found(ident)
-        deleted = WebhookDeleted(id=ident, tenant=endpoint.tenant, deleted_at=clock(), deleted_by=_issuer(who))
-        await producer.send(WEBHOOKS, ident, deleted)
-        view.put(deleted)
-        return Response(status_code=204)
+        async with audited.action(request, "webhook.delete") as act:
+            who = act.who = principal(request)
+            act.name(endpoint=ident[:300])
+            if visible(who, ident)["source"] == "config":
+                raise Problem(
+                    409,
+                    "Defined in the configuration",
+                    f"endpoint {ident!r} is in webhooks.endpoints of the configuration file: remove it there",
+                )
+            endpoint = view.endpoint(ident)
+            if endpoint is None:  # deleted meanwhile
+                raise not_found(ident)
+            deleted = WebhookDeleted(id=ident, tenant=endpoint.tenant, deleted_at=clock(), deleted_by=_issuer(who))
+            act.name(tenant=endpoint.tenant)
+            act.affected = 1
+            await act.write([(WEBHOOKS, ident, deleted)], status=204)
+            view.put(deleted)
+            return Response(status_code=204)
 
     @router.get(
         "/api/webhooks/{ident}/attempts", response_model=api.WebhookAttempts, responses=api.problems(401, 404, 422)

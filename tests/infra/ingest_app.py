@@ -28,6 +28,8 @@ from mailstream.events.records import QueueStats, Record, SourceUsage, Transacti
 from mailstream.events.serde import decode, encode
 from mailstream.events.topics import QUEUE_STATS, SOURCE_USAGE, STATUS, TopicSpec
 from mailstream.ingest.app import create_app
+from mailstream.ingest.audit import Auditor
+from mailstream.ingest.audit_view import AuditView, audit_router
 from mailstream.ingest.queue_api import queue_router
 from mailstream.ingest.read_model.projection import TOPICS as READ_MODEL_TOPICS
 from mailstream.ingest.status_view import StatusStore, StatusView
@@ -200,6 +202,8 @@ class IngestApp:
     capacity: CapacityView
     clock: ManualClock
     app: FastAPI
+    audit: AuditView  # the audit trail's projection, fed by the routes' own writes (as a replica reads its own)
+    auditor: Auditor  # writes through `transactions`: an action's records and its audit record all or nothing
     _projected: int = field(default=0)
 
     @classmethod
@@ -213,15 +217,17 @@ class IngestApp:
         submitter = Submitter(
             producer, clock, capacity.refusal, writer=transactions, policies=TenantPolicies(config.tenants)
         )
+        audit = AuditView()
+        auditor = Auditor(transactions, clock, audit)
         app = create_app(
             config.ingest,
             submitter,
             statuses,
             clock,
-            routers=[queue_router(config, capacity, producer, clock, statuses)],
+            routers=[queue_router(config, capacity, producer, clock, statuses, auditor), audit_router(config, audit)],
         )
         app.state.answers.caught_up.set()  # nothing to read back: the answers' tail is not run here
-        return cls(config, producer, transactions, statuses, capacity, clock, app)
+        return cls(config, producer, transactions, statuses, capacity, clock, app, audit, auditor)
 
     def client(self, key: str | None = ADMIN_KEY) -> httpx.AsyncClient:
         return asgi_client(self.app, key)
