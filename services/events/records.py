@@ -223,6 +223,7 @@ class LogRecord(Record):
     created: datetime
     num_attempts: int = 0
     bounce_classification: str | None = None
+    bounce_type: str | None = None  # a BounceType; a string on the wire
     egress_pool: str | None = None
     egress_source: str | None = None
     reception_protocol: str | None = None

@@ -52,7 +52,6 @@ NOT_FORWARD = {
     "mailstream.AttemptRecord": "embeds AttemptOutcome",
     "mailstream.QueueAction": "2026-11-22: drain, disable and cancel added (no enum default)",
     "mailstream.QueueCommand": "embeds QueueAction",
-    "mailstream.LogRecord": "2026-12-02: Feedback added to LogRecordType (no enum default)",
 }
 
 Versions = dict[str, Any]  # schema name -> schema, one set of files loaded together
