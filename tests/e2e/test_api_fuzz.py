@@ -1,7 +1,7 @@
 """The OpenAPI document is the HTTP API's contract: schemathesis fuzzes every operation of the live ingest service
-(`python -m mailstream.ingest` on the real broker), with an admin key and a tenant's, with data the document
-allows and data it does not, and every answer must be one the document declares: no server error, no status
-code, content type, body or header it does not describe.
+(`python -m mailstream.ingest` on a real broker of its own), with an admin key and a tenant's, with data the
+document allows and data it does not, and every answer must be one the document declares: no server error, no
+status code, content type, body or header it does not describe.
 
 Bounded for CI: MAILSTREAM_FUZZ_EXAMPLES (default 25) examples per operation, key and mode, derandomized so a
 failure reproduces; raise it for the long form. The summary is printed (`pytest -s` shows it).
@@ -17,7 +17,7 @@ import pytest
 
 from mailstream.ingest.api_models import INJECT_EXAMPLE
 from tests.infra.api_fuzz import Known, fuzz
-from tests.infra.stack import ACME_KEY, ADMIN_KEY, Stack, stack_config
+from tests.infra.stack import ACME_KEY, ADMIN_KEY, Stack, private_bootstrap, stack_config
 
 pytestmark = [pytest.mark.e2e, pytest.mark.integration, pytest.mark.slow]
 
@@ -26,13 +26,16 @@ EXAMPLES = int(os.environ.get("MAILSTREAM_FUZZ_EXAMPLES", "25"))
 
 @pytest.mark.timeout(900)
 def test_every_answer_is_one_the_openapi_document_declares(kafka_bootstrap: str, tmp_path: Path) -> None:
-    # Ingest alone: the API is all it serves; nothing is delivered (the smarthost is never dialled).
-    stack = Stack(stack_config(kafka_bootstrap, ("127.0.0.1", 9), tmp_path), tmp_path)
-    try:
-        stack.start_service("ingest")
-        report = fuzz(stack.api, {"admin": ADMIN_KEY, "tenant": ACME_KEY}, EXAMPLES, known=_a_transaction(stack))
-    finally:
-        stack.stop()
+    # Ingest alone: the API is all it serves; nothing is delivered (the smarthost is never dialled). On a broker
+    # of its own: the suspensions, bounces and suppressions it sets must not reach other tests' pipelines.
+    with private_bootstrap(kafka_bootstrap, tmp_path / "kafka") as bootstrap:
+        stack = Stack(stack_config(bootstrap, ("127.0.0.1", 9), tmp_path), tmp_path)
+        try:
+            stack.start_service("ingest")
+            keys = {"admin": ADMIN_KEY, "tenant": ACME_KEY}
+            report = fuzz(stack.api, keys, EXAMPLES, known=_a_transaction(stack))
+        finally:
+            stack.stop()
     print(report.summary())
     assert "Traceback" not in (tmp_path / "ingest.log").read_text(errors="replace"), stack.log_tail("ingest", 80)
     assert len(report.operations) >= 18, report.summary()  # every route of today's API is in the document
