@@ -19,6 +19,7 @@ from mailstream.ingest.app import create_app
 from mailstream.ingest.audit import Auditor
 from mailstream.ingest.audit_view import AuditView, audit_router
 from mailstream.ingest.http_guard import guard, server_options
+from mailstream.ingest.kumo_admin import kumo_admin_router
 from mailstream.ingest.queue_api import queue_router
 from mailstream.ingest.read_model.api import read_model_router
 from mailstream.ingest.read_model.service import ReadModel
@@ -118,6 +119,7 @@ def main(argv: list[str] | None = None) -> int:
             webhook_router(config, webhooks, producer, system_clock, auditor),
             suppression_router(config, suppressions, producer, system_clock, auditor),
             audit_router(config, audit),
+            kumo_admin_router(config, capacity, view, system_clock, auditor),
             read_model_router(config, messages.store, system_clock),
         ],
     )

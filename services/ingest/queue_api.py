@@ -106,25 +106,17 @@ class CancelRequest(BaseModel):
     reason: str | None = Reason
 
 
-def queue_router(
-    config: Config,
-    view: CapacityView,
-    producer: EventSink,
-    clock: Clock,
-    statuses: StatusView,
-    auditor: Auditor | None = None,
-) -> APIRouter:
-    """Each operation is audited (`auditor`: its commands and audit record in one transaction; by default each
-    record written on its own through `producer`, for tests of the routes alone)."""
-    keys = KeyRing(config.ingest.api_keys)
-    audited = auditor or Auditor(DirectWriter(producer), clock)
-    egress = config.egress
-    router = APIRouter()
+class QueueControls:
+    """Turns a control on a scope into its QueueCommand, checked against the caller's rights: the one way every
+    route that sets a queue's state (these, kumo_admin's) builds its command."""
 
-    def principal(request: Request) -> Principal:
-        return keys.authenticate(request.headers.get("authorization"))
+    def __init__(self, config: Config, view: CapacityView, clock: Clock) -> None:
+        self.keys, self.view, self.clock = KeyRing(config.ingest.api_keys), view, clock
 
-    def tenant_filter(who: Principal, tenant: str | None) -> tuple[str | None, bool]:
+    def principal(self, request: Request) -> Principal:
+        return self.keys.authenticate(request.headers.get("authorization"))
+
+    def tenant_filter(self, who: Principal, tenant: str | None) -> tuple[str | None, bool]:
         """(tenant, all tenants?) the caller may read."""
         if who.admin:
             return tenant, tenant is None
@@ -136,6 +128,57 @@ def queue_router(
                 [{"field": "tenant", "message": "not the tenant of this API key"}],
             )
         return who.tenant, False
+
+    def prepare(self, act: Action, req: ScopeRequest, action: QueueAction) -> QueueCommand:
+        """The command `req` asks for, its scope, reason and parameters noted on `act`; not written yet."""
+        who = act.who = self.principal(act.request)
+        act.name(queue=req.queue, tenant=req.tenant, campaign=req.campaign, domain=req.domain)
+        tenant = req.tenant
+        if not who.admin:
+            tenant, _ = self.tenant_filter(who, req.tenant)  # a tenant key acts on its own queues only
+        scope = QueueScope(queue=req.queue, tenant=tenant, campaign=req.campaign, domain=req.domain)
+        if not who.admin and _admin_controlled(self.view, scope, bounce=action == "cancel"):
+            raise Problem(403, "Forbidden", "an admin set this control: only an admin may change it")
+        now = self.clock()
+        duration = req.duration if isinstance(req, SuspendRequest) else None
+        if action == "cancel" and duration is None:
+            duration = DEFAULT_BOUNCE
+        until = now + duration if duration is not None and action != "resume" else None
+        reason = req.reason if isinstance(req, SuspendRequest) and action != "resume" else None
+        cmd = QueueCommand(
+            id=uuid.uuid4().hex,
+            action=action,
+            queue=scope.queue,
+            tenant=scope.tenant,
+            campaign=scope.campaign,
+            domain=scope.domain,
+            reason=reason,
+            until=until,
+            issued_at=now,
+            issued_by=_issuer(who),
+        )
+        act.name(tenant=scope.tenant)
+        act.reason = cmd.reason
+        act.set(duration=duration if action != "resume" else None, until=until)
+        act.command_ids.append(cmd.id)
+        return cmd
+
+
+def queue_router(
+    config: Config,
+    view: CapacityView,
+    producer: EventSink,
+    clock: Clock,
+    statuses: StatusView,
+    auditor: Auditor | None = None,
+) -> APIRouter:
+    """Each operation is audited (`auditor`: its commands and audit record in one transaction; by default each
+    record written on its own through `producer`, for tests of the routes alone)."""
+    controls = QueueControls(config, view, clock)
+    principal, tenant_filter = controls.principal, controls.tenant_filter
+    audited = auditor or Auditor(DirectWriter(producer), clock)
+    egress = config.egress
+    router = APIRouter()
 
     @router.get("/api/queue/servers", response_model=api.Servers, responses=api.problems(401))
     async def servers(request: Request) -> JSONResponse:
@@ -161,48 +204,9 @@ def queue_router(
         )
 
     async def command(act: Action, req: ScopeRequest, action: QueueAction) -> JSONResponse:
-        who = act.who = principal(act.request)
-        act.name(queue=req.queue, tenant=req.tenant, campaign=req.campaign, domain=req.domain)
-        tenant = req.tenant
-        if not who.admin:
-            tenant, _ = tenant_filter(who, req.tenant)  # a tenant key acts on its own queues only
-        scope = QueueScope(queue=req.queue, tenant=tenant, campaign=req.campaign, domain=req.domain)
-        if not who.admin and _admin_controlled(view, scope, bounce=action == "cancel"):
-            raise Problem(403, "Forbidden", "an admin set this control: only an admin may change it")
-        now = clock()
-        duration = req.duration if isinstance(req, SuspendRequest) else None
-        if action == "cancel" and duration is None:
-            duration = DEFAULT_BOUNCE
-        until = now + duration if duration is not None and action != "resume" else None
-        reason = req.reason if isinstance(req, SuspendRequest) and action != "resume" else None
-        cmd = QueueCommand(
-            id=uuid.uuid4().hex,
-            action=action,
-            queue=scope.queue,
-            tenant=scope.tenant,
-            campaign=scope.campaign,
-            domain=scope.domain,
-            reason=reason,
-            until=until,
-            issued_at=now,
-            issued_by=_issuer(who),
-        )
-        act.name(tenant=scope.tenant)
-        act.reason = cmd.reason
-        act.set(duration=duration if action != "resume" else None, until=until)
-        act.command_ids.append(cmd.id)
-        await act.write(_placed(cmd), status=202)  # affected: not known here, stage 1 applies it
-        return JSONResponse(
-            status_code=202,
-            content={
-                "id": cmd.id,
-                "operation": action,
-                "scope": _scope_json(scope),
-                "reason": cmd.reason,
-                "until": until.isoformat() if until else None,
-                "timestamp": now.isoformat(),
-            },
-        )
+        cmd = controls.prepare(act, req, action)
+        await act.write(placed(cmd), status=202)  # affected: not known here, stage 1 applies it
+        return JSONResponse(status_code=202, content=_answer(cmd))
 
     command_errors = api.problems(400, 401, 403, 413, 422, 503)
     scope_query = api.query("queue", "tenant", "campaign", "domain")["parameters"]
@@ -291,7 +295,7 @@ def queue_router(
                 )
                 act.command_ids.append(cmd.id)
                 act.affected = 1
-                await act.write(_placed(cmd))
+                await act.write(placed(cmd))
             else:
                 act.affected = 0
             return JSONResponse(
@@ -341,13 +345,28 @@ def _parse(model: type[M], data: Any) -> M:
         raise from_validation_error(exc) from None
 
 
-def _placed(cmd: QueueCommand) -> list[tuple[TopicSpec[Any], str, Record]]:
+def placed(cmd: QueueCommand) -> list[tuple[TopicSpec[Any], str, Record]]:
     """Beside the tenant's queues (its route key), or on every partition when the command names no tenant (a key
     landing on each: stage 1 applies a command where it arrives, whatever its key)."""
     key = route_key(cmd.tenant, cmd.queue or "*")
     if cmd.tenant is not None or cmd.transaction_id is not None:
         return [(QUEUE_COMMANDS, key, cmd)]
     return [(QUEUE_COMMANDS, k, cmd) for k in partition_keys(key, QUEUE_COMMANDS.partitions)]
+
+
+def _answer(cmd: QueueCommand) -> dict[str, Any]:
+    return {
+        "id": cmd.id,
+        "operation": cmd.action,
+        "scope": _scope_json(scope_of(cmd)),
+        "reason": cmd.reason,
+        "until": cmd.until.isoformat() if cmd.until else None,
+        "timestamp": cmd.issued_at.isoformat(),
+    }
+
+
+def scope_of(cmd: QueueCommand) -> QueueScope:
+    return QueueScope(queue=cmd.queue, tenant=cmd.tenant, campaign=cmd.campaign, domain=cmd.domain)
 
 
 def _scope_json(scope: QueueScope) -> dict[str, str]:

@@ -30,6 +30,7 @@ from mailstream.events.topics import QUEUE_STATS, SOURCE_USAGE, STATUS, TopicSpe
 from mailstream.ingest.app import create_app
 from mailstream.ingest.audit import Auditor
 from mailstream.ingest.audit_view import AuditView, audit_router
+from mailstream.ingest.kumo_admin import kumo_admin_router
 from mailstream.ingest.queue_api import queue_router
 from mailstream.ingest.read_model.projection import TOPICS as READ_MODEL_TOPICS
 from mailstream.ingest.status_view import StatusStore, StatusView
@@ -224,7 +225,11 @@ class IngestApp:
             submitter,
             statuses,
             clock,
-            routers=[queue_router(config, capacity, producer, clock, statuses, auditor), audit_router(config, audit)],
+            routers=[
+                queue_router(config, capacity, producer, clock, statuses, auditor),
+                audit_router(config, audit),
+                kumo_admin_router(config, capacity, statuses, clock, auditor),
+            ],
         )
         app.state.answers.caught_up.set()  # nothing to read back: the answers' tail is not run here
         return cls(config, producer, transactions, statuses, capacity, clock, app, audit, auditor)
