@@ -12,7 +12,8 @@ from datetime import datetime
 from typing import Final, Unpack
 
 from mailstream.core.backoff import RetryPolicy, next_attempt
-from mailstream.core.bounce_classify import BounceClassifier
+from mailstream.core.bounce_classify import BounceClassifier, Classification
+from mailstream.core.disposition_class import ADMIN_BOUNCE, EXPIRED, REFUSED, classify_disposition
 from mailstream.core.queue_name import NULL_QUEUE
 from mailstream.events.legacy import as_egress_verdict
 from mailstream.events.records import (
@@ -61,7 +62,7 @@ def log_record(
     now: datetime,
     *,
     attempt: DeliveryResponse | None = None,
-    bounce_class: str | None = None,
+    verdict: Classification | None = None,
 ) -> LogRecord:
     return LogRecord(
         type=kind,
@@ -76,7 +77,8 @@ def log_record(
         timestamp=now,
         created=tx.created_at,
         num_attempts=tx.num_attempts,
-        bounce_classification=bounce_class,
+        bounce_classification=verdict.bounce_class if verdict else None,
+        bounce_type=verdict.bounce_type if verdict else None,
         egress_pool=tx.egress_pool,
         egress_source=attempt.egress_source if attempt else None,
         delivery_protocol="ESMTP" if attempt and attempt.outcome in ("DELIVERED", "TRANSIENT", "PERMANENT") else None,
@@ -114,8 +116,14 @@ def on_accepted(msg: AcceptedMessage, partition: int, egress_pool: str, *, prior
         transaction=tx,
     )
     if msg.queue == NULL_QUEUE:
+        discarded = "discarded: the null queue discards its messages"  # the operator's routing: an admin bounce
         q = advance(
-            q, msg.received_at, status="cancelled", final_reason="discarded: the null queue discards its messages"
+            q,
+            msg.received_at,
+            status="cancelled",
+            final_reason=discarded,
+            bounce_classification=ADMIN_BOUNCE.bounce_class,
+            bounce_type=ADMIN_BOUNCE.bounce_type,
         )
         return Effects(delete=True, statuses=[q.transaction])
     return Effects(state=q)
@@ -123,11 +131,19 @@ def on_accepted(msg: AcceptedMessage, partition: int, egress_pool: str, *, prior
 
 def expire(q: QueuedMessage, now: datetime, reason: str, *, attempt: DeliveryResponse | None = None) -> Effects:
     response = SmtpResponse(code=551, enhanced_code="5.4.7", content=reason)
-    q = advance(q, now, status="expired", next_attempt_at=None, final_reason=f"expired: {reason}")
+    q = advance(
+        q,
+        now,
+        status="expired",
+        next_attempt_at=None,
+        final_reason=f"expired: {reason}",
+        bounce_classification=EXPIRED.bounce_class,
+        bounce_type=EXPIRED.bounce_type,
+    )
     return Effects(
         delete=True,
         statuses=[q.transaction],
-        logs=[log_record("Expiration", q.transaction, q, response, now, attempt=attempt)],
+        logs=[log_record("Expiration", q.transaction, q, response, now, attempt=attempt, verdict=EXPIRED)],
     )
 
 
@@ -197,27 +213,29 @@ def on_response(
         )
     if resp.outcome == "PERMANENT":
         r = resp.response
-        verdict = classifier.classify(r.code, r.enhanced_code, r.content)
+        verdict = classify_disposition("bounce", r.code, r.enhanced_code, r.content, classifier=classifier)
         q = advance(
             q,
             now,
             status="bounced",
             num_attempts=resp.attempt,
             attempts=attempts,
+            final_reason=f"bounced: {r}",
             bounce_classification=verdict.bounce_class,
             bounce_type=verdict.bounce_type,
-            final_reason=f"bounced: {r}",
         )
         return Effects(
             delete=True,
             statuses=[q.transaction],
-            logs=[log_record("Bounce", q.transaction, q, r, now, attempt=resp, bounce_class=verdict.bounce_class)],
+            logs=[log_record("Bounce", q.transaction, q, r, now, attempt=resp, verdict=verdict)],
         )
     plan = next_attempt(
         retry, created=tx.created_at, now=now, attempts_made=tx.num_attempts, expires_at=q.expires_at, rng=rng
     )
     q = advance(q, now, num_attempts=resp.attempt, attempts=attempts)
-    failure = log_record("TransientFailure", q.transaction, q, resp.response, now, attempt=resp)
+    r = resp.response  # classified on its log record; the status is classified only when the transaction ends
+    deferral = classify_disposition("transient", r.code, r.enhanced_code, r.content, classifier=classifier)
+    failure = log_record("TransientFailure", q.transaction, q, r, now, attempt=resp, verdict=deferral)
     if q.cancel_reason is not None:  # cancelled during the attempt: it ends here, no retry
         done = cancelled(q, now, q.cancel_reason, attempt=resp)
         done.logs.insert(0, failure)
@@ -294,11 +312,20 @@ def admin_bounce(reason: str) -> SmtpResponse:
 
 def cancelled(q: QueuedMessage, now: datetime, reason: str, *, attempt: DeliveryResponse | None = None) -> Effects:
     """Final 'cancelled', logged as KumoMTA logs an admin bounce."""
-    q = advance(q, now, status="cancelled", next_attempt_at=None, final_reason=f"cancelled: {reason}")
+    q = advance(
+        q,
+        now,
+        status="cancelled",
+        next_attempt_at=None,
+        final_reason=f"cancelled: {reason}",
+        bounce_classification=ADMIN_BOUNCE.bounce_class,
+        bounce_type=ADMIN_BOUNCE.bounce_type,
+    )
+    response = admin_bounce(reason)
     return Effects(
         delete=True,
         statuses=[q.transaction],
-        logs=[log_record("AdminBounce", q.transaction, q, admin_bounce(reason), now, attempt=attempt)],
+        logs=[log_record("AdminBounce", q.transaction, q, response, now, attempt=attempt, verdict=ADMIN_BOUNCE)],
     )
 
 
@@ -331,11 +358,18 @@ def cancel(q: QueuedMessage | None, now: datetime, reason: str) -> Effects:
 def refuse(q: QueuedMessage, now: datetime, state: str, reason: str | None) -> Effects:
     """A message arriving in a draining or disabled queue: 'bounced' at once, logged as a Rejection."""
     why = f"queue {q.transaction.queue} is {state}" + (f": {reason}" if reason else "")
-    q = advance(q, now, status="bounced", next_attempt_at=None, final_reason=f"refused: {why}")
-    response = SmtpResponse(code=550, enhanced_code="5.7.1", content=why)
-    return Effects(
-        delete=True, statuses=[q.transaction], logs=[log_record("Rejection", q.transaction, q, response, now)]
+    q = advance(
+        q,
+        now,
+        status="bounced",
+        next_attempt_at=None,
+        final_reason=f"refused: {why}",
+        bounce_classification=REFUSED.bounce_class,
+        bounce_type=REFUSED.bounce_type,
     )
+    response = SmtpResponse(code=550, enhanced_code="5.7.1", content=why)
+    rejection = log_record("Rejection", q.transaction, q, response, now, verdict=REFUSED)
+    return Effects(delete=True, statuses=[q.transaction], logs=[rejection])
 
 
 def restate(q: QueuedMessage, now: datetime) -> Effects:

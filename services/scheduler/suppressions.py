@@ -27,8 +27,11 @@ EXPIRED = "expired"
 
 
 def bounce_entry(status: TransactionStatus, rules: Suppressing, now: datetime) -> Suppression | None:
-    """The entry a transaction's final bounce makes, if its bounce type suppresses."""
+    """The entry a transaction's final bounce makes, if its bounce type suppresses. A bounce without an attempt
+    (a queue's state refused it: PolicyRelated, block) says nothing about the address."""
     if status.status != "bounced" or status.bounce_type is None or not rules.suppresses(status.bounce_type):
+        return None
+    if not status.attempts:
         return None
     try:
         address = normalise(status.recipient)
