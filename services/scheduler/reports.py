@@ -103,7 +103,7 @@ def apply(
             bounce_type=found.bounce_type,
             final_reason=reason,
         )
-    outcome.logs.append(_log("Bounce", report, status, response, found.bounce_class, now))
+    outcome.logs.append(_log("Bounce", report, status, response, found.bounce_class, now, found.bounce_type))
     outcome.suppression = _entry(report, status, rules, found.bounce_type, found.bounce_class, response, now)
     return outcome
 
@@ -158,6 +158,7 @@ def _log(
     response: SmtpResponse,
     bounce_class: str | None,
     now: datetime,
+    bounce_type: str | None = None,
 ) -> LogRecord:
     meta = {
         "oob": "true",
@@ -181,6 +182,7 @@ def _log(
             "created": status.created_at,
             "num_attempts": status.num_attempts,
             "bounce_classification": bounce_class,
+            "bounce_type": bounce_type,
             "egress_pool": status.egress_pool,
             "tenant": status.tenant,
             "campaign": status.campaign,

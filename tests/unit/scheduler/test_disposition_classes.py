@@ -9,10 +9,14 @@ from __future__ import annotations
 
 from datetime import timedelta
 
+from mailstream.core.bounce_classify import BounceClassifier
 from mailstream.core.clock import ManualClock
+from mailstream.core.suppression import Suppressing
+from mailstream.events import fixtures
 from mailstream.events.records import DeliveryResponse, DeliveryTask, LogRecord, SmtpResponse, Suppression
 from mailstream.events.serde import decode, encode
 from mailstream.events.topics import DELIVERY, EVENTS, QUEUE_COMMANDS, RESPONSES, route_key
+from mailstream.scheduler import reports
 from tests.unit.scheduler.test_queue_controls_simulation import CONFIG, START, Twin
 from tests.unit.scheduler.test_queue_states_simulation import latest
 
@@ -126,3 +130,12 @@ def test_a_deferral_is_classified_on_its_log_record_only() -> None:
     status = latest(twin, tx)
     assert (status.status, status.bounce_classification, status.bounce_type) == ("delivered", None, None)
     assert log_classes(twin, tx) == [("TransientFailure", "PolicyRelated", "block"), ("Delivery", None, None)]
+
+
+def test_a_bounce_reported_by_mail_has_its_type_on_its_log_record() -> None:
+    delivered = fixtures.status()
+    outcome = reports.apply(
+        fixtures.out_of_band_report(), delivered, BounceClassifier.default(), Suppressing({}), START
+    )
+    [record] = outcome.logs
+    assert (record.type, record.bounce_classification, record.bounce_type) == ("Bounce", "InvalidRecipient", "hard")
