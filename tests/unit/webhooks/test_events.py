@@ -73,6 +73,7 @@ def test_the_body_carries_the_event() -> None:
         "response": {"code": 250, "enhanced_code": "2.0.0", "text": "OK queued as 1234"},
         "num_attempts": 1,
         "bounce_classification": None,
+        "bounce_type": None,
         "site": "unspecified->mx.example.com",
         "peer_address": None,
         "timestamp": "2026-11-22T08:00:00.123000Z",
