@@ -60,9 +60,14 @@ def main() -> int:
         "       mailstream hash-password  (reads a password on stdin, prints the hash for gateway.users)\n"
         "       mailstream hash-api-key   (prints a new random API key and its key_sha256 for ingest.api_keys)"
     )
-    if len(sys.argv) == 2 and sys.argv[1] in ("-h", "--help"):
-        print(usage)
-        return 0
+    if len(sys.argv) >= 2 and sys.argv[1] not in (*services, "hash-password", "hash-api-key"):
+        from mailstream.operator.commands import NAMES, run  # typer and rich only for the operator commands
+
+        if len(sys.argv) == 2 and sys.argv[1] in ("-h", "--help"):
+            print(usage + "\n       mailstream COMMAND ...  (operator commands over the HTTP API, below)\n")
+            return run(["--help"])
+        if sys.argv[1] in NAMES:
+            return run(sys.argv[1:])
     if len(sys.argv) == 2 and sys.argv[1] == "hash-password":
         return _hash_password()
     if len(sys.argv) == 2 and sys.argv[1] == "hash-api-key":
