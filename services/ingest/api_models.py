@@ -19,6 +19,7 @@ from fastapi.openapi.utils import get_openapi
 from pydantic import BaseModel, ConfigDict, WithJsonSchema
 from pydantic.json_schema import models_json_schema
 
+from mailstream.core.bounce_classify import BounceType
 from mailstream.events.records import (
     MessageStatus,
     QueueAction,
@@ -59,13 +60,24 @@ class TransactionRef(Answer):
     status_url: str
 
 
+class Refusal(Answer):
+    """A recipient refused at submission (suppressed, the tenant's policy, a queue's state, its metadata),
+    classified as stage 1 classifies every other end."""
+
+    recipient: str
+    error: str
+    bounce_classification: str
+    bounce_type: BounceType
+
+
 class InjectAnswer(Answer):
-    """KumoMTA's answer, plus one transaction per accepted recipient."""
+    """KumoMTA's answer, plus one transaction per accepted recipient and each refusal classified."""
 
     success_count: int
     fail_count: int
     failed_recipients: list[str]
     errors: list[str]
+    refusals: list[Refusal]
     transactions: list[TransactionRef]
 
 

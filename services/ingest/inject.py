@@ -23,6 +23,7 @@ from starlette.concurrency import run_in_threadpool
 
 from mailstream.config.model import IngestConfig
 from mailstream.core.clock import Clock
+from mailstream.core.disposition_class import classify_disposition
 from mailstream.events.group_commit import OutcomeUnknown
 from mailstream.events.kafka import KafkaUnavailable
 from mailstream.events.records import IdempotentAnswer
@@ -185,12 +186,22 @@ class Injector:
 
 
 def answer_json(result: SubmitResult) -> dict[str, Any]:
-    """KumoMTA's answer, plus one transaction per accepted recipient."""
+    """KumoMTA's answer, plus one transaction per accepted recipient and each refusal classified."""
+    refused = classify_disposition("refusal")
     return {
         "success_count": len(result.accepted),
         "fail_count": len(result.failed),
         "failed_recipients": [rcpt for rcpt, _ in result.failed],
         "errors": [f"{rcpt}: {err}" for rcpt, err in result.failed],
+        "refusals": [
+            {
+                "recipient": rcpt,
+                "error": err,
+                "bounce_classification": refused.bounce_class,
+                "bounce_type": refused.bounce_type,
+            }
+            for rcpt, err in result.failed
+        ],
         "transactions": [
             {"id": m.id, "recipient": m.recipient, "queue": m.queue, "status_url": f"/api/transactions/{m.id}"}
             for m in result.accepted
