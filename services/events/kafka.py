@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from typing import Any, TypeVar
 
 from confluent_kafka import Consumer, KafkaError, KafkaException, Message, Producer, TopicPartition
-from confluent_kafka.admin import AdminClient, NewTopic  # type: ignore[attr-defined]
+from confluent_kafka.admin import AdminClient, NewTopic, OffsetSpec  # type: ignore[attr-defined]
 
 from mailstream.config.kafka import KafkaConfig
 from mailstream.events.records import Record
@@ -397,6 +397,7 @@ def ensure_topics(
                 if exc.args[0].code() != KafkaError.TOPIC_ALREADY_EXISTS:
                     raise KafkaUnavailable(f"creating {name}: {exc}") from exc
         existing = _await_metadata(admin, [s.name for s in missing], timeout)
+        _await_leaders(admin, {s.name: existing[s.name] for s in missing}, timeout)
     for spec in wanted:
         have = len(existing[spec.name].partitions)
         if have != spec.partitions:
@@ -435,6 +436,27 @@ def _await_metadata(admin: AdminClient, names: list[str], timeout: float) -> dic
         if time.monotonic() > deadline:
             raise KafkaUnavailable(f"topics {names} not visible in metadata after {timeout}s")
         time.sleep(0.1)
+
+
+def _await_leaders(admin: AdminClient, topics: dict[str, Any], timeout: float) -> None:
+    """Until each new partition's leader answers for it: metadata names a leader before that broker serves the
+    partition, and a stage's first watermark query in that gap fails (NOT_LEADER_FOR_PARTITION) and ends it."""
+    deadline = time.monotonic() + timeout
+    pending = [TopicPartition(name, p) for name, topic in topics.items() for p in topic.partitions]
+    while pending:
+        latest = OffsetSpec.latest()  # type: ignore[no-untyped-call]
+        futures = admin.list_offsets({tp: latest for tp in pending}, request_timeout=timeout)
+        failed = []
+        for tp, future in futures.items():
+            try:
+                future.result()
+            except KafkaException:
+                failed.append(TopicPartition(tp.topic, tp.partition))
+        pending = failed
+        if pending and time.monotonic() > deadline:
+            raise KafkaUnavailable(f"{len(pending)} new partitions not served after {timeout}s, e.g. {pending[0]}")
+        if pending:
+            time.sleep(0.2)
 
 
 def _led(topic: Any) -> bool:
