@@ -41,7 +41,7 @@ class ReportDestination:
 
 
 def report_record(
-    report: Report, destinations: Sequence[ReportDestination], to: Sequence[str], peer: str, now: datetime
+    report: Report, destinations: Sequence[ReportDestination], peer: str, now: datetime
 ) -> tuple[OutOfBandReport | None, str]:
     """The record a parsed report becomes, or None and why not."""
     tx_id = report.transaction_id
@@ -90,7 +90,7 @@ async def receive(
     if report is None:
         record, result = None, "unparsable"
     else:
-        record, result = report_record(report, destinations, to, peer, now)
+        record, result = report_record(report, destinations, peer, now)
     kind = report.kind if report is not None else "none"
     REPORTS.labels(kind, result).inc()
     if record is not None:

@@ -16,6 +16,7 @@ from tests.infra.stack import free_port
 ACME_USER, ACME_PASSWORD = "acme-app", "correct horse battery staple"
 GLOBEX_USER, GLOBEX_PASSWORD = "globex-app", "globex password 42"
 INGRESS_DOMAIN = "inbound.test"  # ingress listeners receive mail for it, on behalf of tenant acme
+BOUNCE_DOMAIN = "bounces.acme.test"  # and bounces and complaints for acme's mail (gateway.bounce_domains)
 _HASHES: dict[str, str] = {}
 
 
@@ -73,6 +74,7 @@ def gateway_section(workdir: Path, **overrides: Any) -> tuple[dict[str, Any], Ga
             {"username": GLOBEX_USER, "password_hash": _hash(GLOBEX_PASSWORD), "tenant": "globex"},
         ],
         "ingress_domains": [{"domain": INGRESS_DOMAIN, "tenant": "acme"}],
+        "bounce_domains": [{"domain": BOUNCE_DOMAIN, "tenant": "acme"}],
         "auth_failure_delay": "0.2s",
         "max_auth_failures": 3,
     }
