@@ -25,6 +25,7 @@ from typing import Any, TypeVar
 from confluent_kafka import KafkaError, KafkaException, Producer, TopicPartition
 
 from mailstream.events.kafka import Bootstrap, EventConsumer, KafkaUnavailable, client_config, producer_config
+from mailstream.events.processor.transaction import TransactionStuck, bounded
 from mailstream.observability.logs import get_logger
 
 log = get_logger(__name__)
@@ -161,11 +162,28 @@ class OffsetTransactions:
                 producer.produce(record.topic, key=record.key, value=record.value, headers=list(record.headers))
             if checkpoint:
                 offsets = [TopicPartition(t, p, offset, metadata=meta) for (t, p), (offset, meta) in checkpoint.items()]
-                producer.send_offsets_to_transaction(offsets, consumer.group_metadata(), self._timeout)
+                self._send_offsets(producer, offsets, consumer.group_metadata())
             producer.commit_transaction(self._timeout)
+        except TransactionStuck as exc:
+            log.warning("transactional_producer_replaced", error=str(exc))
+            self._producer = None  # its open transaction is left to the coordinator's timeout
+            raise KafkaUnavailable(f"transaction not committed: {exc}") from exc
         except (KafkaException, BufferError) as exc:
             self._failed(producer, exc)
             raise KafkaUnavailable(f"transaction not committed: {exc}") from exc
+
+    def _send_offsets(self, producer: Producer, offsets: list[TopicPartition], group: object) -> None:
+        """Waited for on a thread of its own: after the coordinator went away and came back, librdkafka can
+        block in it past its timeout (#5456), and a call that timed out once hangs when made again (the chaos
+        run's delivery worker committed nothing for minutes after a broker SIGKILL). Either way nothing was
+        committed and the producer is given up (TransactionStuck)."""
+        try:
+            bounded(lambda: producer.send_offsets_to_transaction(offsets, group, self._timeout), self._timeout + 5.0)
+        except KafkaException as exc:
+            err = _error(exc)
+            if err is not None and err.code() == KafkaError._TIMED_OUT:
+                raise TransactionStuck(err.str()) from exc
+            raise
 
     def _failed(self, producer: Producer, exc: Exception) -> None:
         err = _error(exc)
