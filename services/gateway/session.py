@@ -14,6 +14,7 @@ from prometheus_client import Counter
 
 from mailstream.config.gateway import GatewayConfig, Listener
 from mailstream.core.clock import Clock
+from mailstream.core.disposition_class import classify_disposition
 from mailstream.events.kafka import KafkaUnavailable
 from mailstream.events.producer import EventSink
 from mailstream.events.records import AcceptedMessage, LogRecord, QueueCommand, SmtpResponse
@@ -52,7 +53,9 @@ class GatewayParts:
 
 
 def rejection_record(message: AcceptedMessage, attempt: FirstAttempt, now: datetime) -> LogRecord:
-    """The client was given this permanent failure as the DATA reply (KumoMTA's Rejection)."""
+    """The client was given this permanent failure as the DATA reply (KumoMTA's Rejection), classified as stage 1
+    classifies the attempt's bounce."""
+    verdict = classify_disposition("bounce", attempt.code, attempt.enhanced, attempt.text)
     return LogRecord(
         type="Rejection",
         id=message.id,
@@ -63,6 +66,8 @@ def rejection_record(message: AcceptedMessage, attempt: FirstAttempt, now: datet
         timestamp=now,
         created=message.received_at,
         response=SmtpResponse(code=attempt.code, enhanced_code=attempt.enhanced, content=attempt.text),
+        bounce_classification=verdict.bounce_class,
+        bounce_type=verdict.bounce_type,
         reception_protocol="ESMTP",
         tenant=message.tenant,
         campaign=message.campaign,

@@ -76,7 +76,11 @@ async def test_data_reply_waits_for_the_first_attempt(tmp_path: Path) -> None:
         # Recorded, so the notifier knows the client was told and sends no DSN.
         told = [decode(r.value, LogRecord) for r in app.producer.bus.read(EVENTS.name)]
         assert [(r.type, r.id) for r in told] == [("Reception", message.id), ("Rejection", message.id)]
-        assert told[1].response.code == 550
+        assert (told[1].response.code, told[1].bounce_classification, told[1].bounce_type) == (
+            550,
+            "InvalidRecipient",
+            "hard",
+        )
         await client.quit()
 
 
