@@ -32,6 +32,7 @@ from mailstream.scheduler.stage import Timers
 
 log = get_logger(__name__)
 NOT_COMPLAINTS = frozenset({"not-spam", "auth-failure"})  # feedback types that say nothing against the mail
+COMPLAINT_CLASS = "Complaint"  # ours: KumoMTA's classes are of SMTP replies, and no reply is a complaint
 DEFAULT_RESPONSE = SmtpResponse(code=550, enhanced_code=None, content="bounced after delivery (no diagnostic)")
 
 
@@ -111,12 +112,12 @@ def apply(
 def _complaint(report: OutOfBandReport, status: TransactionStatus, rules: Suppressing, now: datetime) -> Outcome:
     kind = report.feedback_type or "other"
     response = SmtpResponse(code=250, enhanced_code=None, content=f"feedback report: {kind}")
-    outcome = Outcome(logs=[_log("Feedback", report, status, response, None, now)])
     if kind in NOT_COMPLAINTS:
-        return outcome
+        return Outcome(logs=[_log("Feedback", report, status, response, None, now)])
+    outcome = Outcome(logs=[_log("Feedback", report, status, response, COMPLAINT_CLASS, now, "complaint")])
     if status.complaint is None:
         outcome.status = next_version(status, now, complaint=kind)
-    outcome.suppression = _entry(report, status, rules, "complaint", None, response, now)
+    outcome.suppression = _entry(report, status, rules, "complaint", COMPLAINT_CLASS, response, now)
     return outcome
 
 

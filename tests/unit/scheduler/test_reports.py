@@ -142,6 +142,7 @@ def test_a_delivered_message_that_bounces_later_becomes_bounced_logged_and_suppr
         "192.0.2.25",
         "InvalidRecipient",
     )
+    assert event.bounce_type == "hard"
     assert event.meta == {
         "oob": "true",
         "report": "dsn",
@@ -167,8 +168,10 @@ def test_a_complaint_keeps_the_delivery_flags_the_status_and_suppresses() -> Non
     assert (flagged.status, flagged.complaint, flagged.bounce_type) == ("delivered", "abuse", None)
     [event] = stage.events("Feedback")
     assert (event.meta["feedback_type"], event.meta["user_agent"]) == ("abuse", "Yahoo!-Mail-Feedback/2.0")
+    assert (event.bounce_classification, event.bounce_type) == ("Complaint", "complaint")  # issue 10 item 7
     [entry] = stage.suppressed()
     assert (entry.source, entry.bounce_type, entry.reason) == ("complaint", "complaint", "complaint: abuse")
+    assert entry.bounce_classification == "Complaint"
     versions = len(stage.statuses())
     stage.report(tx, kind="feedback", response=None, feedback_type="abuse")  # a second complaint
     assert len(stage.statuses()) == versions  # already flagged: no new version
@@ -181,7 +184,8 @@ def test_a_not_spam_report_is_logged_and_changes_nothing_else() -> None:
     versions = len(stage.statuses())
     stage.report(tx, kind="feedback", response=None, feedback_type="not-spam")
     assert len(stage.statuses()) == versions
-    assert len(stage.events("Feedback")) == 1
+    [event] = stage.events("Feedback")
+    assert (event.bounce_classification, event.bounce_type) == (None, None)  # not a complaint
     assert stage.suppressed() == []
 
 
