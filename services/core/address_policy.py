@@ -82,6 +82,8 @@ class AddressPolicy:
             ip = ip_address(address)
         except ValueError:
             return f"{address!r} is not an IP address"
+        if isinstance(ip, IPv6Address) and ip.ipv4_mapped is not None:
+            ip = ip.ipv4_mapped  # ::ffff:10.0.0.1 reaches 10.0.0.1: held to the IPv4 lists, not past them
         if (ip, port) in self.allow_endpoints or any(ip in n for n in self.allow if n.version == ip.version):
             return None
         listed = next((n for n in self.deny if n.version == ip.version and ip in n), None)

@@ -97,3 +97,13 @@ def test_bad_entries_say_what_is_wrong(text: str, error: str) -> None:
 def test_entries_parse_into_networks_and_endpoints() -> None:
     assert str(parse_endpoint("fc00::/7")) == "fc00::/7"
     assert parse_endpoint("[::1]:2525") == (ip_address("::1"), 2525)
+
+
+def test_an_ipv4_mapped_address_is_held_to_the_ipv4_lists() -> None:
+    # ::ffff:10.0.0.1 reaches 10.0.0.1 on a dual-stack socket: a denied IPv4 network must deny it too.
+    denying = AddressPolicy.of(False, ["10.0.0.0/8"], [])
+    assert denying.refusal("::ffff:10.0.0.1", 25) == "in denied network 10.0.0.0/8"
+    allowing = AddressPolicy.of(True, [], ["10.1.0.0/16", "127.0.0.1:2525"])
+    assert allowing.refusal("::ffff:10.1.2.3", 25) is None
+    assert allowing.refusal("::ffff:127.0.0.1", 2525) is None
+    assert allowing.refusal("::ffff:127.0.0.1", 25) == "loopback address"
