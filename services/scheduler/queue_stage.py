@@ -151,7 +151,7 @@ class QueueStage:
                 case Expiring():
                     book.suppressions.restore(key, value)
                 case Finished(tx_id):
-                    book.finished.restore(tx_id, value, self.report_window)
+                    book.finished.restore(tx_id, value)
         for tx_id, value in book.messages.items():
             q = decode(value, QueuedMessage)
             self._index(book, q)

@@ -49,10 +49,13 @@ class FinishedBook:
     def __init__(self) -> None:
         self._statuses = PackedValues()
         self._timers = Timers()
+        self._restored: list[str] = []  # timed at the first tick after a restart
 
-    def restore(self, tx_id: str, value: bytes, window: timedelta) -> None:
+    def restore(self, tx_id: str, value: bytes) -> None:
+        """Not decoded (a week of a busy partition's statuses would take minutes): its timer is set at the first
+        tick, a window from then, so a restart lets an entry live up to one window longer."""
         self._statuses[tx_id] = value
-        self._timers.add(decode(value, TransactionStatus).updated_at + window, tx_id)
+        self._restored.append(tx_id)
 
     def pack(self) -> None:
         self._statuses.pack()
@@ -71,6 +74,9 @@ class FinishedBook:
 
     def lapse(self, now: datetime, window: timedelta, partition: int, out: Writes) -> None:
         """Forget the statuses whose window has passed (a status kept again since has a later one: skipped)."""
+        for tx_id in self._restored:
+            self._timers.add(now + window, tx_id)
+        self._restored.clear()
         for _, tx_id in self._timers.due(now):
             status = self.get(tx_id)
             if status is None or status.updated_at + window > now:

@@ -220,3 +220,14 @@ def test_an_unknown_transaction_or_a_window_of_zero_changes_nothing() -> None:
     stage.report("f" * 32)
     assert (len(stage.bus.read(STATUS.name)), len(stage.bus.read(EVENTS.name))) == before
     assert stage.suppressed() == []
+
+
+def test_a_restored_status_is_forgotten_a_window_after_the_first_tick_of_its_new_owner() -> None:
+    stage = Stage1({"scheduler": {"report_window": "1d"}})
+    tx = stage.deliver()
+    restarted = Stage1({"scheduler": {"report_window": "1d"}}, changelog=stage.proc.out.changelog)
+    restarted.proc.tick(T0 + timedelta(hours=12))  # restored undecoded: timed from here
+    restarted.proc.tick(T0 + timedelta(days=1, hours=11))
+    assert any(Finished(tx).key() in part for part in restarted.proc.out.changelog.values())
+    restarted.proc.tick(T0 + timedelta(days=1, hours=12))
+    assert not any(Finished(tx).key() in part for part in restarted.proc.out.changelog.values())
