@@ -14,7 +14,7 @@ import threading
 import time
 from collections.abc import Iterable, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
 from confluent_kafka import Consumer, KafkaError, KafkaException, Message, Producer, TopicPartition
@@ -33,7 +33,8 @@ class Cluster:
     from (`client_config`), so none connects without the configured TLS and SASL."""
 
     bootstrap: str
-    security: tuple[tuple[str, str], ...] = ()  # librdkafka properties (KafkaConfig.client_settings)
+    # librdkafka properties (KafkaConfig.client_settings): passwords among them, so never in a repr
+    security: tuple[tuple[str, str], ...] = field(default=(), repr=False)
 
     @classmethod
     def of(cls, config: KafkaConfig) -> Cluster:

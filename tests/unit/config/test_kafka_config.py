@@ -76,6 +76,17 @@ def test_the_password_can_come_from_the_environment() -> None:
     assert "from-env" not in repr(section)
 
 
+def test_a_cluster_never_shows_its_password() -> None:
+    # A Cluster is handed to every stage and client builder: a repr of it (a log line, a traceback's locals,
+    # a dataclass holding it) must not carry the SASL or key password it was built with.
+    env = {"MAILSTREAM_KAFKA__SASL_PASSWORD": "from-env"}
+    section = kafka(env, security_protocol="SASL_PLAINTEXT", sasl_mechanism="PLAIN", sasl_username="u")
+    cluster = Cluster.of(section)
+    assert client_config(cluster)["sasl.password"] == "from-env"
+    assert "from-env" not in repr(cluster)
+    assert "from-env" not in str(cluster)
+
+
 def test_a_missing_password_file_fails_when_the_service_builds_its_clients(tmp_path: Path) -> None:
     section = kafka(
         security_protocol="SASL_SSL", sasl_mechanism="PLAIN", sasl_username="u", sasl_password_file=str(tmp_path / "x")
