@@ -168,12 +168,11 @@ def suppression_router(
             after = (cursor_tenant or "", cursor_address)
         found: list[Suppression] = []
         more = False
+        every_tenant = who.admin and tenant is None
         entries = view.entries(
-            whose, clock(), every_tenant=who.admin and tenant is None, search=search, domain=domain, source=source
+            whose, clock(), every_tenant=every_tenant, search=search, domain=domain, source=source, after=after
         )
         for entry in entries:
-            if after is not None and (entry.tenant or "", entry.address) <= after:
-                continue
             if len(found) == limit:
                 more = True
                 break

@@ -11,6 +11,7 @@ stage 1's removal has been read."""
 from __future__ import annotations
 
 import asyncio
+from bisect import bisect_right
 from collections.abc import Iterator
 from datetime import datetime
 
@@ -70,12 +71,18 @@ class SuppressionView:
         search: str | None = None,
         domain: str | None = None,
         source: str | None = None,
+        after: tuple[str, str] | None = None,
     ) -> Iterator[Suppression]:
-        """Entries in force, by tenant then address; of one tenant, or of all with `every_tenant`."""
+        """Entries in force, by tenant then address; of one tenant, or of all with `every_tenant`. `after`
+        (tenant or "", address): only those past it, skipped before any is decoded (a cursor's later pages)."""
         tenants = sorted(self._lists, key=lambda t: t or "") if every_tenant else [tenant]
         for name in tenants:
+            if after is not None and (name or "") < after[0]:
+                continue
             listed = self._lists.get(name, {})
-            for address in sorted(listed):
+            addresses = sorted(listed)
+            start = bisect_right(addresses, after[1]) if after is not None and (name or "") == after[0] else 0
+            for address in addresses[start:]:
                 expires_at, encoded = listed[address]
                 if in_force(expires_at, now) and matches(address, search=search, domain=domain):
                     found = decode(encoded, Suppression)

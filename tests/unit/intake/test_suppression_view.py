@@ -12,6 +12,7 @@ from mailstream.events.memory import MemoryBus
 from mailstream.events.records import Suppression, SuppressionRemoved
 from mailstream.events.serde import encode
 from mailstream.events.topics import PARTITIONS, SUPPRESSIONS
+from mailstream.intake import suppression_view
 from mailstream.intake.suppression_view import SuppressionsLoading, SuppressionView
 from tests.infra.ingest_app import tail_the_bus
 
@@ -71,3 +72,33 @@ async def test_the_view_answers_once_it_has_read_the_list_and_follows_it(monkeyp
         task.cancel()
         with pytest.raises(asyncio.CancelledError):
             await task
+
+
+def test_a_page_after_a_cursor_decodes_only_what_follows_it(monkeypatch: pytest.MonkeyPatch) -> None:
+    # A listing's later pages must not cost every entry before them: decoding each was seconds on the event
+    # loop for a list of a few hundred thousand, for every page of every caller.
+    view = SuppressionView()
+    for i in range(1000):
+        view.apply(entry(f"r{i:04d}@example.com"))
+        view.apply(entry(f"r{i:04d}@example.com", tenant="globex"))
+    decoded = 0
+    real = suppression_view.decode
+
+    def counting(data: bytes, kind: type[Suppression]) -> Suppression:
+        nonlocal decoded
+        decoded += 1
+        return real(data, kind)
+
+    monkeypatch.setattr(suppression_view, "decode", counting)
+    after = [e.address for e in view.entries("acme", T0, after=("acme", "r0989@example.com"))]
+    assert after == [f"r{i:04d}@example.com" for i in range(990, 1000)]
+    assert decoded == 10
+    every = [
+        (e.tenant, e.address) for e in view.entries(None, T0, every_tenant=True, after=("acme", "r0998@example.com"))
+    ]
+    assert every[:3] == [
+        ("acme", "r0999@example.com"),
+        ("globex", "r0000@example.com"),
+        ("globex", "r0001@example.com"),
+    ]
+    assert len(every) == 1001
