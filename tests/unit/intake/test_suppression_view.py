@@ -10,7 +10,7 @@ import pytest
 
 from mailstream.events.memory import MemoryBus
 from mailstream.events.records import Suppression, SuppressionRemoved
-from mailstream.events.serde import encode
+from mailstream.events.serde import decode, encode
 from mailstream.events.topics import PARTITIONS, SUPPRESSIONS
 from mailstream.intake import suppression_view
 from mailstream.intake.suppression_view import SuppressionsLoading, SuppressionView
@@ -82,7 +82,7 @@ def test_a_page_after_a_cursor_decodes_only_what_follows_it(monkeypatch: pytest.
         view.apply(entry(f"r{i:04d}@example.com"))
         view.apply(entry(f"r{i:04d}@example.com", tenant="globex"))
     decoded = 0
-    real = suppression_view.decode
+    real = decode
 
     def counting(data: bytes, kind: type[Suppression]) -> Suppression:
         nonlocal decoded
