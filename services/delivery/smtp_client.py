@@ -36,7 +36,7 @@ class Destination:
 @dataclass(frozen=True, slots=True)
 class Login:
     username: str
-    password: str
+    password: str = dataclasses.field(repr=False)  # in clear (the config's SecretStr unwrapped): never in a repr
 
 
 @dataclass(frozen=True, slots=True)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from typing import Any
 
 from mailstream.config.egress_paths import PathShapes, site_of
@@ -43,6 +44,17 @@ def test_a_relay_wins_over_the_smarthost_with_its_credentials_and_tls() -> None:
     assert (route.starttls, route.login) == ("required", Login("u", "p"))
     plain = route_for(c.egress.source("plain-relay"), c.delivery, "example.com")
     assert (plain.hosts, plain.starttls, plain.login) == ((Destination("10.0.0.9", 587),), "opportunistic", None)
+
+
+def test_a_relays_password_is_never_in_a_repr() -> None:
+    # The config keeps it a SecretStr; the route and the session settings built from it hold it in clear, so
+    # their reprs (a log line, a traceback, a failing assertion) must leave it out.
+    route = route_for(config().egress.source("relayed"), config().delivery, "example.com")
+    assert route.login is not None
+    assert route.login.password == "p"
+    secret = Login("u", "s3cret-relay-password")
+    assert "s3cret" not in repr(secret)
+    assert "s3cret" not in repr(dataclasses.replace(route, login=secret))
 
 
 def test_without_a_relay_the_smarthost_else_the_domains_mx() -> None:
