@@ -188,6 +188,11 @@ class GatewayConfig(Section):
     trace_header: str = Field(
         "X-KumoRef", description="Name of the trace header reports are searched for (inject's trace_headers)."
     )
+    trace_submitted: bool = Field(
+        False,
+        description="Add the trace header `trace_header` to mail accepted on submission listeners, as inject's "
+        "`trace_headers` does, so its bounces and complaints are tied back (each recipient's body is then its own).",
+    )
     cut_through_wait: Duration = Field(
         timedelta(seconds=10),
         description="How long the reply to DATA waits for each recipient's first delivery "

@@ -274,6 +274,8 @@ class GatewayHandler:
             return refused
         message_id = message_id_of(summary)
         sender = "" if envelope.mail_from in (None, "<>") else str(envelope.mail_from)
+        config = self._parts.config
+        trace = config.trace_header if config.trace_submitted and self._listener.mode == "submission" else None
         outgoing = []
         for rcpt, destination, (notify, orcpt) in zip(
             envelope.rcpt_tos, envelope.destinations, envelope.rcpt_dsn, strict=True
@@ -286,7 +288,7 @@ class GatewayHandler:
                 "dsn_envid": envelope.dsn_envid,
             }
             meta.update({k: v for k, v in dsn.items() if v})
-            outgoing.append(Outgoing(rcpt, data, message_id, summary, meta))
+            outgoing.append(Outgoing(rcpt, data, message_id, summary, meta, trace))
         try:
             result = await self._parts.submitter.submit(outgoing, sender=sender, bound_tenant=None, protocol="ESMTP")
         except KafkaUnavailable as exc:

@@ -14,9 +14,11 @@ import pytest
 from prometheus_client import REGISTRY
 
 from mailstream.core.trace_header import TraceRef, encode
-from mailstream.events.records import OutOfBandReport
+from mailstream.core.trace_header import decode as decode_trace
+from mailstream.events.records import MessageBody, OutOfBandReport
+from mailstream.events.serde import decode
 from mailstream.events.topics import BODIES, QUEUE_COMMANDS
-from tests.infra.gateway import INGRESS_DOMAIN
+from tests.infra.gateway import ACME_PASSWORD, ACME_USER, INGRESS_DOMAIN
 from tests.infra.gateway_app import GatewayApp, gateway_app
 
 SAMPLES = Path(__file__).parents[1] / "core" / "reports"
@@ -123,3 +125,25 @@ async def test_a_report_beside_ordinary_ingress_mail_leaves_that_mail_queued(app
     assert (await send(app, dsn_for(TX), [f"bounces@{BOUNCES}", f"postmaster@{INGRESS_DOMAIN}"]))[0] == 250
     assert len(reports(app)) == 1
     assert [m.recipient for m in app.accepted()] == [f"postmaster@{INGRESS_DOMAIN}"]
+
+
+@pytest.mark.parametrize("traced", [True, False])
+async def test_submitted_mail_carries_the_trace_header_when_configured(tmp_path: Path, traced: bool) -> None:
+    async with gateway_app(tmp_path, trace_submitted=traced, trace_header="X-Acme-Ref") as app:
+        smtp = aiosmtplib.SMTP(hostname="127.0.0.1", port=app.ports.submission_plain, start_tls=False, timeout=10)
+        await smtp.connect()
+        await smtp.login(ACME_USER, ACME_PASSWORD)
+        message = b"From: app@acme.test\r\nTo: x\r\nSubject: s\r\n\r\nHi.\r\n"
+        errors, _ = await smtp.sendmail("app@acme.test", ["ann@example.com", "bob@example.com"], message)
+        await smtp.quit()
+        assert errors == {}
+        written = [decode(r.value, MessageBody) for r in app.producer.bus.read(BODIES.name)]
+        bodies = {b.sha256: b.data for b in written}
+        found = []
+        for msg in app.accepted():
+            data = bodies[msg.body.sha256]
+            lines = data.split(b"\r\n\r\n", 1)[0].split(b"\r\n")
+            value = next((line[12:] for line in lines if line.startswith(b"X-Acme-Ref: ")), None)
+            found.append(decode_trace(value.decode()) if value is not None else None)
+        expected = [TraceRef(m.id, "acme", m.recipient) for m in app.accepted()] if traced else [None, None]
+        assert found == expected
