@@ -12,6 +12,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
+import idna
+
 KEY_SEPARATOR = "!"
 MAX_ADDRESS = 254  # RFC 5321's path limit, less the angle brackets
 
@@ -23,7 +25,7 @@ class InvalidAddress(ValueError):
 def normalise(address: str) -> str:
     """The one form of an address an entry is kept and looked up under: no angle brackets or surrounding
     space, lower case (receivers treat local parts case-insensitively in practice; a list that did not would
-    let `Bob@` past `bob@`), the domain without a trailing dot and in A-labels."""
+    let `Bob@` past `bob@`), the domain without a trailing dot and in A-labels (IDNA 2008)."""
     text = address.strip()
     if text.startswith("<") and text.endswith(">"):
         text = text[1:-1].strip()
@@ -32,9 +34,9 @@ def normalise(address: str) -> str:
     if not at or not local or not domain or any(c.isspace() or ord(c) < 32 or c in "<>" for c in text):
         raise InvalidAddress(f"{address!r} is not an address (local@domain)")
     if not domain.isascii():
-        try:
-            domain = domain.encode("idna").decode("ascii")
-        except UnicodeError:
+        try:  # IDNA 2008 (UTS 46), as the MX lookup spells it: Python's "idna" codec (2003) makes straße strasse
+            domain = idna.encode(domain, uts46=True).decode("ascii")
+        except (idna.IDNAError, UnicodeError):
             raise InvalidAddress(f"{address!r} has a domain that is not a valid IDN") from None
     normal = f"{local.lower()}@{domain}"
     if len(normal) > MAX_ADDRESS:

@@ -51,6 +51,14 @@ def test_an_address_too_long_is_refused() -> None:
         normalise("a" * 250 + "@example.com")
 
 
+def test_an_idn_is_kept_under_the_a_label_mail_to_it_goes_to() -> None:
+    # IDNA 2008 (UTS 46), as the MX lookup and the tenant's sender domains spell it: IDNA 2003 made straße.de
+    # strasse.de, another domain, so an entry for the real A-label never held mail to the U-label.
+    assert normalise("ann@straße.de") == normalise("ann@xn--strae-oqa.de") == "ann@xn--strae-oqa.de"
+    assert normalise("ann@strasse.de") != normalise("ann@straße.de")
+    assert normalise("ann@BÜCHER.example") == "ann@xn--bcher-kva.example"
+
+
 def test_an_invalid_idn_is_refused() -> None:
     with pytest.raises(InvalidAddress, match="IDN"):
         normalise("ann@" + "ü" * 70 + ".example")
