@@ -55,6 +55,7 @@ def stack(
         gateway=gateway_config[0],
         dkim={"keys": [k.config() for k in dkim_keys]},
         webhooks={"web_port": free_port(), "retry_interval": "0.5s"},
+        scheduler={"report_window": "1d"},  # the gateway's bounce_domains need it
     ) as s:
         yield s
 

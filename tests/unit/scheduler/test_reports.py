@@ -47,6 +47,7 @@ BASE: dict[str, Any] = {
     "egress": {"sources": [{"name": "s1"}], "pools": [{"name": "p", "entries": [{"name": "s1"}]}]},
     "queues": {"egress_pool": "p"},
 }
+WINDOW: dict[str, Any] = {"scheduler": {"report_window": "7d"}}  # off by default
 
 
 class Stage1:
@@ -123,7 +124,7 @@ class Stage1:
 
 
 def test_a_delivered_message_that_bounces_later_becomes_bounced_logged_and_suppressed() -> None:
-    stage = Stage1()
+    stage = Stage1(WINDOW)
     tx = stage.deliver()
     delivered = stage.latest(tx)
     assert delivered.status == "delivered"
@@ -161,7 +162,7 @@ def test_a_delivered_message_that_bounces_later_becomes_bounced_logged_and_suppr
 
 
 def test_a_complaint_keeps_the_delivery_flags_the_status_and_suppresses() -> None:
-    stage = Stage1()
+    stage = Stage1(WINDOW)
     tx = stage.deliver()
     stage.report(tx, kind="feedback", response=None, feedback_type="abuse", user_agent="Yahoo!-Mail-Feedback/2.0")
     flagged = stage.latest(tx)
@@ -179,7 +180,7 @@ def test_a_complaint_keeps_the_delivery_flags_the_status_and_suppresses() -> Non
 
 
 def test_a_not_spam_report_is_logged_and_changes_nothing_else() -> None:
-    stage = Stage1()
+    stage = Stage1(WINDOW)
     tx = stage.deliver()
     versions = len(stage.statuses())
     stage.report(tx, kind="feedback", response=None, feedback_type="not-spam")
@@ -190,7 +191,9 @@ def test_a_not_spam_report_is_logged_and_changes_nothing_else() -> None:
 
 
 def test_a_bounce_of_what_already_bounced_keeps_the_first_bounce() -> None:
-    stage = Stage1({"suppression": {"on_bounce": {"complaint": "forever"}}})  # hard bounces do not suppress here
+    stage = Stage1(
+        {**WINDOW, "suppression": {"on_bounce": {"complaint": "forever"}}}
+    )  # hard bounces do not suppress here
     tx = stage.deliver(outcome="PERMANENT")
     versions = len(stage.statuses())
     stage.report(tx)
