@@ -93,7 +93,7 @@ class ChaosRun:
         return Outcome(report, self.unexpected.seen, self.exits, self.workdir)
 
     def _stack(self, bootstrap: str, sink: RecordingSink) -> Stack:
-        gateway, self._ports = gateway_section(self.workdir, cut_through_wait="0s")
+        gateway, self._ports = gateway_section(self.workdir, cut_through_wait="0s", bounce_domains=[])
         config = stack_config(
             bootstrap,
             sink.address,
