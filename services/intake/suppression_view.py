@@ -33,10 +33,12 @@ class SuppressionsLoading(KafkaUnavailable):
 class SuppressionView:
     def __init__(self) -> None:
         self._lists: dict[str | None, dict[str, Kept]] = {}  # tenant -> address -> (expires_at, encoded entry)
+        self._sorted: dict[str | None, list[str]] = {}  # a list's addresses in order, until it next changes
         self.caught_up = asyncio.Event()
 
     def apply(self, record: Suppression | SuppressionRemoved, encoded: bytes | None = None) -> None:
         """Apply a record of the topic (`encoded`: its value as read, if at hand)."""
+        self._sorted.pop(record.tenant, None)
         if isinstance(record, Suppression):
             kept = (record.expires_at, encoded if encoded is not None else encode(record))
             self._lists.setdefault(record.tenant, {})[record.address] = kept
@@ -79,11 +81,19 @@ class SuppressionView:
         for name in tenants:
             if after is not None and (name or "") < after[0]:
                 continue
-            listed = self._lists.get(name, {})
-            addresses = sorted(listed)
+            listed = self._lists.get(name)
+            if not listed:
+                continue
+            addresses = self._sorted.get(name)
+            if addresses is None:  # half a second for a million: once per change of the list, not per page
+                addresses = self._sorted[name] = sorted(listed)
             start = bisect_right(addresses, after[1]) if after is not None and (name or "") == after[0] else 0
-            for address in addresses[start:]:
-                expires_at, encoded = listed[address]
+            for i in range(start, len(addresses)):
+                address = addresses[i]
+                kept = listed.get(address)  # None: removed since this listing began
+                if kept is None:
+                    continue
+                expires_at, encoded = kept
                 if in_force(expires_at, now) and matches(address, search=search, domain=domain):
                     found = decode(encoded, Suppression)
                     if source is None or found.source == source:
