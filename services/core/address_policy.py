@@ -82,11 +82,12 @@ class AddressPolicy:
             ip = ip_address(address)
         except ValueError:
             return f"{address!r} is not an IP address"
-        if isinstance(ip, IPv6Address) and ip.ipv4_mapped is not None:
-            ip = ip.ipv4_mapped  # ::ffff:10.0.0.1 reaches 10.0.0.1: held to the IPv4 lists, not past them
-        if (ip, port) in self.allow_endpoints or any(ip in n for n in self.allow if n.version == ip.version):
-            return None
-        listed = next((n for n in self.deny if n.version == ip.version and ip in n), None)
+        # ::ffff:10.0.0.1 reaches 10.0.0.1: held to the IPv4 entries as well as to those written in mapped form
+        forms = (ip, ip.ipv4_mapped) if isinstance(ip, IPv6Address) and ip.ipv4_mapped is not None else (ip,)
+        for a in forms:
+            if (a, port) in self.allow_endpoints or any(a in n for n in self.allow if n.version == a.version):
+                return None
+        listed = next((n for a in forms for n in self.deny if n.version == a.version and a in n), None)
         if listed is not None:
             return f"in denied network {listed}"
         kind = special_kind(ip) if self.deny_special else None

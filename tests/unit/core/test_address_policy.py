@@ -107,3 +107,6 @@ def test_an_ipv4_mapped_address_is_held_to_the_ipv4_lists() -> None:
     assert allowing.refusal("::ffff:10.1.2.3", 25) is None
     assert allowing.refusal("::ffff:127.0.0.1", 2525) is None
     assert allowing.refusal("::ffff:127.0.0.1", 25) == "loopback address"
+    mapped = AddressPolicy.of(True, ["::ffff:203.0.113.0/120"], ["[::ffff:127.0.0.1]:2525"])  # written mapped
+    assert mapped.refusal("::ffff:127.0.0.1", 2525) is None
+    assert mapped.refusal("::ffff:203.0.113.9", 25) == "in denied network ::ffff:cb00:7100/120"
