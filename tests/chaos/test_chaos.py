@@ -27,7 +27,9 @@ def test_a_stack_killed_again_and_again_loses_nothing_and_sends_nothing_twice(tm
         if os.environ.get("CI") == "true" or os.environ.get("MAILSTREAM_REQUIRE_BROKER") == "1":
             pytest.fail(reason)
         pytest.skip(reason)
-    settings = ChaosSettings(messages=700, kills=len(SERVICES) + 1, seed=SEED, settle=90.0, gap=(2.0, 5.0))
+    settings = ChaosSettings(
+        messages=700, kills=len(SERVICES) + 1, seed=SEED, settle=90.0, gap=(2.0, 5.0), give_up=60.0
+    )
     outcome = ChaosRun(settings, tmp_path).run()
     r = outcome.report
     replay = f"seed {SEED} (MAILSTREAM_CHAOS_SEED={SEED}), logs in {tmp_path}\n{table(r, [*SERVICES, 'broker'])}"

@@ -63,6 +63,7 @@ class ChaosRun:
         self.exits: list[str] = []
         self.unexpected = Unexpected()
         self._stack_lock = threading.Lock()
+        self._end = float("inf")
 
     def run(self) -> Outcome:
         s = self.settings
@@ -119,6 +120,7 @@ class ChaosRun:
         chaos = threading.Thread(target=self._chaos, args=(stack, brokers), name="chaos")
         chaos.start()
         t0 = time.monotonic()
+        self._end = t0 + window + s.give_up  # every client gives up by then, whatever is still queued
         try:
             with ThreadPoolExecutor(6) as pool:
                 jobs = [
@@ -134,14 +136,17 @@ class ChaosRun:
 
     def _paced(self, at: float, submit: Callable[..., None], api: str, batch: list[Submission]) -> None:
         time.sleep(max(0.0, at - time.monotonic()))
-        submit(api, batch, time.monotonic() + self.settings.give_up, self.unexpected)
+        submit(api, batch, self._deadline(), self.unexpected)
+
+    def _deadline(self) -> float:
+        return min(time.monotonic() + self.settings.give_up, self._end)
 
     def _smtp_lane(self, stack: Stack, subs: list[Submission], t0: float, window: float) -> None:
         client = SmtpClient(self._ports.submission_plain, self.unexpected)
         try:
             for i, sub in enumerate(subs):
                 time.sleep(max(0.0, t0 + i * window / max(1, len(subs)) - time.monotonic()))
-                client.submit(sub, i, time.monotonic() + self.settings.give_up)
+                client.submit(sub, i, self._deadline())
         finally:
             client.close()
 
