@@ -1,7 +1,8 @@
 """The `mailstream` operator commands as an operator runs them: a subprocess with MAILSTREAM_URL and
 MAILSTREAM_API_KEY pointing at a running pipeline (broker, ingest, scheduler, delivery, SMTP sink). Messages
 injected over HTTP are found by `messages` with filters and shown by `inspect`; `stats`, `servers`, `queues`
-answer; a suspension made with `suspend` shows in `queues` and `suspensions` until `resume`; suppressions are
+answer; a suspension made with `suspend` shows in `queues` and `suspensions` until `resume`; `cancel` and `bounce`
+end queued mail only once confirmed (--yes); suppressions are
 added, listed and removed; `events tail` prints a Delivery as it happens and `events export` writes a CSV with a
 header; a wrong key exits with the auth code."""
 
@@ -16,6 +17,7 @@ import sys
 import time
 import uuid
 from collections.abc import Callable, Iterator
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -74,14 +76,14 @@ def until(probe: Callable[[], Any], timeout: float = 45.0) -> Any:
         time.sleep(0.5)
 
 
-def inject(stack: Stack, *recipients: str, campaign: str = CAMPAIGN) -> list[str]:
+def inject(stack: Stack, *recipients: str, campaign: str = CAMPAIGN, **metadata: str) -> list[str]:
     with stack.client(ACME_KEY) as client:
         r = client.post(
             "/api/inject/v1",
             json={
                 "envelope_sender": "ops@acme.test",
                 "recipients": [{"email": rcpt} for rcpt in recipients],
-                "metadata": {"campaign": campaign},
+                "metadata": {"campaign": campaign, **metadata},
                 "content": {"subject": f"operator cli {RUN}", "text_body": "t"},
             },
         )
@@ -162,6 +164,26 @@ def test_suspend_shows_in_queues_and_suspensions_until_resume(cli_stack: Stack, 
     assert row["state"] == "suspended"
     assert mailstream(cli_stack, "resume", *scope, "--yes").returncode == 0
     assert until(lambda: not held())
+
+
+def test_cancel_and_bounce_end_queued_mail_after_confirmation(cli_stack: Stack) -> None:
+    later = (datetime.now(UTC) + timedelta(hours=1)).isoformat()
+    [one] = inject(cli_stack, f"cancel-{RUN}@example.com", send_at=later)
+    held = inject(cli_stack, f"b1-{RUN}@example.com", f"b2-{RUN}@example.com", campaign=f"bounce-{RUN}", send_at=later)
+    for tx in (one, *held):
+        cli_stack.wait_status(tx, {"scheduled"})
+    refused = mailstream(cli_stack, "cancel", one)  # no --yes and no one to answer: nothing is done
+    assert refused.returncode == 1
+    assert "Aborted" in refused.stderr
+    answer = json_of(cli_stack, "cancel", one, "--reason", "cli cancel", "--yes")
+    assert answer["cancel_requested"] is True
+    assert cli_stack.wait_status(one, {"cancelled", "delivered"})["status"] == "cancelled"
+    scope = ("--tenant", "acme", "--campaign", f"bounce-{RUN}")
+    bounced = json_of(cli_stack, "bounce", *scope, "--reason", "cli bounce", "--duration", "1s", "--yes")
+    assert bounced["operation"] == "cancel"
+    assert bounced["scope"] == {"tenant": "acme", "campaign": f"bounce-{RUN}"}
+    for tx in held:
+        assert cli_stack.wait_status(tx, {"cancelled", "delivered"})["final_reason"] == "cancelled: cli bounce"
 
 
 def test_suppressions_add_list_remove(cli_stack: Stack) -> None:
