@@ -4,7 +4,7 @@ fastavro interprets the schema on every record: ~1.5 µs per optional string and
 timestamp, 20–30 µs for one TransactionStatus, which made Avro the largest cost of the scheduler.
 The closures here write and read the same bytes (Avro's binary encoding is canonical: one encoding
 per datum; `tests/unit/events/test_codec.py` compares both on every record type) for the subset of Avro
-these schemas use: records, enums, arrays, maps, strings, bytes, int/long, timestamp-millis and
+these schemas use: records, enums, arrays, maps, strings, bytes, booleans, int/long, timestamp-millis and
 unions of null with one other type. A schema outside it compiles to None, and any datum a closure
 cannot handle raises, so `serde` hands that record to fastavro, whose behaviour and errors stay.
 
@@ -101,6 +101,18 @@ def _read_bytes(b: bytes, p: int) -> tuple[bytes, int]:
     return b[p:end], end
 
 
+def _write_boolean(a: Parts, x: bool) -> None:
+    if type(x) is not bool:
+        raise Unsupported(f"{type(x).__name__} for a boolean")
+    a(b"\x01" if x else b"\x00")
+
+
+def _read_boolean(b: bytes, p: int) -> tuple[bool, int]:
+    if p >= len(b) or b[p] > 1:
+        raise Unsupported("not a boolean")  # Avro writes one byte, 0 or 1
+    return b[p] == 1, p + 1
+
+
 def _read_millis(b: bytes, p: int) -> tuple[datetime, int]:
     ms, p = read_long(b, p)
     return EPOCH + timedelta(milliseconds=ms), p
@@ -111,6 +123,7 @@ _PRIMITIVES: dict[str, tuple[Encoder, Decoder]] = {
     "long": (_write_long, read_long),
     "string": (_write_string, _read_string),
     "bytes": (_write_bytes, _read_bytes),
+    "boolean": (_write_boolean, _read_boolean),
 }
 
 

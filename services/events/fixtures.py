@@ -7,6 +7,7 @@ from datetime import UTC, datetime
 from mailstream.events.records import (
     AcceptedMessage,
     AttemptRecord,
+    AuditRecord,
     BodyRef,
     CancelNotice,
     DeliveryResponse,
@@ -333,6 +334,25 @@ def suppression_removed() -> SuppressionRemoved:
     return SuppressionRemoved(address="ann@example.com", tenant="acme", removed_at=T0, removed_by="tenant:acme")
 
 
+def audit_record() -> AuditRecord:
+    return AuditRecord(
+        id="0f3c2a9e8b7d4c6a9e1f2b3c4d5e6f70",
+        at=T0,
+        actor="acme-key-1",
+        actor_tenant="acme",
+        operation="suspend",
+        route="POST /api/admin/suspend/v1",
+        scope={"tenant": "acme", "campaign": "spring"},
+        reason="complaints from example.com",
+        parameters={"duration": "2h"},
+        result="accepted",
+        status=202,
+        affected=1,
+        command_ids=("5a1b2c3d4e5f60718293a4b5c6d7e8f9",),
+        request_id="req-7f2c",
+    )
+
+
 ALL: tuple[Record, ...] = (
     accepted(),
     task(),
@@ -362,4 +382,5 @@ ALL: tuple[Record, ...] = (
     suppression(),
     suppression_removed(),
     out_of_band_report(),
+    audit_record(),
 )
