@@ -12,6 +12,7 @@ import csv
 import io
 import json
 import os
+import signal
 import subprocess
 import sys
 import time
@@ -224,6 +225,26 @@ def test_events_tail_prints_a_delivery_as_it_happens(cli_stack: Stack) -> None:
     assert event["id"] == tx
     assert event["type"] == "Delivery"
     assert event["tenant"] == "acme"
+
+
+def test_ctrl_c_stops_events_tail_cleanly(cli_stack: Stack) -> None:
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "mailstream", "events", "tail"],
+        env=env_for(cli_stack, ADMIN_KEY),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert proc.stderr is not None
+        assert "following" in proc.stderr.readline()
+        proc.send_signal(signal.SIGINT)
+        _, err = proc.communicate(timeout=30)
+    finally:
+        proc.kill()
+        proc.wait()
+    assert proc.returncode == 0
+    assert "Traceback" not in err
 
 
 def test_events_export_writes_csv_with_a_header(cli_stack: Stack, delivered: list[str], tmp_path: Path) -> None:
