@@ -91,8 +91,13 @@ class EventLog:
             self._consumer.close()
             raise ConnectionError(f"kafka: {exc}") from None
 
-    def starts(self, since: datetime | None, from_beginning: bool) -> dict[int, int]:
-        """Offsets to read from: the first record at or after `since`, the beginning, or the end (follow)."""
+    def starts(
+        self, since: datetime | None, from_beginning: bool, offsets: dict[int, int] | None = None
+    ) -> dict[int, int]:
+        """Offsets to read from: given ones (a partition not named: none of it), the first record at or after
+        `since`, the beginning, or the end (follow)."""
+        if offsets:
+            return {p: min(offsets[p], self.ends[p]) if p in offsets else self.ends[p] for p in self.partitions}
         if since is not None:
             ms = int(since.timestamp() * 1000)
             found = self._consumer.offsets_for_times([TopicPartition(EVENTS.name, p, ms) for p in self.partitions], 15)

@@ -25,7 +25,7 @@ from mailstream.operator.event_log import (
     csv_values,
     summary,
 )
-from mailstream.operator.options import parse_time, split_list
+from mailstream.operator.options import parse_offsets, parse_time, split_list
 
 events = typer.Typer(help="The event log (mail.events), read straight from Kafka.", no_args_is_help=True)
 app.add_typer(events, name="events")
@@ -89,6 +89,9 @@ def tail(
 def export(
     since: Since = None,
     from_beginning: Annotated[bool, typer.Option("--from-beginning", help="From the oldest record kept.")] = False,
+    offset: Annotated[
+        list[str] | None, typer.Option(help="From offset N of every partition, or P:N of partition P (repeatable).")
+    ] = None,
     fmt: Annotated[Literal["jsonl", "csv"], typer.Option("--format")] = "jsonl",
     output: Annotated[Path | None, typer.Option("--output", "-o", help="A file (default: stdout).")] = None,
     tenant: TenantOpt = None,
@@ -96,15 +99,19 @@ def export(
     domain: Domain = None,
     config_file: ConfigFile = None,
 ) -> None:
-    """Every event from --since (or --from-beginning) up to now, as JSONL or CSV; progress on stderr."""
-    if since is None and not from_beginning:
-        raise ApiError("give --since TIME or --from-beginning", EXIT_BAD_REQUEST)
+    """Every event from --since, --offset or --from-beginning up to now, as JSONL or CSV; progress on stderr."""
+    if since is None and not from_beginning and not offset:
+        raise ApiError("give --since TIME, --offset N or --from-beginning", EXIT_BAD_REQUEST)
     wanted = EventFilter(tenant, frozenset(split_list(types)), domain)
     log = _open(config_file)
     with ExitStack() as stack:
         stack.callback(log.close)
+        try:
+            offsets = parse_offsets(offset or [], log.partitions)
+        except ValueError as exc:
+            raise ApiError(str(exc), EXIT_BAD_REQUEST) from None
+        starts = log.starts(_since(since), from_beginning, offsets)
         out: TextIO = stack.enter_context(output.open("w", newline="")) if output else sys.stdout
-        starts = log.starts(_since(since), from_beginning)
         total = log.remaining(starts)
         bar = stack.enter_context(_progress())
         task = bar.add_task("mail.events", total=total)

@@ -39,3 +39,18 @@ def parse_time(text: str, now: datetime) -> datetime:
 
 def time_param(text: str | None, now: datetime) -> str | None:
     return None if text is None else parse_time(text, now).isoformat()
+
+
+def parse_offsets(values: Iterable[str], partitions: Iterable[int]) -> dict[int, int]:
+    """`--offset N` (every partition from N) and `--offset P:N` (partition P from N) -> {partition: offset};
+    a partition no value names is not read."""
+    known = list(partitions)
+    found: dict[int, int] = {}
+    for value in split_list(values):
+        part, sep, offset = value.rpartition(":")
+        if not offset.isdigit() or (sep and not part.isdigit()):
+            raise ValueError(f"{value!r} is not OFFSET or PARTITION:OFFSET")
+        if sep and int(part) not in known:
+            raise ValueError(f"mail.events has no partition {part}")
+        found |= {p: int(offset) for p in ([int(part)] if sep else known)}
+    return found

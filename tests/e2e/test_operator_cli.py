@@ -257,6 +257,9 @@ def test_events_export_writes_csv_with_a_header(cli_stack: Stack, delivered: lis
     assert list(rows[0])[:3] == ["timestamp", "type", "id"]
     assert {r["id"] for r in rows if r["type"] == "Delivery"} >= set(delivered)
     assert {r["campaign"] for r in rows if r["id"] in delivered} == {CAMPAIGN}
+    jsonl = mailstream(cli_stack, "events", "export", "--offset", "0", "--tenant", "acme", "--type", "Delivery")
+    assert jsonl.returncode == 0, jsonl.stderr
+    assert {json.loads(line)["id"] for line in jsonl.stdout.splitlines()} >= set(delivered)
 
 
 def test_a_wrong_key_exits_with_the_auth_code_and_never_prints_the_key(cli_stack: Stack) -> None:

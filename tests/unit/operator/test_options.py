@@ -6,7 +6,7 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from mailstream.operator.options import parse_ago, parse_time, split_list, time_param
+from mailstream.operator.options import parse_ago, parse_offsets, parse_time, split_list, time_param
 
 NOW = datetime(2026, 12, 2, 8, 0, tzinfo=UTC)
 
@@ -46,3 +46,16 @@ def test_parse_time_names_what_it_cannot_read() -> None:
 def test_time_param_is_rfc3339_or_unset() -> None:
     assert time_param("1h", NOW) == "2026-12-02T07:00:00+00:00"
     assert time_param(None, NOW) is None
+
+
+def test_offsets_for_every_partition_or_one() -> None:
+    assert parse_offsets(["100"], range(3)) == {0: 100, 1: 100, 2: 100}
+    assert parse_offsets(["1:7", "2:9"], range(3)) == {1: 7, 2: 9}
+    assert parse_offsets(["5", "1:7"], range(2)) == {0: 5, 1: 7}  # the later value wins
+
+
+@pytest.mark.parametrize(("value", "error"), [("x", "not OFFSET"), ("a:1", "not OFFSET"), ("1:-2", "not OFFSET"),
+                                              ("9:1", "no partition 9")])  # fmt: skip
+def test_offsets_name_what_is_wrong(value: str, error: str) -> None:
+    with pytest.raises(ValueError, match=error):
+        parse_offsets([value], range(3))
