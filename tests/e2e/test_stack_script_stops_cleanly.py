@@ -2,7 +2,7 @@
 capture sink, no broker JVM, every port free; a service that does not stop is killed after the grace period.
 
 The script runs with its state under a temporary MAILSTREAM_RUN and a copy of deploy/config/local.yaml on free
-ports; the broker's ports come from KAFKA_PORT / KAFKA_CONTROLLER_PORT when set (else free ones)."""
+ports, its broker's too (never the KAFKA_PORT of the suite's broker, which scripts/test.sh exports)."""
 
 from __future__ import annotations
 
@@ -86,8 +86,9 @@ def _started(tmp: Path, grace: int) -> tuple[subprocess.Popen[bytes], dict[str, 
     ports: dict[str, int] = {}
     for name in ("sink", "ingest", "scheduler", "delivery", "gateway", "submission", "ingress", "webhooks"):
         ports[name] = free_port(avoid=set(ports.values()))
-    ports["kafka"] = int(os.environ.get("KAFKA_PORT") or free_port(avoid=set(ports.values())))
-    ports["controller"] = int(os.environ.get("KAFKA_CONTROLLER_PORT") or free_port(avoid=set(ports.values())))
+    # Free ones always: scripts/test.sh exports KAFKA_PORT / KAFKA_CONTROLLER_PORT of the suite's own broker.
+    ports["kafka"] = free_port(avoid=set(ports.values()))
+    ports["controller"] = free_port(avoid=set(ports.values()))
     env = {
         **os.environ,
         "MAILSTREAM_RUN": str(tmp / "run"),
