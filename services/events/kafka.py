@@ -382,7 +382,8 @@ def ensure_topics(
         admin = AdminClient(client_config(bootstrap, error_cb=refusals.append))
     except KafkaException as exc:  # e.g. a CA or key file librdkafka cannot read
         raise KafkaUnavailable(f"cannot create a Kafka client: {exc}") from exc
-    existing = _reachable(admin, refusals, timeout)
+    servers = bootstrap.bootstrap if isinstance(bootstrap, Cluster) else bootstrap
+    existing = _reachable(admin, servers, refusals, timeout)
     extra = {} if min_insync_replicas is None else {"min.insync.replicas": str(min_insync_replicas)}
     wanted = list(specs)
     missing = [s for s in wanted if s.name not in existing]
@@ -409,7 +410,7 @@ def ensure_topics(
 _REFUSED = (KafkaError._AUTHENTICATION, KafkaError._SSL, KafkaError.SASL_AUTHENTICATION_FAILED)
 
 
-def _reachable(admin: AdminClient, refusals: list[KafkaError], timeout: float) -> dict[str, Any]:
+def _reachable(admin: AdminClient, servers: str, refusals: list[KafkaError], timeout: float) -> dict[str, Any]:
     """The cluster's topics, asked until `timeout`; KafkaUnavailable at once if a broker refused the client."""
     deadline = time.monotonic() + timeout
     while True:
@@ -423,7 +424,7 @@ def _reachable(admin: AdminClient, refusals: list[KafkaError], timeout: float) -
                 raise KafkaUnavailable(f"Kafka refused this client ({refused.name()}): {refused.str()}") from exc
             if time.monotonic() > deadline:
                 why = f" (last: {refusals[-1].str()})" if refusals else ""
-                raise KafkaUnavailable(f"cannot reach Kafka: {exc}{why}") from exc
+                raise KafkaUnavailable(f"cannot reach Kafka at {servers}: {exc}{why}") from exc
 
 
 def _await_metadata(admin: AdminClient, names: list[str], timeout: float) -> dict[str, Any]:

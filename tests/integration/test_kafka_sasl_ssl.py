@@ -5,6 +5,7 @@ at start-up with the cause named instead of leaving it waiting."""
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 import time
@@ -97,6 +98,9 @@ def test_a_service_given_a_wrong_password_exits_at_start_up_saying_why(secured: 
         text=True,
         timeout=60,
         cwd=tmp_path,
+        # KAFKA_BOOTSTRAP_SERVERS (the suite's plaintext broker, exported by scripts/test.sh) would override the
+        # config's secured listener.
+        env={k: v for k, v in os.environ.items() if k != "KAFKA_BOOTSTRAP_SERVERS"},
     )
     assert proc.returncode == 1, proc.stderr[-2000:]
     assert "Authentication failed" in proc.stderr, proc.stderr[-2000:]
