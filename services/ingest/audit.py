@@ -5,7 +5,9 @@ An accepted action's records (its queue commands, suppression requests, webhook 
 written together in one Kafka transaction (`RecordWriter`: the ingest replica's group commit), so no command exists
 without its audit record and no audit record names a command that was not written. A refused action (a problem
 raised inside the block) is audited on its own, best effort: if the event log is away, the refusal is logged and
-the caller still gets its problem. Requests refused before a key was recognised (401) are not audited, or anyone
+the caller still gets its problem. A tenant key's entry is about its own tenant only: naming another tenant is
+refused before the scope is noted, and the tenant is never recorded in the scope of its entries. Requests refused
+before a key was recognised (401) are not audited, or anyone
 could fill the trail; they are counted in the access log only.
 """
 
@@ -117,7 +119,7 @@ class Auditor:
             admin=who.admin if who is not None else False,
             operation=act.operation,
             route=f"{act.request.method} {act.request.url.path}",
-            scope=dict(act.scope),
+            scope=_recorded_scope(who, act.scope),
             reason=act.reason,
             parameters=dict(act.parameters),
             result="refused" if problem is not None else "accepted",
@@ -149,6 +151,15 @@ def request_id(request: Request) -> str:
     if made is None:
         made = request.state.request_id = uuid.uuid4().hex
     return made
+
+
+def _recorded_scope(who: Principal | None, scope: dict[str, str]) -> dict[str, str]:
+    """A tenant key's entry names no other tenant: the trail's tenant view and filter select entries by the scope's
+    tenant, so a refused request naming another must not become an entry that tenant reads. Routes check rights
+    before naming the scope (tenant_rights.acting_tenant); this holds for any route that does not."""
+    if who is None or who.admin or scope.get("tenant") in (None, who.tenant):
+        return dict(scope)
+    return {k: v for k, v in scope.items() if k != "tenant"}
 
 
 def _audit_key(entry: AuditRecord) -> str:

@@ -27,7 +27,7 @@ from mailstream.events.serde import SerdeError
 from mailstream.events.topics import AUDIT
 from mailstream.ingest import api_models as api
 from mailstream.ingest.auth import KeyRing, Principal
-from mailstream.ingest.problems import Problem
+from mailstream.ingest.tenant_rights import acting_tenant
 from mailstream.observability.logs import get_logger
 
 log = get_logger(__name__)
@@ -134,8 +134,7 @@ def audit_router(config: Config, view: AuditView) -> APIRouter:
     ) -> AuditPage:
         """The audit trail, newest first: every operator action through the API with who, what, scope and result."""
         who = keys.authenticate(request.headers.get("authorization"))
-        if not who.admin and tenant is not None and tenant != who.tenant:
-            raise Problem(403, "Forbidden", f"tenant: {tenant!r} is not the tenant of this API key")
+        acting_tenant(who, tenant)
         entries, next_seq = view.page(
             who,
             since=since,

@@ -31,6 +31,7 @@ from mailstream.ingest.auth import KeyRing, Principal
 from mailstream.ingest.problems import Problem, from_validation_error, read_json
 from mailstream.ingest.queue_report import server_rows, sources_for_tenant, stats_report
 from mailstream.ingest.status_view import StatusView
+from mailstream.ingest.tenant_rights import acting_tenant
 from mailstream.intake.capacity_view import CapacityView
 from mailstream.intake.submission import DirectWriter
 
@@ -118,24 +119,13 @@ class QueueControls:
 
     def tenant_filter(self, who: Principal, tenant: str | None) -> tuple[str | None, bool]:
         """(tenant, all tenants?) the caller may read."""
-        if who.admin:
-            return tenant, tenant is None
-        if tenant is not None and tenant != who.tenant:
-            raise Problem(
-                403,
-                "Forbidden",
-                f"tenant: {tenant!r} is not the tenant of this API key",
-                [{"field": "tenant", "message": "not the tenant of this API key"}],
-            )
-        return who.tenant, False
+        return acting_tenant(who, tenant), who.admin and tenant is None
 
     def prepare(self, act: Action, req: ScopeRequest, action: QueueAction) -> QueueCommand:
         """The command `req` asks for, its scope, reason and parameters noted on `act`; not written yet."""
         who = act.who = self.principal(act.request)
-        act.name(queue=req.queue, tenant=req.tenant, campaign=req.campaign, domain=req.domain)
-        tenant = req.tenant
-        if not who.admin:
-            tenant, _ = self.tenant_filter(who, req.tenant)  # a tenant key acts on its own queues only
+        tenant = acting_tenant(who, req.tenant)  # a tenant key acts on its own queues only; before the scope is noted
+        act.name(queue=req.queue, tenant=tenant, campaign=req.campaign, domain=req.domain)
         scope = QueueScope(queue=req.queue, tenant=tenant, campaign=req.campaign, domain=req.domain)
         if not who.admin and _admin_controlled(self.view, scope, bounce=action == "cancel"):
             raise Problem(403, "Forbidden", "an admin set this control: only an admin may change it")

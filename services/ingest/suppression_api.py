@@ -25,6 +25,7 @@ from mailstream.ingest import api_models as api
 from mailstream.ingest.audit import Auditor
 from mailstream.ingest.auth import KeyRing, Principal
 from mailstream.ingest.problems import Problem, from_validation_error, invalid, read_json
+from mailstream.ingest.tenant_rights import acting_tenant
 from mailstream.intake.submission import DirectWriter
 from mailstream.intake.suppression_view import SuppressionView
 
@@ -105,20 +106,6 @@ def _issuer(who: Principal) -> str:
     return ADMIN_ISSUER if who.admin else f"tenant:{who.tenant}"
 
 
-def _whose(who: Principal, tenant: str | None) -> str | None:
-    """The list a request acts on: a tenant key's own (403 naming another), or the one an admin names."""
-    if who.admin:
-        return tenant
-    if tenant is not None and tenant != who.tenant:
-        raise Problem(
-            403,
-            "Forbidden",
-            f"tenant: {tenant!r} is not the tenant of this API key",
-            [{"field": "tenant", "message": "not the tenant of this API key"}],
-        )
-    return who.tenant
-
-
 def _check_tenant(tenant: str | None) -> str | None:
     try:
         return None if tenant is None else _tenant(tenant)
@@ -157,7 +144,7 @@ def suppression_router(
         cursor: Annotated[str | None, Query(max_length=600, description="`next_cursor` of the page before")] = None,
     ) -> SuppressionPage:
         who = principal(request)
-        whose = _whose(who, _check_tenant(tenant))
+        whose = acting_tenant(who, _check_tenant(tenant))
         _loaded(view)
         after: tuple[str, str] | None = None
         if cursor is not None:
@@ -197,7 +184,7 @@ def suppression_router(
                 wanted = AddSuppressions.model_validate(await read_json(request, MAX_BODY))
             except ValidationError as exc:
                 raise from_validation_error(exc) from None
-            tenant = _whose(who, wanted.tenant)
+            tenant = acting_tenant(who, wanted.tenant)
             now = clock()
             expiries = [
                 _expiry(new.expires_at, now, f"entries[{i}].expires_at") for i, new in enumerate(wanted.entries)
@@ -235,8 +222,8 @@ def suppression_router(
     ) -> Response:
         async with audited.action(request, "suppression.remove") as act:
             who = act.who = principal(request)
-            act.name(tenant=tenant, address=address[:300])
-            whose = _whose(who, _check_tenant(tenant))
+            whose = acting_tenant(who, _check_tenant(tenant))  # the list it acts on; before the scope is noted
+            act.name(tenant=whose, address=address[:300])
             try:
                 normal = normalise(address)
             except InvalidAddress as exc:

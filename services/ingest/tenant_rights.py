@@ -1,6 +1,6 @@
 """A tenant key's request held to its tenant's rights (`tenants.<t>`, `intake.tenant_policy`) before anything is
-written: a sender domain it may not use, or steering metadata it may not set, is a 403 naming the field. Admin
-keys are held to nothing here."""
+written: another tenant named, a sender domain it may not use, or steering metadata it may not set, is a 403
+naming the field. Admin keys are held to nothing here."""
 
 from __future__ import annotations
 
@@ -13,9 +13,23 @@ from mailstream.ingest.problems import Problem
 from mailstream.intake.tenant_policy import TenantPolicies
 
 
-def forbidden(errors: list[tuple[str, str]]) -> Problem:
-    """403 naming each (field, message), the first in the detail."""
-    return Problem(403, "Forbidden", f"{errors[0][0]}: {errors[0][1]}", [{"field": f, "message": m} for f, m in errors])
+def forbidden(errors: list[tuple[str, str]], detail: str | None = None) -> Problem:
+    """403 naming each (field, message), the first in the detail unless one is given."""
+    detail = detail or f"{errors[0][0]}: {errors[0][1]}"
+    return Problem(403, "Forbidden", detail, [{"field": f, "message": m} for f, m in errors])
+
+
+def acting_tenant(who: Principal, named: str | None, field: str = "tenant") -> str | None:
+    """The tenant a request acts on or reads: the one an admin names (None: every tenant), a tenant key's own.
+    A tenant key naming another is a 403 on `field`; checked before the request's scope is audited, so no tenant's
+    key writes an audit entry about another's tenant."""
+    if who.admin:
+        return named
+    if named is not None and named != who.tenant:
+        raise forbidden(
+            [(field, "not the tenant of this API key")], f"{field}: {named!r} is not the tenant of this API key"
+        )
+    return who.tenant
 
 
 def check_request(request: InjectRequest, who: Principal, policies: TenantPolicies) -> None:

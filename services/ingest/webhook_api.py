@@ -28,6 +28,7 @@ from mailstream.ingest import api_models as api
 from mailstream.ingest.audit import Auditor
 from mailstream.ingest.auth import KeyRing, Principal
 from mailstream.ingest.problems import Problem, from_validation_error, read_json
+from mailstream.ingest.tenant_rights import acting_tenant
 from mailstream.ingest.webhook_view import WebhookView
 from mailstream.intake.submission import DirectWriter
 
@@ -153,14 +154,7 @@ def webhook_router(
                 wanted = CreateWebhook.model_validate(await read_json(request, MAX_BODY))
             except ValidationError as exc:
                 raise from_validation_error(exc) from None
-            if not who.admin and wanted.tenant not in (None, who.tenant):
-                raise Problem(
-                    403,
-                    "Forbidden",
-                    f"tenant: {wanted.tenant!r} is not the tenant of this API key",
-                    [{"field": "tenant", "message": "not the tenant of this API key"}],
-                )
-            tenant = wanted.tenant if who.admin else who.tenant
+            tenant = acting_tenant(who, wanted.tenant)
             if sum(1 for e in view.endpoints() if e.tenant == tenant) >= MAX_ENDPOINTS_PER_TENANT:
                 raise Problem(
                     409,

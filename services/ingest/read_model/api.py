@@ -18,7 +18,7 @@ from mailstream.config.model import Config
 from mailstream.core.bounce_classify import BounceType
 from mailstream.core.clock import Clock
 from mailstream.events.records import MessageStatus, QueueState
-from mailstream.ingest.auth import KeyRing, Principal
+from mailstream.ingest.auth import KeyRing
 from mailstream.ingest.problems import PROBLEM_JSON, Problem
 from mailstream.ingest.read_model import models
 from mailstream.ingest.read_model.metrics import queue_metrics
@@ -31,6 +31,7 @@ from mailstream.ingest.read_model.query import (
     decode_cursor,
 )
 from mailstream.ingest.read_model.store import MessageStore, QueryTimeout
+from mailstream.ingest.tenant_rights import acting_tenant
 
 METRICS_TTL = 5.0  # seconds a scope's metrics are reused: each costs a few scans of the table
 MAX_OFFSET = 10_000  # deeper pages go by cursor
@@ -66,14 +67,6 @@ def _problems(*codes: int) -> dict[int | str, dict[str, Any]]:
 
 def _utc(at: datetime | None) -> datetime | None:
     return at if at is None or at.tzinfo is not None else at.replace(tzinfo=UTC)
-
-
-def _tenant(who: Principal, asked: str | None) -> str | None:
-    if who.admin:
-        return asked
-    if asked is not None and asked != who.tenant:
-        raise Problem(403, "Forbidden", "a tenant's key sees only its own tenant's messages")
-    return who.tenant
 
 
 def _bad(exc: QueryError) -> Problem:
@@ -145,7 +138,7 @@ def read_model_router(config: Config, store: MessageStore, clock: Clock) -> APIR
             recipient=recipient,
             routing_domain=routing_domain,
             campaign_id=campaign_id,
-            tenant_id=_tenant(who, tenant_id),
+            tenant_id=acting_tenant(who, tenant_id, "tenant_id"),
             pool_name=pool_name,
             queue_name=queue_name,
             created_after=_utc(created_after),
@@ -206,7 +199,9 @@ def read_model_router(config: Config, store: MessageStore, clock: Clock) -> APIR
         queue_name: Name = None,
     ) -> dict[str, Any]:
         who = keys.authenticate(request.headers.get("authorization"))
-        scope = QueueFilter(tenant_id=_tenant(who, tenant_id), campaign_id=campaign_id, queue_name=queue_name)
+        scope = QueueFilter(
+            tenant_id=acting_tenant(who, tenant_id, "tenant_id"), campaign_id=campaign_id, queue_name=queue_name
+        )
         key = (scope.tenant_id, campaign_id, queue_name)
         now = clock()
         held = cache.get(key)

@@ -8,12 +8,14 @@ from typing import Any
 
 import httpx
 import pytest
+from fastapi import Request
 
 from mailstream.events import fixtures
 from mailstream.events.records import AuditRecord, QueueCommand
 from mailstream.events.topics import AUDIT, QUEUE_COMMANDS
 from mailstream.ingest.audit_view import AuditView
 from mailstream.ingest.auth import Principal, key_id
+from mailstream.ingest.problems import Problem
 from mailstream.ingest.suppression_api import suppression_router
 from mailstream.ingest.webhook_api import webhook_router
 from mailstream.ingest.webhook_view import WebhookView
@@ -76,7 +78,7 @@ async def test_a_refused_request_is_audited_as_refused_with_its_problem(ingest: 
     assert (forbidden.operation, forbidden.result, forbidden.status) == ("suspend", "refused", 403)
     assert forbidden.actor == key_of(ingest, 1)
     assert forbidden.actor_tenant == "acme"
-    assert forbidden.scope == {"tenant": "globex"}
+    assert forbidden.scope == {}  # an entry about acme's own try, not about globex
     assert "not the tenant" in (forbidden.problem or "")
     assert (invalid.operation, invalid.result, invalid.status, invalid.affected) == ("bounce", "refused", 422, 0)
 
@@ -192,11 +194,8 @@ async def test_the_audit_query_filters_newest_first(ingest: IngestApp, admin: ht
     assert operations(await admin.get("/api/admin/audit", params={"scope": "example.com"})) == every[3:4]
     since, until = (T0 + timedelta(hours=1)).isoformat(), (T0 + timedelta(hours=3)).isoformat()
     assert operations(await admin.get("/api/admin/audit", params={"since": since, "until": until})) == every[1:3]
-    assert operations(await admin.get("/api/admin/audit", params={"tenant": "acme"})) == [
-        every[0],
-        *every[1:2],
-        every[3],
-    ]
+    assert operations(await admin.get("/api/admin/audit", params={"tenant": "acme"})) == [every[1], every[3]]
+    assert operations(await admin.get("/api/admin/audit", params={"tenant": "globex"})) == every[:1]
 
 
 async def test_the_audit_query_pages_with_a_cursor(ingest: IngestApp, admin: httpx.AsyncClient) -> None:
@@ -213,12 +212,8 @@ async def test_the_audit_query_pages_with_a_cursor(ingest: IngestApp, admin: htt
 async def test_a_tenant_reads_only_the_entries_about_its_tenant(ingest: IngestApp) -> None:
     await actions(ingest)
     async with ingest.client(ACME_KEY) as acme, ingest.client(GLOBEX_KEY) as globex:
-        # its own drain, the admin's suspension of its queues, globex's refused try on its queues
-        assert operations(await acme.get("/api/admin/audit")) == [
-            "bounce:refused",
-            "drain:accepted",
-            "suspend:accepted",
-        ]
+        # its own drain, the admin's suspension of its queues; not globex's refused try on its queues
+        assert operations(await acme.get("/api/admin/audit")) == ["drain:accepted", "suspend:accepted"]
         assert operations(await globex.get("/api/admin/audit")) == ["bounce:refused"]  # its own try only
         problem(await acme.get("/api/admin/audit", params={"tenant": "globex"}), 403)
 
@@ -244,3 +239,61 @@ async def test_the_projection_reads_the_topic_and_skips_its_own_writes(ingest: I
     assert [e.id for e in fresh.page(root)[0]] == [e.id for e in ingest.audit.page(root)[0]]
     assert len(ingest.audit.page(root)[0]) == 4
     assert [e.operation for e in bounded.page(root)[0]] == ["bounce", "drain"]  # the newest `kept`
+
+
+NAMING_GLOBEX = [  # every audited route where a tenant key can name a tenant
+    ("POST", "/api/admin/suspend", {"tenant": "globex"}, None),
+    ("DELETE", "/api/admin/suspend", None, {"tenant": "globex"}),
+    ("POST", "/api/admin/queue-state", {"tenant": "globex", "state": "draining"}, None),
+    ("POST", "/api/admin/bounce", {"tenant": "globex", "reason": "x"}, None),
+    ("POST", "/api/admin/suspend/v1", {"tenant": "globex", "reason": "x", "duration": "1h"}, None),
+    ("POST", "/api/admin/bounce/v1", {"tenant": "globex", "reason": "x"}, None),
+    ("POST", "/api/suppressions", {"tenant": "globex", "entries": [{"address": "a@x.test"}]}, None),
+    ("DELETE", "/api/suppressions/a@x.test", None, {"tenant": "globex"}),
+    ("POST", "/api/webhooks", {"tenant": "globex", "name": "n", "url": "https://h.test/", "events": ["bounced"]}, None),
+]
+
+
+@pytest.mark.parametrize(("method", "path", "body", "params"), NAMING_GLOBEX)
+async def test_a_tenant_naming_another_is_refused_and_audited_as_its_own_try_only(
+    ingest: IngestApp, method: str, path: str, body: dict[str, Any] | None, params: dict[str, str] | None
+) -> None:
+    suppressions = SuppressionView()
+    suppressions.caught_up.set()
+    ingest.app.include_router(
+        suppression_router(ingest.config, suppressions, ingest.producer, ingest.clock, ingest.auditor)
+    )
+    ingest.app.include_router(
+        webhook_router(ingest.config, WebhookView(5), ingest.producer, ingest.clock, ingest.auditor)
+    )
+    async with ingest.client(ACME_KEY) as acme, ingest.client(GLOBEX_KEY) as globex:
+        refused = problem(await acme.request(method, path, json=body, params=params), 403)
+        # one check for every route: the same problem wherever another tenant is named
+        assert refused["detail"] == "tenant: 'globex' is not the tenant of this API key"
+        assert refused["errors"] == [{"field": "tenant", "message": "not the tenant of this API key"}]
+        [entry] = audited(ingest)
+        assert (entry.result, entry.status, entry.actor_tenant) == ("refused", 403, "acme")
+        assert "globex" not in entry.scope.values()
+        assert operations(await globex.get("/api/admin/audit")) == []  # nothing planted in globex's trail
+        assert operations(await acme.get("/api/admin/audit")) == [f"{entry.operation}:refused"]
+    async with ingest.client() as admin:
+        assert operations(await admin.get("/api/admin/audit", params={"tenant": "globex"})) == []
+        assert operations(await admin.get("/api/admin/audit", params={"scope": "globex"})) == []
+
+
+async def test_an_entry_of_a_tenant_key_never_names_another_tenant_whatever_the_route_noted(
+    ingest: IngestApp,
+) -> None:
+    """The auditor's own guard, for a route that notes the scope before checking rights."""
+
+    @ingest.app.post("/careless")
+    async def careless(request: Request) -> None:
+        async with ingest.auditor.action(request, "careless") as act:
+            act.who = Principal("acme", False, key_of(ingest, 1))
+            act.name(tenant="globex", domain="example.com")
+            raise Problem(403, "Forbidden", "no")
+
+    async with ingest.client(ACME_KEY) as acme:
+        problem(await acme.post("/careless"), 403)
+    [entry] = audited(ingest)
+    assert entry.scope == {"domain": "example.com"}

@@ -164,7 +164,9 @@ async def test_a_tenant_key_sees_its_own_messages_only(client: httpx.AsyncClient
     mine = await _all(client, ACME, limit=100)
     assert mine
     assert {m["tenant_id"] for m in mine} == {"acme"}
-    assert (await client.get("/api/messages", params={"tenant_id": "globex"}, headers=ACME)).status_code == 403
+    refused = await client.get("/api/messages", params={"tenant_id": "globex"}, headers=ACME)
+    assert refused.status_code == 403
+    assert refused.json()["errors"] == [{"field": "tenant_id", "message": "not the tenant of this API key"}]
     assert (await client.get("/api/messages/tx-00000001", headers=ACME)).status_code == 404  # globex's
     assert (await client.get("/api/messages/tx-00000000", headers=ACME)).status_code == 200
     metrics = (await client.get("/api/queue/metrics", headers=ACME)).json()
