@@ -14,7 +14,7 @@
 # Env: KAFKA_CLUSTER_PORT (29092: node N listens on BASE+2(N-1), its controller on BASE+2(N-1)+1),
 #      MAILSTREAM_RUN ($PWD/.run; data in $MAILSTREAM_RUN/cluster/node-N), KAFKA_HEAP (512m per node),
 #      and broker.sh's others. Topics default to replication 3 and min.insync.replicas 2, the
-#      production settings (docs/sizing.md): a write acknowledged with acks=all is on two nodes.
+#      production settings (docs/operations.md): a write acknowledged with acks=all is on two nodes.
 set -euo pipefail
 
 HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)

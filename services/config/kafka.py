@@ -1,7 +1,7 @@
 """The `kafka` section: where the cluster is, how its topics are replicated, and how clients authenticate.
 
 The defaults suit one local broker (replication 1, plaintext); a production cluster wants replication 3 and
-`min.insync.replicas` 2 (docs/sizing.md) and usually TLS and SASL. `client_settings` turns the section into
+`min.insync.replicas` 2 (docs/operations.md) and usually TLS and SASL. `client_settings` turns the section into
 the librdkafka properties every client of the services starts from (mailstream.events.kafka.Cluster), so no
 client is built without them.
 """
