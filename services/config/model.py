@@ -33,6 +33,7 @@ from mailstream.config.scheduling import (
     Section,
     Throttle,
 )
+from mailstream.config.shaping import ShapingConfig
 from mailstream.config.suppression import SuppressionConfig
 from mailstream.config.tenants import TenantConfig
 from mailstream.config.webhooks import WebhooksConfig
@@ -392,6 +393,10 @@ class Config(Section):
     )
     suppression: SuppressionConfig = Field(
         SuppressionConfig(), description="Suppression lists: which bounces add an address, and for how long."
+    )
+    shaping: ShapingConfig = Field(
+        ShapingConfig(),
+        description="Adaptive shaping: rules on delivery replies that act on paths and queues for a time.",
     )
 
     @model_validator(mode="after")

@@ -26,6 +26,7 @@ from mailstream.events.records import (
     QueueSuspension,
     ReadyMessage,
     Record,
+    ShapingControl,
     SmtpResponse,
     SourceUsage,
     StatusCounts,
@@ -353,6 +354,20 @@ def audit_record() -> AuditRecord:
     )
 
 
+def shaping_control() -> ShapingControl:
+    return ShapingControl(
+        id="try-later|ip-1->mx.example.com",
+        rule="try-later",
+        action="limit_path",
+        path="ip-1->mx.example.com",
+        max_message_rate="10/m",
+        connection_limit=1,
+        reason="421 4.7.0 try later",
+        since=T0,
+        until=datetime(2026, 11, 22, 9, 30, tzinfo=UTC),
+    )
+
+
 ALL: tuple[Record, ...] = (
     accepted(),
     task(),
@@ -383,4 +398,5 @@ ALL: tuple[Record, ...] = (
     suppression_removed(),
     out_of_band_report(),
     audit_record(),
+    shaping_control(),
 )

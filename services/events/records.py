@@ -291,6 +291,31 @@ class LimitState(Record):
     rr_weight: int = 0
 
 
+class ShapingControl(Record):
+    """What one adaptive-shaping rule does to one egress path, or to one tenant's (campaign's) queues for a
+    domain: a reply reported to stage 2, a stage's counted hits and action, and what mail.shaping publishes."""
+
+    schema_name = "mailstream.ShapingControl"
+    id: str
+    rule: str
+    action: str
+    path: str | None = None
+    tenant: str | None = None
+    campaign: str | None = None
+    domain: str | None = None
+    queue: str | None = None
+    max_message_rate: str | None = None
+    connection_limit: int | None = None
+    reason: str
+    since: datetime
+    until: datetime | None = None
+    hits: tuple[datetime, ...] = ()
+    tat: datetime | None = None
+
+    def in_force(self, now: datetime) -> bool:
+        return self.until is not None and self.until > now
+
+
 class UsageHandover(Record):
     schema_name = "mailstream.UsageHandover"
     scope: str

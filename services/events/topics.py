@@ -36,6 +36,7 @@ from mailstream.events.records import (
     QueueSuspension,
     ReadyMessage,
     Record,
+    ShapingControl,
     SourceUsage,
     StatusCounts,
     Suppression,
@@ -125,11 +126,12 @@ RESPONSES: TopicSpec[DeliveryResponse | EgressVerdict] = TopicSpec(
 )
 # mail.ready is keyed by egress group (pools that share a source): one partition owns every source
 # of the group, so daily caps and source choice are decided in one place. Besides stage 1's promotions
-# and cancel notices it carries stage 2's own handovers and settlements when a new configuration regroups.
-READY: TopicSpec[ReadyMessage | CancelNotice | UsageHandover | EgressSettlement] = TopicSpec(
+# and cancel notices it carries stage 2's own handovers and settlements when a new configuration regroups, and
+# the replies stage 1 matched to a path's shaping rule (ShapingControl), for the path's owner to apply.
+READY: TopicSpec[ReadyMessage | CancelNotice | UsageHandover | EgressSettlement | ShapingControl] = TopicSpec(
     "mail.ready",
     "egress group",
-    (ReadyMessage, CancelNotice, UsageHandover, EgressSettlement),
+    (ReadyMessage, CancelNotice, UsageHandover, EgressSettlement, ShapingControl),
     retention_ms=10 * DAY_MS,
 )
 DELIVERY: TopicSpec[DeliveryTask] = TopicSpec("mail.delivery", "egress path", (DeliveryTask,))
@@ -142,18 +144,18 @@ STATUS: TopicSpec[TransactionStatus] = TopicSpec(
 # as the stage's outputs: stage 1's messages, limit counters, queue controls and finished totals; stage 2's
 # held messages, limit counters and the grouping it settled under.
 QUEUE_STATE: TopicSpec[
-    QueuedMessage | LimitState | QueueSuspension | StatusCounts | Suppression | TransactionStatus
+    QueuedMessage | LimitState | QueueSuspension | StatusCounts | Suppression | TransactionStatus | ShapingControl
 ] = TopicSpec(
     "mail.scheduler.queues-state",
     "state key",
-    (QueuedMessage, LimitState, QueueSuspension, StatusCounts, Suppression, TransactionStatus),
+    (QueuedMessage, LimitState, QueueSuspension, StatusCounts, Suppression, TransactionStatus, ShapingControl),
     cleanup_policy="compact",
     retention_ms=-1,
 )
-EGRESS_STATE: TopicSpec[ReadyMessage | LimitState | EgressSettlement] = TopicSpec(
+EGRESS_STATE: TopicSpec[ReadyMessage | LimitState | EgressSettlement | ShapingControl] = TopicSpec(
     "mail.scheduler.egress-state",
     "state key",
-    (ReadyMessage, LimitState, EgressSettlement),
+    (ReadyMessage, LimitState, EgressSettlement, ShapingControl),
     cleanup_policy="compact",
     retention_ms=-1,
 )
@@ -190,6 +192,11 @@ QUEUE_STATS: TopicSpec[QueueStats] = TopicSpec(
 )
 SOURCE_USAGE: TopicSpec[SourceUsage] = TopicSpec(
     "mail.source-usage", "egress source", (SourceUsage,), cleanup_policy="compact", retention_ms=-1
+)
+# Adaptive shaping's actions as the owning stage last set them (stage 2: paths; stage 1: a tenant's queues), for
+# the capacity API and the delivery workers (a path's connection limit); in force while `until` is ahead.
+SHAPING: TopicSpec[ShapingControl] = TopicSpec(
+    "mail.shaping", "<rule>|<path or queues>", (ShapingControl,), cleanup_policy="compact", retention_ms=-1
 )
 
 # Webhooks: the endpoints registered through the API (compacted; a WebhookDeleted replaces a deleted one), and
@@ -234,6 +241,7 @@ ALL_TOPICS: tuple[TopicSpec[Any], ...] = (
     QUEUE_COMMANDS,
     QUEUE_STATS,
     SOURCE_USAGE,
+    SHAPING,
     DEAD_LETTER,
     NOTICE_STATE,
     WEBHOOKS,

@@ -5,6 +5,7 @@
     l:s:<source>                a source's day count and sliding window (LimitState)
     l:p:<source>-><site>        an egress path's message rate (LimitState)
     l:w:<pool>|<destination>    a pool's round-robin position for one destination domain (LimitState)
+    a:<rule>|<source>-><site>   a shaping rule's counted replies and action on an egress path (ShapingControl)
 
 A limit's scope (the key without "l:") is also what a UsageHandover names on mail.ready. The bytes
 are the changelog's format: state already written restores only if they never change.
@@ -16,6 +17,7 @@ from dataclasses import dataclass
 from typing import ClassVar
 
 from mailstream.core.egress_path import EgressPath
+from mailstream.scheduler.shaping import SHAPED, Shaped
 from mailstream.scheduler.stage import LIMIT, LimitScope, MalformedKey, split
 
 HELD = "h:"
@@ -79,7 +81,7 @@ class Rotation(LimitScope):
 
 
 Scope = SourceLimit | PathRate | Rotation
-Key = Held | Settlement | Scope
+Key = Held | Settlement | Scope | Shaped
 
 
 _SCOPES: dict[str, type[Scope]] = {SourceLimit.KIND: SourceLimit, PathRate.KIND: PathRate, Rotation.KIND: Rotation}
@@ -94,5 +96,7 @@ def parse(raw: bytes) -> Key:
     """The key's shape; MalformedKey if it has none of them."""
     if raw == SETTLEMENT.encode():
         return Settlement()
-    kind, rest = split(raw, (HELD, LIMIT))
+    kind, rest = split(raw, (HELD, LIMIT, SHAPED))
+    if kind == SHAPED:
+        return Shaped(rest)
     return Held(rest) if kind == HELD else parse_scope(rest)

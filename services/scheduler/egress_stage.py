@@ -25,7 +25,7 @@ from mailstream.core.egress_path import EgressPath
 from mailstream.core.fair_queue import FairQueue
 from mailstream.core.partitioner import partition_of
 from mailstream.core.round_robin import WrrState, most_remaining, wrr_next
-from mailstream.core.throttle import Gcra, admit, next_admit_at
+from mailstream.core.throttle import Gcra, ThrottleSpec, admit, next_admit_at
 from mailstream.events.handler import Writes
 from mailstream.events.legacy import as_cancel_notice
 from mailstream.events.records import (
@@ -37,6 +37,7 @@ from mailstream.events.records import (
     EgressVerdictKind,
     LimitState,
     ReadyMessage,
+    ShapingControl,
     SourceUsage,
     UsageHandover,
 )
@@ -48,6 +49,7 @@ from mailstream.scheduler.egress_keys import Held, PathRate, Rotation, Settlemen
 from mailstream.scheduler.handover import HANDED_OVER, merge_usage, scope_group
 from mailstream.scheduler.packed import PackedValues
 from mailstream.scheduler.policy import Policies
+from mailstream.scheduler.shaping import Shaped, ShapingBook, rate
 from mailstream.scheduler.stage import Coalesced, Limits, Snapshots, Timers, counted, daily, entries, handler_call, send
 
 log = get_logger(__name__)
@@ -80,6 +82,7 @@ class EgressBook:
     settled_under: str | None = None  # the egress grouping this partition last handed over under
     heard: set[int] = field(default_factory=set)  # partitions that have settled under it too
     announce_at: datetime | None = None  # while not all have: when to tell them again
+    shaping: ShapingBook = field(default_factory=ShapingBook)  # shaping rules' counts and actions on paths
 
 
 class EgressStage:
@@ -108,6 +111,8 @@ class EgressStage:
                 case Settlement():
                     settlement = decode(value, EgressSettlement)
                     book.settled_under, book.heard = settlement.fingerprint, set(settlement.partitions)
+                case Shaped():
+                    book.shaping.restore(value)
                 case _:
                     book.limits.restore(key, value)
         book.held.pack()
@@ -152,6 +157,9 @@ class EgressStage:
             self._heard(book, partition, record, out)
             self._release(book, partition, now, out, self.budget)
             return
+        if isinstance(record, ShapingControl):
+            self._shape(book, partition, record, now, out)
+            return
         if isinstance(record, ReadyMessage):
             record = as_cancel_notice(record) or record  # a notice as written before CancelNotice existed
         home = self._home(record.egress_pool)
@@ -174,6 +182,8 @@ class EgressStage:
                 book.announce_at = now + REANNOUNCE
             for _, tx_id in book.deadlines.due(now):
                 self._expire(book, partition, tx_id, now, out)
+            if len(book.shaping):
+                book.shaping.lapse(now, self.policies.shaping, out, partition)
             book.lanes.wake(now)
             self._release(book, partition, now, out, self.budget)
         if self.snapshots.due(now):
@@ -371,10 +381,36 @@ class EgressStage:
         window = _window(source)
         if window is not None:
             at = max(at, sliding_window.next_free(window, usage.sends, now))
-        rate = self.policies.path(source.name, c.site, c.domain).max_message_rate
-        if rate is not None:
-            at = max(at, next_admit_at(rate, Gcra(book.limits.get(PathRate(c.path)).tat), now))
+        shaped = book.shaping.on_path(c.path, now) if len(book.shaping) else []
+        for control in shaped:
+            if control.action == "suspend_path" and control.until is not None:
+                at = max(at, control.until)  # a shaping rule suspended the path: its other sources may go
+        path_rate = self._path_rate(c, shaped)
+        if path_rate is not None:
+            at = max(at, next_admit_at(path_rate, Gcra(book.limits.get(PathRate(c.path)).tat), now))
         return at
+
+    def _path_rate(self, c: Candidate, shaped: list[ShapingControl]) -> ThrottleSpec | None:
+        """The path's message rate: the configured one, or the slowest a shaping rule in force set (lower only)."""
+        rates = [rate(s.max_message_rate) for s in shaped if s.max_message_rate is not None]
+        configured = self.policies.path(c.source.name, c.site, c.domain).max_message_rate
+        if configured is not None:
+            rates.append(configured)
+        return max(rates, key=lambda r: r.interval, default=None)
+
+    def _shape(self, book: EgressBook, partition: int, report: ShapingControl, now: datetime, out: Coalesced) -> None:
+        """A reply stage 1 matched to a path rule: counted, and applied if the rule fires, by the path's owner."""
+        path = EgressPath.parse(report.path or "")
+        group = self.policies.group_of_source(path.source)
+        if group is not None and self._owner(group) != partition:  # reported under another grouping
+            send(out, READY, group, report)
+            return
+        rule = self.policies.shaping.get(report.rule)
+        if rule is None or not rule.on_path:
+            log.warning("shaping_rule_unknown", rule=report.rule, path=report.path)  # gone from the configuration
+            return
+        # Counted at the instant stage 1 read the reply, so its duration runs from the reply, however late this is.
+        book.shaping.hit(rule, report, min(report.since, now), out, partition)
 
     def _next_capacity(self, book: EgressBook, candidates: list[Candidate], now: datetime) -> datetime:
         times = [self._usable_at(book, c, now) for c in candidates]
@@ -396,10 +432,10 @@ class EgressStage:
             assert admitted, "a source is chosen only when its sliding window has room"
         day = daily(usage).record(day_of(now, self.policies.reset_zone))
         book.limits.set(out, partition, scope, counted(usage, day, sends=sends))
-        rate = self.policies.path(c.source.name, c.site, c.domain).max_message_rate
-        if rate is not None:
+        path_rate = self._path_rate(c, book.shaping.on_path(c.path, now) if len(book.shaping) else [])
+        if path_rate is not None:
             path_scope = PathRate(c.path)
-            _, gcra, _ = admit(rate, Gcra(book.limits.get(path_scope).tat), now)
+            _, gcra, _ = admit(path_rate, Gcra(book.limits.get(path_scope).tat), now)
             book.limits.set(out, partition, path_scope, LimitState(tat=gcra.tat))
 
     def _expire(self, book: EgressBook, partition: int, tx_id: str, now: datetime, out: Coalesced) -> None:

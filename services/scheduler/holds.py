@@ -101,6 +101,11 @@ class Holds:
             and scope.matches(queue, tenant, campaign, domain)
         )
 
+    def issued_by(self, scope: QueueScope) -> str | None:
+        """Who set the scope's state in force (None: it has none)."""
+        found = self._active.get(_key("suspended", scope))
+        return found[1].issued_by if found is not None else None
+
     def of_tenant(self, tenant: str | None) -> tuple[QueueSuspension, ...]:
         return tuple(sorted((c for _, c in self._active.values() if c.tenant == tenant), key=lambda c: c.since))
 

@@ -77,6 +77,8 @@ class Policies:
         self.sources = {s.name: s for s in config.egress.sources}
         self.reset_zone = config.egress.daily_reset_timezone
         self._suppressing: dict[str | None, Suppressing] = {}
+        self.shaping_rules = config.shaping.compiled()  # adaptive shaping, in file order
+        self.shaping = {r.name: r for r in self.shaping_rules}
 
     def queue(self, tenant: str | None, campaign: str | None, domain: str, routing_domain: str | None) -> QueuePolicy:
         key = (tenant, campaign, domain, routing_domain)

@@ -8,6 +8,7 @@
     c:<[tenant,campaign,pool]> finished messages by status (StatusCounts)
     s:<tenant>!<address>       a suppression list entry that expires, until it does (Suppression)
     f:<transaction id>         a finished transaction's final status, for reports by mail (TransactionStatus)
+    a:<rule>|<queue scope key> a shaping rule's counted replies and action on a tenant's queues (ShapingControl)
 
 The bytes are the changelog's format: state already written restores only if they never change.
 """
@@ -18,6 +19,7 @@ import json
 from dataclasses import dataclass
 from typing import ClassVar, Literal
 
+from mailstream.scheduler.shaping import SHAPED, Shaped
 from mailstream.scheduler.stage import LIMIT, LimitScope, MalformedKey, split
 
 MESSAGE = "m:"
@@ -89,7 +91,7 @@ class Finished:
 
 
 Scope = QueueRate | TenantLimit
-Key = Message | Scope | Control | Totals | Expiring | Finished
+Key = Message | Scope | Control | Totals | Expiring | Finished | Shaped
 
 
 _SCOPES: dict[str, type[Scope]] = {QueueRate.KIND: QueueRate, TenantLimit.KIND: TenantLimit}
@@ -102,9 +104,11 @@ def parse_scope(scope: str) -> Scope:
 
 def parse(raw: bytes) -> Key:
     """The key's shape; MalformedKey if it has none of them."""
-    kind, rest = split(raw, (MESSAGE, LIMIT, STATE, BOUNCE, TOTALS, SUPPRESSED, FINISHED))
+    kind, rest = split(raw, (MESSAGE, LIMIT, STATE, BOUNCE, TOTALS, SUPPRESSED, FINISHED, SHAPED))
     if kind == MESSAGE:
         return Message(rest)
+    if kind == SHAPED:
+        return Shaped(rest)
     if kind == FINISHED:
         return Finished(rest)
     if kind == SUPPRESSED:

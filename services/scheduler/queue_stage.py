@@ -29,6 +29,7 @@ from mailstream.events.handler import Writes
 from mailstream.events.records import (
     ADMIN_ISSUER,
     AcceptedMessage,
+    DeliveryResponse,
     Dispatched,
     EgressVerdict,
     LimitState,
@@ -82,6 +83,8 @@ from mailstream.scheduler.policy import Policies, QueuePolicy
 from mailstream.scheduler.queue_keys import Control, Expiring, Finished, Message, QueueRate, TenantLimit, Totals
 from mailstream.scheduler.reports import FinishedBook
 from mailstream.scheduler.reports import apply as apply_report
+from mailstream.scheduler.shaping import Shaped, ShapingBook
+from mailstream.scheduler.shaping_queues import shape_queues
 from mailstream.scheduler.stage import Coalesced, Limits, Snapshots, Timers, counted, daily, entries, handler_call, send
 from mailstream.scheduler.suppressions import SuppressionBook, bounce_entry, request
 from mailstream.scheduler.tally import Filed, Tally
@@ -107,6 +110,7 @@ class QueueBook:
     hot: dict[str, QueuedMessage] = field(default_factory=dict)  # decoded, of some messages at stage 2
     suppressions: SuppressionBook = field(default_factory=SuppressionBook)  # entries that expire
     finished: FinishedBook = field(default_factory=FinishedBook)  # final statuses, for reports by mail
+    shaping: ShapingBook = field(default_factory=ShapingBook)  # shaping rules' counts and actions on queues
 
 
 def _matching(book: QueueBook, scope: QueueScope, statuses: Set[str]) -> list[str]:
@@ -152,6 +156,8 @@ class QueueStage:
                     book.suppressions.restore(key, value)
                 case Finished(tx_id):
                     book.finished.restore(tx_id, value)
+                case Shaped():
+                    book.shaping.restore(value)
         for tx_id, value in book.messages.items():
             q = decode(value, QueuedMessage)
             self._index(book, q)
@@ -201,6 +207,9 @@ class QueueStage:
             if isinstance(resp, EgressVerdict):  # stage 2 ended the attempt unsent
                 self._apply(book, partition, resp.id, on_verdict(q, resp, now), out, now)
             else:
+                if isinstance(resp, DeliveryResponse) and self.policies.shaping_rules:
+                    for shaped in shape_queues(self.policies, book.shaping, book.holds, q, resp, now, out, partition):
+                        book.recheck.extend(_matching(book, shaped, LIVE))
                 retry = self._policy(q).retry if q else RetryPolicy()  # no message: the response is moot
                 self._apply(
                     book, partition, resp.id, on_response(q, resp, retry, self.classifier, now, self.rng), out, now
@@ -228,6 +237,8 @@ class QueueStage:
             for scope in book.holds.lapse(now, out, partition, busy=bool(book.recheck)):
                 book.recheck.extend(_matching(book, scope, LIVE))
             book.suppressions.lapse(now, partition, out)
+            if len(book.shaping):
+                book.shaping.lapse(now, self.policies.shaping, out, partition)
             book.finished.lapse(now, self.report_window, partition, out)
             for _, tx_id in book.timers.due(now):
                 q = self._load(book, tx_id)
@@ -382,12 +393,19 @@ class QueueStage:
                     waits.append(now + retry_after)
             if remaining(tenant.daily_limit, daily(state), day_of(now, self.policies.reset_zone)) == 0:
                 waits.append(next_reset(now, self.policies.reset_zone))
+        if len(book.shaping):  # a shaping rule slowed the tenant's (campaign's) queues for this domain
+            slowed = book.shaping.wait(q, now)
+            if slowed is not None:
+                waits.append(slowed)
         return max(waits) if waits else None
 
     def _count(
         self, book: QueueBook, partition: int, q: QueuedMessage, policy: QueuePolicy, now: datetime, out: Coalesced
     ) -> None:
-        """Charge the promotion to the queue's and the tenant's limits (only those that are configured)."""
+        """Charge the promotion to the queue's and the tenant's limits (only those that are configured), and to
+        the shaping rules slowing its queues."""
+        if len(book.shaping):
+            book.shaping.charge(q, now, out, partition)
         if policy.max_message_rate is not None:
             scope = QueueRate(q.transaction.queue)
             _, gcra, _ = admit(policy.max_message_rate, Gcra(book.limits.get(scope).tat), now)
