@@ -26,7 +26,7 @@ ShapingAction = Literal[
 ACTIONS: tuple[ShapingAction, ...] = get_args(ShapingAction)
 PATH_ACTIONS = frozenset({"suspend_path", "limit_path"})  # applied by the owner of the egress path
 QUEUE_ACTIONS = frozenset(ACTIONS) - PATH_ACTIONS  # applied by the owner of the tenant's scheduled queues
-INTERNAL_PREFIX = "mailstream: "  # the delivery worker's own replies (DNS, TLS policy, connect failures)
+INTERNAL_PREFIXES = ("mailstream: ", "mailstream internal: ")  # the worker's own replies (DNS, TLS, connect, body)
 
 
 @dataclass(frozen=True, slots=True)
@@ -103,7 +103,7 @@ def _any(patterns: tuple[str, ...], value: str | None) -> bool:
 
 def matches(rule: Rule, reply: Reply, sent: Sent) -> bool:
     """Whether the reply to an attempt sent so is one the rule is about."""
-    if not rule.match_internal and reply.text.startswith(INTERNAL_PREFIX):
+    if not rule.match_internal and reply.text.startswith(INTERNAL_PREFIXES):
         return False
     if rule.codes and reply.code not in rule.codes:
         return False

@@ -127,6 +127,25 @@ class SlidingWindowState(Answer):
     next_free: datetime | None
 
 
+class ShapingState(Answer):
+    """An adaptive-shaping action in force (`shaping.rules`): on an egress path, or on a tenant's (campaign's)
+    scheduled queues for a domain."""
+
+    id: str
+    rule: str
+    action: str
+    path: str | None
+    tenant: str | None
+    campaign: str | None
+    domain: str | None
+    queue: str | None
+    max_message_rate: str | None
+    connection_limit: int | None
+    reason: str
+    since: datetime
+    until: datetime | None
+
+
 class ServerRow(Answer):
     uuid: str
     name: str
@@ -140,6 +159,7 @@ class ServerRow(Answer):
     send_window: SendWindowState | None
     sliding_window: SlidingWindowState | None
     as_of: datetime | None
+    shaping: list[ShapingState]  # actions in force on the source's paths
 
 
 class Servers(Answer):
@@ -182,6 +202,7 @@ class Stats(Answer):
 
 class Suspensions(Answer):
     data: list[QueueSuspension]
+    shaping: list[ShapingState]  # adaptive shaping's actions in force: paths, and queues (also in data if suspended)
 
 
 class WebhookEndpoint(Answer):

@@ -21,6 +21,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from mailstream.config.model import Config
 from mailstream.core.clock import Clock
 from mailstream.core.duration import parse_duration
+from mailstream.core.egress_path import EgressPath
 from mailstream.core.queue_scope import QueueScope
 from mailstream.events.producer import EventSink
 from mailstream.events.records import ADMIN_ISSUER, QueueAction, QueueCommand, QueueState, Record
@@ -29,7 +30,7 @@ from mailstream.ingest import api_models as api
 from mailstream.ingest.audit import Action, Auditor, partition_keys
 from mailstream.ingest.auth import KeyRing, Principal
 from mailstream.ingest.problems import Problem, from_validation_error, read_json
-from mailstream.ingest.queue_report import server_rows, sources_for_tenant, stats_report
+from mailstream.ingest.queue_report import server_rows, shaping_row, sources_for_tenant, stats_report
 from mailstream.ingest.status_view import StatusView
 from mailstream.ingest.tenant_rights import acting_tenant
 from mailstream.intake.capacity_view import CapacityView
@@ -174,7 +175,8 @@ def queue_router(
     async def servers(request: Request) -> JSONResponse:
         who = principal(request)  # a tenant sees the sources its mail can use, not the others' traffic
         only = None if who.admin else sources_for_tenant(egress, config.queues, who.tenant)
-        return JSONResponse({"data": server_rows(egress, view.usage, clock(), only)})
+        now = clock()
+        return JSONResponse({"data": server_rows(egress, view.usage, now, only, view.shaping_in_force(now))})
 
     @router.get("/api/queue/stats", response_model=api.Stats, responses=api.problems(401, 403, 422))
     async def stats(request: Request, tenant: str | None = None, campaign: str | None = None) -> JSONResponse:
@@ -299,11 +301,19 @@ def queue_router(
 
     @router.get("/api/admin/suspensions", response_model=api.Suspensions, responses=api.problems(401, 403, 422))
     async def suspensions(request: Request, tenant: str | None = None) -> JSONResponse:
-        tenant, everyone = tenant_filter(principal(request), tenant)
-        report = stats_report(
-            list(view.stats.values()), egress, view.usage, clock(), tenant=tenant, all_tenants=everyone
-        )
-        return JSONResponse({"data": report["suspensions"]})
+        who = principal(request)
+        tenant, everyone = tenant_filter(who, tenant)
+        now = clock()
+        report = stats_report(list(view.stats.values()), egress, view.usage, now, tenant=tenant, all_tenants=everyone)
+        # A path's action concerns every tenant whose mail can use its source; a queue action, its tenant only.
+        sources = None if who.admin else sources_for_tenant(egress, config.queues, who.tenant)
+        shaping = [
+            shaping_row(c)
+            for c in view.shaping_in_force(now)
+            if (c.path is None and (everyone or c.tenant == tenant))
+            or (c.path is not None and (sources is None or EgressPath.parse(c.path).source in sources))
+        ]
+        return JSONResponse({"data": report["suspensions"], "shaping": shaping})
 
     return router
 

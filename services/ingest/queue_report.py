@@ -15,8 +15,9 @@ from typing import Any
 from mailstream.config.scheduling import EgressConfig, EgressSource, QueueDefaults
 from mailstream.core.completion import SourceCapacity, estimate_completion
 from mailstream.core.daily_limit import day_of, next_reset
+from mailstream.core.egress_path import EgressPath
 from mailstream.core.sliding_window import SlidingWindow, next_free
-from mailstream.events.records import QueueStats, SourceUsage
+from mailstream.events.records import QueueStats, ShapingControl, SourceUsage
 
 QUEUED = ("scheduled", "deferred", "suspended", "ready")  # waiting, at stage 1 or for an egress source
 SENDING = ("in_delivery",)
@@ -50,9 +51,17 @@ def sources_for_tenant(egress: EgressConfig, queues: QueueDefaults, tenant: str 
 
 
 def server_rows(
-    egress: EgressConfig, usage: Mapping[str, SourceUsage], now: datetime, only: set[str] | None = None
+    egress: EgressConfig,
+    usage: Mapping[str, SourceUsage],
+    now: datetime,
+    only: set[str] | None = None,
+    shaping: Iterable[ShapingControl] = (),
 ) -> list[dict[str, Any]]:
-    """Each source's day (`only`: just these sources)."""
+    """Each source's day (`only`: just these sources), and the shaping actions in force on its paths."""
+    on_paths: dict[str, list[dict[str, Any]]] = {}
+    for control in shaping:
+        if control.path is not None:
+            on_paths.setdefault(EgressPath.parse(control.path).source, []).append(shaping_row(control))
     zone = egress.daily_reset_timezone
     rows = []
     for source in egress.sources:
@@ -73,6 +82,7 @@ def server_rows(
             "send_window": None,
             "sliding_window": None,
             "as_of": _iso(seen.as_of) if seen is not None else None,
+            "shaping": on_paths.get(source.name, []),
         }
         if source.send_window is not None:
             opened = source.send_window.contains(now)
@@ -92,6 +102,12 @@ def server_rows(
             }
         rows.append(row)
     return rows
+
+
+def shaping_row(control: ShapingControl) -> dict[str, Any]:
+    """An adaptive-shaping action as the API shows it (its counting state left out)."""
+    row = control.model_dump(exclude={"hits", "tat"})
+    return {**row, "since": _iso(control.since), "until": _iso(control.until)}
 
 
 def stats_report(

@@ -1,5 +1,5 @@
-"""The capacity read model: the latest records the scheduler stages publish on mail.queue-stats and
-mail.source-usage, held in memory.
+"""The capacity read model: the latest records the scheduler stages publish on mail.queue-stats,
+mail.source-usage and mail.shaping, held in memory.
 
 Both topics are compacted and hold one small record per (partition, tenant) or per source, so each
 replica reads them from the beginning at start-up rather than keeping offsets.
@@ -13,9 +13,9 @@ from datetime import datetime
 from mailstream.core.queue_scope import QueueScope
 from mailstream.core.queue_state import verdict
 from mailstream.events.kafka import Bootstrap, TopicTailer
-from mailstream.events.records import QueueStats, QueueSuspension, SourceUsage
+from mailstream.events.records import QueueStats, QueueSuspension, ShapingControl, SourceUsage
 from mailstream.events.serde import SerdeError, decode
-from mailstream.events.topics import QUEUE_STATS, SOURCE_USAGE
+from mailstream.events.topics import QUEUE_STATS, SHAPING, SOURCE_USAGE
 from mailstream.observability.logs import get_logger
 
 log = get_logger(__name__)
@@ -25,6 +25,7 @@ class CapacityView:
     def __init__(self) -> None:
         self.stats: dict[str, QueueStats] = {}  # by "<partition>/<tenant>"
         self.usage: dict[str, SourceUsage] = {}  # by source name
+        self.shaping: dict[str, ShapingControl] = {}  # by id; in force while `until` is ahead
         self.caught_up = asyncio.Event()
         self._refusing: list[tuple[QueueScope, QueueSuspension]] | None = None  # draining/disabled, when known
 
@@ -50,6 +51,10 @@ class CapacityView:
         state, reason = found.refusal
         return f"queue {queue} is {state}" + (f": {reason}" if reason else "")
 
+    def shaping_in_force(self, now: datetime) -> list[ShapingControl]:
+        """The adaptive-shaping actions in force at `now` (by the reader's clock: an ended one needs no removal)."""
+        return sorted((c for c in self.shaping.values() if c.in_force(now)), key=lambda c: c.since)
+
     def apply(self, topic: str, key: bytes | None, value: bytes | None) -> None:
         if key is None:
             return
@@ -66,12 +71,18 @@ class CapacityView:
                     self.usage.pop(name, None)
                 else:
                     self.usage[name] = decode(value, SourceUsage)
+            elif topic == SHAPING.name:
+                if value is None:
+                    self.shaping.pop(name, None)
+                else:
+                    self.shaping[name] = decode(value, ShapingControl)
         except SerdeError as exc:  # a poison record must not stop the view
             log.error("capacity_record_unreadable", topic=topic, key=name, error=str(exc))
 
     async def run(self, bootstrap: Bootstrap) -> None:
-        """Tail both topics from the beginning, forever."""
-        tailers = [TopicTailer(bootstrap, spec.name, spec.partitions, {}) for spec in (QUEUE_STATS, SOURCE_USAGE)]
+        """Tail the topics from the beginning, forever."""
+        specs = (QUEUE_STATS, SOURCE_USAGE, SHAPING)
+        tailers = [TopicTailer(bootstrap, spec.name, spec.partitions, {}) for spec in specs]
         try:
             while True:
                 idle = True

@@ -12,7 +12,7 @@ from typing import Any
 import pytest
 
 from mailstream.events import fixtures
-from mailstream.events.topics import QUEUE_STATS, SOURCE_USAGE, STATUS
+from mailstream.events.topics import QUEUE_STATS, SHAPING, SOURCE_USAGE, STATUS
 from tests.infra.ingest_app import IngestApp, tail_the_bus
 
 
@@ -51,20 +51,23 @@ async def test_the_status_view_resumes_from_its_offsets_and_wakes_waiters(
     assert ingest.statuses.get("tx-9") is None  # the unreadable record was skipped, not fatal
 
 
-async def test_the_capacity_view_reads_both_topics_from_the_beginning(
+async def test_the_capacity_view_reads_its_topics_from_the_beginning(
     ingest: IngestApp, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     tailers = tail_the_bus(monkeypatch, ingest.producer.bus)
     await ingest.producer.send(QUEUE_STATS, "3/acme", fixtures.queue_stats())
     await ingest.producer.send_raw(QUEUE_STATS.name, b"4/globex", b"garbage")
     await ingest.producer.send(SOURCE_USAGE, "ip-1", fixtures.source_usage())
+    await ingest.producer.send(SHAPING, fixtures.shaping_control().id, fixtures.shaping_control())
 
     await until_caught_up(ingest.capacity.run("bus"), ingest.capacity.caught_up)
 
     assert [(t.topic, t.start, t.closed) for t in tailers] == [
         (QUEUE_STATS.name, {}, True),
         (SOURCE_USAGE.name, {}, True),
+        (SHAPING.name, {}, True),
     ]
+    assert list(ingest.capacity.shaping) == [fixtures.shaping_control().id]
     assert set(ingest.capacity.stats) == {"3/acme"}
     assert ingest.capacity.usage["ip-1"].used == 17
 
