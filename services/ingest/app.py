@@ -23,6 +23,7 @@ from mailstream.ingest.auth import KeyRing, Principal, key_id
 from mailstream.ingest.idempotency import Answers, AnswerStore
 from mailstream.ingest.inject import Injector, unavailable
 from mailstream.ingest.inject_request import InjectRequest
+from mailstream.ingest.koukan_api import koukan_router
 from mailstream.ingest.limits import KeyLimit, KeyLimits, too_many
 from mailstream.ingest.problems import Problem, from_request_validation
 from mailstream.ingest.render_pool import RenderPool
@@ -80,6 +81,7 @@ def create_app(
     app.state.render_pool, app.state.answers = pool, answers
     for router in routers:
         app.include_router(router)
+    app.include_router(koukan_router(config, submitter, view, clock, keys, limits, answers))  # Koukan's REST API
 
     @app.exception_handler(Problem)
     async def _problem(_: Request, exc: Problem) -> Response:

@@ -34,6 +34,16 @@ class Outgoing:
     headers: dict[str, str]
     metadata: dict[str, object]
     trace_header: str | None = None  # the name of a trace header to add (core.trace_header), None: none
+    tx_id: str | None = None  # the transaction's id when the door named it already (Koukan's create), else new
+    stored: StoredBody | None = None  # a body already on mail.bodies, reused by reference: not signed nor written
+
+
+@dataclass(frozen=True, slots=True)
+class StoredBody:
+    """A body written before (an earlier transaction's), as it was written: the new message refers to it."""
+
+    ref: BodyRef
+    attachment_count: int | None
 
 
 @dataclass(slots=True)
@@ -124,13 +134,17 @@ class Submitter:
         signer = self._signer
         if signer is None:
             return [msg.data for msg, _ in routed]
-        distinct = {(hashlib.sha256(msg.data).digest(), route.tenant): msg.data for msg, route in routed}
+        fresh = [(msg, route) for msg, route in routed if msg.stored is None]  # a stored body was signed when written
+        distinct = {(hashlib.sha256(msg.data).digest(), route.tenant): msg.data for msg, route in fresh}
 
         def sign_all() -> dict[tuple[bytes, str | None], bytes]:
             return {key: signer.sign(data, key[1]) for key, data in distinct.items()}
 
         signed = sign_all() if len(distinct) <= INLINE_SIGNATURES else await asyncio.to_thread(sign_all)
-        return [signed[hashlib.sha256(msg.data).digest(), route.tenant] for msg, route in routed]
+        return [
+            msg.data if msg.stored is not None else signed[hashlib.sha256(msg.data).digest(), route.tenant]
+            for msg, route in routed
+        ]
 
     async def submit(
         self,
@@ -183,19 +197,29 @@ class Submitter:
             if refused is not None:
                 result.failed.append((msg.recipient, refused))
                 continue
-            tx_ids.append(new_transaction_id())
-            if msg.trace_header is not None:  # before signing: the header is signable and in the stored body
+            tx_ids.append(msg.tx_id or new_transaction_id())
+            if (
+                msg.trace_header is not None and msg.stored is None
+            ):  # before signing: the header is signable and in the stored body
                 ref = TraceRef(tx_ids[-1], route.tenant, msg.recipient)
                 msg = replace(msg, data=with_header(msg.data, msg.trace_header, ref))
             routed.append((msg, route))
         data = await self._signed(routed)
-        digests = [hashlib.sha256(d).hexdigest() for d in data]
-        bodies: dict[str, asyncio.Task[BodyRef]] = {}
-        for digest, body in zip(digests, data, strict=True):
-            if digest not in bodies:  # recipients sharing one body share one write
+        stored = [msg.stored for msg, _ in routed]
+        digests = [s.ref.sha256 if s else hashlib.sha256(d).hexdigest() for s, d in zip(stored, data, strict=True)]
+        bodies: dict[str, asyncio.Future[BodyRef]] = {}
+        attachments: dict[str, int | None] = {}
+        for digest, body, known in zip(digests, data, stored, strict=True):
+            if digest in bodies:  # recipients sharing one body share one write
+                continue
+            if known is not None:
+                bodies[digest] = asyncio.get_running_loop().create_future()
+                bodies[digest].set_result(known.ref)
+                attachments[digest] = known.attachment_count
+            else:
                 bodies[digest] = asyncio.ensure_future(put_body(self._producer, body))
+                attachments[digest] = attachment_count(body)
         await asyncio.gather(*bodies.values())
-        attachments = {digest: attachment_count(body) for digest, body in zip(digests, data, strict=True)}
         records: list[Write] = []  # the request's accepted/status/Reception records: all written, or none
         for (msg, route), digest, tx_id in zip(routed, digests, tx_ids, strict=True):
             try:
