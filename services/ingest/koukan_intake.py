@@ -147,10 +147,9 @@ class KoukanIntake:
                 self.writing.discard(tx.id)
 
     def _written(self, tx: KTx, msg: Outgoing, ref: BodyRef) -> None:
-        body = self._store.blob(tx.id, BODY) or KBlob(tx.id, BODY, tx.tenant, self._clock())
+        body = self._store.blob(tx.id, BODY) or KBlob(tx.id, BODY, tx.tenant, self._clock(), None, ref.size, ref.size)
         uploaded = hashlib.sha256(body.data).hexdigest() if body.data is not None else body.sha256
         body.data, body.ref, body.sha256 = None, ref, uploaded  # the upload's hash: a retried PUT is recognised
-        body.length = body.total = ref.size
         body.summary = {
             "message_id": msg.message_id,
             "headers": msg.headers,

@@ -100,7 +100,8 @@ def _bodies_with(stack: Stack, before: dict[tuple[str, int], int], needle: bytes
 def test_a_body_uploaded_in_pieces_then_reused_by_reference_is_written_once(stack: Stack, sink: CaptureSink) -> None:
     tag = uuid.uuid4().hex[:10]
     first, second = f"kr1-{tag}@example.com", f"kr2-{tag}@example.com"
-    raw = f"From: news@acme.test\nTo: list-{tag}@acme.test\nSubject: reused {tag}\n\n{'body line ' * 200}\n".encode()
+    lines = "body line\n" * 200  # LF endings, as a file on disk: sent with CRLF
+    raw = f"From: news@acme.test\nTo: list-{tag}@acme.test\nSubject: reused {tag}\n\n{lines}".encode()
     before = topic_offsets(stack.bootstrap, (BODIES.name,))
     with stack.client(ACME_KEY) as client:
         r = client.post(CREATE, json=envelope(first))
@@ -117,13 +118,13 @@ def test_a_body_uploaded_in_pieces_then_reused_by_reference_is_written_once(stac
         assert last.status_code == 200, last.text
         retried = client.put(uri, content=raw)  # a whole PUT retried after success: the same answer
         assert retried.status_code == 200, retried.text
-        until_final(client, r.headers["location"])
+        assert until_final(client, r.headers["location"])[0]["final_attempt_reason"] == "upstream response success"
 
         reuse = client.post(CREATE, json=envelope(second, body={"reuse_uri": uri}))
         assert reuse.status_code == 201, reuse.text
         assert reuse.json()["body"]["blob_status"]["finalized"] is True
         body, _ = until_final(client, reuse.headers["location"])
-        assert body["final_attempt_reason"] == "upstream response success"
+        assert body["final_attempt_reason"] == "upstream response success", body["operation"]["last_response"]
     assert f"reused {tag}".encode() in delivered_to(sink, first)
     assert f"reused {tag}".encode() in delivered_to(sink, second)
     assert _bodies_with(stack, before, f"reused {tag}".encode()) == 1  # two messages, one write of the body
