@@ -83,6 +83,7 @@ class PathDispatcher:
         sleep: Sleep = asyncio.sleep,
     ) -> None:
         self.path = path
+        self.base = shape  # as configured; `shape` may be narrowed for a while by adaptive shaping
         self.shape = shape
         self._ledger = PathConnections(shape)
         self._connect = connect
@@ -112,6 +113,12 @@ class PathDispatcher:
                 return await job.done
             job.withdrawn = True
             return None
+
+    def reshape(self, shape: ConnectionShape) -> None:
+        """Shape the path anew (adaptive shaping narrowed or restored its connection limit): connections over a
+        lower limit close after their current message, a higher one lets more open at once."""
+        self.shape = self._ledger.shape = shape
+        self._spawn()
 
     @property
     def open_connections(self) -> int:
@@ -185,7 +192,7 @@ class PathDispatcher:
         return None
 
     async def _serve(self, session: SmtpSession) -> None:
-        while session.connected and not self.shape.retired(session.deliveries):
+        while session.connected and not self.shape.retired(session.deliveries) and not self._over_limit():
             job = await self._next(session)
             if job is None:
                 return
@@ -196,6 +203,10 @@ class PathDispatcher:
                 self._jobs.appendleft(job)
                 return
             job.finish(attempt)
+
+    def _over_limit(self) -> bool:
+        limit = self.shape.limit
+        return limit is not None and self._ledger.open > limit
 
     def _take(self) -> Job | None:
         while self._jobs:

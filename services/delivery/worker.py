@@ -19,7 +19,7 @@ import threading
 import time
 from collections import OrderedDict
 from collections.abc import Awaitable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 from prometheus_client import Counter, Histogram
@@ -38,6 +38,7 @@ from mailstream.delivery.mta_sts import MtaSts, applied
 from mailstream.delivery.mx import MxResolver
 from mailstream.delivery.outbound import Outbound
 from mailstream.delivery.routes import Route, route_for
+from mailstream.delivery.shaped_limits import ShapedLimits
 from mailstream.delivery.smtp_client import SessionSettings, SmtpAttempt, SmtpSession, printable
 from mailstream.delivery.unreadable import UNREADABLE, dead_letter, salvage
 from mailstream.events.bodies import BodyCorrupt, BodyReader
@@ -83,6 +84,7 @@ class DeliveryWorker:
         ca_file = str(dc.tls_ca_file) if dc.tls_ca_file is not None else None
         self._mta_sts = MtaSts(dc.mta_sts, mx, dc.outbound.policy(), ca_file, clock) if dc.mta_sts.enabled else None
         self._paths: dict[EgressPath, PathDispatcher] = {}
+        self.shaped = ShapedLimits()  # connection limits adaptive shaping sets, from mail.shaping
         self._done: OrderedDict[str, DeliveryResponse] = OrderedDict()
         self._stopping = asyncio.Event()
         self._stop_at = float("inf")
@@ -107,7 +109,17 @@ class DeliveryWorker:
                 self._clock,
                 self._config.delivery.idle_timeout.total_seconds(),
             )
+        self._narrow(found)
         return found
+
+    def _narrow(self, path: PathDispatcher) -> None:
+        """The path's connection limit: as configured, or lower while an adaptive-shaping action says so."""
+        shaped = self.shaped.limit(path.path, self._clock())
+        base = path.base
+        want = base if shaped is None else replace(base, limit=min(shaped, base.limit or shaped))
+        if want != path.shape:
+            log.info("path_reshaped", path=path.path, connection_limit=want.limit, configured=base.limit)
+            path.reshape(want)
 
     def _connector(self, source: EgressSource, route: Route) -> Connector:
         dc = self._config.delivery
@@ -278,6 +290,7 @@ class DeliveryWorker:
                 failed.append(task.exception())  # type: ignore[arg-type]  # a bug, not the cluster: stop
 
         next_probe = 0.0
+        shaping = asyncio.create_task(self.shaped.run(bootstrap), name="mailstream.shaping tail")
         try:
             while not self._stopping.is_set():
                 if failed:
@@ -302,9 +315,11 @@ class DeliveryWorker:
             await self._finish(running, ledger, committing)
         finally:
             self.state = "stopping"
+            shaping.cancel()
             for task in running:
                 task.cancel()
             await _bounded(asyncio.gather(*(p.close(grace=0.5) for p in self._paths.values())), 1.0)
+            await _bounded(asyncio.gather(shaping, return_exceptions=True), 1.0)  # its tailer closes
             await consumer.close(timeout=1.0)
             await writer.close(timeout=0.5)
             threading.Thread(target=bodies.close, daemon=True).start()
