@@ -67,9 +67,14 @@ def _dead_lettered(processor: TransactionalProcessor) -> Callable[[], float]:
 
 
 async def _run(config: Config, web_port: int) -> int:
-    processors, _, egress = build_processors(config)
+    processors, queues, egress = build_processors(config)
     held = Gauge("mailstream_egress_held_messages", "Messages waiting for egress capacity")
     held.set_function(egress.held_count)
+    shaping = Gauge(
+        "mailstream_shaping_actions", "Adaptive-shaping actions in force in this worker's partitions", ["stage"]
+    )
+    shaping.labels("queues").set_function(queues.shaping_count)
+    shaping.labels("egress").set_function(egress.shaping_count)
     dead = Gauge(
         "mailstream_scheduler_dead_lettered_records",
         "Input records a stage failed on, set aside in mail.dead-letter since start",

@@ -520,3 +520,7 @@ class EgressStage:
     # -- inspection (metrics) ---------------------------------------------------------------------
     def held_count(self) -> int:
         return sum(len(b.held) for b in self.books.values())
+
+    def shaping_count(self) -> int:
+        """Adaptive-shaping actions on paths this worker's partitions hold."""
+        return sum(b.shaping.acting() for b in self.books.values())

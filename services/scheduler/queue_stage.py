@@ -258,6 +258,10 @@ class QueueStage:
         if self.snapshots.due(now):
             self._publish(now, out)
 
+    def shaping_count(self) -> int:
+        """Adaptive-shaping actions on queues this worker's partitions hold (metrics)."""
+        return sum(b.shaping.acting() for b in self.books.values())
+
     # -- decisions -------------------------------------------------------------------------------
     def _promote(self, book: QueueBook, partition: int, now: datetime, out: Coalesced, budget: int) -> None:
         while budget > 0:

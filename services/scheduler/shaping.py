@@ -152,6 +152,10 @@ class ShapingBook:
                 log.info("shaping_ended", rule=control.rule, control=control.id)
         return ended
 
+    def acting(self) -> int:
+        """Controls that fired and have not been forgotten (each tick forgets those that ended): for a gauge."""
+        return sum(1 for c in self._controls.values() if c.until is not None)
+
     def in_force(self, now: datetime) -> Iterator[ShapingControl]:
         return (c for c in self._controls.values() if c.in_force(now))
 

@@ -75,6 +75,7 @@ def test_a_421_suspends_the_path_for_the_rules_duration_then_mail_flows_again() 
     assert (control.id, control.path) == ("try-later|mail2->example.com", "mail2->example.com")
     assert control.reason == str(TRY_LATER)
     assert control.until == START + timedelta(minutes=10)
+    assert (twin.egress_stage.shaping_count(), twin.queue_stage.shaping_count()) == (1, 0)  # the metrics' counts
 
     twin.failing = set()
     later = twin.submit(3, clock())
@@ -84,6 +85,8 @@ def test_a_421_suspends_the_path_for_the_rules_duration_then_mail_flows_again() 
     twin.run(clock, START + timedelta(minutes=12))
     assert twin.statuses(later) == {"delivered": 3}
     assert min(twin.sent_at[t] for t in later) >= START + timedelta(minutes=10)
+    assert twin.egress_stage.shaping_count() == 0  # ended, and forgotten
+    assert not any(k.startswith(b"a:") for state in twin.changelogs()[1].values() for k in state)
 
 
 def test_a_suspended_path_survives_a_restart_of_both_stages() -> None:
@@ -163,8 +166,10 @@ def test_suspend_tenant_suspends_the_tenants_queues_for_the_domain_then_lifts_it
     assert (suspension.tenant, suspension.domain, suspension.issued_by) == ("acme", "example.com", "shaping:try-later")
     assert suspension.reason == f"shaping rule try-later: {TRY_LATER}"
     assert suspension.until == START + timedelta(minutes=15)
+    assert twin.queue_stage.shaping_count() == 1
     twin.run(clock, START + timedelta(minutes=17))
     assert twin.statuses(same) == {"delivered": 2}
+    assert twin.queue_stage.shaping_count() == 0
     assert twin.statuses([first]) == {"deferred": 1}  # its own retry (1h) still holds
 
 
