@@ -20,8 +20,11 @@ from mailstream.events.records import (
     LogRecord,
     MessageBody,
     OutOfBandReport,
+    PendingOperation,
     QueueCommand,
     QueuedMessage,
+    QueueOperation,
+    QueueOperationOutcome,
     QueueStats,
     QueueSuspension,
     ReadyMessage,
@@ -368,6 +371,35 @@ def shaping_control() -> ShapingControl:
     )
 
 
+def queue_operation() -> QueueOperation:
+    return QueueOperation(
+        id="6b2c3d4e5f60718293a4b5c6d7e8f90a",
+        operation="rebind",
+        tenant="acme",
+        queue="spring:acme@example.com",
+        reason="move to the warm pool",
+        to_pool="warm",
+        issued_at=T0,
+        issued_by="admin",
+    )
+
+
+def pending_operation() -> PendingOperation:
+    return PendingOperation(operation=queue_operation(), arrived_at=T0, affected=40)
+
+
+def queue_operation_outcome() -> QueueOperationOutcome:
+    return QueueOperationOutcome(
+        id="6b2c3d4e5f60718293a4b5c6d7e8f90a",
+        operation="rebind",
+        partition=3,
+        affected=120,
+        affected_queues=("spring:acme@example.com",),
+        tenant="acme",
+        completed_at=T0,
+    )
+
+
 ALL: tuple[Record, ...] = (
     accepted(),
     task(),
@@ -384,6 +416,9 @@ ALL: tuple[Record, ...] = (
     egress_settlement(),
     dispatched(),
     queue_command(),
+    queue_operation(),
+    queue_operation_outcome(),
+    pending_operation(),
     suspension(),
     status_counts(),
     queue_stats(),

@@ -206,6 +206,8 @@ class QueuedMessage(Record):
     expires_at: datetime | None = None
     transaction: TransactionStatus
     cancel_reason: str | None = None  # cancelled while at stage 2 or in delivery: no retry
+    egress_pool: str | None = None  # rebound to this pool (an operation); None: its queue's configured pool
+    held: str | None = None  # suspended by id (an operation's reason): waits until resumed by id
 
 
 class LogRecord(Record):
@@ -359,6 +361,58 @@ class QueueCommand(Record):
     issued_at: datetime
     issued_by: str
     transaction_id: str | None = None  # cancel: the one transaction (the scope fields only route it)
+
+
+QueueOperationType = Literal["suspend", "resume", "rebind", "bounce", "retry", "cancel", "purge", "set_priority"]
+
+
+class QueueOperation(Record):
+    """A one-off operation on the messages stage 1 holds (mail.queue-commands): those of a scope, or those named by
+    id (then the scope fields only route it: one record per owning partition)."""
+
+    schema_name = "mailstream.QueueOperation"
+    id: str
+    operation: QueueOperationType
+    queue: str | None = None
+    tenant: str | None = None
+    campaign: str | None = None
+    domain: str | None = None
+    message_ids: tuple[str, ...] = ()
+    reason: str | None = None
+    to_queue: str | None = None  # rebind: the scheduled queue to move to (same tenant and recipient domain)
+    to_pool: str | None = None  # rebind: the egress pool to send through
+    priority: int | None = None  # set_priority
+    until: datetime | None = None  # suspend or bounce of a scope: the control ends then
+    issued_at: datetime
+    issued_by: str
+    expected: int = 1  # how many records carry this operation (partitions answering it)
+
+
+class PendingOperation(Record):
+    """A QueueOperation stage 1 is still applying (its changelog, until the partition is done with it): after a
+    restart its candidates are looked at again and the count goes on from here."""
+
+    schema_name = "mailstream.PendingOperation"
+    operation: QueueOperation
+    arrived_at: datetime
+    affected: int = 0
+    affected_queues: tuple[str, ...] = ()
+    errors: tuple[str, ...] = ()
+
+
+class QueueOperationOutcome(Record):
+    """What one stage 1 partition did with a QueueOperation (mail.queue-results, key: the operation id)."""
+
+    schema_name = "mailstream.QueueOperationOutcome"
+    id: str
+    operation: QueueOperationType
+    partition: int
+    affected: int
+    affected_queues: tuple[str, ...] = ()
+    errors: tuple[str, ...] = ()
+    expected: int = 1
+    tenant: str | None = None
+    completed_at: datetime
 
 
 class QueueSuspension(Record):

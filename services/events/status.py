@@ -77,6 +77,22 @@ def next_version(tx: TransactionStatus, now: datetime, **changes: Unpack[StatusC
     return tx.model_copy(update={**changes, "version": tx.version + 1, "updated_at": now})
 
 
+def rebound(
+    tx: TransactionStatus, now: datetime, *, queue: str, campaign: str | None, egress_pool: str | None
+) -> TransactionStatus:
+    """The next version in another scheduled queue (and pool): the one transition that changes the queue, a rebind
+    by an operator (the tenant, the parties and the id stay)."""
+    return tx.model_copy(
+        update={
+            "queue": queue,
+            "campaign": campaign,
+            "egress_pool": egress_pool,
+            "version": tx.version + 1,
+            "updated_at": now,
+        }
+    )
+
+
 def _check(changes: StatusChange) -> None:
     unknown = changes.keys() - CHANGEABLE
     if unknown:

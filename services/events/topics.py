@@ -30,8 +30,11 @@ from mailstream.events.records import (
     LogRecord,
     MessageBody,
     OutOfBandReport,
+    PendingOperation,
     QueueCommand,
     QueuedMessage,
+    QueueOperation,
+    QueueOperationOutcome,
     QueueStats,
     QueueSuspension,
     ReadyMessage,
@@ -144,11 +147,27 @@ STATUS: TopicSpec[TransactionStatus] = TopicSpec(
 # as the stage's outputs: stage 1's messages, limit counters, queue controls and finished totals; stage 2's
 # held messages, limit counters and the grouping it settled under.
 QUEUE_STATE: TopicSpec[
-    QueuedMessage | LimitState | QueueSuspension | StatusCounts | Suppression | TransactionStatus | ShapingControl
+    QueuedMessage
+    | LimitState
+    | QueueSuspension
+    | StatusCounts
+    | Suppression
+    | TransactionStatus
+    | ShapingControl
+    | PendingOperation
 ] = TopicSpec(
     "mail.scheduler.queues-state",
     "state key",
-    (QueuedMessage, LimitState, QueueSuspension, StatusCounts, Suppression, TransactionStatus, ShapingControl),
+    (
+        QueuedMessage,
+        LimitState,
+        QueueSuspension,
+        StatusCounts,
+        Suppression,
+        TransactionStatus,
+        ShapingControl,
+        PendingOperation,
+    ),
     cleanup_policy="compact",
     retention_ms=-1,
 )
@@ -171,11 +190,18 @@ NOTICE_STATE: TopicSpec[LogRecord] = TopicSpec(
 # route key of the entry's owner (`suppression_owner`): stage 1 applies them in order with the bounces.
 DISPATCHED: TopicSpec[Dispatched] = TopicSpec("mail.dispatched", "route key", (Dispatched,), retention_ms=10 * DAY_MS)
 # Bounces and complaints received by mail (OutOfBandReport) come the same way, keyed by the transaction's tenant.
-QUEUE_COMMANDS: TopicSpec[QueueCommand | Suppression | SuppressionRemoved | OutOfBandReport] = TopicSpec(
-    "mail.queue-commands",
-    "route key",
-    (QueueCommand, Suppression, SuppressionRemoved, OutOfBandReport),
-    retention_ms=10 * DAY_MS,
+QUEUE_COMMANDS: TopicSpec[QueueCommand | Suppression | SuppressionRemoved | OutOfBandReport | QueueOperation] = (
+    TopicSpec(
+        "mail.queue-commands",
+        "route key",
+        (QueueCommand, Suppression, SuppressionRemoved, OutOfBandReport, QueueOperation),
+        retention_ms=10 * DAY_MS,
+    )
+)
+# What each stage 1 partition did with a QueueOperation, for the ingest replica that waits to answer it (and reads
+# of it later): a day is far longer than any answer waits.
+QUEUE_RESULTS: TopicSpec[QueueOperationOutcome] = TopicSpec(
+    "mail.queue-results", "operation id", (QueueOperationOutcome,), retention_ms=DAY_MS
 )
 # Every tenant's suppression list (compacted; key "<tenant>!<address>"), written by stage 1 alone: the partition
 # owning the tenant, so every change of an entry is made in one place, in order (docs/design-decisions.md).
@@ -240,6 +266,7 @@ ALL_TOPICS: tuple[TopicSpec[Any], ...] = (
     DISPATCHED,
     QUEUE_COMMANDS,
     QUEUE_STATS,
+    QUEUE_RESULTS,
     SOURCE_USAGE,
     SHAPING,
     DEAD_LETTER,

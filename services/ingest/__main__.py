@@ -20,6 +20,8 @@ from mailstream.ingest.audit import Auditor
 from mailstream.ingest.audit_view import AuditView, audit_router
 from mailstream.ingest.http_guard import guard, server_options
 from mailstream.ingest.kumo_admin import kumo_admin_router
+from mailstream.ingest.operation_view import OperationView
+from mailstream.ingest.operations_api import operations_router
 from mailstream.ingest.queue_api import queue_router
 from mailstream.ingest.read_model.api import read_model_router
 from mailstream.ingest.read_model.service import ReadModel
@@ -52,6 +54,7 @@ def main(argv: list[str] | None = None) -> int:
     bootstrap = Cluster.of(config.kafka)
     view = StatusView(StatusStore(config.ingest.status_db), config.ingest.max_waiters)
     capacity = CapacityView()
+    operations = OperationView()
     suppressions = SuppressionView()
     webhooks = WebhookView(config.webhooks.attempts_kept)
     messages = ReadModel(config, system_clock, bootstrap)  # its projection runs on a thread of its own
@@ -73,6 +76,7 @@ def main(argv: list[str] | None = None) -> int:
         tails = [
             asyncio.create_task(view.run(bootstrap)),
             asyncio.create_task(capacity.run(bootstrap)),
+            asyncio.create_task(operations.run(bootstrap)),
             asyncio.create_task(app.state.answers.run(bootstrap)),
         ]
         tails.append(asyncio.create_task(webhooks.run(bootstrap)))
@@ -120,6 +124,7 @@ def main(argv: list[str] | None = None) -> int:
             suppression_router(config, suppressions, producer, system_clock, auditor),
             audit_router(config, audit),
             kumo_admin_router(config, capacity, view, system_clock, auditor),
+            operations_router(config, capacity, view, operations, system_clock, auditor),
             read_model_router(config, messages.store, system_clock),
         ],
     )

@@ -103,6 +103,22 @@ class Scope(Answer):
     domain: str | None = None
 
 
+class OperationResult(Answer):
+    """QueueOperationResult (email-queue-model.md §2.3), with the operation's id and whether every partition that
+    owns its messages has answered."""
+
+    id: str
+    success: bool
+    operation: str
+    affected_messages: int
+    affected_queues: list[str]
+    errors: list[str]
+    timestamp: datetime
+    done: bool
+    partitions_answered: int
+    partitions_expected: int
+
+
 class CommandAnswer(Answer):
     """A queue command on its way to scheduler stage 1 (applied in order with the tenant's other work)."""
 

@@ -9,6 +9,7 @@
     s:<tenant>!<address>       a suppression list entry that expires, until it does (Suppression)
     f:<transaction id>         a finished transaction's final status, for reports by mail (TransactionStatus)
     a:<rule>|<queue scope key> a shaping rule's counted replies and action on a tenant's queues (ShapingControl)
+    o:<operation id>           a queue operation still being applied (PendingOperation)
 
 The bytes are the changelog's format: state already written restores only if they never change.
 """
@@ -28,6 +29,7 @@ BOUNCE = "x:"
 TOTALS = "c:"
 SUPPRESSED = "s:"
 FINISHED = "f:"
+OPERATION = "o:"
 QUEUE_RATE = "q:"
 TENANT_LIMIT = "t:"
 Row = tuple[str | None, str | None, str]  # tenant, campaign, egress pool
@@ -90,8 +92,18 @@ class Finished:
         return (FINISHED + self.tx_id).encode()
 
 
+@dataclass(frozen=True, slots=True)
+class Operation:
+    """A queue operation the partition is still applying (scheduler.operations)."""
+
+    op_id: str
+
+    def key(self) -> bytes:
+        return (OPERATION + self.op_id).encode()
+
+
 Scope = QueueRate | TenantLimit
-Key = Message | Scope | Control | Totals | Expiring | Finished | Shaped
+Key = Message | Scope | Control | Totals | Expiring | Finished | Shaped | Operation
 
 
 _SCOPES: dict[str, type[Scope]] = {QueueRate.KIND: QueueRate, TenantLimit.KIND: TenantLimit}
@@ -104,13 +116,15 @@ def parse_scope(scope: str) -> Scope:
 
 def parse(raw: bytes) -> Key:
     """The key's shape; MalformedKey if it has none of them."""
-    kind, rest = split(raw, (MESSAGE, LIMIT, STATE, BOUNCE, TOTALS, SUPPRESSED, FINISHED, SHAPED))
+    kind, rest = split(raw, (MESSAGE, LIMIT, STATE, BOUNCE, TOTALS, SUPPRESSED, FINISHED, SHAPED, OPERATION))
     if kind == MESSAGE:
         return Message(rest)
     if kind == SHAPED:
         return Shaped(rest)
     if kind == FINISHED:
         return Finished(rest)
+    if kind == OPERATION:
+        return Operation(rest)
     if kind == SUPPRESSED:
         return Expiring(rest)
     if kind == LIMIT:

@@ -36,6 +36,7 @@ from mailstream.events.records import (
     OutOfBandReport,
     QueueCommand,
     QueuedMessage,
+    QueueOperation,
     QueueStats,
     Suppression,
     SuppressionRemoved,
@@ -46,6 +47,7 @@ from mailstream.events.topics import (
     DISPATCHED,
     EVENTS,
     QUEUE_COMMANDS,
+    QUEUE_RESULTS,
     QUEUE_STATS,
     READY,
     RESPONSES,
@@ -78,9 +80,29 @@ from mailstream.scheduler.lifecycle import (
     suspend,
     then,
 )
+from mailstream.scheduler.operations import (
+    NOT_HERE,
+    OperationBook,
+    OperationRefused,
+    Pending,
+    as_command,
+    is_control,
+    may_touch,
+    operate,
+    scope_of,
+)
 from mailstream.scheduler.packed import PackedValues
 from mailstream.scheduler.policy import Policies, QueuePolicy
-from mailstream.scheduler.queue_keys import Control, Expiring, Finished, Message, QueueRate, TenantLimit, Totals
+from mailstream.scheduler.queue_keys import (
+    Control,
+    Expiring,
+    Finished,
+    Message,
+    Operation,
+    QueueRate,
+    TenantLimit,
+    Totals,
+)
 from mailstream.scheduler.reports import FinishedBook
 from mailstream.scheduler.reports import apply as apply_report
 from mailstream.scheduler.shaping import Shaped, ShapingBook
@@ -96,6 +118,16 @@ CANCELLED_BY_REQUEST = "cancelled by request"
 HOT = 512  # decoded messages kept per partition, due now or at stage 2: they are looked at again soon
 
 
+def _moved(q: QueuedMessage, effects: Effects) -> bool:
+    """Whether a control's verdict changed the message's status (held, released, cancelled, recalled), rather than
+    only restating its queue's state."""
+    return (
+        effects.recall is not None
+        or any(s.status != q.transaction.status for s in effects.statuses)
+        or (effects.state is not None and effects.state.cancel_reason != q.cancel_reason)
+    )
+
+
 @dataclass(slots=True)
 class QueueBook:
     """One partition's scheduled queues: messages by id, who waits for what, the limit counters."""
@@ -106,16 +138,20 @@ class QueueBook:
     limits: Limits[queue_keys.Scope] = field(default_factory=Limits)
     tally: Tally = field(default_factory=Tally)  # counts by status; where each message is filed
     holds: Holds = field(default_factory=Holds)  # queue states and bounces in force
-    recheck: deque[str] = field(default_factory=deque)  # messages a control that changed may concern
+    # messages a control that changed may concern, or an operation's candidates (tagged with its id)
+    recheck: deque[tuple[str, str | None]] = field(default_factory=deque)
+    operations: OperationBook = field(default_factory=OperationBook)  # operations still being applied
     hot: dict[str, QueuedMessage] = field(default_factory=dict)  # decoded, of some messages at stage 2
     suppressions: SuppressionBook = field(default_factory=SuppressionBook)  # entries that expire
     finished: FinishedBook = field(default_factory=FinishedBook)  # final statuses, for reports by mail
     shaping: ShapingBook = field(default_factory=ShapingBook)  # shaping rules' counts and actions on queues
 
 
-def _matching(book: QueueBook, scope: QueueScope, statuses: Set[str]) -> list[str]:
+def _matching(
+    book: QueueBook, scope: QueueScope, statuses: Set[str], op: str | None = None
+) -> list[tuple[str, str | None]]:
     return [
-        tx
+        (tx, op)
         for tx, f in book.tally.filed.items()
         if f.status in statuses and scope.matches(f.queue, f.tenant, f.campaign, f.domain)
     ]
@@ -158,6 +194,8 @@ class QueueStage:
                     book.finished.restore(tx_id, value)
                 case Shaped():
                     book.shaping.restore(value)
+                case Operation():
+                    book.operations.restore(value)
         for tx_id, value in book.messages.items():
             q = decode(value, QueuedMessage)
             self._index(book, q)
@@ -165,7 +203,9 @@ class QueueStage:
         book.messages.pack()
         book.finished.pack()
         if len(book.holds):  # a control's application may have been cut short: look at every candidate again
-            book.recheck.extend(tx for tx, f in book.tally.filed.items() if f.status in LIVE)
+            book.recheck.extend((tx, None) for tx, f in book.tally.filed.items() if f.status in LIVE)
+        for pending in list(book.operations.pending.values()):  # so may an operation's: it goes on
+            self._candidates(book, pending)
         for prefix in (f"{partition}/", f"{partition}#"):  # another owner may have published since
             self.snapshots.forget(prefix)
             self.blank -= {k for k in self.blank if k.startswith(prefix)}
@@ -223,6 +263,8 @@ class QueueStage:
                 book.suppressions.apply(command, partition, out)
             elif isinstance(command, OutOfBandReport):
                 self._report(book, partition, command, now, out)
+            elif isinstance(command, QueueOperation):
+                self._operation(book, partition, command, now, out)
             elif command.transaction_id is not None:
                 self._cancel_one(book, partition, command, now, out)
             else:
@@ -287,35 +329,95 @@ class QueueStage:
                 book.lanes.park(lane, blocked_until)
                 continue
             self._count(book, partition, q, policy, now, out)
-            ready, effects = promote(q, now, policy.egress_pool)
+            pool = q.egress_pool or policy.egress_pool  # a rebind's pool, else its queue's
+            ready, effects = promote(q, now, pool)
             ready = ready.model_copy(update={"expires_at": deadline(q, policy.retry)})
-            send(out, READY, self.policies.group_of(policy.egress_pool), ready)
+            send(out, READY, self.policies.group_of(pool), ready)
             self._apply(book, partition, tx_id, effects, out, now)
             budget -= 1
 
     def _recheck(self, book: QueueBook, partition: int, now: datetime, out: Coalesced, budget: int) -> int:
         """Bring messages in line with the controls now in force (cancel, hold, release, or show the queue's
-        new state); returns the budget left."""
+        new state) and apply the operations to their candidates; returns the budget left."""
         while book.recheck and budget > 0:
-            tx_id = book.recheck.popleft()
+            tx_id, op_id = book.recheck.popleft()
+            pending = book.operations.pending.get(op_id) if op_id is not None else None
+            if op_id is not None:
+                if pending is None:
+                    continue  # finished already (a candidate filed twice)
+                pending.left -= 1
             q = self._load(book, tx_id)
-            if q is None:
+            if q is None or (pending is not None and not may_touch(pending.op, q)):
+                if pending is not None and pending.op.message_ids:
+                    pending.failed(f"{tx_id} {NOT_HERE}")
                 continue
-            effects = self._under(self._verdict(book, q, now), q, now)
-            if not effects.statuses and effects.state is None:
+            if pending is not None and not is_control(pending.op):
+                effects = self._operate(book, pending, q, now)
+            else:
+                effects = self._under(self._verdict(book, q, now), q, now)
+            if not effects.statuses and effects.state is None and effects.recall is None:
                 continue
             self._apply(book, partition, tx_id, effects, out, now)
+            if pending is not None and (not is_control(pending.op) or _moved(q, effects)):
+                pending.touched(q.transaction.queue, *(s.queue for s in effects.statuses[-1:]))
             budget -= 1
+        for outcome in book.operations.flush(partition, now, out, lambda op_id: Operation(op_id).key()):
+            send(out, QUEUE_RESULTS, outcome.id, outcome)
+            log.info("queue_operation_done", operation=outcome.operation, id=outcome.id, affected=outcome.affected)
         return budget
+
+    def _operate(self, book: QueueBook, pending: Pending, q: QueuedMessage, now: datetime) -> Effects:
+        """A one-off operation on one message, then the controls' verdict on what it made of it (a message resumed
+        by id stays suspended while its queue is; one rebound into a held queue is held)."""
+        try:
+            effects = operate(pending.op, q, now, pending.arrived, set(self.policies.pools))
+        except OperationRefused as exc:
+            pending.failed(f"{q.transaction.id}: {exc}")
+            return Effects()
+        if effects.state is not None and effects.state.transaction.status in QUEUED:
+            follow = self._under(self._verdict(book, effects.state, now), effects.state, now)
+            if follow.state is not None:
+                effects = then(effects, follow)
+        return effects
+
+    def _operation(self, book: QueueBook, partition: int, op: QueueOperation, now: datetime, out: Coalesced) -> None:
+        """Start applying an operation: a scope's control is set at once; each candidate is filed for `_recheck`."""
+        pending = book.operations.start(op, now)
+        if pending is None:
+            return
+        log.info("queue_operation", operation=op.operation, id=op.id, partition=partition, ids=len(op.message_ids))
+        if is_control(op):
+            try:
+                scope = book.holds.apply(as_command(op), now, out, partition)
+            except ValueError as exc:
+                pending.failed(str(exc))
+                return
+            if scope is None:
+                return  # nothing changed (an admin's control, or nothing to resume): done with none affected
+        self._candidates(book, pending)
+
+    def _candidates(self, book: QueueBook, pending: Pending) -> None:
+        op = pending.op
+        if op.message_ids:
+            found: list[tuple[str, str | None]] = [(tx, op.id) for tx in dict.fromkeys(op.message_ids)]
+        else:
+            try:
+                found = _matching(book, scope_of(op), LIVE, op.id)
+            except ValueError as exc:
+                pending.failed(str(exc))
+                return
+        pending.left = len(found)
+        book.recheck.extend(found)
 
     def _under(self, verdict: Verdict, q: QueuedMessage, now: datetime) -> Effects:
         """What the controls' verdict does to a live message; nothing when it is already in line."""
         status = q.transaction.status
         if verdict.bounce is not None and (status in QUEUED or status in AT_EGRESS):
             return cancel(q, now, verdict.bounce)
-        if verdict.holds and status in WAITING:
+        holds = verdict.holds or q.held is not None  # its queue's control, or a suspension by id
+        if holds and status in WAITING:
             return suspend(q, now)
-        if not verdict.holds and status == SUSPENDED:
+        if not holds and status == SUSPENDED:
             return resume(q, now)
         if q.transaction.queue_state != verdict.state:
             return restate(q, now)
