@@ -6,13 +6,13 @@ import sys
 
 import typer
 
-from mailstream.operator import events, operations, reads  # noqa: F401 - each registers its commands
+from mailstream.operator import audit, events, operations, reads  # noqa: F401 - each registers its commands
 from mailstream.operator.app import app
 from mailstream.operator.client import ApiError
 
 NAMES = (
     "queues", "messages", "inspect", "stats", "servers", "suspensions",
-    "suspend", "resume", "bounce", "cancel", "suppressions", "events",
+    "suspend", "resume", "bounce", "cancel", "suppressions", "events", "audit",
 )  # fmt: skip
 
 

@@ -1,10 +1,10 @@
 """The `mailstream` operator commands as an operator runs them: a subprocess with MAILSTREAM_URL and
 MAILSTREAM_API_KEY pointing at a running pipeline (broker, ingest, scheduler, delivery, SMTP sink). Messages
 injected over HTTP are found by `messages` with filters and shown by `inspect`; `stats`, `servers`, `queues`
-answer; a suspension made with `suspend` shows in `queues` and `suspensions` until `resume`; `cancel` and `bounce`
-end queued mail only once confirmed (--yes); suppressions are
-added, listed and removed; `events tail` prints a Delivery as it happens and `events export` writes a CSV with a
-header; a wrong key exits with the auth code."""
+answer; a suspension made with `suspend` shows in `queues` and `suspensions` until `resume`, and both in
+`audit`; `cancel` and `bounce` end queued mail only once confirmed (--yes); suppressions are added, listed and
+removed; `events tail` prints a Delivery as it happens and `events export` writes a CSV with a header; a wrong key
+exits with the auth code."""
 
 from __future__ import annotations
 
@@ -165,6 +165,19 @@ def test_suspend_shows_in_queues_and_suspensions_until_resume(cli_stack: Stack, 
     assert row["state"] == "suspended"
     assert mailstream(cli_stack, "resume", *scope, "--yes").returncode == 0
     assert until(lambda: not held())
+
+    def audited() -> list[dict[str, Any]]:  # both operations, newest first, filtered by the scope they named
+        page = json_of(cli_stack, "audit", "--scope", f"campaign={CAMPAIGN}", "--result", "accepted", "--since", "1h")
+        return [e for e in page["data"] if e["operation"] in ("suspend", "resume")]
+
+    resumed, suspended = until(lambda: (found := audited()) and len(found) == 2 and found)
+    assert (suspended["operation"], suspended["reason"], suspended["admin"]) == ("suspend", "cli test", True)
+    assert resumed["operation"] == "resume"
+    assert suspended["scope"] == {"tenant": "acme", "campaign": CAMPAIGN}
+    table = mailstream(cli_stack, "audit", "--operation", "suspend", "--scope", f"campaign={CAMPAIGN}")
+    assert table.returncode == 0, table.stderr
+    assert "cli test" in table.stdout
+    assert f"campaign={CAMPAIGN}" in table.stdout
 
 
 def test_cancel_and_bounce_end_queued_mail_after_confirmation(cli_stack: Stack) -> None:
