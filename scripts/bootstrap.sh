@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Idempotent setup of a fresh Debian machine for tests and the local stack.
 #
-#   scripts/bootstrap.sh [venv|postfix|swaks|java|kafka|kustomize|image]...   (default: all, in that order)
+#   scripts/bootstrap.sh [venv|postfix|swaks|browser|java|kafka|kustomize|image]...   (default: all, in that order)
 #
 #   venv     .venv with python3 >= 3.11; `pip install -e '.[dev,bench]'` only when
 #            pyproject.toml changed since the last successful install
@@ -9,6 +9,8 @@
 #            bench/vs_postfix.py runs as private instances, with Cyrus SASL's PLAIN/LOGIN for the relay test
 #            that authenticates to the gateway; the system daemon is never left running
 #   swaks    the SMTP test client (with Net::SSLeay for --tls) the gateway's end-to-end tests drive
+#   browser  Debian's chromium and chromium-driver, the headless browser tests/e2e/test_dashboard.py drives with
+#            Selenium (the dashboard at /ui); without root the test skips (CI runs as root and installs them)
 #   java     a JRE (17) and Maven, to fetch and run the Kafka broker
 #   kafka    deploy/kafka/broker.sh fetch (broker jars from Maven Central)
 #   kustomize  kustomize (deploy/kubernetes/kustomize.version) built with `go install` from the Go module proxy,
@@ -125,6 +127,12 @@ step_swaks() {
   fi
 }
 
+step_browser() {
+  if command -v chromium >/dev/null && command -v chromedriver >/dev/null; then say "chromium and chromedriver present"; return; fi
+  if ! is_root; then say "no root: tests/e2e/test_dashboard.py will skip (install chromium chromium-driver)"; return; fi
+  apt_install chromium chromium-driver
+}
+
 step_java() {
   local missing=()
   if ! java -version 2>&1 | grep -qE 'version "(1[7-9]|[2-9][0-9])'; then missing+=(openjdk-17-jre-headless); fi
@@ -159,8 +167,8 @@ step_image() {
 }
 
 steps=("$@")
-((${#steps[@]})) || steps=(venv postfix swaks java kafka kustomize image)
+((${#steps[@]})) || steps=(venv postfix swaks browser java kafka kustomize image)
 for step in "${steps[@]}"; do
-  declare -F "step_$step" >/dev/null || die "unknown step '$step' (venv|postfix|swaks|java|kafka|kustomize|image)"
+  declare -F "step_$step" >/dev/null || die "unknown step '$step' (venv|postfix|swaks|browser|java|kafka|kustomize|image)"
   "step_$step"
 done

@@ -76,8 +76,17 @@ if missing:
 for record in fixtures.ALL:
     if serde.decode(serde.encode(record), type(record)) != record:
         sys.exit(f"{record.schema_name} did not survive an encode/decode round trip")
+# The dashboard's page is package data, read at ingest's start (a wheel without it fails there, not here).
+from mailstream.ingest.dashboard import FILES, ui_files
+
+try:
+    pages = ui_files()
+except FileNotFoundError as exc:
+    sys.exit(f"the wheel lacks the dashboard's files (mailstream/ingest/ui/): {exc}")
+if any(not body for body, _ in pages.values()):
+    sys.exit("a dashboard file in the wheel is empty")
 registry = serde.registry()
 print(f"check_wheel: {len(fixtures.ALL)} record types round-tripped; {len(registry.current)} current schemas, "
-      f"{len(registry.by_fingerprint)} readable versions, from {installed}", file=sys.stderr)
+      f"{len(registry.by_fingerprint)} readable versions, from {installed}; {len(FILES)} dashboard files", file=sys.stderr)
 EOF
 say "ok: $(basename "$wheel") installs and runs outside the checkout"

@@ -12,6 +12,7 @@ The chosen backend is printed in the pytest header.
 from __future__ import annotations
 
 import os
+import shutil
 import sys
 from collections.abc import Iterator
 from pathlib import Path
@@ -122,3 +123,16 @@ def smtp_sink_bin() -> Path:
             pytest.fail(msg, pytrace=False)
         pytest.skip(msg)
     return path
+
+
+@pytest.fixture(scope="session")
+def chromium() -> tuple[Path, Path]:
+    """(browser, driver): Debian's chromium and chromedriver, for the dashboard's browser test. Skipped without them
+    locally; in CI (which bootstraps them) their absence fails, like a missing broker."""
+    browser, driver = shutil.which("chromium"), shutil.which("chromedriver")
+    if browser is None or driver is None:
+        msg = "chromium and chromium-driver not installed (run scripts/bootstrap.sh browser as root)"
+        if _broker_required():
+            pytest.fail(msg, pytrace=False)
+        pytest.skip(msg)
+    return Path(browser), Path(driver)

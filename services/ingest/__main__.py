@@ -18,6 +18,7 @@ from mailstream.events.kafka import Cluster, EventProducer
 from mailstream.ingest.app import create_app
 from mailstream.ingest.audit import Auditor
 from mailstream.ingest.audit_view import AuditView, audit_router
+from mailstream.ingest.dashboard import dashboard_router
 from mailstream.ingest.http_guard import guard, server_options
 from mailstream.ingest.kumo_admin import kumo_admin_router
 from mailstream.ingest.operation_view import OperationView
@@ -126,6 +127,7 @@ def main(argv: list[str] | None = None) -> int:
             kumo_admin_router(config, capacity, view, system_clock, auditor),
             operations_router(config, capacity, view, operations, system_clock, auditor),
             read_model_router(config, messages.store, system_clock),
+            dashboard_router(),  # /ui: static files; every figure on it comes from the routes above
         ],
     )
     guard(app, config.ingest)  # the body deadline; the header timeout and connection cap are in the protocol

@@ -30,6 +30,7 @@ from mailstream.events.topics import QUEUE_STATS, SOURCE_USAGE, STATUS, TopicSpe
 from mailstream.ingest.app import create_app
 from mailstream.ingest.audit import Auditor
 from mailstream.ingest.audit_view import AuditView, audit_router
+from mailstream.ingest.dashboard import dashboard_router
 from mailstream.ingest.kumo_admin import kumo_admin_router
 from mailstream.ingest.queue_api import queue_router
 from mailstream.ingest.read_model.projection import TOPICS as READ_MODEL_TOPICS
@@ -229,6 +230,7 @@ class IngestApp:
                 queue_router(config, capacity, producer, clock, statuses, auditor),
                 audit_router(config, audit),
                 kumo_admin_router(config, capacity, statuses, clock, auditor),
+                dashboard_router(),
             ],
         )
         app.state.answers.caught_up.set()  # nothing to read back: the answers' tail is not run here

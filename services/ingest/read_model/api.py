@@ -1,5 +1,6 @@
 """GET /api/messages (search: every QueueFilter field, keyset cursor pages, every sort both ways),
-GET /api/messages/{id} (one message with its attempts) and GET /api/queue/metrics.
+GET /api/messages/{id} (one message with its attempts), GET /api/queue/metrics and GET /api/queue/metrics/timeline
+(deliveries and bounces over time, the dashboard's chart).
 
 A tenant's key is held to its own tenant: the filter's tenant is forced from the key (naming another is 403).
 Reads run on worker threads, each with its own SQLite connection, so the event loop never waits on a query.
@@ -8,7 +9,7 @@ Reads run on worker threads, each with its own SQLite connection, so the event l
 from __future__ import annotations
 
 import asyncio
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Query, Request
@@ -21,7 +22,7 @@ from mailstream.events.records import MessageStatus, QueueState
 from mailstream.ingest.auth import KeyRing
 from mailstream.ingest.problems import PROBLEM_JSON, Problem
 from mailstream.ingest.read_model import models
-from mailstream.ingest.read_model.metrics import queue_metrics
+from mailstream.ingest.read_model.metrics import delivery_timeline, queue_metrics
 from mailstream.ingest.read_model.query import (
     Cursor,
     QueryError,
@@ -211,6 +212,25 @@ def read_model_router(config: Config, store: MessageStore, clock: Clock) -> APIR
         if len(cache) > 1000:
             cache.clear()
         cache[key] = (now.timestamp(), found)
+        return found
+
+    @router.get(
+        "/api/queue/metrics/timeline",
+        response_model=models.DeliveryTimeline,
+        responses=_problems(401, 403, 422, 503),
+        summary="Deliveries and bounces over time",
+    )
+    async def timeline(
+        request: Request,
+        tenant_id: Name = None,
+        campaign_id: Name = None,
+        queue_name: Name = None,
+        hours: Annotated[int, Query(ge=1, le=7 * 24, description="How far back")] = 6,
+        points: Annotated[int, Query(ge=2, le=500, description="Buckets over that span")] = 60,
+    ) -> dict[str, Any]:
+        who = keys.authenticate(request.headers.get("authorization"))
+        scope = QueueFilter(tenant_id=_tenant(who, tenant_id), campaign_id=campaign_id, queue_name=queue_name)
+        found: dict[str, Any] = await run(delivery_timeline, store, scope, clock(), timedelta(hours=hours), points)
         return found
 
     return router

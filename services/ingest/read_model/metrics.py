@@ -144,3 +144,36 @@ def domain_scores(store: MessageStore, scope: QueueFilter, now: datetime, top: i
             "throttle_rate": None,
         }
     return scores
+
+
+def delivery_timeline(
+    store: MessageStore, scope: QueueFilter, now: datetime, span: timedelta, points: int
+) -> dict[str, Any]:
+    """Deliveries and bounces in each of `points` equal buckets ending at `now`, with each bucket's delivery rate
+    (per hour): the dashboard's chart. Deliveries count at their `delivered_at`, bounces at their last update."""
+    t = ms(now) or 0
+    width = max(1, int(span.total_seconds() * 1000) // points)
+    start = t - width * points
+    counts = {"delivered": [0] * points, "bounced": [0] * points}
+    for status, column in (("delivered", "delivered_at"), ("bounced", "updated_at")):
+        sql, params = _scope(scope, f"m.status = '{status}' AND m.{column} >= ? AND m.{column} < ?")
+        for bucket, n in store.rows(
+            f"SELECT (m.{column} - ?) / ?, count(*) FROM messages m{sql} GROUP BY 1", [start, width, *params, start, t]
+        ):
+            if 0 <= bucket < points:
+                counts[status][bucket] = n
+    per_hour = _HOUR / width
+    return {
+        "since": _iso(start),
+        "until": _iso(t),
+        "bucket_seconds": width / 1000,
+        "points": [
+            {
+                "at": _iso(start + i * width),
+                "delivered": counts["delivered"][i],
+                "bounced": counts["bounced"][i],
+                "delivery_rate": counts["delivered"][i] * per_hour,
+            }
+            for i in range(points)
+        ],
+    }

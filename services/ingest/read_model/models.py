@@ -115,6 +115,20 @@ class QueueMetrics(BaseModel):
     newest_message_age: float
 
 
+class TimelinePoint(BaseModel):
+    at: datetime = Field(description="The bucket's start.")
+    delivered: int
+    bounced: int
+    delivery_rate: float = Field(description="The bucket's deliveries per hour.")
+
+
+class DeliveryTimeline(BaseModel):
+    since: datetime
+    until: datetime
+    bucket_seconds: float
+    points: list[TimelinePoint]
+
+
 def _at(value: int | None) -> datetime | None:
     return None if value is None else datetime.fromtimestamp(value / 1000, UTC)
 

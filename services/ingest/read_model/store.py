@@ -62,6 +62,8 @@ CREATE INDEX IF NOT EXISTS ix_status_created ON messages (status, created_at);
 CREATE INDEX IF NOT EXISTS ix_campaign_created ON messages (campaign_id, created_at);
 CREATE INDEX IF NOT EXISTS ix_queue_created ON messages (queue_name, created_at);
 CREATE INDEX IF NOT EXISTS ix_queued ON messages (final, created_at);
+-- the delivery timeline's buckets (added to an existing store on open: no layout change)
+CREATE INDEX IF NOT EXISTS ix_delivered ON messages (delivered_at) WHERE delivered_at IS NOT NULL;
 CREATE INDEX IF NOT EXISTS ix_fts_pending ON messages (fts) WHERE fts != 1;
 CREATE TABLE IF NOT EXISTS tags (tag TEXT NOT NULL, seq INTEGER NOT NULL, PRIMARY KEY (tag, seq)) WITHOUT ROWID;
 CREATE VIRTUAL TABLE IF NOT EXISTS messages_fts

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import random
 from collections.abc import AsyncIterator
-from datetime import timedelta
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -263,3 +263,28 @@ async def test_a_status_read_before_its_accepted_record_is_completed_by_it(tmp_p
     for term in (subject, early.accepted.recipient):
         hits = s.rows("SELECT rowid FROM messages_fts WHERE messages_fts MATCH ?", (f'"{term}"',))
         assert [h[0] for h in hits] == [row["seq"]]  # indexed again with its subject, once
+
+
+async def test_the_timeline_buckets_each_delivery_at_its_time(
+    client: httpx.AsyncClient, synthetic: list[Synthetic]
+) -> None:
+    """The clock is T0 + 1 h: 12 buckets of 5 minutes; each delivery counted once, in the bucket of its time."""
+    answer = await client.get("/api/queue/metrics/timeline", params={"hours": 1, "points": 12}, headers=ADMIN)
+    assert answer.status_code == 200, answer.text
+    body = answer.json()
+    assert body["bucket_seconds"] == 300
+    points = body["points"]
+    assert [datetime.fromisoformat(p["at"]) for p in points] == [T0 + timedelta(minutes=5 * i) for i in range(12)]
+    expect = [0] * 12
+    for s in synthetic:
+        last = s.statuses[-1]
+        if last.status == "delivered":  # delivered when its last attempt completed
+            expect[int((last.attempts[-1].completed_at - T0).total_seconds() // 300)] += 1
+    assert [p["delivered"] for p in points] == expect
+    assert sum(expect) == sum(s.statuses[-1].status == "delivered" for s in synthetic) > 0
+    assert [p["delivery_rate"] for p in points] == [12.0 * n for n in expect]  # per hour from 5 minutes
+    assert sum(p["bounced"] for p in points) == sum(s.statuses[-1].status == "bounced" for s in synthetic)
+    acme = await client.get("/api/queue/metrics/timeline", params={"tenant_id": "globex"}, headers=ACME)
+    assert acme.status_code == 403
+    bad = await client.get("/api/queue/metrics/timeline", params={"points": 1}, headers=ADMIN)
+    assert bad.status_code == 422
