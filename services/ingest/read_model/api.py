@@ -229,7 +229,9 @@ def read_model_router(config: Config, store: MessageStore, clock: Clock) -> APIR
         points: Annotated[int, Query(ge=2, le=500, description="Buckets over that span")] = 60,
     ) -> dict[str, Any]:
         who = keys.authenticate(request.headers.get("authorization"))
-        scope = QueueFilter(tenant_id=_tenant(who, tenant_id), campaign_id=campaign_id, queue_name=queue_name)
+        scope = QueueFilter(
+            tenant_id=acting_tenant(who, tenant_id, "tenant_id"), campaign_id=campaign_id, queue_name=queue_name
+        )
         found: dict[str, Any] = await run(delivery_timeline, store, scope, clock(), timedelta(hours=hours), points)
         return found
 
