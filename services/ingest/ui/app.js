@@ -5,6 +5,7 @@
 
 const KEY = "mailstream.api_key";
 const REFRESH_MS = 5000; // overview and queues; the message table refreshes when asked
+const ROW_METRICS_MS = 30000;
 const LIVE = ["scheduled", "ready", "in_delivery", "suspended", "deferred"]; // not final: still queued
 
 // Queue operations: the route each takes and the fields it uses. The `optional` ones are offered only when this
@@ -29,7 +30,7 @@ const OPERATIONS = {
 };
 
 const $ = (id) => document.getElementById(id);
-const state = { cursors: [null], page: 0, next: null, filters: null, timer: null, detail: null };
+const state = { cursors: [null], page: 0, next: null, filters: null, timer: null, detail: null, rowMetrics: new Map() };
 
 // ---- the API ----
 
@@ -175,6 +176,7 @@ async function signIn(key) {
 
 function signOut(reason) {
   sessionStorage.removeItem(KEY);
+  state.rowMetrics.clear(); // another key may see other figures
   clearInterval(state.timer);
   state.timer = null;
   $("dashboard").hidden = true;
@@ -337,10 +339,19 @@ function rowState(suspensions, row) {
   return found;
 }
 
+// A row's oldest age and rate cost the server a few scans each: asked again only every ROW_METRICS_MS.
+async function rowMetrics(tenant, campaign) {
+  const key = JSON.stringify([tenant, campaign]);
+  const held = state.rowMetrics.get(key);
+  if (held && Date.now() - held.at < ROW_METRICS_MS) return held.value;
+  const value = await api("GET", "/api/queue/metrics", { tenant_id: tenant, campaign_id: campaign }).catch(() => null);
+  state.rowMetrics.set(key, { at: Date.now(), value });
+  return value;
+}
+
 async function renderQueues(stats) {
   const rows = stats.campaigns.slice(0, 100);
-  const metrics = await Promise.all(rows.map((r) =>
-    api("GET", "/api/queue/metrics", { tenant_id: r.tenant, campaign_id: r.campaign }).catch(() => null)));
+  const metrics = await Promise.all(rows.map((r) => rowMetrics(r.tenant, r.campaign)));
   rows.forEach((r, i) => {
     r.state = rowState(stats.suspensions, r);
     r.depth = LIVE.reduce((n, s) => n + (r.by_status[s] || 0), 0);
