@@ -97,7 +97,7 @@ def koukan_router(
     router = APIRouter(prefix=PREFIX, tags=["koukan"])
 
     def principal(request: Request) -> Principal:
-        """Bearer, or Basic with the key as password (or user): a client may put the key in the URL's userinfo."""
+        """Bearer, or Basic with the key as password (or user): `requests`' `session.auth = ("", key)`."""
         header = request.headers.get("authorization") or ""
         scheme, _, token = header.partition(" ")
         if scheme.lower() == "basic":

@@ -227,3 +227,43 @@ def test_an_idempotency_key_creates_one_transaction(stack: Stack) -> None:
         assert first.status_code == again.status_code == 201
         assert again.headers["location"] == first.headers["location"]
         assert again.headers["idempotent-replayed"] == "true"
+
+
+def test_a_session_with_basic_auth_follows_the_absolute_uris_it_is_given(stack: Stack, sink: CaptureSink) -> None:
+    """A Koukan sender's requests.Session with `auth = ("", key)`: the one change beside its base URL."""
+    tag = uuid.uuid4().hex[:10]
+    rcpt = f"kba-{tag}@example.com"
+    with httpx.Client(base_url=stack.api + "/koukan", auth=("", ACME_KEY), timeout=30.0) as session:
+        r = session.post("/senders/acme/transactions", json=envelope(rcpt))
+        assert r.status_code == 201, r.text
+        put = session.put(
+            r.json()["body"]["blob_status"]["uri"], content=f"Subject: basic {tag}\r\n\r\nhi\r\n".encode()
+        )
+        assert put.status_code == 200, put.text
+        assert until_final(session, r.headers["location"])[0]["final_attempt_reason"] == "upstream response success"
+    assert f"basic {tag}".encode() in delivered_to(sink, rcpt)
+
+
+def test_a_suppressed_recipient_is_refused_at_the_door_with_a_rcpt_response(stack: Stack) -> None:
+    tag = uuid.uuid4().hex[:10]
+    rcpt = f"ks-{tag}@example.com"
+    with stack.client(ACME_KEY) as client:
+        added = client.post("/api/suppressions", json={"entries": [{"address": rcpt, "reason": "unsubscribed"}]})
+        assert added.status_code == 202, added.text
+        deadline = time.monotonic() + 30
+        while not client.get("/api/suppressions", params={"search": tag}).json()["suppressions"]:
+            assert time.monotonic() < deadline, "the suppression was not listed"
+            time.sleep(0.2)
+        r = client.post(CREATE, json=envelope(rcpt, body={"inline": f"Subject: no {tag}\r\n\r\nx\r\n"}))
+        assert r.status_code == 201, r.text  # as Koukan: the transaction exists; its rcpt_response refuses
+        body = r.json()
+        assert body["rcpt_response"][0]["code"] == 550
+        assert "suppress" in body["rcpt_response"][0]["message"]
+        assert body["final_attempt_reason"] == "upstream rcpt_response permfail"
+        assert body["operation"] == {
+            "name": f"transactions/{r.headers['location'].rsplit('/', 1)[1]}",
+            "status": "refused",
+            "done": True,
+        }
+        again = client.get(r.headers["location"], headers={"if-none-match": r.headers["etag"]})
+        assert again.status_code == 304  # done: at once
