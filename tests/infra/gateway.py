@@ -11,7 +11,7 @@ from typing import Any
 import trustme
 
 from mailstream.core.password_hash import hash_password
-from tests.infra.stack import free_port
+from tests.infra.broker import free_ports
 
 ACME_USER, ACME_PASSWORD = "acme-app", "correct horse battery staple"
 GLOBEX_USER, GLOBEX_PASSWORD = "globex-app", "globex password 42"
@@ -47,11 +47,14 @@ def gateway_section(workdir: Path, **overrides: Any) -> tuple[dict[str, Any], Ga
     cert.private_key_pem.write_to_path(str(key_file))
     ca.cert_pem.write_to_path(str(ca_file))
     tls = {"cert_file": str(cert_file), "key_file": str(key_file)}
-    ports = GatewayPorts(free_port(), free_port(), free_port(), free_port(), ca_file)
+    # Picked together: five free_port() calls in a row can hand out one port twice (each socket closes before
+    # the next bind), and the config refuses two listeners on one address.
+    submission, submission_plain, smtps, ingress, web_port = free_ports(5)
+    ports = GatewayPorts(submission, submission_plain, smtps, ingress, ca_file)
     section: dict[str, Any] = {
         "hostname": "gateway.mailstream.test",
         "message_id_domain": "gateway.mailstream.test",
-        "web_port": free_port(),
+        "web_port": web_port,
         "listeners": [
             {"name": "submission", "port": ports.submission, "mode": "submission", "tls": {"mode": "starttls", **tls}},
             {
