@@ -24,6 +24,7 @@ from mailstream.config.environment import VariableError, apply_environment
 from mailstream.config.gateway import GatewayConfig
 from mailstream.config.kafka import KafkaConfig
 from mailstream.config.mta_sts import MtaStsConfig
+from mailstream.config.mx_sites import MxSitesConfig
 from mailstream.config.outbound import OutboundPolicy
 from mailstream.config.scheduling import (
     HEALTH_HOST,
@@ -234,7 +235,7 @@ class IngestConfig(Section):
 
 
 class SchedulerConfig(Section):
-    """Its consumer groups and health port."""
+    """Its consumer groups, how stage 2 names MX sites, and its health port."""
 
     app_id: str = Field(
         "mailstream-scheduler",
@@ -248,6 +249,9 @@ class SchedulerConfig(Section):
         "unmatched. Costs about 100 bytes of memory and a changelog record per transaction ended within it, "
         "and a partition's restore reads them all: size it from your volume (a day at 300 messages/s is "
         "~2.6 GB across the workers). 0 (the default) keeps none; `gateway.bounce_domains` needs it set.",
+    )
+    mx_sites: MxSitesConfig = Field(
+        MxSitesConfig(), description="Egress paths of MX-delivered mail named by MX site (KumoMTA's `site_name`)."
     )
     web_host: str = Field("127.0.0.1", description=HEALTH_HOST)
     web_port: Port = Field(

@@ -292,8 +292,15 @@ class PathRule(PathShape):
 
     site: str | None = Field(
         None,
-        description="The site the rule shapes: a relay's or the smarthost's `host:port`, else the routing "
-        "domain whose MX hosts are used.",
+        description="The site the rule shapes: a relay's or the smarthost's `host:port`, else the MX site of "
+        "the routing domain (`scheduler.mx_sites`, e.g. `(alt1|alt2|alt3|alt4)?.gmail-smtp-in.l.google.com`), "
+        "else the routing domain itself.",
+    )
+    site_pattern: str | None = Field(
+        None,
+        description="A glob the site must match (case-insensitive; `*` any text, `?` one character), e.g. "
+        "`*.google.com` for every site of Google's MX hosts; an exact `site` rule comes before it, it before a "
+        "`domain` rule, and of several patterns the first in the file.",
     )
     domain: str | None = Field(None, description="The routing domain the rule shapes, whichever site it goes to.")
     source: str | None = Field(None, description="Only for this egress source; unset: for every source.")
@@ -305,8 +312,8 @@ class PathRule(PathShape):
 
     @model_validator(mode="after")
     def _names_a_destination(self) -> PathRule:
-        if (self.site is None) == (self.domain is None):
-            raise ValueError("a path rule names exactly one of site or domain")
+        if sum(v is not None for v in (self.site, self.site_pattern, self.domain)) != 1:
+            raise ValueError("a path rule names exactly one of site, site_pattern or domain")
         return self
 
 
@@ -324,8 +331,8 @@ class EgressConfig(Section):
     )
     paths: list[PathRule] = Field(
         [],
-        description="Shaping rules: defaults, then the site's rule (else the domain's), then the (site, "
-        "source) rule (else the (domain, source) one).",
+        description="Shaping rules: defaults, then the site's rule (else the first matching site pattern's, else "
+        "the domain's), then the (site, source) rule (likewise).",
     )
     path_defaults: PathShape = Field(PathShape(), description="Shaping of every egress path a rule does not change.")
     daily_reset_timezone: Zone = Field(

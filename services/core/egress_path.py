@@ -17,7 +17,7 @@ SEPARATOR = "->"
 @dataclass(frozen=True, slots=True)
 class EgressPath:
     source: str
-    site: str  # a relay's host:port, the smarthost, or the routing domain (its MX hosts)
+    site: str  # a relay's host:port, the smarthost, the routing domain's MX site (core.mx_site), or the domain
 
     def __post_init__(self) -> None:
         if not self.source or SEPARATOR in self.source:

@@ -1,4 +1,5 @@
-"""The one seam to dnspython: the addresses to connect to for a domain, in MX order; failures become replies.
+"""The addresses to connect to for a domain, in MX order; failures become replies (dnspython via
+`mailstream.dns_lookup`, which stage 2's MX sites share).
 
 No MX record means the domain itself is the exchanger (RFC 5321 §5.1); a null MX refuses mail
 (RFC 7505). A domain that does not exist, or has neither MX nor address, is a permanent failure; a
@@ -11,13 +12,11 @@ import random
 
 import dns.asyncresolver
 import dns.exception
-import dns.nameserver
-import dns.rdatatype
 import dns.resolver
 
-from mailstream.config.model import nameserver_address
 from mailstream.core.mx_plan import order_exchangers
 from mailstream.delivery.smtp_client import Destination
+from mailstream.dns_lookup import build_resolver, lookup_mx
 from mailstream.events.records import SmtpResponse
 from mailstream.observability.logs import get_logger
 
@@ -41,27 +40,17 @@ class MxResolver:
     def _ready(self) -> dns.asyncresolver.Resolver:
         """Built on first use: a worker that only relays needs no resolv.conf."""
         if self._resolver is None:
-            resolver = dns.asyncresolver.Resolver(configure=not self._nameservers)
-            if self._nameservers:
-                resolver.nameservers = [
-                    dns.nameserver.Do53Nameserver(*nameserver_address(n)) for n in self._nameservers
-                ]
-            resolver.lifetime = self._timeout
-            resolver.cache = dns.resolver.LRUCache()
-            self._resolver = resolver
+            self._resolver = build_resolver(self._nameservers, self._timeout)
         return self._resolver
 
     async def hosts(self, domain: str) -> list[Destination] | SmtpResponse:
-        try:
-            answer = await self._ready().resolve(domain, "MX")
-            exchangers = order_exchangers(((r.preference, r.exchange.to_text()) for r in answer), self._rng)
-        except dns.resolver.NXDOMAIN:
+        answer = await lookup_mx(self._ready(), domain)
+        if answer.status == "nxdomain":
             return _refusal(550, "5.1.2", f"domain {domain} does not exist")
-        except dns.resolver.NoAnswer:
-            exchangers = (domain,)
-        except dns.exception.DNSException as exc:
-            return _refusal(451, "4.4.3", f"MX lookup for {domain} failed: {exc}")
-        if exchangers is None:
+        if answer.status == "failed":
+            return _refusal(451, "4.4.3", f"MX lookup for {domain} failed: {answer.error}")
+        exchangers = (domain,) if answer.status == "implicit" else order_exchangers(answer.records, self._rng)
+        if answer.status == "null" or exchangers is None:
             return _refusal(556, "5.1.10", f"domain {domain} accepts no mail (null MX)")
         found: list[Destination] = []
         unanswered: list[str] = []  # hosts whose address lookup failed, not just came back empty

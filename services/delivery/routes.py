@@ -27,10 +27,17 @@ def host_port(text: str) -> Destination:
     return Destination(host.strip("[]"), int(port))
 
 
-def route_for(source: EgressSource, delivery: DeliveryConfig, domain: str, path_tls: TlsPolicy | None = None) -> Route:
+def route_for(
+    source: EgressSource,
+    delivery: DeliveryConfig,
+    domain: str,
+    path_tls: TlsPolicy | None = None,
+    path: EgressPath | None = None,
+) -> Route:
     """`path_tls`: what the path rules say (`PathShapes.starttls`); a relay's own `starttls` comes before it,
-    the source's and then `delivery.starttls` after it."""
-    path = path_of(source, delivery.smarthost, domain)
+    the source's and then `delivery.starttls` after it. `path`: as the task names it (its MX site, stage 2's
+    decision); unset: the domain's own."""
+    path = path or path_of(source, delivery.smarthost, domain)
     starttls = path_tls or source.starttls or delivery.starttls
     relay = source.relay
     if relay is not None:

@@ -66,6 +66,14 @@ class WorkerSettings:
     remembered_attempts: int = 100_000
 
 
+def _task_path(egress_path: str | None, source: str) -> EgressPath | None:
+    try:
+        path = EgressPath.parse(egress_path) if egress_path else None
+    except ValueError:
+        return None
+    return path if path is not None and path.source == source else None
+
+
 def _internal(content: str, enhanced: str = "4.3.0", command: str = "BODY") -> SmtpResponse:
     return SmtpResponse(code=451, enhanced_code=enhanced, command=command, content=f"mailstream internal: {content}")
 
@@ -83,25 +91,30 @@ class DeliveryWorker:
         self._outbound = Outbound(dc.outbound.policy(), mx)
         ca_file = str(dc.tls_ca_file) if dc.tls_ca_file is not None else None
         self._mta_sts = MtaSts(dc.mta_sts, mx, dc.outbound.policy(), ca_file, clock) if dc.mta_sts.enabled else None
-        self._paths: dict[EgressPath, PathDispatcher] = {}
+        self._paths: dict[tuple[EgressPath, str], PathDispatcher] = {}  # by path (and domain, under MTA-STS)
         self.shaped = ShapedLimits()  # connection limits adaptive shaping sets, from mail.shaping
         self._done: OrderedDict[str, DeliveryResponse] = OrderedDict()
         self._stopping = asyncio.Event()
         self._stop_at = float("inf")
         self.state = "starting"  # ok | degraded (the cluster does not answer, or commits fail) | stopping
 
-    def route(self, source: EgressSource, domain: str) -> Route:
-        """Where the source's mail to `domain` goes, and with which TLS policy (path rules, source, default)."""
+    def route(self, source: EgressSource, domain: str, egress_path: str | None = None) -> Route:
+        """Where the source's mail to `domain` goes, and with which TLS policy (path rules, source, default).
+        `egress_path`: the task's, whose site stage 2 chose (the MX site); one that is not the source's is
+        ignored for the domain's own."""
         dc = self._config.delivery
-        site = site_of(source, dc.smarthost, domain)
-        return route_for(source, dc, domain, self._shapes.starttls(source.name, site, domain))
+        path = _task_path(egress_path, source.name) or EgressPath(source.name, site_of(source, dc.smarthost, domain))
+        return route_for(source, dc, domain, self._shapes.starttls(source.name, path.site, domain), path)
 
     def dispatcher(self, source: EgressSource, route: Route) -> PathDispatcher:
-        """The path's dispatcher; its shaping is resolved for the first task's domain, as KumoMTA's ready queue."""
-        found = self._paths.get(route.path)
+        """The path's dispatcher; its shaping is resolved for the first task's domain, as KumoMTA's ready queue.
+        Domains of one MX site share it (and its connections), except under MTA-STS, whose policy is a domain's:
+        there each domain of the site connects on its own."""
+        key = (route.path, route.domain if self._mta_sts is not None and not route.hosts else "")
+        found = self._paths.get(key)
         if found is None:
             shape = self._shapes.shape(route.path.source, route.path.site, route.domain)
-            found = self._paths[route.path] = PathDispatcher(
+            found = self._paths[key] = PathDispatcher(
                 route.path.key(),
                 ConnectionShape(shape.connection_limit, shape.max_connection_rate, shape.max_deliveries_per_connection),
                 self._connector(source, route),
@@ -165,7 +178,7 @@ class DeliveryWorker:
                 _internal(f"unknown egress source {task.egress_source!r}", "4.4.0", "CONNECT"), None, None
             )
         dc = self._config.delivery
-        route = self.route(source, task.routing_domain or task.domain)
+        route = self.route(source, task.routing_domain or task.domain, task.egress_path)
         loop = asyncio.get_running_loop()
         deadline = loop.time() + dc.attempt_timeout.total_seconds()
         try:

@@ -7,8 +7,9 @@ are handlers. No Kafka here, so a handler and its tests need none.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from datetime import datetime
-from typing import Protocol
+from typing import Protocol, runtime_checkable
 
 
 class Writes(Protocol):
@@ -39,3 +40,16 @@ class PartitionHandler(Protocol):
     ) -> None: ...
 
     def on_tick(self, now: datetime, out: Writes) -> None: ...
+
+
+@runtime_checkable
+class PreparesBatches(Protocol):
+    """A handler that looks something up for a batch before the batch's transaction begins.
+
+    ``prepare`` gets the batch's records (partition, topic, value), or none before a tick alone, and may
+    do I/O bounded in time (its results cached, each distinct thing asked once); ``on_record`` then uses
+    what it found and records the decision in its outputs and state, so a replay reads the decision
+    instead of asking again. Failing to find something must leave the handler a fallback, not raise.
+    """
+
+    def prepare(self, records: Sequence[tuple[int, str, bytes]], now: datetime) -> None: ...

@@ -22,7 +22,7 @@ from typing import Any, TypeVar
 
 from mailstream.core.partitioner import partition_of
 from mailstream.events.group_commit import OutcomeUnknown
-from mailstream.events.handler import PartitionHandler
+from mailstream.events.handler import PartitionHandler, PreparesBatches
 from mailstream.events.kafka import Delivered, KafkaUnavailable
 from mailstream.events.records import Record
 from mailstream.events.topics import ALL_TOPICS, PARTITIONS, TopicSpec
@@ -176,13 +176,17 @@ class MemoryProcessor:
                 self.read_upto[topic] = 0
             else:
                 self.read_upto[topic] += len(fresh)
-            for record in fresh:
-                if record.partition in self.owned:
-                    self.handler.on_record(record.partition, topic, record.key, record.value, now, self.out)
-                    handled += 1
+            owned = [r for r in fresh if r.partition in self.owned]
+            if owned and isinstance(self.handler, PreparesBatches):
+                self.handler.prepare([(r.partition, topic, r.value) for r in owned], now)
+            for record in owned:
+                self.handler.on_record(record.partition, topic, record.key, record.value, now, self.out)
+                handled += 1
         return handled
 
     def tick(self, now: datetime) -> None:
+        if isinstance(self.handler, PreparesBatches):
+            self.handler.prepare([], now)
         self.handler.on_tick(now, self.out)
 
 

@@ -23,6 +23,7 @@ from mailstream.events.topics import DEAD_LETTER, EGRESS_STATE, PARTITIONS, QUEU
 from mailstream.observability.http import serve_health
 from mailstream.observability.logs import get_logger
 from mailstream.scheduler.egress_stage import EgressStage
+from mailstream.scheduler.mx_sites import MxSites
 from mailstream.scheduler.policy import Policies
 from mailstream.scheduler.queue_stage import INPUTS, QueueStage
 
@@ -32,7 +33,9 @@ log = get_logger(__name__)
 def build_processors(config: Config) -> tuple[list[TransactionalProcessor], QueueStage, EgressStage]:
     policies = Policies(config)
     bootstrap, group = Cluster.of(config.kafka), config.scheduler.app_id
-    queues, egress = QueueStage(policies), EgressStage(policies)
+    mx = config.scheduler.mx_sites
+    sites = MxSites(mx, config.delivery.nameservers) if mx.enabled and config.delivery.smarthost is None else None
+    queues, egress = QueueStage(policies), EgressStage(policies, sites=sites)
     processors = [
         TransactionalProcessor(
             bootstrap=bootstrap,

@@ -10,11 +10,17 @@ few seconds each source's usage goes to mail.source-usage for the capacity API.
 A CancelNotice from stage 1 follows the promotion on the same partition: if the attempt is still held
 it is dropped and answered with an EgressVerdict CANCELLED (as one that expires while held is answered
 EXPIRED); if it was already dispatched, the attempt goes on and stage 1 ends it on its response.
+
+Mail delivered by MX travels the path `source-><MX site>` (`mailstream.scheduler.mx_sites`): the
+routing domains of a batch are looked up in `prepare`, before its transaction, and the site found is
+written into the task's `egress_path`, so domains sharing an MX share one path's rate here and its
+connections in the delivery worker.
 """
 
 from __future__ import annotations
 
 import sys
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
@@ -41,12 +47,13 @@ from mailstream.events.records import (
     SourceUsage,
     UsageHandover,
 )
-from mailstream.events.serde import decode, encode
+from mailstream.events.serde import SerdeError, decode, encode
 from mailstream.events.topics import DELIVERY, DISPATCHED, PARTITIONS, READY, RESPONSES, SOURCE_USAGE, route_key
 from mailstream.observability.logs import get_logger
 from mailstream.scheduler import egress_keys
 from mailstream.scheduler.egress_keys import Held, PathRate, Rotation, Settlement, SourceLimit
 from mailstream.scheduler.handover import HANDED_OVER, merge_usage, scope_group
+from mailstream.scheduler.mx_sites import MxSites
 from mailstream.scheduler.packed import PackedValues
 from mailstream.scheduler.policy import Policies
 from mailstream.scheduler.shaping import Shaped, ShapingBook, rate
@@ -93,8 +100,11 @@ class EgressStage:
         release_budget: int = 2000,
         snapshot_every: timedelta = timedelta(seconds=2),
         partitions: int = PARTITIONS,
+        sites: MxSites | None = None,
     ) -> None:
         self.policies = policies
+        self.sites = sites  # None: MX-delivered paths are named by the routing domain
+        self._decoded: dict[int, tuple[bytes, ReadyMessage]] = {}  # this batch's messages, by id of the value
         self.partitions = partitions
         self._owners: dict[str, int] = {}  # egress group -> its partition
         self.books: dict[int, EgressBook] = {}
@@ -107,7 +117,9 @@ class EgressStage:
         for key, value in entries(state, egress_keys.parse, partition):
             match key:
                 case Held():
-                    self._hold(book, decode(value, ReadyMessage), value)
+                    ready = decode(value, ReadyMessage)
+                    self._hold(book, ready, value)
+                    self._want_site(ready)
                 case Settlement():
                     settlement = decode(value, EgressSettlement)
                     book.settled_under, book.heard = settlement.fingerprint, set(settlement.partitions)
@@ -120,6 +132,36 @@ class EgressStage:
 
     def revoked(self, partition: int) -> None:
         self.books.pop(partition, None)
+
+    def prepare(self, records: Sequence[tuple[int, str, bytes]], now: datetime) -> None:
+        """Look up the MX sites of the batch's new mail, each routing domain once, before its transaction."""
+        self._decoded.clear()
+        if self.sites is None:
+            return
+        domains = []
+        for _, topic, value in records:
+            if topic != READY.name:
+                continue
+            try:
+                record = READY.decode(value)
+            except SerdeError:
+                continue  # on_record sets it aside
+            if isinstance(record, ReadyMessage):
+                self._decoded[id(value)] = (value, record)  # the value held, so its id is not reused in the batch
+                if self._by_mx(record):
+                    domains.append(record.routing_domain or record.domain)
+        self.sites.prepare(domains, now)
+
+    def _by_mx(self, ready: ReadyMessage) -> bool:
+        """Whether some source the message may leave by sends to MX hosts (no relay, no smarthost)."""
+        if self.policies.config.delivery.smarthost is not None:
+            return False
+        pool = self._pool(ready)
+        return any((s := self.policies.source(e.name)) is not None and s.relay is None for e in pool.entries)
+
+    def _want_site(self, ready: ReadyMessage) -> None:
+        if self.sites is not None and self._by_mx(ready):
+            self.sites.want(ready.routing_domain or ready.domain)
 
     def on_record(
         self, partition: int, topic: str, key: bytes | None, value: bytes, now: datetime, out: Writes
@@ -141,7 +183,9 @@ class EgressStage:
     def _on_record(self, partition: int, value: bytes, now: datetime, out: Coalesced) -> None:
         book = self.books.setdefault(partition, EgressBook())
         self._settle(book, partition, now, out)
-        record = READY.decode(value)  # SerdeError: unreadable, for the processor to set aside
+        prepared = self._decoded.pop(id(value), None)  # decoded by prepare: not twice
+        # SerdeError: unreadable, for the processor to set aside
+        record = prepared[1] if prepared is not None and prepared[0] is value else READY.decode(value)
         if isinstance(record, UsageHandover):
             handover = record
             scope = egress_keys.parse_scope(handover.scope)
@@ -284,7 +328,7 @@ class EgressStage:
             if ready is None:
                 continue  # expired or already sent
             pool = self._pool(ready)
-            candidates = self._candidates(pool, ready)
+            candidates = self._candidates(pool, ready, now)
             # One rotation per pool and destination: a pool-wide one would fall into step with the round
             # robin over queues and send each domain through the same few sources.
             rotation_scope = Rotation.of(pool.name, ready.routing_domain or ready.domain)
@@ -339,16 +383,16 @@ class EgressStage:
             out.put(partition, Held(tx_id).key(), None)
             budget -= 1
 
-    def _candidates(self, pool: EgressPool, ready: ReadyMessage) -> list[Candidate]:
+    def _candidates(self, pool: EgressPool, ready: ReadyMessage, now: datetime) -> list[Candidate]:
         found = []
+        destination = ready.routing_domain or ready.domain
         for i, entry in enumerate(pool.entries):
             source = self.policies.source(entry.name)
             if source is None or entry.weight == 0:
                 continue
-            site = self.policies.site(source, ready.domain, ready.routing_domain)
-            found.append(
-                Candidate(i, source, ready.routing_domain or ready.domain, site, EgressPath(source.name, site).key())
-            )
+            mx_site = self.sites.site(destination, now) if self.sites is not None and source.relay is None else None
+            site = self.policies.site(source, ready.domain, ready.routing_domain, mx_site)
+            found.append(Candidate(i, source, destination, site, EgressPath(source.name, site).key()))
         return found
 
     def _choose(

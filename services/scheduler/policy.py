@@ -137,9 +137,10 @@ class Policies:
     def source(self, name: str) -> EgressSource | None:
         return self.sources.get(name)
 
-    def site(self, source: EgressSource, domain: str, routing_domain: str | None) -> str:
-        """Where a source sends: its relay, else the configured smarthost, else the (routing) domain."""
-        return site_of(source, self.config.delivery.smarthost, routing_domain or domain)
+    def site(self, source: EgressSource, domain: str, routing_domain: str | None, mx_site: str | None = None) -> str:
+        """Where a source sends: its relay, else the configured smarthost, else the (routing) domain's MX site
+        (stage 2's lookup), else the (routing) domain."""
+        return site_of(source, self.config.delivery.smarthost, routing_domain or domain, mx_site)
 
     def path(self, source: str, site: str, domain: str) -> PathShape:
         return self._shapes.shape(source, site, domain)

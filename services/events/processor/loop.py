@@ -12,7 +12,7 @@ from typing import Any
 
 from confluent_kafka import Consumer, KafkaError, KafkaException, Message, TopicPartition
 
-from mailstream.events.handler import PartitionHandler
+from mailstream.events.handler import PartitionHandler, PreparesBatches
 from mailstream.events.kafka import Bootstrap, consume_now
 from mailstream.events.processor.clients import (
     Clients,
@@ -241,6 +241,8 @@ class TransactionalProcessor:
         txn = self._transaction
         out = Output(self._changelog, self._write)
         current: Message | None = None
+        if isinstance(self._handler, PreparesBatches):  # its I/O before the transaction, not inside it
+            self._handler.prepare([(r.partition() or 0, r.topic() or "", r.value() or b"") for r in records], now)
         try:
             if records:
                 txn.begin()  # offsets must be committed even if the handler writes nothing

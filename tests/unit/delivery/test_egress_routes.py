@@ -5,13 +5,17 @@ from __future__ import annotations
 import dataclasses
 from typing import Any
 
+import pytest
+
 from mailstream.config.egress_paths import PathShapes, site_of
-from mailstream.config.model import Config, parse_config
+from mailstream.config.model import Config, ConfigError, parse_config
+from mailstream.core.clock import system_clock
 from mailstream.core.egress_path import EgressPath
 from mailstream.core.send_window import SendWindow
 from mailstream.core.throttle import ThrottleSpec
 from mailstream.delivery.routes import route_for
 from mailstream.delivery.smtp_client import Destination, Login
+from mailstream.delivery.worker import DeliveryWorker
 from mailstream.scheduler.policy import Policies
 
 SOURCES = [
@@ -139,3 +143,53 @@ def test_the_tls_policy_comes_from_the_source_rule_then_the_destination_rule_the
         ).starttls
         == "required"
     )  # the relay's own first
+
+
+def test_a_site_pattern_matches_mx_sites_after_an_exact_site_and_before_a_domain() -> None:
+    gmail = "(alt1|alt2|alt3|alt4)?.gmail-smtp-in.l.google.com"
+    c = config(
+        paths=[
+            {"domain": "hosted.example", "connection_limit": 1},
+            {"site_pattern": "*.google.com", "connection_limit": 5, "max_message_rate": "10/s"},
+            {"site_pattern": "*.GMAIL-smtp-in.l.google.com", "connection_limit": 6},
+            {"site": "mx.google.com", "connection_limit": 7},
+            {"site_pattern": "*.google.com", "source": "direct", "starttls": "required"},
+        ]
+    )
+    shapes = PathShapes(c.egress)
+    assert shapes.shape("other", gmail, "hosted.example").connection_limit == 5  # the first pattern, not the domain
+    assert shapes.shape("other", "mx.google.com", "x.test").connection_limit == 7
+    assert shapes.shape("other", "hosted.example", "hosted.example").connection_limit == 1
+    assert shapes.shape("other", "mx.yahoo.test", "y.test").connection_limit is None
+    assert shapes.starttls("direct", gmail, "hosted.example") == "required"
+    assert shapes.starttls("other", gmail, "hosted.example") is None
+
+
+def test_a_path_rule_names_exactly_one_of_site_site_pattern_or_domain() -> None:
+    for rule in ({"site": "a", "site_pattern": "*"}, {"site_pattern": "*", "domain": "d"}, {"connection_limit": 1}):
+        with pytest.raises(ConfigError, match="exactly one of site, site_pattern or domain"):
+            config(paths=[rule])
+
+
+def test_the_mx_site_names_the_path_unless_a_relay_or_the_smarthost_does() -> None:
+    c = config()
+    policies = Policies(c)
+    site = "(mx1|mx2).provider.test"
+    assert policies.site(c.egress.source("direct"), "a.test", None, site) == site
+    assert policies.site(c.egress.source("direct"), "a.test", None, None) == "a.test"
+    assert policies.site(c.egress.source("relayed"), "a.test", None, site) == "relay.example.net:2587"
+    smart = config(smarthost="127.0.0.1:2525")
+    assert Policies(smart).site(smart.egress.source("direct"), "a.test", None, site) == "127.0.0.1:2525"
+
+
+def test_the_worker_sends_on_the_path_the_task_names_so_domains_of_one_site_share_a_dispatcher() -> None:
+    c = config(paths=[{"site_pattern": "*.provider.test", "connection_limit": 2}])
+    worker = DeliveryWorker(c, system_clock)
+    direct = c.egress.source("direct")
+    a = worker.route(direct, "a.test", "direct->(mx1|mx2).provider.test")
+    b = worker.route(direct, "b.test", "direct->(mx1|mx2).provider.test")
+    assert a.path == b.path == EgressPath("direct", "(mx1|mx2).provider.test")
+    assert (a.domain, b.domain, a.hosts) == ("a.test", "b.test", ())
+    # Another source's path, or none readable: the domain's own.
+    assert worker.route(direct, "a.test", "other->(mx1|mx2).provider.test").path == EgressPath("direct", "a.test")
+    assert worker.route(direct, "a.test", "garbage").path == EgressPath("direct", "a.test")
