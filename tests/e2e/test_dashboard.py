@@ -2,8 +2,9 @@
 (broker, ingest, scheduler, delivery, SMTP sink): an operator signs in with a key, filters and pages the message
 table, opens a message and sees its attempt, suspends a campaign's queues from the operations form (after
 confirming), sees the queue row and the controls table change and mail injected meanwhile held, resumes it from the
-controls table and sees that mail delivered. A wrong key is refused; a tenant's key sees only its own messages. The
-browser's console must show no error (a Content-Security-Policy violation would be one).
+controls table and sees that mail delivered, and runs set_priority (POST /api/queue/operations) on the campaign.
+A wrong key is refused; a tenant's key sees only its own messages. The browser's console must show no error (a
+Content-Security-Policy violation would be one).
 
 MAILSTREAM_DASHBOARD_SCREENSHOT=PATH saves a screenshot of the page there (docs/dashboard.png is made so)."""
 
@@ -230,6 +231,16 @@ def test_an_operator_filters_opens_suspends_and_resumes(ui_stack: Stack, browser
     wait(browser, lambda d: f"dashboard {RUN}" not in d.find_element(By.ID, "controls").text)
     [row] = until_found(browser, 1, recipient=f"ui-{RUN}-held@example.com", status=["delivered"])
     assert row["id"] == held
+
+    # the queue operations this ingest has (POST /api/queue/operations) are offered and answer their result
+    menu = Select(form.find_element(By.NAME, "operation"))
+    offered = [o.text for o in menu.options]
+    assert {"rebind", "retry", "cancel", "purge", "set_priority"} <= set(offered), offered
+    menu.select_by_visible_text("set_priority")
+    form.find_element(By.NAME, "priority").send_keys("9")
+    form.find_element(By.CSS_SELECTOR, "button[type=submit]").click()
+    confirm(browser, "priority: 9")
+    wait(browser, lambda d: f"set_priority of tenant=acme campaign={CAMPAIGN}: 0 messages" in banner(d))
     assert console_errors(browser) == []
 
 

@@ -8,9 +8,11 @@ const REFRESH_MS = 5000; // overview and queues; the message table refreshes whe
 const ROW_METRICS_MS = 30000;
 const LIVE = ["scheduled", "ready", "in_delivery", "suspended", "deferred"]; // not final: still queued
 
-// Queue operations: the route each takes and the fields it uses. The `optional` ones are offered only when this
-// ingest's OpenAPI document lists their route (`probeOperations`): their paths here are where the queue
-// operations work is expected to put them; a different path just keeps the entry out of the menu.
+// Queue operations: the route each takes and the fields it uses. suspend, resume and bounce are the controls'
+// own routes; the rest go to POST /api/queue/operations (a QueueOperation, answered with its
+// QueueOperationResult) and are offered only when this ingest's OpenAPI document lists that route
+// (`probeOperations`), so an older ingest shows just the controls.
+const QUEUE_OPERATIONS = "/api/queue/operations";
 const OPERATIONS = {
   suspend: { method: "POST", path: "/api/admin/suspend", fields: ["reason", "duration"],
     help: "Hold the scope's queued mail (new mail waits too) until resumed or the duration ends." },
@@ -18,19 +20,34 @@ const OPERATIONS = {
     help: "Lift a suspension on exactly this scope." },
   bounce: { method: "POST", path: "/api/admin/bounce", fields: ["reason", "duration"], requires: ["reason"],
     help: "Cancel the scope's queued mail, and new mail that matches for the duration (default 5 minutes)." },
-  // Added by the queue operations work (issue 11 item 4): shown only when this ingest answers them.
-  rebind: { method: "POST", path: "/api/admin/rebind", fields: ["target", "reason"], requires: ["target"],
-    optional: true, help: "Move the scope's queued mail to another queue or pool." },
-  retry: { method: "POST", path: "/api/admin/retry", fields: ["reason"], optional: true,
-    help: "Make the scope's deferred mail due now." },
-  purge: { method: "POST", path: "/api/admin/purge", fields: ["reason"], optional: true,
-    help: "Delete the scope's queued mail without bounce reports." },
-  set_priority: { method: "POST", path: "/api/admin/priority", fields: ["priority", "reason"],
-    requires: ["priority"], optional: true, help: "Set the priority (0-10) of the scope's queued mail." },
+  rebind: { method: "POST", path: QUEUE_OPERATIONS, fields: ["to_queue", "to_pool", "reason"], optional: true,
+    help: "Move the scope's queued mail to another queue of the same tenant, or to another egress pool." },
+  retry: { method: "POST", path: QUEUE_OPERATIONS, fields: ["reason"], optional: true,
+    help: "Make the scope's deferred and scheduled mail due now." },
+  cancel: { method: "POST", path: QUEUE_OPERATIONS, fields: ["reason"], optional: true,
+    help: "Cancel the scope's queued mail now (each ends cancelled, with a report)." },
+  purge: { method: "POST", path: QUEUE_OPERATIONS, fields: ["reason"], optional: true,
+    help: "Remove the scope's queued mail without bounce reports." },
+  set_priority: { method: "POST", path: QUEUE_OPERATIONS, fields: ["priority", "reason"], requires: ["priority"],
+    optional: true, help: "Set the priority (0-10, higher first) of the scope's queued mail." },
 };
 
+// The body of POST /api/queue/operations: a scope (or message ids) and the operation's metadata.
+function operationBody(name, scope, extra) {
+  const body = { operation: name, metadata: {} };
+  if (scope.message_ids) body.message_ids = scope.message_ids;
+  for (const [field, key] of [["queue", "queue_name"], ["tenant", "tenant"], ["campaign", "campaign"],
+    ["domain", "domain"]]) if (scope[field]) body[key] = scope[field];
+  if (extra.reason) body.reason = extra.reason;
+  if (extra.to_queue) body.metadata.queue = extra.to_queue;
+  if (extra.to_pool) body.metadata.egress_pool = extra.to_pool;
+  if (extra.priority !== undefined && extra.priority !== "") body.metadata.priority = extra.priority;
+  return body;
+}
+
 const $ = (id) => document.getElementById(id);
-const state = { cursors: [null], page: 0, next: null, filters: null, timer: null, detail: null, rowMetrics: new Map() };
+const state = { cursors: [null], page: 0, next: null, filters: null, timer: null, detail: null, rowMetrics: new Map(),
+  offered: new Set() };
 
 // ---- the API ----
 
@@ -208,9 +225,13 @@ async function probeOperations() {
   } catch { paths = {}; }
   const select = $("op-name");
   select.replaceChildren();
+  state.offered.clear();
   for (const [name, op] of Object.entries(OPERATIONS)) {
     const route = paths[op.path];
-    if (!op.optional || (route && route[op.method.toLowerCase()])) select.appendChild(el("option", name));
+    if (!op.optional || (route && route[op.method.toLowerCase()])) {
+      select.appendChild(el("option", name));
+      state.offered.add(name);
+    }
   }
   showOperationFields();
 }
@@ -407,6 +428,7 @@ async function renderQueues(stats) {
 // ---- operations ----
 
 function describe(scope) {
+  if (scope.message_ids) return `message ${scope.message_ids.join(", ")}`;
   return Object.entries(scope).filter(([, v]) => v).map(([k, v]) => `${k}=${v}`).join(" ") || "(no scope)";
 }
 
@@ -418,15 +440,21 @@ async function runOperation(name, scope, extra) {
   for (const need of op.requires || []) {
     if (clean[need] === undefined) { say(`${name} needs a ${need}`); return; }
   }
+  if (name === "rebind" && !clean.to_queue && !clean.to_pool) { say("rebind needs a queue or a pool to move to"); return; }
   const details = Object.entries(extra).filter(([, v]) => v !== "" && v !== undefined)
     .map(([k, v]) => `${k}: ${v}`).join(", ");
-  const ok = await confirmAction(`${name}?`,
-    `${name} the queues matching ${describe(scope)}${details ? ` (${details})` : ""}. ${op.help}`);
+  const what = scope.message_ids ? describe(scope) : `the queues matching ${describe(scope)}`;
+  const ok = await confirmAction(`${name}?`, `${name} ${what}${details ? ` (${details})` : ""}. ${op.help}`);
   if (!ok) return;
   try {
-    const answer = await api(op.method, op.path, {}, clean);
-    const affected = answer && answer.affected_messages !== undefined ? `, ${answer.affected_messages} messages` : "";
-    say(`${name} accepted for ${describe(scope)}${affected}: the scheduler applies it in order.`, "ok");
+    const body = op.path === QUEUE_OPERATIONS ? operationBody(name, scope, extra) : clean;
+    const answer = await api(op.method, op.path, {}, body);
+    let told = `${name} accepted for ${describe(scope)}: the scheduler applies it in order.`;
+    if (answer && answer.affected_messages !== undefined) {
+      told = `${name} of ${describe(scope)}: ${answer.affected_messages} messages` +
+        `${answer.done ? "" : " so far (still running)"}${answer.errors.length ? "; " + answer.errors.join("; ") : ""}.`;
+    }
+    say(told, answer && answer.errors && answer.errors.length ? "error" : "ok");
     setTimeout(refreshLive, 500);
   } catch (err) {
     say(`${name} refused: ${err.message}`);
@@ -540,6 +568,8 @@ async function openMessage(id) {
       ["completed", (a) => when(a.completed_at)],
     ], m.attempts, null, "no attempt yet");
     $("detail-cancel").disabled = !LIVE.includes(m.status);
+    $("detail-retry").hidden = !state.offered.has("retry");
+    $("detail-retry").disabled = !LIVE.includes(m.status);
     $("message-detail").hidden = false;
     $("message-detail").scrollIntoView({ block: "start" });
   } catch (err) {
@@ -587,6 +617,9 @@ function start() {
   $("page-first").addEventListener("click", () => { state.page = 0; loadPage(); });
   $("detail-close").addEventListener("click", () => { $("message-detail").hidden = true; });
   $("detail-cancel").addEventListener("click", cancelMessage);
+  $("detail-retry").addEventListener("click", () => {
+    if (state.detail) runOperation("retry", { message_ids: [state.detail.id] }, {});
+  });
   if (sessionStorage.getItem(KEY)) {
     showDashboard().catch((err) => say(err.message));
   }
