@@ -194,12 +194,14 @@ class MemoryTransactions:
     """`group_commit.TransactionalWriter`'s twin: a record set lands on the bus whole, or (while the producer is
     `unavailable`) not at all. `fail_next` makes the next sets fail as aborted transactions; `commit_delay`
     makes each commit take that long, and a caller whose timeout is shorter gets OutcomeUnknown while the set
-    still lands when the delay is over (a commit that finished after its request's deadline)."""
+    still lands when the delay is over (a commit that finished after its request's deadline); `commit_gate`, when
+    set, holds every commit until the test sets the event (the same, without a race against the clock)."""
 
     def __init__(self, producer: MemoryProducer) -> None:
         self.producer = producer
         self.fail_next = 0
         self.commit_delay = 0.0
+        self.commit_gate: asyncio.Event | None = None
         self.transactions = 0
 
     def start(self) -> None:
@@ -219,6 +221,8 @@ class MemoryTransactions:
     async def _commit(self, records: list[tuple[str, bytes, bytes]], delay: float) -> None:
         if delay:
             await asyncio.sleep(delay)
+        if self.commit_gate is not None:
+            await self.commit_gate.wait()
         for topic, key, value in records:
             await self.producer.send_raw(topic, key, value)
         self.transactions += 1

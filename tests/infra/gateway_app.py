@@ -4,8 +4,7 @@ from the twin's topics; a first delivery attempt is fed to its AttemptWatch as m
 
 from __future__ import annotations
 
-import asyncio
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -27,6 +26,7 @@ from mailstream.intake.submission import Submitter
 from mailstream.intake.suppression_view import SuppressionView
 from mailstream.intake.tenant_policy import TenantPolicies
 from tests.infra.gateway import GatewayPorts, gateway_section
+from tests.infra.until import until as until
 
 START = datetime(2026, 12, 2, 9, 0, tzinfo=UTC)
 
@@ -93,11 +93,3 @@ async def gateway_app(
         yield GatewayApp(gateway, producer, watch, clock, ports, transactions)
     finally:
         await gateway.stop(grace=0.5)
-
-
-async def until(condition: Callable[[], object], timeout: float = 5.0) -> None:
-    """Wait for something the gateway does on its own (a session ending, a record written)."""
-    deadline = asyncio.get_running_loop().time() + timeout
-    while not condition():
-        assert asyncio.get_running_loop().time() < deadline, "condition not met in time"
-        await asyncio.sleep(0.01)

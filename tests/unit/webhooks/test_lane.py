@@ -3,22 +3,14 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable
 
 from mailstream.events.kafka import Consumed
 from mailstream.webhooks.lane import Lane
+from tests.infra.until import until
 
 
 def record(offset: int, key: str) -> Consumed:
     return Consumed("mail.events", 0, offset, key.encode(), b"")
-
-
-async def until(condition: Callable[[], bool], what: str) -> None:
-    for _ in range(300):
-        if condition():
-            return
-        await asyncio.sleep(0.01)
-    raise AssertionError(what)
 
 
 class Endpoint:

@@ -4,7 +4,6 @@ runs one task per endpoint, and an endpoint's lanes over a consumer twin (order,
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable
 from datetime import timedelta
 
 import pytest
@@ -17,6 +16,7 @@ from mailstream.webhooks import worker
 from mailstream.webhooks.endpoints import Endpoints
 from mailstream.webhooks.supervisor import Supervisor
 from mailstream.webhooks.worker import EndpointWorker
+from tests.infra.until import until
 
 API = fixtures.webhook_endpoint()
 CONFIGURED = API.model_copy(update={"id": "config-ops", "created_by": "config"})
@@ -95,14 +95,6 @@ class Twin:
 
 def records(partition: int, offsets: range) -> list[Consumed]:
     return [Consumed("mail.events", partition, o, b"k", b"") for o in offsets]
-
-
-async def until(condition: Callable[[], bool], what: str) -> None:
-    for _ in range(500):
-        if condition():
-            return
-        await asyncio.sleep(0.01)
-    raise AssertionError(what)
 
 
 async def test_lanes_keep_order_pause_a_backlog_and_drop_a_revoked_partition(monkeypatch: pytest.MonkeyPatch) -> None:
