@@ -3,7 +3,7 @@
 #
 #   scripts/bootstrap.sh [venv|postfix|swaks|browser|java|kafka|kustomize|image]...   (default: all, in that order)
 #
-#   venv     .venv with python3 >= 3.11; `pip install -e '.[dev,bench]'` only when
+#   venv     .venv with python3 >= 3.11; `pip install -e '.[dev,bench,parquet]'` only when
 #            pyproject.toml changed since the last successful install
 #   postfix  Postfix's smtp-sink/smtp-source (load generator and fake MX) and, as root, the MTA that
 #            bench/vs_postfix.py runs as private instances, with Cyrus SASL's PLAIN/LOGIN for the relay test
@@ -47,10 +47,10 @@ step_venv() {
     say "venv up to date with pyproject.toml"
     return
   fi
-  say "pip install -e '.[dev,bench]' (pyproject.toml changed; log in .venv/pip-install.log)"
+  say "pip install -e '.[dev,bench,parquet]' (pyproject.toml changed; log in .venv/pip-install.log)"
   # The build backend is chatty even with -q: keep its output for failures only.
   { .venv/bin/python -m pip install -q --upgrade pip &&
-    .venv/bin/python -m pip install -q -e '.[dev,bench]'; } >.venv/pip-install.log 2>&1 ||
+    .venv/bin/python -m pip install -q -e '.[dev,bench,parquet]'; } >.venv/pip-install.log 2>&1 ||
     { tail -n 30 .venv/pip-install.log >&2; die "pip install failed"; }
   echo "$want" >"$stamp" # written last: a failed install is retried next time
 }

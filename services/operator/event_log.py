@@ -1,5 +1,5 @@
 """mail.events as the CLI reads it: every partition, outside any consumer group, committed records only;
-the filters and the two export formats (pure)."""
+the filters and the JSONL and CSV export formats (pure; Parquet: event_parquet)."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ import io
 import json
 from collections.abc import Iterator
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime, timedelta
 
 from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaException, TopicPartition
 
@@ -18,6 +18,7 @@ from mailstream.events.records import LogRecord
 from mailstream.events.serde import SerdeError, decode
 from mailstream.events.topics import EVENTS
 
+EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 CSV_FIELDS = (
     "timestamp", "type", "id", "tenant", "campaign", "queue", "sender", "recipient", "code", "enhanced_code",
     "response", "site", "egress_source", "num_attempts", "bounce_classification", "message_id",
@@ -70,6 +71,11 @@ def cluster(config_file: str | None) -> Cluster:
         raise ValueError(str(exc)) from None
 
 
+def _millis(at: datetime) -> int:
+    """Milliseconds since the epoch, exactly (a float's `timestamp() * 1000` can land 1 ms short)."""
+    return (at - EPOCH) // timedelta(milliseconds=1)
+
+
 class EventLog:
     """Reads mail.events from chosen offsets; `ends` is where each partition stood when it was opened."""
 
@@ -99,26 +105,38 @@ class EventLog:
         if offsets:
             return {p: min(offsets[p], self.ends[p]) if p in offsets else self.ends[p] for p in self.partitions}
         if since is not None:
-            ms = int(since.timestamp() * 1000)
+            ms = _millis(since)
             found = self._consumer.offsets_for_times([TopicPartition(EVENTS.name, p, ms) for p in self.partitions], 15)
             return {tp.partition: tp.offset if tp.offset >= 0 else self.ends[tp.partition] for tp in found}
         if from_beginning:
             return dict.fromkeys(self.partitions, OFFSET_BEGINNING)
         return dict(self.ends)
 
+    def stop_at(self, until: datetime) -> None:
+        """Narrow `ends` to the first record at or after `until` in each partition (by the records' Kafka
+        timestamps, as `starts` finds `since`)."""
+        ms = _millis(until)
+        found = self._consumer.offsets_for_times([TopicPartition(EVENTS.name, p, ms) for p in self.partitions], 15)
+        for tp in found:
+            if 0 <= tp.offset < self.ends[tp.partition]:
+                self.ends[tp.partition] = tp.offset
+
     def read(self, starts: dict[int, int], *, until_end: bool, poll: float = 0.5) -> Iterator[LogRecord | None]:
         """Records from `starts`; None after each empty poll (a chance to stop). `until_end`: stop once every
-        partition is past `ends` (transaction markers count)."""
+        partition is past `ends` (transaction markers count), and yield nothing at or past them."""
         self._consumer.assign([TopicPartition(EVENTS.name, p, o) for p, o in starts.items()])
         pending = {p for p in self.partitions if self.ends[p] > 0 and starts[p] != self.ends[p]}
         while not until_end or pending:
             msgs = consume_now(self._consumer, 500, poll)
             for m in msgs:
-                if m.error() is None:
-                    try:
-                        yield decode(m.value(), LogRecord)
-                    except SerdeError:
-                        continue  # a record this version cannot read: skipped, as the services do
+                if m.error() is not None:
+                    continue
+                if until_end and int(m.offset() or 0) >= self.ends[int(m.partition() or 0)]:
+                    continue  # written after the export began, or at/after --until
+                try:
+                    yield decode(m.value(), LogRecord)
+                except SerdeError:
+                    continue  # a record this version cannot read: skipped, as the services do
             if not msgs:
                 yield None
             if until_end:
