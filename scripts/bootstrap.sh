@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Idempotent setup of a fresh Debian machine for tests and the local stack.
 #
-#   scripts/bootstrap.sh [venv|postfix|swaks|browser|java|kafka|kustomize|image]...   (default: all, in that order)
+#   scripts/bootstrap.sh [venv|postfix|swaks|browser|java|kafka|registry|kustomize|image]...   (default: all, in that order)
 #
 #   venv     .venv with python3 >= 3.11; `pip install -e '.[dev,bench,parquet]'` only when
 #            pyproject.toml changed since the last successful install
@@ -13,6 +13,8 @@
 #            Selenium (the dashboard at /ui); without root the test skips (CI runs as root and installs them)
 #   java     a JRE (17) and Maven, to fetch and run the Kafka broker
 #   kafka    deploy/kafka/broker.sh fetch (broker jars from Maven Central)
+#   registry deploy/schema-registry/registry.sh fetch: Apicurio Registry built from Maven Central jars (once, a
+#            few minutes; cached), the Confluent-compatible schema registry of the kafka.schema_registry tests
 #   kustomize  kustomize (deploy/kubernetes/kustomize.version) built with `go install` from the Go module proxy,
 #            once, into the cache; scripts/check_deploy.sh renders the Kubernetes overlays with it
 #   image    buildah and debootstrap (as root), with which scripts/check_image.sh builds deploy/Containerfile
@@ -141,6 +143,7 @@ step_java() {
 }
 
 step_kafka() { bash deploy/kafka/broker.sh fetch; }
+step_registry() { bash deploy/schema-registry/registry.sh fetch; }
 
 step_kustomize() {
   local version bin log
@@ -167,8 +170,8 @@ step_image() {
 }
 
 steps=("$@")
-((${#steps[@]})) || steps=(venv postfix swaks browser java kafka kustomize image)
+((${#steps[@]})) || steps=(venv postfix swaks browser java kafka registry kustomize image)
 for step in "${steps[@]}"; do
-  declare -F "step_$step" >/dev/null || die "unknown step '$step' (venv|postfix|swaks|browser|java|kafka|kustomize|image)"
+  declare -F "step_$step" >/dev/null || die "unknown step '$step' (venv|postfix|swaks|browser|java|kafka|registry|kustomize|image)"
   "step_$step"
 done

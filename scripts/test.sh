@@ -4,7 +4,8 @@
 #   scripts/test.sh [pytest args]        (default: -q tests)
 #
 # Starts a throwaway broker on free ports (data in .run/test/<pid>/kafka, removed after the run) unless
-# KAFKA_BOOTSTRAP_SERVERS points at an existing cluster, and stops it on exit.
+# KAFKA_BOOTSTRAP_SERVERS points at an existing cluster, and a schema registry unless SCHEMA_REGISTRY_URL names
+# one; stops them on exit.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -28,6 +29,11 @@ bash scripts/check_image.sh # deploy/Containerfile built with buildah, each serv
 # In CI a missing broker or smtp-sink must fail the run, not skip (see tests/conftest.py).
 if [[ ${CI:-} == true ]]; then export MAILSTREAM_REQUIRE_BROKER=1; fi
 
+STOP=() # run on exit, last started first
+on_exit() { local i; for ((i = ${#STOP[@]} - 1; i >= 0; i--)); do eval "${STOP[i]}" || true; done; }
+trap on_exit EXIT
+trap 'exit 130' INT TERM # make the EXIT trap run on Ctrl-C / kill too
+
 if [[ -z ${KAFKA_BOOTSTRAP_SERVERS:-} ]]; then
   # One folder per run, so two runs on one machine never share (or wipe) each other's broker.
   export MAILSTREAM_RUN=$PWD/.run/test/$$
@@ -37,12 +43,22 @@ if [[ -z ${KAFKA_BOOTSTRAP_SERVERS:-} ]]; then
 from tests.infra.broker import free_ports
 print(*free_ports(2))')
   export KAFKA_PORT KAFKA_CONTROLLER_PORT
-  trap 'bash deploy/kafka/broker.sh stop; rm -rf "$MAILSTREAM_RUN"' EXIT
-  trap 'exit 130' INT TERM # make the EXIT trap run on Ctrl-C / kill too
+  STOP+=('bash deploy/kafka/broker.sh stop; rm -rf "$MAILSTREAM_RUN"')
   bash deploy/kafka/broker.sh start
   export KAFKA_BOOTSTRAP_SERVERS=127.0.0.1:$KAFKA_PORT
 else
   bash deploy/kafka/broker.sh start # only checks that the cluster is reachable
+fi
+
+# A Confluent-compatible schema registry (Apicurio, in memory) for the kafka.schema_registry tests, on a free port.
+if [[ -z ${SCHEMA_REGISTRY_URL:-} ]]; then
+  read -r SCHEMA_REGISTRY_PORT < <(.venv/bin/python -c '
+from tests.infra.broker import free_ports
+print(*free_ports(1))')
+  export SCHEMA_REGISTRY_PORT
+  STOP+=('bash deploy/schema-registry/registry.sh stop')
+  bash deploy/schema-registry/registry.sh start
+  export SCHEMA_REGISTRY_URL=http://127.0.0.1:$SCHEMA_REGISTRY_PORT/apis/ccompat/v7
 fi
 
 (($#)) || set -- -q tests

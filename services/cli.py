@@ -1,4 +1,4 @@
-"""What every service's `__main__` does first: parse the config, set up logs, create topics."""
+"""What every service's `__main__` does first: parse the config, set up logs, create topics, register schemas."""
 
 from __future__ import annotations
 
@@ -6,7 +6,9 @@ import argparse
 import sys
 
 from mailstream.config import Config, ConfigError, load_config
+from mailstream.config.kafka import SchemaRegistryConfig
 from mailstream.events.kafka import Cluster, KafkaUnavailable, ensure_topics
+from mailstream.events.serde import use_wire_format
 from mailstream.events.topics import ALL_TOPICS
 from mailstream.observability.logs import configure_logging, get_logger
 
@@ -47,7 +49,24 @@ def prepare(service: str, args: argparse.Namespace) -> Config:
         get_logger(service).error("kafka_unavailable", error=str(exc))
         print(f"{service}: {exc}", file=sys.stderr)
         raise SystemExit(1) from None
+    if config.kafka.schema_registry is not None:
+        _register_schemas(service, config.kafka.schema_registry)
     return config
+
+
+def _register_schemas(service: str, settings: SchemaRegistryConfig) -> None:
+    """Confluent wire format from the first record on; exit 1 if the registry is unreachable or refuses a schema."""
+    from mailstream.events.wire import RegistryError, RegistryIds  # the registry client only when configured
+
+    ids = RegistryIds.connect(settings)
+    try:
+        ids.register(ALL_TOPICS)
+    except RegistryError as exc:
+        get_logger(service).error("schema_registry_unavailable", error=str(exc))
+        print(f"{service}: {exc}", file=sys.stderr)
+        raise SystemExit(1) from None
+    use_wire_format(ids)
+    get_logger(service).info("schema_registry", url=settings.url, subjects=len(ids.subjects_registered))
 
 
 def main() -> int:

@@ -27,6 +27,8 @@ if _ROOT not in sys.path:
 from tests.infra.broker import LocalBroker, tcp_reachable, unavailable_reason  # noqa: E402
 from tests.infra.cluster import LocalCluster  # noqa: E402
 from tests.infra.postfix import find_postfix_tool  # noqa: E402
+from tests.infra.schema_registry import private_registry  # noqa: E402
+from tests.infra.schema_registry import unavailable_reason as no_registry_reason  # noqa: E402
 
 
 def _broker_required() -> bool:
@@ -111,6 +113,24 @@ def kafka_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalClu
         yield cluster
     finally:
         cluster.stop()
+
+
+@pytest.fixture(scope="session")
+def schema_registry(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """Base URL of a real Confluent-compatible schema registry (Apicurio's /apis/ccompat/v7): SCHEMA_REGISTRY_URL
+    (scripts/test.sh starts one), else a private one when deploy/schema-registry/registry.sh has built it; skipped
+    otherwise, failed in CI like a missing broker."""
+    url = os.environ.get("SCHEMA_REGISTRY_URL")
+    if url:
+        yield url
+        return
+    reason = no_registry_reason()
+    if reason is not None:
+        if _broker_required():
+            pytest.fail(f"no schema registry: {reason}", pytrace=False)
+        pytest.skip(f"no schema registry: {reason}")
+    with private_registry(tmp_path_factory.mktemp("schema-registry")) as started:
+        yield started
 
 
 @pytest.fixture(scope="session")

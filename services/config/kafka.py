@@ -11,8 +11,9 @@ from __future__ import annotations
 from ipaddress import ip_address
 from pathlib import Path
 from typing import Annotated, Literal
+from urllib.parse import urlsplit
 
-from pydantic import Field, SecretStr, model_validator
+from pydantic import AfterValidator, Field, SecretStr, model_validator
 
 from mailstream.config.scheduling import Section
 
@@ -21,6 +22,45 @@ SaslMechanism = Literal["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"]
 
 PRODUCTION_REPLICATION = 3
 PRODUCTION_MIN_INSYNC = 2
+
+
+def _registry_urls(value: str) -> str:
+    for url in value.split(","):
+        parts = urlsplit(url.strip())
+        if parts.scheme not in ("http", "https") or not parts.hostname:
+            raise ValueError(f"{url.strip()!r} is not an http or https URL with a host")
+        if parts.username or parts.password:
+            raise ValueError("put the registry's credentials in basic_auth_user_info, not in the URL")
+    return value
+
+
+class SchemaRegistryConfig(Section):
+    """A Confluent-compatible schema registry (optional)."""
+
+    url: Annotated[str, AfterValidator(_registry_urls)] = Field(
+        description="Base URL of the registry's Confluent-compatible API, e.g. `http://registry:8081` (Confluent, "
+        "Karapace, Redpanda) or `http://apicurio:8080/apis/ccompat/v7` (Apicurio); several comma-separated.",
+    )
+    basic_auth_user_info: SecretStr | None = Field(
+        None,
+        description="`user:password` for HTTP Basic authentication; prefer the variable "
+        "`MAILSTREAM_KAFKA__SCHEMA_REGISTRY__BASIC_AUTH_USER_INFO`, so the secret stays out of the file.",
+    )
+    ssl_ca_location: Path | None = Field(
+        None, description="PEM file of the CA certificates an https registry's certificate is verified against."
+    )
+    timeout: Annotated[float, Field(gt=0)] = Field(
+        10.0, description="Seconds one request to the registry may take.", json_schema_extra={"unit": "seconds"}
+    )
+
+    def client_conf(self) -> dict[str, str | int | float]:
+        """confluent_kafka.schema_registry.SchemaRegistryClient's settings."""
+        conf: dict[str, str | int | float] = {"url": self.url, "timeout": self.timeout, "max.retries": 1}
+        if self.basic_auth_user_info is not None:
+            conf["basic.auth.user.info"] = self.basic_auth_user_info.get_secret_value()
+        if self.ssl_ca_location is not None:
+            conf["ssl.ca.location"] = str(self.ssl_ca_location)
+        return conf
 
 
 class KafkaConfig(Section):
@@ -77,6 +117,14 @@ class KafkaConfig(Section):
         None,
         description="File holding the SASL password (a mounted Secret, such as a Strimzi KafkaUser's `password`), "
         "read at start-up; a trailing newline is ignored.",
+    )
+    schema_registry: SchemaRegistryConfig | None = Field(
+        None,
+        description="Set: each service registers the value schema of "
+        "every topic that carries one record type (subject `<topic>-value`, compatibility BACKWARD) at start-up "
+        "and writes those records in the Confluent wire format (00, schema id, Avro), which Kafka Connect's "
+        "AvroConverter, ksqlDB and Confluent deserializers read; every reader takes both framings. Unset: Avro "
+        "single-object encoding, no registry (docs/analytics.md).",
     )
 
     @model_validator(mode="after")

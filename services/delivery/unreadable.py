@@ -16,7 +16,7 @@ from typing import Any
 from prometheus_client import Counter
 
 from mailstream.events.kafka import Consumed
-from mailstream.events.serde import HEADER_SIZE, MAGIC, registry
+from mailstream.events.serde import SerdeError, registry, writer_of
 from mailstream.events.topics import DEAD_LETTER
 from mailstream.events.transactions import Outgoing
 
@@ -88,14 +88,16 @@ class _Reader:
 def salvage(data: bytes) -> dict[str, Any] | None:
     """The fields in NEEDED, read from the front of a record that fails to decode as a whole; None if the
     record is not a DeliveryTask in a known schema or ends (or goes wrong) before them."""
-    if len(data) < HEADER_SIZE or data[:2] != MAGIC:
+    try:
+        writer = writer_of(data)
+    except SerdeError:
         return None
-    known = registry().by_fingerprint.get(data[2:HEADER_SIZE])
-    if known is None or known[0] != "mailstream.DeliveryTask":
+    known = registry().by_fingerprint.get(writer[0]) if writer is not None else None
+    if writer is None or known is None or known[0] != "mailstream.DeliveryTask":
         return None
     schema: dict[str, Any] = known[1]  # type: ignore[assignment]  # a record schema, as fastavro parses it
     fields: list[dict[str, Any]] = schema["fields"]
-    reader, found = _Reader(data, HEADER_SIZE), {}
+    reader, found = _Reader(data, writer[1]), {}
     try:
         for spec in fields:
             found[spec["name"]] = reader.value(spec["type"])

@@ -28,10 +28,14 @@ INTRO = """\
 
 Every state change of a message is a record on a Kafka topic. Values use Avro **single-object encoding**:
 two bytes `C3 01`, the 8-byte little-endian CRC-64-AVRO fingerprint of the writer's schema, then the Avro
-binary body. The schemas are the `.avsc` files in `services/events/schemas/` (installed with the package as
-`mailstream/events/schemas/`); earlier versions a topic may still hold are kept under `history/<date>/`, so a
-reader finds any record's schema by its fingerprint. Keys are UTF-8 strings. Analysts mostly want
-`mail.events` (one record per state change, modelled on KumoMTA's log records) and `mail.status` (the
+binary body. With `kafka.schema_registry` configured, the topics that carry one record type are written in the
+**Confluent wire format** instead: a zero byte, the 4-byte big-endian schema id the registry gave the subject
+`<topic>-value`, then the same Avro body, which Kafka Connect's AvroConverter, ksqlDB and Confluent's
+deserializers read unchanged ([analytics.md](analytics.md)). mailstream's readers take both, by the first byte,
+so a topic can switch mid-way. The schemas are the `.avsc` files in `services/events/schemas/` (installed with
+the package as `mailstream/events/schemas/`); earlier versions a topic may still hold are kept under
+`history/<date>/`, so a reader finds any record's schema by its fingerprint. Keys are UTF-8 strings. Analysts
+mostly want `mail.events` (one record per state change, modelled on KumoMTA's log records) and `mail.status` (the
 latest status of each transaction, compacted).
 
 ## Reading the topics

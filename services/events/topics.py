@@ -50,7 +50,7 @@ from mailstream.events.records import (
     WebhookDeleted,
     WebhookEndpoint,
 )
-from mailstream.events.serde import SerdeError, decode, encode, schema_name
+from mailstream.events.serde import SerdeError, decode, encode, schema_name, writer_of
 
 V = TypeVar("V", bound=Record)
 
@@ -100,6 +100,8 @@ class TopicSpec(Generic[V]):
         for value_type in self.values:
             if value_type.schema_name == name:
                 return decode(data, value_type)
+        if name is None:
+            writer_of(data)  # a Confluent-framed record with no registry to ask says so here
         raise SerdeError(
             f"{self.name} carries {', '.join(t.schema_name for t in self.values) or 'no own records'}, "
             f"not {name or 'an unknown schema'}"

@@ -15,7 +15,7 @@ from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaException, TopicPar
 from mailstream.config import ConfigError, load_config
 from mailstream.events.kafka import Cluster, client_config, consume_now
 from mailstream.events.records import LogRecord
-from mailstream.events.serde import SerdeError, decode
+from mailstream.events.serde import SerdeError, decode, use_wire_format
 from mailstream.events.topics import EVENTS
 
 EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
@@ -64,11 +64,18 @@ def summary(rec: LogRecord) -> str:
 
 def cluster(config_file: str | None) -> Cluster:
     """The services' Kafka settings (TLS, SASL) from their YAML, else the defaults; KAFKA_BOOTSTRAP_SERVERS
-    overrides the servers either way."""
+    overrides the servers either way. With their `kafka.schema_registry`, records in the Confluent wire format
+    are read through it (single-object ones need nothing)."""
     try:
-        return Cluster.of(load_config(config_file).kafka)
+        settings = load_config(config_file).kafka
+        where = Cluster.of(settings)
     except (ConfigError, OSError) as exc:
         raise ValueError(str(exc)) from None
+    if settings.schema_registry is not None:
+        from mailstream.events.wire import RegistryIds
+
+        use_wire_format(RegistryIds.connect(settings.schema_registry))
+    return where
 
 
 def _millis(at: datetime) -> int:

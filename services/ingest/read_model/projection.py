@@ -20,7 +20,7 @@ from mailstream.core.clock import Clock, system_clock
 from mailstream.events.codec import read_long
 from mailstream.events.kafka import BATCHED_FETCH, Bootstrap, client_config, consume_now
 from mailstream.events.records import AcceptedMessage, TransactionStatus
-from mailstream.events.serde import HEADER_SIZE, MAGIC, SerdeError, decode, registry
+from mailstream.events.serde import SerdeError, decode, registry, writer_of
 from mailstream.events.topics import ACCEPTED, STATUS
 from mailstream.ingest.read_model.query import ms
 from mailstream.ingest.read_model.rows import QueueResolver, accepted_row, status_row
@@ -36,13 +36,17 @@ MAINTAIN_INTERVAL = timedelta(minutes=10)
 def peek_status(value: bytes | None) -> tuple[str, int] | None:
     """(id, version) of a TransactionStatus without decoding it: they are its first two fields in every version
     of the schema. None when the value is not plainly one (it is then decoded in full, and refused there)."""
-    if value is None or len(value) <= HEADER_SIZE or value[:2] != MAGIC:
+    try:
+        found = writer_of(value)
+    except SerdeError:
         return None
-    known = registry().by_fingerprint.get(value[2:HEADER_SIZE])
+    if found is None or value is None or len(value) <= found[1]:
+        return None
+    known = registry().by_fingerprint.get(found[0])
     if known is None or known[0] != TransactionStatus.schema_name:
         return None
     try:
-        length, at = read_long(value, HEADER_SIZE)
+        length, at = read_long(value, found[1])
         tx_id = value[at : at + length].decode()
         version, _ = read_long(value, at + length)
     except (IndexError, UnicodeDecodeError):

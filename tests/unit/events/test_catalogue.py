@@ -37,3 +37,7 @@ def test_the_example_consumer_decodes_every_record_type_without_mailstream() -> 
     for record in fixtures.ALL:
         decoded = example.decode(encode(record), schemas)
         assert set(decoded) == set(type(record).model_fields), type(record).__name__
+    single = encode(fixtures.log_record())
+    by_id = {7: schemas[single[2:10]]}  # as a registry would answer for the id it gave the schema
+    confluent = b"\x00\x00\x00\x00\x07" + single[10:]
+    assert example.decode(confluent, schemas, by_id.__getitem__) == example.decode(single, schemas)
