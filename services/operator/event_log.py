@@ -87,6 +87,7 @@ class EventLog:
     """Reads mail.events from chosen offsets; `ends` is where each partition stood when it was opened."""
 
     def __init__(self, where: Cluster, timeout: float = 15.0) -> None:
+        self.skipped, self.skip_reason = 0, ""  # records that could not be read, and why the first was not
         self._consumer = Consumer(
             client_config(where, **{"group.id": "mailstream-cli", "enable.auto.commit": False,
                                     "isolation.level": "read_committed", "auto.offset.reset": "earliest"})
@@ -142,8 +143,9 @@ class EventLog:
                     continue  # written after the export began, or at/after --until
                 try:
                     yield decode(m.value(), LogRecord)
-                except SerdeError:
-                    continue  # a record this version cannot read: skipped, as the services do
+                except SerdeError as exc:  # a record this version cannot read: skipped, as the services do
+                    self.skipped += 1
+                    self.skip_reason = self.skip_reason or str(exc)
             if not msgs:
                 yield None
             if until_end:

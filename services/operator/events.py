@@ -142,6 +142,8 @@ def export(
                     written += 1
         bar.update(task, completed=total)
     print(f"exported {written} events", file=sys.stderr)
+    if log.skipped:
+        print(f"skipped {log.skipped} records it could not read ({log.skip_reason})", file=sys.stderr)
 
 
 def _writer(stack: ExitStack, fmt: str, output: Path | None) -> Callable[[LogRecord], None]:

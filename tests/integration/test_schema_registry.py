@@ -6,6 +6,8 @@ registry stops a service at start-up with a clear error, and so does a schema th
 
 from __future__ import annotations
 
+import json
+import os
 import subprocess
 import sys
 import uuid
@@ -14,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import yaml
 from confluent_kafka.schema_registry import Schema, SchemaRegistryClient
 from confluent_kafka.schema_registry.avro import AvroDeserializer
 from confluent_kafka.serialization import MessageField, SerializationContext
@@ -105,6 +108,20 @@ def test_ingest_writes_what_a_confluent_deserializer_reads(
         use_wire_format(None)
         ids_of.close()
     assert {r.id for r in records if isinstance(r, LogRecord)} >= set(ids)
+
+    # and so does the CLI, given the services' file
+    cli_config = tmp_path / "cli.yaml"
+    cli_config.write_text(
+        yaml.safe_dump({"kafka": {"bootstrap_servers": kafka_bootstrap, "schema_registry": {"url": schema_registry}}})
+    )
+    export = subprocess.run(
+        [sys.executable, "-m", "mailstream", "events", "export", "--since", "30m", "--type", "Reception",
+         "--tenant", "acme", "--config", str(cli_config)],
+        capture_output=True, text=True, timeout=120, check=False,
+        env={**os.environ, "KAFKA_BOOTSTRAP_SERVERS": kafka_bootstrap},
+    )  # fmt: skip
+    assert export.returncode == 0, export.stderr
+    assert {json.loads(line)["id"] for line in export.stdout.splitlines()} >= set(ids)
 
 
 def test_an_unreachable_registry_stops_a_service_at_start_up(kafka_bootstrap: str, tmp_path: Path) -> None:
