@@ -11,7 +11,7 @@
 #   swaks    the SMTP test client (with Net::SSLeay for --tls) the gateway's end-to-end tests drive
 #   browser  Debian's chromium and chromium-driver, the headless browser tests/e2e/test_dashboard.py drives with
 #            Selenium (the dashboard at /ui); without root the test skips (CI runs as root and installs them)
-#   java     a JRE (17) and Maven, to fetch and run the Kafka broker
+#   java     a JRE and JDK (17) and Maven, to fetch and run the Kafka broker and build the schema registry
 #   kafka    deploy/kafka/broker.sh fetch (broker jars from Maven Central)
 #   registry deploy/schema-registry/registry.sh fetch: Apicurio Registry built from Maven Central jars (once, a
 #            few minutes; cached), the Confluent-compatible schema registry of the kafka.schema_registry tests
@@ -139,7 +139,8 @@ step_java() {
   local missing=()
   if ! java -version 2>&1 | grep -qE 'version "(1[7-9]|[2-9][0-9])'; then missing+=(openjdk-17-jre-headless); fi
   command -v mvn >/dev/null || missing+=(maven)
-  if ((${#missing[@]})); then apt_install "${missing[@]}"; else say "java and maven present"; fi
+  command -v javac >/dev/null || missing+=(openjdk-17-jdk-headless) # registry.sh fetch compiles one class
+  if ((${#missing[@]})); then apt_install "${missing[@]}"; else say "java, javac and maven present"; fi
 }
 
 step_kafka() { bash deploy/kafka/broker.sh fetch; }

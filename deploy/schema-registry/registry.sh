@@ -50,6 +50,7 @@ http_status() {
 cmd_fetch() {
   if [[ -f $APP/registry-runner.jar ]]; then say "application present in $APP"; return; fi
   command -v mvn >/dev/null || die "mvn not found (run scripts/bootstrap.sh)"
+  command -v javac >/dev/null || die "javac not found (run scripts/bootstrap.sh java)"
   say "building Apicurio Registry $APICURIO_VERSION from Maven Central jars into $APP (once)"
   local tmp=$APP.tmp.$$ jar props
   rm -rf "$tmp"
