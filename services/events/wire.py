@@ -42,6 +42,7 @@ class RegistryIds:
         self._client, self._url = client, url
         self._writer: dict[str, int] = {}  # schema name -> id
         self._fingerprints: dict[int, bytes] = {}
+        self._unknown: set[int] = set()  # ids the registry said it has no schema for
         self.subjects_registered: dict[str, int] = {}
 
     @classmethod
@@ -95,9 +96,15 @@ class RegistryIds:
         known = self._fingerprints.get(schema_id)
         if known is not None:
             return known
+        if schema_id in self._unknown:
+            raise SerdeError(f"schema id {schema_id} is not in the registry at {self._url}")
         try:
             schema = self._client.get_schema(schema_id)
-        except Exception as exc:
+        except SchemaRegistryError as exc:
+            if exc.http_status_code == 404:  # garbage that starts with 00: asked once, not once a record
+                self._unknown.add(schema_id)
+            raise SerdeError(f"schema id {schema_id} from the registry at {self._url}: {exc}") from None
+        except Exception as exc:  # unreachable now: asked again for the next record
             raise SerdeError(f"schema id {schema_id} from the registry at {self._url}: {exc}") from None
         if schema.schema_type not in (None, "AVRO") or schema.schema_str is None:
             raise SerdeError(f"schema id {schema_id} is {schema.schema_type}, not Avro")

@@ -24,7 +24,7 @@ from confluent_kafka.serialization import MessageField, SerializationContext
 from mailstream.config.kafka import SchemaRegistryConfig
 from mailstream.events.kafka import ensure_topics
 from mailstream.events.records import LogRecord
-from mailstream.events.serde import framing, use_wire_format
+from mailstream.events.serde import SerdeError, framing, use_wire_format
 from mailstream.events.topics import ACCEPTED, ALL_TOPICS, EVENTS, STATUS, TopicSpec
 from mailstream.events.wire import RegistryError, RegistryIds
 from tests.infra.stack import ACME_KEY, Stack, stack_config
@@ -106,8 +106,12 @@ def test_ingest_writes_what_a_confluent_deserializer_reads(
         records = [EVENTS.decode(v) for v in events if framing(v) == "confluent"]
     finally:
         use_wire_format(None)
-        ids_of.close()
     assert {r.id for r in records if isinstance(r, LogRecord)} >= set(ids)
+    with pytest.raises(SerdeError, match="schema id 2000000"):
+        ids_of.fingerprint(2_000_000)  # garbage starting with 00: the registry has no such id, and says so once
+    with pytest.raises(SerdeError, match="is not in the registry"):
+        ids_of.fingerprint(2_000_000)
+    ids_of.close()
 
     # and so does the CLI, given the services' file
     cli_config = tmp_path / "cli.yaml"
