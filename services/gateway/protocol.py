@@ -20,6 +20,7 @@ from prometheus_client import Counter as Metric
 from prometheus_client import Gauge
 
 from mailstream.config.gateway import Listener
+from mailstream.core.line_length import MAX_LINE_OCTETS
 from mailstream.gateway.auth import Credentials, FailureLimiter
 from mailstream.gateway.replies import with_enhanced
 
@@ -124,6 +125,10 @@ class ConnectionLimits:
 
 
 class GatewaySMTP(SMTP):
+    # A DATA line of 998 octets and its CRLF (RFC 5321 §4.5.3.1.6, core.line_length); aiosmtpd's 1001 let a line of
+    # 999 through, for the next server to bounce. A longer one is answered 500 5.5.2 at the end of the data.
+    line_length_limit = MAX_LINE_OCTETS + 2
+
     def __init__(
         self,
         handler: Any,

@@ -27,6 +27,7 @@ from pydantic import (
     model_validator,
 )
 
+from mailstream.core.line_length import overlong_lines
 from mailstream.core.trace_header import DEFAULT_NAME as DEFAULT_TRACE_NAME
 from mailstream.core.trace_header import check_name
 from mailstream.intake.routing import RoutingError, check_steering
@@ -120,6 +121,19 @@ def split_header_block(text: str) -> tuple[list[str], str]:
         if not colon or not _FIELD_NAME.fullmatch(name):
             raise ValueError(f"raw content header line {number} is not 'Name: value': {line[:60]!r}")
     return lines, body
+
+
+_TEMPLATE_SYNTAX = (b"{{", b"{%", b"{#")
+
+
+def check_line_lengths(text: str, *, templated: bool, what: str = "content line") -> None:
+    """ValueError naming the first line of raw content longer than RFC 5322 allows. Of a template, only lines
+    without template syntax are judged here (they come out as written); the others once rendered (message_builder).
+    """
+    data = text.replace("\r\n", "\n").replace("\r", "\n").encode("utf-8", "surrogatepass")
+    for line in overlong_lines(data):
+        if not templated or not any(mark in data[line.start : line.end] for mark in _TEMPLATE_SYNTAX):
+            raise ValueError(line.describe(what))
 
 
 class Address(BaseModel):
@@ -313,6 +327,8 @@ class InjectRequest(BaseModel):
         dialect = info.data.get("template_dialect")
         if isinstance(content, str) and dialect == "Static":
             split_header_block(content)
+        if isinstance(content, str):
+            check_line_lengths(content, templated=dialect == "Jinja")
         if dialect == "Jinja":
             sources = {"content": content} if isinstance(content, str) else content.template_sources()
             for path, source in sources.items():

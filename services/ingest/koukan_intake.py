@@ -19,6 +19,7 @@ from prometheus_client import Counter
 
 from mailstream.config.model import IngestConfig
 from mailstream.core.clock import Clock
+from mailstream.core.line_length import overlong_line
 from mailstream.events.group_commit import OutcomeUnknown, Write
 from mailstream.events.kafka import KafkaUnavailable
 from mailstream.events.records import BodyRef
@@ -84,6 +85,9 @@ class KoukanIntake:
                 stored = StoredBody(body.ref, s.get("attachment_count"))
                 return Outgoing(tx.rcpt, b"", s["message_id"], s["headers"], meta, tx_id=tx.id, stored=stored)
             data = normalized(body.data or b"", self._clock(), new_message_id)
+            overlong = overlong_line(body.data or b"")  # numbered as uploaded, before the headers we add
+            if overlong is not None:
+                return ("data_response", 554, f"5.6.0 {overlong.describe('body line')}")
         else:
             contents = {}
             for b in blobs:

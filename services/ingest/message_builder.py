@@ -25,6 +25,7 @@ from mailstream.ingest.inject_request import (
     Content,
     InjectRequest,
     Recipient,
+    check_line_lengths,
     parse_mailbox,
     split_header_block,
 )
@@ -180,6 +181,7 @@ def _variables(request: InjectRequest, recipient: Recipient, addr: str) -> dict[
 def _raw_message(text: str, now: datetime, new_message_id: Callable[[], str]) -> bytes:
     try:
         lines, body = split_header_block(text)
+        check_line_lengths(text, templated=False, what="rendered content line")  # a substitution can lengthen one
     except ValueError as exc:
         raise _RecipientError(str(exc)) from exc
     present = {line.partition(":")[0].lower() for line in lines if line[:1] not in (" ", "\t")}

@@ -95,6 +95,23 @@ async def test_a_line_over_998_octets_is_refused(app: GatewayApp, wire: Wire) ->
     assert app.accepted() == []
 
 
+@pytest.mark.parametrize(("octets", "accepted"), [(998, True), (999, False)])
+async def test_the_line_limit_is_998_octets_and_the_crlf(
+    app: GatewayApp, wire: Wire, octets: int, accepted: bool
+) -> None:
+    """RFC 5321 §4.5.3.1.6 to the octet: a line of 999 was once let through, for the next server to bounce."""
+    await wire.ready_for_data()
+    await wire.send(b"Subject: x\r\n\r\n" + b"y" * octets + b"\r\n.\r\n")
+    answer = await wire.reply()
+    if accepted:
+        assert answer.startswith("250 2.0.0"), answer
+        await until(lambda: len(app.accepted()) == 1)
+    else:
+        assert answer == "500 5.5.2 Line too long (see RFC5321 4.5.3.1.6)"
+        assert app.accepted() == []
+    assert (await wire.command("NOOP")).startswith("250 2.0.0")  # the session goes on
+
+
 async def test_a_command_line_too_long_is_refused(wire: Wire) -> None:
     assert (await wire.command("EHLO " + "h" * 2000)).startswith("500 5.5.2")
 

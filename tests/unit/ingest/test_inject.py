@@ -313,3 +313,48 @@ async def test_a_trace_header_name_that_is_no_field_name_is_422(ingest: IngestAp
     response = await acme.post("/api/inject/v1", json={**GOOD, "trace_headers": {"header_name": "X Ref\r\nBcc: x"}})
     assert response.status_code == 422
     assert "header field name" in response.text
+
+
+LONG = "x" * 999  # one octet past RFC 5322 §2.1.1's 998
+
+
+@pytest.mark.parametrize(
+    ("content", "dialect", "line"),
+    [
+        (f"Subject: long\n\nfirst\n{LONG}\n", "Static", 4),
+        (f"Subject: long\r\n\r\nfirst\r\n{LONG}\r\n", "Jinja", 4),  # a line with no template syntax comes out as is
+        (f"Subject: {'é' * 500}\n\nbody\n", "Static", 1),  # octets, not characters: 1009 of them
+    ],
+)
+async def test_raw_content_with_a_line_over_998_octets_is_422_naming_the_line(
+    ingest: IngestApp, acme: httpx.AsyncClient, content: str, dialect: str, line: int
+) -> None:
+    request = {**GOOD, "content": content, "template_dialect": dialect}
+    body = problem(await acme.post("/api/inject/v1", json=request), 422)
+    [error] = body["errors"]
+    assert error["field"] == "content"
+    assert f"content line {line} is " in error["message"]
+    assert "RFC 5322 allows at most 998" in error["message"]
+    assert ingest.producer.bus.topics == {}
+
+
+async def test_a_substitution_that_makes_a_line_too_long_fails_its_recipient_alone(
+    ingest: IngestApp, acme: httpx.AsyncClient
+) -> None:
+    request = {
+        **GOOD,
+        "recipients": [
+            {"email": "short@example.com", "substitutions": {"v": "short"}},
+            {"email": "long@example.com", "substitutions": {"v": LONG}},
+        ],
+        "content": "Subject: hi\n\nvalue: {{ v }}\n",
+    }
+    answer = (await acme.post("/api/inject/v1", json=request)).json()
+    assert (answer["success_count"], answer["failed_recipients"]) == (1, ["long@example.com"])
+    assert answer["errors"][0].startswith("long@example.com: rendered content line 3 is 1006 octets long")
+
+
+async def test_a_line_of_998_octets_is_accepted(ingest: IngestApp, acme: httpx.AsyncClient) -> None:
+    answer = await acme.post("/api/inject/v1", json={**GOOD, "content": f"Subject: edge\n\n{'y' * 998}\n"})
+    assert answer.status_code == 200, answer.text
+    assert answer.json()["success_count"] == 1

@@ -246,6 +246,21 @@ def test_long_lines_are_encoded_and_round_trip() -> None:
     assert _text(_parse(message)) == text
 
 
+def test_long_header_values_and_attachments_are_folded_or_encoded_under_998() -> None:
+    long_word = "w" * 2000  # no space to fold at: encoded words split it
+    content = {
+        "subject": " ".join(["é"] * 800),
+        "text_body": "x" * 5000,
+        "headers": {"X-Campaign": long_word, "List-Unsubscribe": f"<https://acme.test/u/{'u' * 1500}>"},
+        "attachments": [{"data": "t" * 3000, "content_type": "text/csv", "file_name": "wide.csv"}],
+    }
+    message = _one({"content": content})
+    assert max(len(line) for line in message.data.split(b"\r\n")) <= 998
+    parsed = _parse(message)
+    assert parsed["X-Campaign"] == long_word
+    assert parsed["Subject"] == " ".join(["é"] * 800)
+
+
 def test_body_line_endings_are_normalized_to_crlf() -> None:
     message = _one({"content": {"text_body": "a\nb\r\nc\rd", "html_body": "<p>\nx</p>\n"}})
     _assert_crlf(message.data)
