@@ -349,7 +349,9 @@ class DeliveryConfig(Section):
         description="DNS servers for MX lookups, each `ip`, `ip:port` or `[ipv6]:port`; empty: the system's resolvers.",
     )
     outbound: OutboundPolicy = Field(
-        OutboundPolicy(), description="Which addresses the workers may connect to (a deny list, allowed exceptions)."
+        OutboundPolicy(),
+        description="Which addresses the workers may connect to (a deny list, allowed exceptions): MX hosts, a "
+        "domain that is its own exchanger, a `routing_domain`'s hosts, relays, the smarthost.",
     )
     mta_sts: MtaStsConfig = Field(MtaStsConfig(), description="MTA-STS (RFC 8461); off unless enabled.")
 

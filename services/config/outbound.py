@@ -1,4 +1,5 @@
-"""Where the delivery workers may connect: `delivery.outbound`, checked by `mailstream.core.address_policy`."""
+"""Where the services may connect: `delivery.outbound` (SMTP) and `webhooks.outbound` (HTTP), each checked by
+`mailstream.core.address_policy`."""
 
 from __future__ import annotations
 
@@ -11,8 +12,7 @@ from mailstream.core.address_policy import AddressPolicy, parse_endpoint
 
 
 class OutboundPolicy(Section):
-    """Every address a worker connects to (MX hosts, a domain that is its own exchanger, a `routing_domain`'s
-    hosts, relays, the smarthost) is checked against this before connecting; a denied one is skipped."""
+    """Every address connected to is checked against this before connecting; a denied one is skipped."""
 
     deny_special: bool = Field(
         True,
@@ -26,8 +26,8 @@ class OutboundPolicy(Section):
     allow: list[str] = Field(
         [],
         description="Networks (`10.20.0.0/16`, `192.0.2.7`) or single endpoints (`127.0.0.1:2525`, `[::1]:25`) "
-        "allowed whatever the two above say: the operator's own relays and sinks. The local stack lists its "
-        "capture sink here.",
+        "allowed whatever the two above say: the operator's own relays, sinks and webhook receivers. The local "
+        "stack lists its capture sink here.",
     )
 
     @field_validator("deny")

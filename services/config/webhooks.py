@@ -12,7 +12,9 @@ from urllib.parse import urlsplit
 
 from pydantic import AfterValidator, Field, SecretStr, model_validator
 
+from mailstream.config.outbound import OutboundPolicy
 from mailstream.config.scheduling import HEALTH_HOST, TCP_PORT, PositiveDuration, Section
+from mailstream.core.address_policy import AddressPolicy, literal_address
 
 Port = Annotated[int, Field(ge=1, le=65535)]
 EventType = Literal["delivered", "deferred", "bounced", "expired", "cancelled", "rejected", "suppressed", "feedback"]
@@ -36,7 +38,22 @@ def check_url(url: str) -> str:
         raise ValueError(f"{url!r} is not an http or https URL with a host")
     if parts.username or parts.password:
         raise ValueError("the URL must not carry credentials: the signature authenticates the sender")
+    try:
+        parts.port  # noqa: B018 (parsing it is the check)
+    except ValueError:
+        raise ValueError(f"{url!r} has a bad port") from None
     return url
+
+
+def url_refusal(url: str, policy: AddressPolicy) -> str | None:
+    """Why `policy` denies the address an (already checked) URL names as its host; None if it allows it, or if the
+    host is a name: that is checked against what it resolves to, on every connection (webhooks.http_post)."""
+    parts = urlsplit(url)
+    address = literal_address(parts.hostname or "")
+    if address is None:
+        return None
+    why = policy.refusal(str(address), parts.port or (443 if parts.scheme == "https" else 80))
+    return None if why is None else f"its host {address} ({why}) is denied by webhooks.outbound"
 
 
 def check_retry_for(value: timedelta) -> timedelta:
@@ -121,6 +138,12 @@ class WebhooksConfig(Section):
     endpoints: list[EndpointConfig] = Field(
         [], description="Endpoints defined here; the API lists them but cannot delete them."
     )
+    outbound: OutboundPolicy = Field(
+        OutboundPolicy(),
+        description="Which addresses endpoints may be at: an API registration naming a denied address is refused "
+        "(422), and each connection goes only to an allowed address of those the URL's host resolves to (a "
+        "name that resolves to a denied one is a failed attempt). Proxies named in the environment are not used.",
+    )
 
     @model_validator(mode="after")
     def _unique_names(self) -> WebhooksConfig:
@@ -128,4 +151,9 @@ class WebhooksConfig(Section):
         duplicate = next((n for n in names if names.count(n) > 1), None)
         if duplicate is not None:
             raise ValueError(f"two webhook endpoints are named {duplicate!r}")
+        policy = self.outbound.policy()
+        for endpoint in self.endpoints:
+            why = url_refusal(endpoint.url, policy)
+            if why is not None:
+                raise ValueError(f"webhook endpoint {endpoint.name!r}: {why} (allow it in webhooks.outbound.allow)")
         return self

@@ -8,6 +8,7 @@ names the networks (or single `address:port` endpoints) their own relays and sin
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterable
 from dataclasses import dataclass
 from ipaddress import IPv4Address, IPv4Network, IPv6Address, IPv6Network, ip_address, ip_network
@@ -15,6 +16,7 @@ from ipaddress import IPv4Address, IPv4Network, IPv6Address, IPv6Network, ip_add
 Address = IPv4Address | IPv6Address
 Network = IPv4Network | IPv6Network
 
+_INET_ATON_PART = re.compile(r"0[xX][0-9a-fA-F]+|0[0-7]*|[1-9][0-9]*")  # hex, octal, decimal
 # Labelled apart from the rest of what `is_global` excludes, since an operator recognises them by name.
 _PRIVATE = tuple(ip_network(n) for n in ("10.0.0.0/8", "172.16.0.0/12", "192.168.0.0/16", "fc00::/7"))
 
@@ -32,6 +34,26 @@ def special_kind(address: Address) -> str | None:
         ("reserved", address.is_reserved or not address.is_global),  # documentation, CGNAT, benchmarking, ...
     )
     return next((kind for kind, hit in checks if hit), None)
+
+
+def literal_address(host: str) -> Address | None:
+    """The address a host written as one stands for, the legacy IPv4 forms too ("127.1", "0x7f.1", "2130706433":
+    what inet_aton, so a resolver, makes of them); None for a name, which only resolving tells."""
+    try:
+        return ip_address(host.removeprefix("[").removesuffix("]"))
+    except ValueError:
+        pass
+    parts = host.split(".")
+    if not 1 <= len(parts) <= 4 or not all(_INET_ATON_PART.fullmatch(p) for p in parts):
+        return None
+    numbers = [int(p, 16) if p[:2].lower() == "0x" else int(p, 8) if p[:1] == "0" else int(p) for p in parts]
+    *head, last = numbers  # the last part fills the bytes the others leave
+    if any(not 0 <= n <= 255 for n in head) or not 0 <= last < 256 ** (5 - len(parts)):
+        return None
+    value = last
+    for position, n in enumerate(head):
+        value |= n << (24 - 8 * position)
+    return IPv4Address(value)
 
 
 def parse_endpoint(text: str) -> tuple[Address, int] | Network:

@@ -18,7 +18,7 @@ from fastapi.responses import JSONResponse
 from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field, ValidationError
 
 from mailstream.config.model import Config
-from mailstream.config.webhooks import EndpointConfig, EventType, Url, check_retry_for, check_timeout
+from mailstream.config.webhooks import EndpointConfig, EventType, Url, check_retry_for, check_timeout, url_refusal
 from mailstream.core.clock import Clock
 from mailstream.core.duration import parse_duration
 from mailstream.events.producer import EventSink
@@ -27,7 +27,7 @@ from mailstream.events.topics import WEBHOOKS
 from mailstream.ingest import api_models as api
 from mailstream.ingest.audit import Auditor
 from mailstream.ingest.auth import KeyRing, Principal
-from mailstream.ingest.problems import Problem, from_validation_error, read_json
+from mailstream.ingest.problems import Problem, from_validation_error, invalid, read_json
 from mailstream.ingest.tenant_rights import acting_tenant
 from mailstream.ingest.webhook_view import WebhookView
 from mailstream.intake.submission import DirectWriter
@@ -112,6 +112,7 @@ def webhook_router(
     keys = KeyRing(config.ingest.api_keys)
     audited = auditor or Auditor(DirectWriter(producer), clock)
     configured = {e.id: e for e in config.webhooks.endpoints}
+    outbound = config.webhooks.outbound.policy()
     router = APIRouter()
 
     def principal(request: Request) -> Principal:
@@ -154,6 +155,9 @@ def webhook_router(
                 wanted = CreateWebhook.model_validate(await read_json(request, MAX_BODY))
             except ValidationError as exc:
                 raise from_validation_error(exc) from None
+            refused = url_refusal(wanted.url, outbound)  # a name is checked as it resolves, on each connection
+            if refused is not None:
+                raise invalid([("url", refused)])
             tenant = acting_tenant(who, wanted.tenant)
             if sum(1 for e in view.endpoints() if e.tenant == tenant) >= MAX_ENDPOINTS_PER_TENANT:
                 raise Problem(

@@ -32,9 +32,10 @@ async def _run(config: Config, web_port: int) -> int:
     bootstrap, section = Cluster.of(config.kafka), config.webhooks
     producer = EventProducer(bootstrap)
     rng = random.Random()
+    outbound = section.outbound.policy()
 
     async def deliver(endpoint: WebhookEndpoint) -> None:
-        poster = HttpPoster(endpoint.timeout_ms / 1000)
+        poster = HttpPoster(endpoint.timeout_ms / 1000, outbound)
         deliverer = Deliverer(
             endpoint,
             poster,

@@ -12,6 +12,7 @@ from tests.infra.dkim_keys import DkimTestKey, ed25519_key, rsa_key, txt_rdata
 from tests.infra.dns_server import LoopbackDns
 from tests.infra.gateway import GatewayPorts, gateway_section
 from tests.infra.stack import Stack, free_port, running_stack
+from tests.infra.webhooks import LOOPBACK
 
 
 @pytest.fixture(scope="session")
@@ -54,7 +55,8 @@ def stack(
         tmp_path_factory.mktemp("stack"),
         gateway=gateway_config[0],
         dkim={"keys": [k.config() for k in dkim_keys]},
-        webhooks={"web_port": free_port(), "retry_interval": "0.5s"},
+        # the test receivers are on loopback, which webhooks.outbound denies unless allowed
+        webhooks={"web_port": free_port(), "retry_interval": "0.5s", "outbound": {"allow": [LOOPBACK]}},
         scheduler={"report_window": "1d"},  # the gateway's bounce_domains need it
     ) as s:
         yield s

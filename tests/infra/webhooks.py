@@ -27,6 +27,7 @@ from mailstream.webhooks.signature import verify
 from tests.infra.stack import free_port
 
 SECRET = "test-webhook-secret-0123"
+LOOPBACK = "127.0.0.1"  # where every Receiver listens: webhooks.outbound allows it only when told to
 
 
 @dataclass(frozen=True)
@@ -144,6 +145,7 @@ class WebhooksProcess:
                 "retry_interval": "0.2s",
                 "max_retry_interval": "1s",
                 "endpoints": self.endpoints,
+                "outbound": {"allow": [LOOPBACK]},  # the receivers' network, which the default denies
                 **self.extra,
             },
         }

@@ -7,7 +7,7 @@ from ipaddress import ip_address
 
 import pytest
 
-from mailstream.core.address_policy import AddressPolicy, parse_endpoint, special_kind
+from mailstream.core.address_policy import AddressPolicy, literal_address, parse_endpoint, special_kind
 
 
 @pytest.mark.parametrize(
@@ -110,3 +110,33 @@ def test_an_ipv4_mapped_address_is_held_to_the_ipv4_lists() -> None:
     mapped = AddressPolicy.of(True, ["::ffff:203.0.113.0/120"], ["[::ffff:127.0.0.1]:2525"])  # written mapped
     assert mapped.refusal("::ffff:127.0.0.1", 2525) is None
     assert mapped.refusal("::ffff:203.0.113.9", 25) == "in denied network ::ffff:cb00:7100/120"
+
+
+@pytest.mark.parametrize(
+    ("host", "address"),
+    [
+        ("127.0.0.1", "127.0.0.1"),
+        ("[::1]", "::1"),
+        ("::ffff:10.0.0.1", "::ffff:a00:1"),
+        # inet_aton's legacy forms, which a resolver turns into addresses without asking DNS
+        ("127.1", "127.0.0.1"),
+        ("10.0.1", "10.0.0.1"),
+        ("2130706433", "127.0.0.1"),
+        ("0x7f.1", "127.0.0.1"),
+        ("0177.0.0.01", "127.0.0.1"),
+        ("4294967295", "255.255.255.255"),
+        # names, and what inet_aton refuses too
+        ("hooks.example", None),
+        ("localhost", None),
+        ("4294967296", None),
+        ("1.2.3.256", None),
+        ("08", None),
+        ("1.+2.3.4", None),
+        ("1_0.1", None),
+        ("1..2", None),
+        ("", None),
+    ],
+)
+def test_a_host_written_as_an_address_is_read_as_one(host: str, address: str | None) -> None:
+    found = literal_address(host)
+    assert (None if found is None else str(found)) == address

@@ -10,7 +10,7 @@ import pytest
 from fastapi import FastAPI, Request, Response
 from fastapi.exceptions import RequestValidationError
 
-from mailstream.config.model import parse_config
+from mailstream.config.model import Config, parse_config
 from mailstream.core.clock import ManualClock
 from mailstream.events import fixtures
 from mailstream.events.memory import MemoryProducer
@@ -41,11 +41,11 @@ GOOD = {"name": "acme events", "url": "https://hooks.acme.test/mail", "events": 
 
 
 class Api:
-    def __init__(self) -> None:
+    def __init__(self, config: Config = CONFIG) -> None:
         self.producer = MemoryProducer()
-        self.view = WebhookView(CONFIG.webhooks.attempts_kept)
+        self.view = WebhookView(config.webhooks.attempts_kept)
         app = FastAPI()
-        app.include_router(webhook_router(CONFIG, self.view, self.producer, ManualClock(fixtures.T0)))
+        app.include_router(webhook_router(config, self.view, self.producer, ManualClock(fixtures.T0)))
 
         @app.exception_handler(Problem)
         async def _problem(_: Request, exc: Problem) -> Response:
@@ -149,6 +149,45 @@ async def test_bad_requests_get_a_problem_naming_the_field(api: Api, body: Any, 
     assert answer.headers["content-type"] == "application/problem+json"
     assert answer.json()["errors"][0]["field"] == field
     assert api.written() == []
+
+
+@pytest.mark.parametrize(
+    ("url", "why"),
+    [
+        ("http://127.0.0.1:8080/hook", "127.0.0.1 (loopback address)"),
+        ("https://[::1]/hook", "::1 (loopback address)"),
+        ("http://[::ffff:10.0.0.5]/hook", "::ffff:a00:5 (private address)"),
+        ("http://169.254.169.254/latest/meta-data/", "169.254.169.254 (link-local address)"),
+        ("http://2130706433/hook", "127.0.0.1 (loopback address)"),  # what a resolver makes of it
+        ("http://0x7f.1/hook", "127.0.0.1 (loopback address)"),
+        ("http://192.168.1.10/hook", "192.168.1.10 (private address)"),
+        ("http://224.0.0.1/hook", "224.0.0.1 (multicast address)"),
+    ],
+)
+async def test_an_endpoint_at_a_denied_address_is_refused(api: Api, url: str, why: str) -> None:
+    async with api.client(ACME) as acme:
+        answer = await acme.post("/api/webhooks", json={**GOOD, "url": url})
+    assert answer.status_code == 422, answer.text
+    assert answer.headers["content-type"] == "application/problem+json"
+    assert answer.json()["errors"] == [{"field": "url", "message": f"its host {why} is denied by webhooks.outbound"}]
+    assert api.written() == []
+
+
+async def test_an_allowed_network_or_endpoint_may_be_registered() -> None:
+    config = parse_config(
+        {
+            "ingest": {"api_keys": [{"key": ACME, "tenant": "acme"}]},
+            "webhooks": {"outbound": {"allow": ["10.20.0.0/16", "127.0.0.1:8080"]}},
+        },
+        env={},
+    )
+    api = Api(config)
+    async with api.client(ACME) as acme:
+        for url in ("http://10.20.3.4/hook", "http://127.0.0.1:8080/hook"):
+            assert (await acme.post("/api/webhooks", json={**GOOD, "url": url})).status_code == 201, url
+        refused = await acme.post("/api/webhooks", json={**GOOD, "url": "http://127.0.0.1:8081/hook"})  # another port
+        assert refused.status_code == 422, refused.text
+    assert [e.url for e in api.written()] == ["http://10.20.3.4/hook", "http://127.0.0.1:8080/hook"]
 
 
 async def test_malformed_json_and_no_key(api: Api) -> None:

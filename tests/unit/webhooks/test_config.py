@@ -48,3 +48,18 @@ def test_bad_endpoints_are_refused_by_key(change: dict[str, Any], key: str) -> N
 def test_two_endpoints_of_one_name_are_refused() -> None:
     with pytest.raises(ConfigError, match="two webhook endpoints are named 'ops'"):
         parse_config({"webhooks": {"endpoints": [GOOD, GOOD]}}, env={})
+
+
+def test_a_configured_endpoint_at_a_denied_address_is_refused_unless_allowed() -> None:
+    with pytest.raises(ConfigError, match=r"'ops': its host 127\.0\.0\.1 \(loopback address\) is denied"):
+        load(url="http://127.0.0.1:9000/hook")
+    allowed = {"endpoints": [{**GOOD, "url": "http://127.0.0.1:9000/hook"}], "outbound": {"allow": ["127.0.0.1"]}}
+    assert parse_config({"webhooks": allowed}, env={}).webhooks.endpoints[0].url == "http://127.0.0.1:9000/hook"
+    assert (
+        load(url="https://localhost/hook").webhooks.endpoints[0].url == "https://localhost/hook"
+    )  # a name: at connect
+
+
+def test_a_bad_port_is_refused() -> None:
+    with pytest.raises(ConfigError, match="url"):
+        load(url="https://hooks.test:99999/x")
