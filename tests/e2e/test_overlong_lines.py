@@ -66,12 +66,8 @@ def test_the_gateway_refuses_data_with_a_long_line_at_its_end(
         smtp.login(ACME_USER, ACME_PASSWORD)
         smtp.mail("app@acme.test")
         smtp.rcpt(past)
-        with pytest.raises(smtplib.SMTPDataError) as refused:
-            smtp.data(_message(tag, PAST).encode())
-        assert (refused.value.smtp_code, refused.value.smtp_error) == (
-            500,
-            b"5.5.2 Line too long (see RFC5321 4.5.3.1.6)",
-        )
+        refused = smtp.data(_message(tag, PAST).encode())  # answered at the end of the data
+        assert refused == (500, b"5.5.2 Line too long (see RFC5321 4.5.3.1.6)")
         smtp.mail("app@acme.test")  # the session goes on
         smtp.rcpt(edge)
         code, _ = smtp.data(_message(tag, EDGE).encode())
