@@ -124,7 +124,7 @@ def main(argv: list[str] | None = None) -> int:
             webhook_router(config, webhooks, producer, system_clock, auditor),
             suppression_router(config, suppressions, producer, system_clock, auditor),
             audit_router(config, audit),
-            kumo_admin_router(config, capacity, view, system_clock, auditor),
+            kumo_admin_router(config, capacity, view, operations, system_clock, auditor),
             operations_router(config, capacity, view, operations, system_clock, auditor),
             read_model_router(config, messages.store, system_clock),
             dashboard_router(),  # /ui: static files; every figure on it comes from the routes above

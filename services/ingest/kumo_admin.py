@@ -1,16 +1,25 @@
 """KumoMTA's HTTP admin API, where mailstream has the operation: tooling written for kumod's `/api/admin/*/v1`
 (kcli, scripts) works against ingest, with KumoMTA's request and response field names.
 
-Each route maps onto the queue controls of queue_api (`QueueControls.prepare`, the same commands to scheduler
-stage 1) and is audited like them. What differs from kumod, because mailstream's operation differs:
+suspend, resume and bounce map onto the queue controls of queue_api (`QueueControls.prepare`, the same commands to
+scheduler stage 1), rebind onto the rebind QueueOperation of operations_api (`QueueOperations.run`); each route is
+audited like them and a tenant's key acts on its own tenant's queues only. What differs from kumod, because
+mailstream's operation differs:
 - a scope must name something: no criteria is 422, not every queue; `routing_domain` is refused (scheduled queues
-  here are not split by routing domain), as is `suppress_logging: true` (an AdminBounce is always logged);
+  here are not split by routing domain), as is `suppress_logging: true` on a bounce (an AdminBounce is always
+  logged);
 - ids are the command's, as a UUID; GET and DELETE read the controls the scheduler publishes (mail.queue-stats,
   within seconds of a POST); an entry set without an end lists `duration` null;
 - bounce counts (`bounced`, `total_bounced`) are empty and 0, as kumod answers since bounces became asynchronous;
+- rebind moves to one named queue of the same tenant and recipient domain and/or to an egress pool: `data` holds
+  `queue`, `routing_domain` and mailstream's `egress_pool`, nothing else (kumo_rebind says how they combine);
+  `trigger_rebind_event` and `always_flush` true are refused (no policy event runs here; a rebound message keeps
+  its due time); no AdminRebind record is logged, with or without `suppress_logging` (the new status version and
+  the audit entry record it); it answers kumod's `{}` once the operation is written, with a `Location` to read its
+  QueueOperationResult (GET /api/queue/operations/{id}: the messages moved, counted by stage 1);
 - `inspect-message` answers from the transaction status (no `data`: bodies are not kept with the status).
-Not here, for want of the operation: DELETE bounce/v1 (a bounce rule here runs until it lapses), rebind, xfer,
-the ready-queue routes (suspend-ready-q, ready-q-states, inspect-ready-q: mailstream has no ready-queue state),
+Not here, for want of the operation: DELETE bounce/v1 (a bounce rule here runs until it lapses), xfer, the
+ready-queue routes (suspend-ready-q, ready-q-states, inspect-ready-q: mailstream has no ready-queue state),
 inspect-sched-q, and the diagnostics (bump-config-epoch, trace-smtp-*, memory, spool).
 """
 
@@ -21,6 +30,7 @@ from datetime import datetime, timedelta
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Query, Request
+from fastapi.responses import JSONResponse
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from mailstream.config.model import Config
@@ -29,6 +39,9 @@ from mailstream.events.records import QueueAction, QueueSuspension
 from mailstream.ingest import api_models as api
 from mailstream.ingest.audit import Action, Auditor
 from mailstream.ingest.auth import Principal
+from mailstream.ingest.kumo_rebind import RebindV1Request, rebind_operation
+from mailstream.ingest.operation_view import OperationView
+from mailstream.ingest.operations_api import QueueOperations
 from mailstream.ingest.problems import Problem, from_validation_error, read_json
 from mailstream.ingest.queue_api import (
     MAX_BODY,
@@ -39,6 +52,7 @@ from mailstream.ingest.queue_api import (
     placed,
 )
 from mailstream.ingest.status_view import StatusView
+from mailstream.ingest.tenant_rights import acting_tenant
 from mailstream.intake.capacity_view import CapacityView
 
 Name = Field(default=None, min_length=1, max_length=255)
@@ -134,9 +148,10 @@ class InspectMessageV1(api.Answer):
 
 
 def kumo_admin_router(
-    config: Config, view: CapacityView, statuses: StatusView, clock: Clock, auditor: Auditor
+    config: Config, view: CapacityView, statuses: StatusView, results: OperationView, clock: Clock, auditor: Auditor
 ) -> APIRouter:
     controls = QueueControls(config, view, clock)
+    operations = QueueOperations(config, view, statuses, results, clock)
     router = APIRouter(tags=["KumoMTA compatible"])
     errors = api.problems(400, 401, 403, 413, 422, 503)
 
@@ -159,7 +174,7 @@ def kumo_admin_router(
         await act.write([r for cmd in commands for r in placed(cmd)])
         return str(uuid.UUID(commands[0].id))
 
-    async def body(request: Request, model: type[KumoRequest] | type[IdRequest]) -> Any:
+    async def body(request: Request, model: type[KumoRequest] | type[IdRequest] | type[RebindV1Request]) -> Any:
         try:
             return model.model_validate(await read_json(request, MAX_BODY))
         except ValidationError as exc:
@@ -219,6 +234,25 @@ def kumo_admin_router(
             BounceV1Entry(**_entry(s, clock()), routing_domain=None, bounced={}, total_bounced=0)
             for s in _controls(view, who, "bounce")
         ]
+
+    @router.post(
+        "/api/admin/rebind/v1",
+        response_model=Empty,
+        responses=errors,
+        openapi_extra=api.json_body(
+            RebindV1Request,
+            example={"tenant": "acme", "campaign": "spring", "reason": "warm pool", "data": {"egress_pool": "warm"}},
+        ),
+    )
+    async def rebind(request: Request) -> JSONResponse:
+        """kumod's `{}` once the operation is written; its result (the messages moved) is read from the
+        `Location`, GET /api/queue/operations/{id}, once stage 1 applied it."""
+        async with auditor.action(request, "rebind") as act:
+            who = act.who = controls.principal(request)
+            req = await body(request, RebindV1Request)
+            operation = rebind_operation(req, acting_tenant(who, req.tenant))
+            answer = await operations.run(act, operation, wait=0, status=200)
+            return JSONResponse({}, headers={"Location": f"/api/queue/operations/{answer['id']}"})
 
     @router.get("/api/admin/inspect-message/v1", response_model=InspectMessageV1, responses=api.problems(401, 404, 422))
     async def inspect(

@@ -97,17 +97,21 @@ def _duration(value: Any) -> timedelta | None:
     return _parse(SuspendRequest, {"tenant": "-", "duration": value}).duration
 
 
-def operations_router(
-    config: Config, capacity: CapacityView, statuses: StatusView, results: OperationView, clock: Clock, auditor: Auditor
-) -> APIRouter:
-    controls = QueueControls(config, capacity, clock)
-    pools = {p.name for p in config.egress.pools}
-    router = APIRouter()
+class QueueOperations:
+    """Sends a QueueOperation to the stage 1 partitions owning its messages and answers its QueueOperationResult:
+    POST /api/queue/operations, and KumoMTA's POST /api/admin/rebind/v1 (kumo_admin) mapped onto it."""
 
-    def target(who: Principal, req: OperationRequest) -> None:
+    def __init__(
+        self, config: Config, capacity: CapacityView, statuses: StatusView, results: OperationView, clock: Clock
+    ) -> None:
+        self.controls = QueueControls(config, capacity, clock)
+        self.pools = {p.name for p in config.egress.pools}
+        self.capacity, self.statuses, self.results, self.clock = capacity, statuses, results, clock
+
+    def target(self, who: Principal, req: OperationRequest) -> None:
         """A rebind's destination, checked against the configuration and the caller's rights."""
         m = req.metadata
-        if m.egress_pool is not None and m.egress_pool not in pools:
+        if m.egress_pool is not None and m.egress_pool not in self.pools:
             raise Problem(422, "Unprocessable", f"metadata.egress_pool: no pool {m.egress_pool!r} is configured")
         if m.queue is None:
             return
@@ -120,11 +124,11 @@ def operations_router(
         if not who.admin and name.tenant != who.tenant:
             raise Problem(403, "Forbidden", "metadata.queue: not a queue of this API key's tenant")
 
-    def by_ids(op: QueueOperation, who: Principal, errors: list[str]) -> tuple[Records, int]:
+    def by_ids(self, op: QueueOperation, who: Principal, errors: list[str]) -> tuple[Records, int]:
         """One record per partition owning some of the named messages (those this key may see, not final)."""
         groups: dict[int, tuple[str, list[str]]] = {}
         for tx_id in dict.fromkeys(op.message_ids):
-            status = statuses.get(tx_id)
+            status = self.statuses.get(tx_id)
             if status is None or not who.may_see(status.tenant):
                 errors.append(f"{tx_id} is not a transaction visible to this API key")
             elif status.is_final:
@@ -139,6 +143,7 @@ def operations_router(
         ]
         return records, n
 
+    @staticmethod
     def by_scope(op: QueueOperation) -> tuple[Records, int]:
         if op.tenant is not None:
             return [(QUEUE_COMMANDS, route_key(op.tenant, op.queue or "*"), op)], 1
@@ -146,11 +151,13 @@ def operations_router(
         op = op.model_copy(update={"expected": len(keys)})
         return [(QUEUE_COMMANDS, k, op) for k in keys], len(keys)
 
-    async def operate(act: Action, req: OperationRequest, wait: float) -> JSONResponse:
-        who = act.who = controls.principal(act.request)
-        target(who, req)
-        now = clock()
-        tenant = req.tenant if who.admin else controls.tenant_filter(who, req.tenant)[0]
+    async def run(self, act: Action, req: OperationRequest, wait: float, status: int = 202) -> dict[str, Any]:
+        """The operation written with its audit record (of `status`, the route's answer when it does not wait),
+        and its result once every partition answered or `wait` seconds passed (`done` says which)."""
+        who = act.who = self.controls.principal(act.request)
+        self.target(who, req)
+        now = self.clock()
+        tenant = req.tenant if who.admin else self.controls.tenant_filter(who, req.tenant)[0]
         if req.message_ids:
             tenant = None if who.admin else who.tenant
         else:
@@ -158,7 +165,7 @@ def operations_router(
             if (
                 not who.admin
                 and req.operation in SCOPED_ONLY
-                and _admin_controlled(capacity, scope, bounce=req.operation == "bounce")
+                and _admin_controlled(self.capacity, scope, bounce=req.operation == "bounce")
             ):
                 raise Problem(403, "Forbidden", "an admin set this control: only an admin may change it")
         duration = _duration(req.metadata.duration)
@@ -192,11 +199,18 @@ def operations_router(
         )
         act.command_ids.append(op.id)
         errors: list[str] = []
-        records, expected = by_ids(op, who, errors) if op.message_ids else by_scope(op)
-        await act.write(records, status=202)
-        outcomes = await results.wait(op.id, expected, wait) if expected else []
-        answer = result(op.operation, op.id, outcomes, expected, now, errors)
-        return JSONResponse(status_code=200 if answer["done"] else 202, content=answer)
+        records, expected = self.by_ids(op, who, errors) if op.message_ids else self.by_scope(op)
+        await act.write(records, status=status)
+        outcomes = await self.results.wait(op.id, expected, wait) if expected else []
+        return result(op.operation, op.id, outcomes, expected, now, errors)
+
+
+def operations_router(
+    config: Config, capacity: CapacityView, statuses: StatusView, results: OperationView, clock: Clock, auditor: Auditor
+) -> APIRouter:
+    operations = QueueOperations(config, capacity, statuses, results, clock)
+    controls = operations.controls
+    router = APIRouter()
 
     example = {"operation": "rebind", "queue_name": "spring:acme@example.com", "metadata": {"egress_pool": "warm"}}
 
@@ -217,7 +231,8 @@ def operations_router(
         name = body.get("operation") if isinstance(body, dict) else None
         async with auditor.action(request, name if isinstance(name, str) and len(name) < 20 else "operation") as act:
             act.who = controls.principal(request)
-            return await operate(act, _parse(OperationRequest, body), wait)
+            answer = await operations.run(act, _parse(OperationRequest, body), wait)
+            return JSONResponse(status_code=200 if answer["done"] else 202, content=answer)
 
     @router.get("/api/queue/operations/{op_id}", response_model=api.OperationResult, responses=api.problems(401, 404))
     async def get_operation(op_id: str, request: Request) -> JSONResponse:

@@ -1,6 +1,8 @@
 """KumoMTA's admin API against the real pipeline, with the audit trail: a suspension through
 POST /api/admin/suspend/v1 holds a campaign's mail, the action is in GET /api/admin/audit (for the admin and for the
-tenant whose queues it names), and DELETE /api/admin/suspend/v1 by its id releases the mail."""
+tenant whose queues it names), and DELETE /api/admin/suspend/v1 by its id releases the mail; a tenant's
+POST /api/admin/rebind/v1 moves its campaign's queued mail to another queue and pool (stage 1 counts them in the
+result its Location names), the mail is sent through that pool, and the rebind is in the audit trail."""
 
 from __future__ import annotations
 
@@ -8,6 +10,7 @@ import hashlib
 import time
 import uuid
 from collections.abc import Callable, Iterator
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
@@ -17,10 +20,16 @@ from tests.infra.stack import ACME_KEY, ADMIN_KEY, Stack, running_stack
 
 pytestmark = [pytest.mark.e2e, pytest.mark.integration]
 
+EGRESS = {  # two pools, each its own source: where a rebound message was sent from tells which pool it went by
+    "sources": [{"name": "mail2", "daily_limit": 1000}, {"name": "mail3", "daily_limit": 1000}],
+    "pools": [{"name": "warm", "entries": [{"name": "mail2"}]}, {"name": "cold", "entries": [{"name": "mail3"}]}],
+}
+
 
 @pytest.fixture(scope="module")
 def kumo_stack(kafka_bootstrap: str, sink: CaptureSink, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
-    with running_stack(kafka_bootstrap, sink.address, tmp_path_factory.mktemp("kumo")) as s:
+    workdir = tmp_path_factory.mktemp("kumo")
+    with running_stack(kafka_bootstrap, sink.address, workdir, egress=EGRESS, queues={"egress_pool": "warm"}) as s:
         yield s
 
 
@@ -64,18 +73,7 @@ def test_a_kumomta_suspension_holds_mail_is_audited_and_its_delete_releases_it(
     assert [e["id"] for e in audit(kumo_stack, ACME_KEY, scope=f"campaign={campaign}")] == [entry["id"]]
 
     recipients = [f"k{i}-{campaign}@example.com" for i in range(2)]
-    with kumo_stack.client(ACME_KEY) as acme:
-        r = acme.post(
-            "/api/inject/v1",
-            json={
-                "envelope_sender": "sender@acme.test",
-                "recipients": [{"email": rcpt} for rcpt in recipients],
-                "metadata": {"campaign": campaign},
-                "content": {"subject": "s", "text_body": "t"},
-            },
-        )
-    assert r.status_code == 200, r.text
-    ids = [str(t["id"]) for t in r.json()["transactions"]]
+    ids = inject(kumo_stack, recipients, campaign=campaign)
     for tx in ids:
         assert kumo_stack.wait_status(tx, {"suspended", "delivered"}, key=ACME_KEY)["status"] == "suspended"
     assert not [m for m in sink.messages if set(m.rcpt_tos) & set(recipients)]
@@ -100,3 +98,68 @@ def test_a_kumomta_suspension_holds_mail_is_audited_and_its_delete_releases_it(
     [resumed] = audit(kumo_stack, operation="resume", scope=f"campaign={campaign}")
     assert (resumed["result"], resumed["parameters"]) == ("accepted", {"id": ident})
     assert eventually(kumo_stack, listed, lambda found: all(e["id"] != ident for e in found)) is not None
+
+
+def inject(stack: Stack, recipients: list[str], **metadata: str) -> list[str]:
+    with stack.client(ACME_KEY) as acme:
+        r = acme.post(
+            "/api/inject/v1",
+            json={
+                "envelope_sender": "sender@acme.test",
+                "recipients": [{"email": rcpt} for rcpt in recipients],
+                "metadata": metadata,
+                "content": {"subject": "s", "text_body": "t"},
+            },
+        )
+    assert r.status_code == 200, r.text
+    return [str(t["id"]) for t in r.json()["transactions"]]
+
+
+def test_a_kumomta_rebind_moves_queued_mail_to_another_queue_and_pool_and_is_audited(
+    kumo_stack: Stack, sink: CaptureSink
+) -> None:
+    tag = uuid.uuid4().hex[:8]
+    campaign, moved = f"kr-{tag}", f"moved-{tag}"
+    recipients = [f"r{i}-{tag}@example.com" for i in range(2)]
+    later = (datetime.now(UTC) + timedelta(seconds=20)).isoformat()  # still queued when the rebind comes
+    ids = inject(kumo_stack, recipients, campaign=campaign, send_at=later)
+    other = inject(kumo_stack, [f"o-{tag}@example.com"], campaign=f"ko-{tag}", send_at=later)
+    for tx in ids + other:
+        kumo_stack.wait_status(tx, {"scheduled"}, key=ACME_KEY)
+    target = f"{moved}:acme@example.com"
+    body = {"campaign": campaign, "reason": "kumo rebind", "data": {"queue": target, "egress_pool": "cold"}}
+    with kumo_stack.client(ACME_KEY) as acme:  # a tenant's key: its own queues (the tenant is the key's)
+        r = acme.post("/api/admin/rebind/v1", json={**body, "suppress_logging": False, "always_flush": False})
+        assert r.status_code == 200, r.text
+        assert r.json() == {}
+        location = r.headers["location"]
+
+        def result() -> dict[str, Any]:
+            got = acme.get(location)
+            return dict(got.json()) if got.status_code == 200 else {}
+
+        answer = eventually(kumo_stack, result, lambda a: bool(a.get("done")))
+    assert (answer["operation"], answer["affected_messages"], answer["errors"]) == ("rebind", 2, [])
+    assert f"{campaign}:acme@example.com" in answer["affected_queues"]
+    for tx in ids:
+        status = kumo_stack.wait_status(tx, {"scheduled"}, key=ACME_KEY)
+        assert (status["queue"], status["campaign"], status["egress_pool"]) == (target, moved, "cold")
+    assert kumo_stack.wait_status(other[0], {"scheduled"}, key=ACME_KEY)["queue"] == f"ko-{tag}:acme@example.com"
+    for tx in ids:
+        done = kumo_stack.wait_status(tx, {"delivered"}, timeout=90, key=ACME_KEY)
+        assert (done["queue"], done["attempts"][-1]["egress_source"]) == (target, "mail3")
+    assert kumo_stack.wait_status(other[0], {"delivered"}, timeout=90)["attempts"][-1]["egress_source"] == "mail2"
+
+    [entry] = audit(kumo_stack, operation="rebind", scope=f"campaign={campaign}")
+    assert (entry["route"], entry["result"], entry["reason"], entry["actor_tenant"]) == (
+        "POST /api/admin/rebind/v1",
+        "accepted",
+        "kumo rebind",
+        "acme",
+    )
+    assert entry["scope"] == {"tenant": "acme", "campaign": campaign}
+    assert entry["parameters"] == {"to_queue": target, "to_pool": "cold"}
+    assert location.endswith(entry["command_ids"][0])
+    assert [e["id"] for e in audit(kumo_stack, ACME_KEY, operation="rebind", scope=f"campaign={campaign}")] == [
+        entry["id"]
+    ]

@@ -32,6 +32,7 @@ from mailstream.ingest.audit import Auditor
 from mailstream.ingest.audit_view import AuditView, audit_router
 from mailstream.ingest.dashboard import dashboard_router
 from mailstream.ingest.kumo_admin import kumo_admin_router
+from mailstream.ingest.operation_view import OperationView
 from mailstream.ingest.queue_api import queue_router
 from mailstream.ingest.read_model.projection import TOPICS as READ_MODEL_TOPICS
 from mailstream.ingest.status_view import StatusStore, StatusView
@@ -206,6 +207,7 @@ class IngestApp:
     app: FastAPI
     audit: AuditView  # the audit trail's projection, fed by the routes' own writes (as a replica reads its own)
     auditor: Auditor  # writes through `transactions`: an action's records and its audit record all or nothing
+    results: OperationView  # what stage 1 answers to queue operations (a test applies the outcomes)
     _projected: int = field(default=0)
 
     @classmethod
@@ -221,6 +223,7 @@ class IngestApp:
         )
         audit = AuditView()
         auditor = Auditor(transactions, clock, audit)
+        results = OperationView()
         app = create_app(
             config.ingest,
             submitter,
@@ -229,12 +232,12 @@ class IngestApp:
             routers=[
                 queue_router(config, capacity, producer, clock, statuses, auditor),
                 audit_router(config, audit),
-                kumo_admin_router(config, capacity, statuses, clock, auditor),
+                kumo_admin_router(config, capacity, statuses, results, clock, auditor),
                 dashboard_router(),
             ],
         )
         app.state.answers.caught_up.set()  # nothing to read back: the answers' tail is not run here
-        return cls(config, producer, transactions, statuses, capacity, clock, app, audit, auditor)
+        return cls(config, producer, transactions, statuses, capacity, clock, app, audit, auditor, results)
 
     def client(self, key: str | None = ADMIN_KEY) -> httpx.AsyncClient:
         return asgi_client(self.app, key)
