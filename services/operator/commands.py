@@ -6,13 +6,14 @@ import sys
 
 import typer
 
-from mailstream.operator import audit, events, operations, reads  # noqa: F401 - each registers its commands
+from mailstream.operator import audit, events, operations, queue_operations, reads  # noqa: F401 - each registers its commands
 from mailstream.operator.app import app
 from mailstream.operator.client import ApiError
 
 NAMES = (
     "queues", "messages", "inspect", "stats", "servers", "suspensions",
-    "suspend", "resume", "bounce", "cancel", "suppressions", "events", "audit",
+    "suspend", "resume", "bounce", "cancel", "rebind", "retry", "purge", "set-priority", "operation",
+    "suppressions", "events", "audit",
 )  # fmt: skip
 
 

@@ -2,7 +2,9 @@
 MAILSTREAM_API_KEY pointing at a running pipeline (broker, ingest, scheduler, delivery, SMTP sink). Messages
 injected over HTTP are found by `messages` with filters and shown by `inspect`; `stats`, `servers`, `queues`
 answer; a suspension made with `suspend` shows in `queues` and `suspensions` until `resume`, and both in
-`audit`; `cancel` and `bounce` end queued mail only once confirmed (--yes); suppressions are added, listed and
+`audit`; `cancel` and `bounce` end queued mail only once confirmed (--yes); `rebind` moves a campaign's queued mail
+to another queue, `set-priority` and `retry` act on messages by id and `purge` ends the rebound mail, each printing
+the QueueOperationResult counted by the scheduler (and `operation` reads it again); suppressions are added, listed and
 removed; `events tail` prints a Delivery as it happens and `events export` writes a CSV with a header; a wrong key
 exits with the auth code."""
 
@@ -198,6 +200,55 @@ def test_cancel_and_bounce_end_queued_mail_after_confirmation(cli_stack: Stack) 
     assert bounced["scope"] == {"tenant": "acme", "campaign": f"bounce-{RUN}"}
     for tx in held:
         assert cli_stack.wait_status(tx, {"cancelled", "delivered"})["final_reason"] == "cancelled: cli bounce"
+
+
+def test_rebind_set_priority_retry_and_purge_act_on_queued_mail(cli_stack: Stack) -> None:
+    later = (datetime.now(UTC) + timedelta(hours=1)).isoformat()
+    held = inject(cli_stack, f"o1-{RUN}@example.com", f"o2-{RUN}@example.com", campaign=f"ops-{RUN}", send_at=later)
+    for tx in held:
+        cli_stack.wait_status(tx, {"scheduled"})
+    moved = f"moved-{RUN}:acme@example.com"
+    scope = ("--tenant", "acme", "--campaign", f"ops-{RUN}")
+    unconfirmed = mailstream(cli_stack, "rebind", *scope, "--to-queue", moved)
+    assert (unconfirmed.returncode, "Aborted" in unconfirmed.stderr) == (1, True)
+    assert cli_stack.wait_status(held[0], {"scheduled"})["queue"] == f"ops-{RUN}:acme@example.com"
+
+    rebound = json_of(cli_stack, "rebind", *scope, "--to-queue", moved, "--reason", "cli rebind", "--yes")
+    assert (rebound["operation"], rebound["affected_messages"], rebound["errors"]) == ("rebind", 2, [])
+    assert (rebound["done"], rebound["success"]) == (True, True)
+    for tx in held:
+        status = cli_stack.wait_status(tx, {"scheduled"})
+        assert (status["queue"], status["campaign"]) == (moved, f"moved-{RUN}")
+    again = json_of(cli_stack, "operation", rebound["id"])
+    assert (again["id"], again["affected_messages"]) == (rebound["id"], 2)
+
+    ids = [arg for tx in held for arg in ("--id", tx)]
+    raised = mailstream(cli_stack, "set-priority", "9", *ids, key=ACME_KEY)  # the table, with a tenant's key
+    assert raised.returncode == 0, raised.stderr
+    assert "affected_messages" in raised.stdout
+    assert "2" in raised.stdout.split("affected_messages", 1)[1].splitlines()[0]
+    unchanged = json_of(cli_stack, "set-priority", "9", *ids)
+    assert unchanged["affected_messages"] == 0  # the scheduler has them at 9 already
+
+    [deferred] = inject(cli_stack, f"defer-{RUN}@example.com", campaign=f"retry-{RUN}")
+    assert cli_stack.wait_status(deferred, {"deferred"})["num_attempts"] == 1  # the next try is 20 minutes away
+    retried = json_of(cli_stack, "retry", "--id", deferred)
+    assert (retried["affected_messages"], retried["affected_queues"]) == (1, [f"retry-{RUN}:acme@example.com"])
+    assert until(lambda: cli_stack.wait_status(deferred, {"deferred"})["num_attempts"] == 2, timeout=30)
+
+    purged = json_of(
+        cli_stack, "purge", "--tenant", "acme", "--campaign", f"moved-{RUN}", "--reason", "cli purge", "--yes"
+    )
+    assert purged["affected_messages"] == 2
+    for tx in held:
+        done = cli_stack.wait_status(tx, {"cancelled"})
+        assert done["final_reason"] == "cancelled: purged: cli purge"
+    late = json_of(cli_stack, "retry", "--id", held[0])
+    assert (late["affected_messages"], late["errors"], late["success"]) == (
+        0,
+        [f"{held[0]} is already cancelled"],
+        False,
+    )
 
 
 def test_suppressions_add_list_remove(cli_stack: Stack) -> None:
