@@ -78,13 +78,22 @@ def _suspension_table(out: Any, rows: list[Row]) -> None:
     out.table(cols, rows, "controls in force")
 
 
+SHAPING_COLUMNS = [field("action"), field("rule"), field("path"), field("tenant"), field("campaign"), field("domain"),
+                   field("max_message_rate", "rate"), field("connection_limit", "conns", right=True),
+                   field("reason"), at("since"), at("until")]  # fmt: skip
+
+
 @app.command()
 def suspensions(ctx: typer.Context, tenant: Tenant = None, as_json: Json = False) -> None:
-    """The suspensions, drains and bounces in force."""
+    """The suspensions, drains and bounces in force, and the adaptive-shaping actions (shaping.rules) in force."""
     with connect(ctx) as api:
-        rows = api.get("/api/admin/suspensions", tenant=tenant)["data"]
+        answer = api.get("/api/admin/suspensions", tenant=tenant)
     out = output(as_json)
-    out.json(rows) if out.as_json else _suspension_table(out, rows)
+    if out.as_json:
+        out.json(answer)
+        return
+    _suspension_table(out, answer["data"])
+    out.table(SHAPING_COLUMNS, answer.get("shaping") or [], "adaptive shaping in force")
 
 
 Many = Annotated[list[str] | None, typer.Option(help="Repeat it or separate by commas.")]
@@ -211,7 +220,7 @@ def stats(
 
 @app.command()
 def servers(ctx: typer.Context, as_json: Json = False) -> None:
-    """Egress sources: today's use of their daily limits, send windows, sliding windows."""
+    """Egress sources: today's use of their daily limits, send windows, sliding windows, shaping actions in force."""
     with connect(ctx) as api:
         rows = api.get("/api/queue/servers")["data"]
     out = output(as_json)
@@ -221,8 +230,12 @@ def servers(ctx: typer.Context, as_json: Json = False) -> None:
     cols = [field("name"), field("daily_used", "used", right=True), field("daily_limit", "limit", right=True),
             field("daily_remaining", "left", right=True), field("day"), at("resets_at", "resets"),
             Column("window", lambda r: _window(r.get("send_window"))),
-            Column("sliding", lambda r: _sliding(r.get("sliding_window")))]  # fmt: skip
+            Column("sliding", lambda r: _sliding(r.get("sliding_window"))),
+            Column("shaping", lambda r: len(r.get("shaping") or []), "right")]  # fmt: skip
     out.table(cols, rows, "servers")
+    shaped = [{"source": r["name"], **action} for r in rows for action in r.get("shaping") or []]
+    if shaped:  # the actions on each source's paths
+        out.table([field("source"), *SHAPING_COLUMNS], shaped, "adaptive shaping in force")
 
 
 def _window(w: Row | None) -> str:

@@ -158,7 +158,7 @@ def test_suspend_shows_in_queues_and_suspensions_until_resume(cli_stack: Stack, 
     assert done.returncode == 0, done.stderr
 
     def held() -> list[dict[str, Any]]:
-        return [s for s in json_of(cli_stack, "suspensions") if s.get("campaign") == CAMPAIGN]
+        return [s for s in json_of(cli_stack, "suspensions")["data"] if s.get("campaign") == CAMPAIGN]
 
     [control] = until(held)
     assert control["reason"] == "cli test"
