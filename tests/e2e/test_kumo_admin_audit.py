@@ -141,9 +141,13 @@ def test_a_kumomta_rebind_moves_queued_mail_to_another_queue_and_pool_and_is_aud
         answer = eventually(kumo_stack, result, lambda a: bool(a.get("done")))
     assert (answer["operation"], answer["affected_messages"], answer["errors"]) == ("rebind", 2, [])
     assert f"{campaign}:acme@example.com" in answer["affected_queues"]
-    for tx in ids:
-        status = kumo_stack.wait_status(tx, {"scheduled"}, key=ACME_KEY)
-        assert (status["queue"], status["campaign"], status["egress_pool"]) == (target, moved, "cold")
+
+    def scheduled(tx: str) -> Callable[[], dict[str, Any]]:
+        return lambda: kumo_stack.wait_status(tx, {"scheduled"}, key=ACME_KEY)
+
+    for tx in ids:  # the new status version reaches ingest's view soon after the result
+        status = eventually(kumo_stack, scheduled(tx), lambda s: s["queue"] == target)
+        assert (status["campaign"], status["egress_pool"]) == (moved, "cold")
     assert kumo_stack.wait_status(other[0], {"scheduled"}, key=ACME_KEY)["queue"] == f"ko-{tag}:acme@example.com"
     for tx in ids:
         done = kumo_stack.wait_status(tx, {"delivered"}, timeout=90, key=ACME_KEY)

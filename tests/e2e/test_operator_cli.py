@@ -21,6 +21,7 @@ import time
 import uuid
 from collections.abc import Callable, Iterator
 from datetime import UTC, datetime, timedelta
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -202,6 +203,11 @@ def test_cancel_and_bounce_end_queued_mail_after_confirmation(cli_stack: Stack) 
         assert cli_stack.wait_status(tx, {"cancelled", "delivered"})["final_reason"] == "cancelled: cli bounce"
 
 
+def rebound_to(stack: Stack, tx: str, queue: str) -> dict[str, Any] | None:
+    status = stack.wait_status(tx, {"scheduled"})
+    return status if status["queue"] == queue else None
+
+
 def test_rebind_set_priority_retry_and_purge_act_on_queued_mail(cli_stack: Stack) -> None:
     later = (datetime.now(UTC) + timedelta(hours=1)).isoformat()
     held = inject(cli_stack, f"o1-{RUN}@example.com", f"o2-{RUN}@example.com", campaign=f"ops-{RUN}", send_at=later)
@@ -216,8 +222,8 @@ def test_rebind_set_priority_retry_and_purge_act_on_queued_mail(cli_stack: Stack
     rebound = json_of(cli_stack, "rebind", *scope, "--to-queue", moved, "--reason", "cli rebind", "--yes")
     assert (rebound["operation"], rebound["affected_messages"], rebound["errors"]) == ("rebind", 2, [])
     assert (rebound["done"], rebound["success"]) == (True, True)
-    for tx in held:
-        status = cli_stack.wait_status(tx, {"scheduled"})
+    for tx in held:  # the new status version reaches ingest's view soon after the result
+        status = until(partial(rebound_to, cli_stack, tx, moved))
         assert (status["queue"], status["campaign"]) == (moved, f"moved-{RUN}")
     again = json_of(cli_stack, "operation", rebound["id"])
     assert (again["id"], again["affected_messages"]) == (rebound["id"], 2)
