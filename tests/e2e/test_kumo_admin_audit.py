@@ -121,7 +121,7 @@ def test_a_kumomta_rebind_moves_queued_mail_to_another_queue_and_pool_and_is_aud
     tag = uuid.uuid4().hex[:8]
     campaign, moved = f"kr-{tag}", f"moved-{tag}"
     recipients = [f"r{i}-{tag}@example.com" for i in range(2)]
-    later = (datetime.now(UTC) + timedelta(seconds=20)).isoformat()  # still queued when the rebind comes
+    later = (datetime.now(UTC) + timedelta(seconds=30)).isoformat()  # still queued when the rebind comes
     ids = inject(kumo_stack, recipients, campaign=campaign, send_at=later)
     other = inject(kumo_stack, [f"o-{tag}@example.com"], campaign=f"ko-{tag}", send_at=later)
     for tx in ids + other:
