@@ -1,6 +1,8 @@
-"""The queue operations the API has (suspend, resume, bounce, cancel) and the suppression lists.
+"""The queue controls (suspend, resume, bounce) and cancel, on their own routes, and the suppression lists; the
+one-off operations of POST /api/queue/operations (rebind, retry, purge, set-priority) are in queue_operations.
 
-Each operation asks before it acts unless --yes; what it prints is the API's answer.
+Each of these asks before it acts unless --yes; what it prints is the API's answer (the control set, its id and
+scope).
 """
 
 from __future__ import annotations
