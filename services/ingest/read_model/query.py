@@ -135,8 +135,11 @@ def where(f: QueueFilter, probe: bool = False) -> tuple[list[str], list[object]]
     bound("num_attempts", "<=", f.max_attempts)
     bound("size_bytes", ">=", f.min_size_bytes)
     bound("size_bytes", "<=", f.max_size_bytes)
-    for tag in f.tags:
-        conds.append(f"{member} IN (SELECT seq FROM tags WHERE tag = ?)")
+    for tag in f.tags:  # probed: one primary-key lookup per row walked, not the list of every tagged row first
+        if probe:
+            conds.append("EXISTS (SELECT 1 FROM tags t WHERE t.tag = ? AND t.seq = m.seq)")
+        else:
+            conds.append(f"{member} IN (SELECT seq FROM tags WHERE tag = ?)")
         params.append(tag)
     if f.search_query is not None:
         conds.append(f"{member} IN (SELECT rowid FROM messages_fts WHERE messages_fts MATCH ?)")
