@@ -11,6 +11,7 @@ import os
 import subprocess
 import sys
 import uuid
+from collections.abc import Iterator
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -27,7 +28,7 @@ from mailstream.events.records import LogRecord
 from mailstream.events.serde import SerdeError, framing, use_wire_format
 from mailstream.events.topics import ACCEPTED, ALL_TOPICS, EVENTS, STATUS, TopicSpec
 from mailstream.events.wire import RegistryError, RegistryIds
-from tests.infra.stack import ACME_KEY, Stack, stack_config
+from tests.infra.stack import ACME_KEY, Stack, private_bootstrap, stack_config
 from tests.infra.topics import end_offsets, read_all
 
 pytestmark = pytest.mark.integration
@@ -52,14 +53,22 @@ def _read(bootstrap: str, spec: TopicSpec[Any], start: list[int]) -> list[bytes]
     return [v for _, _, _, v in read_all(bootstrap, spec.name, spec.partitions, start=start) if v is not None]
 
 
+@pytest.fixture
+def own_bootstrap(kafka_bootstrap: str, tmp_path: Path) -> Iterator[str]:
+    """A broker of this test's own: the Confluent-framed records it writes stay off the shared broker, whose other
+    tests read the topics whole with no registry configured (as a service without kafka.schema_registry must)."""
+    with private_bootstrap(kafka_bootstrap, tmp_path / "own-broker") as bootstrap:
+        yield bootstrap
+
+
 def test_ingest_writes_what_a_confluent_deserializer_reads(
-    kafka_bootstrap: str, schema_registry: str, tmp_path: Path
+    own_bootstrap: str, schema_registry: str, tmp_path: Path
 ) -> None:
-    ensure_topics(kafka_bootstrap, ALL_TOPICS)
+    ensure_topics(own_bootstrap, ALL_TOPICS)
     run = uuid.uuid4().hex[:8]
-    starts = {s.name: end_offsets(kafka_bootstrap, s.name, s.partitions) for s in (EVENTS, ACCEPTED, STATUS)}
+    starts = {s.name: end_offsets(own_bootstrap, s.name, s.partitions) for s in (EVENTS, ACCEPTED, STATUS)}
     config = stack_config(
-        kafka_bootstrap, ("127.0.0.1", 9), tmp_path, kafka={"schema_registry": {"url": schema_registry}}
+        own_bootstrap, ("127.0.0.1", 9), tmp_path, kafka={"schema_registry": {"url": schema_registry}}
     )
     stack = Stack(config, tmp_path)
     stack.start_service("ingest")  # registers at start-up, then serves
@@ -72,7 +81,7 @@ def test_ingest_writes_what_a_confluent_deserializer_reads(
         for subject in ("mail.events-value", "mail.accepted-value", "mail.status-value"):
             assert client.get_compatibility(subject) == "BACKWARD"
         deserialize = AvroDeserializer(client)  # as shipped: no reader schema, no hooks
-        events = _read(kafka_bootstrap, EVENTS, starts[EVENTS.name])
+        events = _read(own_bootstrap, EVENTS, starts[EVENTS.name])
         mine = []
         for value in events:  # since the start: any other writer's records too, in whichever framing
             if value[:1] == b"\x00":
@@ -81,12 +90,12 @@ def test_ingest_writes_what_a_confluent_deserializer_reads(
                     mine.append(datum)
         accepted = [
             deserialize(v, SerializationContext(ACCEPTED.name, MessageField.VALUE))
-            for v in _read(kafka_bootstrap, ACCEPTED, starts[ACCEPTED.name])
+            for v in _read(own_bootstrap, ACCEPTED, starts[ACCEPTED.name])
             if v[:1] == b"\x00"
         ]
         statuses = [
             deserialize(v, SerializationContext(STATUS.name, MessageField.VALUE))
-            for v in _read(kafka_bootstrap, STATUS, starts[STATUS.name])
+            for v in _read(own_bootstrap, STATUS, starts[STATUS.name])
             if v[:1] == b"\x00"
         ]
     assert sorted(d["id"] for d in mine) == sorted(ids)
@@ -116,13 +125,13 @@ def test_ingest_writes_what_a_confluent_deserializer_reads(
     # and so does the CLI, given the services' file
     cli_config = tmp_path / "cli.yaml"
     cli_config.write_text(
-        yaml.safe_dump({"kafka": {"bootstrap_servers": kafka_bootstrap, "schema_registry": {"url": schema_registry}}})
+        yaml.safe_dump({"kafka": {"bootstrap_servers": own_bootstrap, "schema_registry": {"url": schema_registry}}})
     )
     export = subprocess.run(
         [sys.executable, "-m", "mailstream", "events", "export", "--since", "30m", "--type", "Reception",
          "--tenant", "acme", "--config", str(cli_config)],
         capture_output=True, text=True, timeout=120, check=False,
-        env={**os.environ, "KAFKA_BOOTSTRAP_SERVERS": kafka_bootstrap},
+        env={**os.environ, "KAFKA_BOOTSTRAP_SERVERS": own_bootstrap},
     )  # fmt: skip
     assert export.returncode == 0, export.stderr
     assert {json.loads(line)["id"] for line in export.stdout.splitlines()} >= set(ids)
