@@ -39,7 +39,7 @@ from mailstream.events.records import QueueAction, QueueSuspension
 from mailstream.ingest import api_models as api
 from mailstream.ingest.audit import Action, Auditor
 from mailstream.ingest.auth import Principal
-from mailstream.ingest.kumo_rebind import RebindV1Request, rebind_operation
+from mailstream.ingest.kumo_rebind import KumoCriteria, RebindV1Request, rebind_operation
 from mailstream.ingest.operation_view import OperationView
 from mailstream.ingest.operations_api import QueueOperations
 from mailstream.ingest.problems import Problem, from_validation_error, read_json
@@ -55,15 +55,8 @@ from mailstream.ingest.status_view import StatusView
 from mailstream.ingest.tenant_rights import acting_tenant
 from mailstream.intake.capacity_view import CapacityView
 
-Name = Field(default=None, min_length=1, max_length=255)
 
-
-class KumoRequest(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-    reason: str = Field(min_length=1, max_length=500)
-    domain: str | None = Name
-    campaign: str | None = Name
-    tenant: str | None = Name
+class KumoRequest(KumoCriteria):
     queue_names: list[str] = Field(default=[], max_length=100, description="Overrides domain, campaign and tenant")
     duration: str | float | None = Field(default=None, description="'5m', '2 hours' or seconds")
     expires: AwareDatetime | None = None

@@ -24,12 +24,17 @@ DATA_KEYS = ("queue", "routing_domain", "egress_pool")
 Name = Field(default=None, min_length=1, max_length=255)
 
 
-class RebindV1Request(BaseModel):
+class KumoCriteria(BaseModel):
+    """What every kumod admin request names: why, and the domain, campaign and tenant of the queues concerned."""
+
     model_config = ConfigDict(extra="forbid")
     reason: str = Field(min_length=1, max_length=500)
     domain: str | None = Name
     campaign: str | None = Name
     tenant: str | None = Name
+
+
+class RebindV1Request(KumoCriteria):
     routing_domain: None = Field(default=None, description="Not supported: must be absent")
     data: dict[str, str] = Field(max_length=len(DATA_KEYS), description=f"The new meta: {', '.join(DATA_KEYS)}")
     always_flush: bool = Field(default=False, description="Not supported: must be false")

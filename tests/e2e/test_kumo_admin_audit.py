@@ -16,7 +16,7 @@ from typing import Any
 import pytest
 
 from mailstream.devtools.capture_sink import CaptureSink
-from tests.infra.stack import ACME_KEY, ADMIN_KEY, Stack, running_stack
+from tests.infra.stack import ACME_KEY, ADMIN_KEY, Stack, running_stack, transaction_ids
 
 pytestmark = [pytest.mark.e2e, pytest.mark.integration]
 
@@ -101,18 +101,7 @@ def test_a_kumomta_suspension_holds_mail_is_audited_and_its_delete_releases_it(
 
 
 def inject(stack: Stack, recipients: list[str], **metadata: str) -> list[str]:
-    with stack.client(ACME_KEY) as acme:
-        r = acme.post(
-            "/api/inject/v1",
-            json={
-                "envelope_sender": "sender@acme.test",
-                "recipients": [{"email": rcpt} for rcpt in recipients],
-                "metadata": metadata,
-                "content": {"subject": "s", "text_body": "t"},
-            },
-        )
-    assert r.status_code == 200, r.text
-    return [str(t["id"]) for t in r.json()["transactions"]]
+    return transaction_ids(stack.inject(ACME_KEY, recipients, **metadata))
 
 
 def test_a_kumomta_rebind_moves_queued_mail_to_another_queue_and_pool_and_is_audited(

@@ -19,7 +19,7 @@ from mailstream.devtools.capture_sink import CaptureSink
 from mailstream.events.records import AuditRecord, LogRecord
 from mailstream.events.serde import decode
 from mailstream.events.topics import AUDIT, EVENTS
-from tests.infra.stack import ACME_KEY, ADMIN_KEY, GLOBEX_KEY, Stack, running_stack
+from tests.infra.stack import ACME_KEY, ADMIN_KEY, GLOBEX_KEY, Stack, running_stack, transaction_ids
 from tests.infra.topics import read_all
 
 pytestmark = [pytest.mark.e2e, pytest.mark.integration]
@@ -38,18 +38,7 @@ def ops_stack(kafka_bootstrap: str, sink: CaptureSink, tmp_path_factory: pytest.
 
 
 def _inject(stack: Stack, key: str, recipients: list[str], **metadata: str) -> list[str]:
-    with stack.client(key) as client:
-        r = client.post(
-            "/api/inject/v1",
-            json={
-                "envelope_sender": "sender@acme.test",
-                "recipients": [{"email": rcpt} for rcpt in recipients],
-                "metadata": metadata,
-                "content": {"subject": "s", "text_body": "t"},
-            },
-        )
-    assert r.status_code == 200, r.text
-    return [str(t["id"]) for t in r.json()["transactions"]]
+    return transaction_ids(stack.inject(key, recipients, **metadata))
 
 
 def _operate(stack: Stack, key: str, body: dict[str, Any], status: int = 200) -> dict[str, Any]:

@@ -18,7 +18,7 @@ from mailstream.devtools.capture_sink import CaptureSink
 from mailstream.events.records import LogRecord
 from mailstream.events.serde import decode
 from mailstream.events.topics import EVENTS
-from tests.infra.stack import ACME_KEY, ADMIN_KEY, GLOBEX_KEY, Stack, running_stack
+from tests.infra.stack import ACME_KEY, ADMIN_KEY, GLOBEX_KEY, Stack, running_stack, transaction_ids
 from tests.infra.topics import read_all
 
 pytestmark = [pytest.mark.e2e, pytest.mark.integration]
@@ -41,25 +41,6 @@ def states_stack(kafka_bootstrap: str, sink: CaptureSink, tmp_path_factory: pyte
         yield s
 
 
-def _inject(stack: Stack, key: str, recipients: list[str], **metadata: str) -> dict[str, Any]:
-    with stack.client(key) as client:
-        r = client.post(
-            "/api/inject/v1",
-            json={
-                "envelope_sender": "sender@acme.test",
-                "recipients": [{"email": rcpt} for rcpt in recipients],
-                "metadata": metadata,
-                "content": {"subject": "s", "text_body": "t"},
-            },
-        )
-    assert r.status_code == 200, r.text
-    return dict(r.json())
-
-
-def _ids(answer: dict[str, Any]) -> list[str]:
-    return [str(t["id"]) for t in answer["transactions"]]
-
-
 def _delivered_to(sink: CaptureSink, recipients: list[str]) -> set[str]:
     return {rcpt for m in sink.messages for rcpt in m.rcpt_tos} & set(recipients)
 
@@ -71,7 +52,7 @@ def _events(stack: Stack, ids: list[str]) -> list[LogRecord]:
 
 def test_cancel_needs_a_key_and_sees_only_the_callers_transactions(states_stack: Stack) -> None:
     later = (datetime.now(UTC) + timedelta(hours=1)).isoformat()
-    [tx] = _ids(_inject(states_stack, ACME_KEY, [f"c-{uuid.uuid4().hex[:8]}@example.com"], send_at=later))
+    [tx] = transaction_ids(states_stack.inject(ACME_KEY, [f"c-{uuid.uuid4().hex[:8]}@example.com"], send_at=later))
     states_stack.wait_status(tx, {"scheduled"})
     r = httpx.post(f"{states_stack.api}/api/transactions/{tx}/cancel", timeout=10)
     assert r.status_code == 401
@@ -103,7 +84,7 @@ def test_cancel_needs_a_key_and_sees_only_the_callers_transactions(states_stack:
 def test_messages_stage_2_holds_are_cancelled_and_never_sent(states_stack: Stack, sink: CaptureSink) -> None:
     tag = uuid.uuid4().hex[:8]
     recipients = [f"t{i}-{tag}@example.com" for i in range(3)]
-    first, second, third = _ids(_inject(states_stack, ACME_KEY, recipients, campaign="tight"))
+    first, second, third = transaction_ids(states_stack.inject(ACME_KEY, recipients, campaign="tight"))
     states_stack.wait_status(first, {"delivered"}, key=ACME_KEY)
     for tx in (second, third):
         assert states_stack.wait_status(tx, {"ready", "delivered"}, key=ACME_KEY)["status"] == "ready"
@@ -132,7 +113,7 @@ def test_a_draining_queue_delivers_what_it_holds_and_refuses_what_arrives(
     campaign = f"drain-{tag}"
     soon = (datetime.now(UTC) + timedelta(seconds=6)).isoformat()
     old_rcpts = [f"o{i}-{tag}@example.com" for i in range(2)]
-    old = _ids(_inject(states_stack, ACME_KEY, old_rcpts, campaign=campaign, send_at=soon))
+    old = transaction_ids(states_stack.inject(ACME_KEY, old_rcpts, campaign=campaign, send_at=soon))
     for tx in old:
         states_stack.wait_status(tx, {"scheduled"}, key=ACME_KEY)
     with states_stack.client(ACME_KEY) as acme:
@@ -141,9 +122,9 @@ def test_a_draining_queue_delivers_what_it_holds_and_refuses_what_arrives(
     assert (r.json()["operation"], r.json()["scope"]) == ("drain", {"tenant": "acme", "campaign": campaign})
 
     new_rcpt = f"n-{tag}@example.com"
-    answer = _inject(states_stack, ACME_KEY, [new_rcpt], campaign=campaign)
+    answer = states_stack.inject(ACME_KEY, [new_rcpt], campaign=campaign)
     if answer["transactions"]:  # ingest had not seen the state yet: stage 1 refuses it
-        [tx] = _ids(answer)
+        [tx] = transaction_ids(answer)
         refused = states_stack.wait_status(tx, {"bounced", "delivered"}, key=ACME_KEY)
         assert refused["status"] == "bounced"
         assert refused["queue_state"] == "draining"
@@ -157,7 +138,7 @@ def test_a_draining_queue_delivers_what_it_holds_and_refuses_what_arrives(
 
     deadline = time.monotonic() + 30  # once the published state shows it, ingest refuses at once
     while True:
-        answer = _inject(states_stack, ACME_KEY, [new_rcpt], campaign=campaign)
+        answer = states_stack.inject(ACME_KEY, [new_rcpt], campaign=campaign)
         if not answer["transactions"]:
             break
         assert time.monotonic() < deadline, answer

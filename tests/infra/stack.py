@@ -245,6 +245,21 @@ class Stack:
     def client(self, key: str = ADMIN_KEY) -> httpx.Client:
         return httpx.Client(base_url=self.api, headers={"Authorization": f"Bearer {key}"}, timeout=30.0)
 
+    def inject(self, key: str, recipients: list[str], **metadata: str) -> dict[str, Any]:
+        """One plain message from sender@acme.test to `recipients` through POST /api/inject/v1; its 200 answer."""
+        with self.client(key) as client:
+            r = client.post(
+                "/api/inject/v1",
+                json={
+                    "envelope_sender": "sender@acme.test",
+                    "recipients": [{"email": rcpt} for rcpt in recipients],
+                    "metadata": metadata,
+                    "content": {"subject": "s", "text_body": "t"},
+                },
+            )
+        assert r.status_code == 200, r.text
+        return dict(r.json())
+
     def wait_status(self, tx_id: str, want: set[str], timeout: float = 60.0, key: str = ADMIN_KEY) -> dict[str, Any]:
         """Long-poll the transaction until its status is one of `want`."""
         deadline = time.monotonic() + timeout
@@ -301,3 +316,8 @@ def _started(stack: Stack) -> Iterator[Stack]:
         yield stack
     finally:
         stack.stop()
+
+
+def transaction_ids(answer: dict[str, Any]) -> list[str]:
+    """The ids of an inject answer's transactions, in the order of its recipients."""
+    return [str(t["id"]) for t in answer["transactions"]]
